@@ -1,0 +1,303 @@
+//! An in-memory [`LedgerStore`]: the reference implementation, and the fast path of the
+//! apply benchmark. Hash maps use a fixed hasher (`FxHash`, no random seed) and are never
+//! iterated where order could reach an output: the `visit_*` methods sort first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use super::store::{Expiry, LedgerStore};
+use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, TransferId};
+
+/// One account with its per-account indexes, kept together so that a transfer touches one
+/// map entry per account.
+#[derive(Clone, Debug)]
+struct AccountEntry {
+    account: Account,
+    /// Timestamps of the transfers that touched the account, ascending.
+    transfer_timestamps: Vec<u64>,
+    /// Balance after each transfer, ascending (only for accounts with `HISTORY`).
+    balances: Vec<AccountBalance>,
+}
+
+/// The in-memory ledger store.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    accounts: FxHashMap<AccountId, AccountEntry>,
+    account_timestamps: FxHashSet<u64>,
+    account_timestamp_max: u64,
+    /// Every transfer, in ascending timestamp order (inserts only ever append).
+    transfers: Vec<Transfer>,
+    /// Transfer id to its index in `transfers`.
+    transfer_index: FxHashMap<TransferId, usize>,
+    failed_ids: FxHashSet<TransferId>,
+    pending_statuses: FxHashMap<u64, PendingStatus>,
+    expiries: BTreeSet<Expiry>,
+    timestamp_last: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with room for `accounts` accounts and `transfers` transfers.
+    #[must_use]
+    pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
+        let mut store = Self::default();
+        store.accounts.reserve(accounts);
+        store.transfers.reserve(transfers);
+        store.transfer_index.reserve(transfers);
+        store
+    }
+
+    fn entry_mut(&mut self, id: AccountId) -> &mut AccountEntry {
+        self.accounts
+            .get_mut(&id)
+            .expect("the state machine only indexes existing accounts")
+    }
+}
+
+impl LedgerStore for MemoryStore {
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts.get(&id).map(|entry| entry.account)
+    }
+
+    fn account_insert(&mut self, account: &Account) {
+        let entry = AccountEntry {
+            account: *account,
+            transfer_timestamps: Vec::new(),
+            balances: Vec::new(),
+        };
+        assert!(
+            self.accounts.insert(account.id, entry).is_none(),
+            "account inserted twice"
+        );
+        assert!(
+            self.account_timestamps.insert(account.timestamp),
+            "account timestamp reused"
+        );
+        self.account_timestamp_max = self.account_timestamp_max.max(account.timestamp);
+    }
+
+    fn account_update(&mut self, account: &Account) {
+        let entry = self.entry_mut(account.id);
+        assert_eq!(
+            entry.account.timestamp, account.timestamp,
+            "an update keeps the timestamp"
+        );
+        entry.account = *account;
+    }
+
+    fn account_remove(&mut self, id: AccountId) {
+        let entry = self
+            .accounts
+            .remove(&id)
+            .expect("removing an account that exists");
+        assert!(entry.transfer_timestamps.is_empty() && entry.balances.is_empty());
+        self.account_timestamps.remove(&entry.account.timestamp);
+        if entry.account.timestamp == self.account_timestamp_max {
+            self.account_timestamp_max = self.account_timestamps.iter().copied().max().unwrap_or(0);
+        }
+    }
+
+    fn account_timestamp_exists(&self, timestamp: u64) -> bool {
+        self.account_timestamps.contains(&timestamp)
+    }
+
+    fn account_timestamp_max(&self) -> u64 {
+        self.account_timestamp_max
+    }
+
+    fn transfer(&self, id: TransferId) -> Option<Transfer> {
+        self.transfer_index
+            .get(&id)
+            .map(|&index| self.transfers[index])
+    }
+
+    fn transfer_at(&self, timestamp: u64) -> Option<Transfer> {
+        let index = self
+            .transfers
+            .binary_search_by_key(&timestamp, |t| t.timestamp)
+            .ok()?;
+        Some(self.transfers[index])
+    }
+
+    fn transfer_insert(&mut self, transfer: &Transfer) {
+        assert!(
+            transfer.timestamp > self.transfer_timestamp_max(),
+            "transfers are appended"
+        );
+        let previous = self
+            .transfer_index
+            .insert(transfer.id, self.transfers.len());
+        assert!(previous.is_none(), "transfer inserted twice");
+        self.transfers.push(*transfer);
+    }
+
+    fn transfer_remove(&mut self, id: TransferId) {
+        let newest = self
+            .transfers
+            .pop()
+            .expect("removing a transfer that exists");
+        assert_eq!(newest.id, id, "only the newest transfer can be removed");
+        self.transfer_index.remove(&id);
+    }
+
+    fn transfer_timestamp_max(&self) -> u64 {
+        self.transfers.last().map_or(0, |t| t.timestamp)
+    }
+
+    fn transfer_failed(&self, id: TransferId) -> bool {
+        self.failed_ids.contains(&id)
+    }
+
+    fn transfer_failed_insert(&mut self, id: TransferId) {
+        assert!(
+            !self.transfer_index.contains_key(&id),
+            "a created transfer's id cannot fail"
+        );
+        self.failed_ids.insert(id);
+    }
+
+    fn pending_status(&self, pending_timestamp: u64) -> Option<PendingStatus> {
+        self.pending_statuses.get(&pending_timestamp).copied()
+    }
+
+    fn pending_status_set(&mut self, pending_timestamp: u64, status: PendingStatus) {
+        self.pending_statuses.insert(pending_timestamp, status);
+    }
+
+    fn pending_status_remove(&mut self, pending_timestamp: u64) {
+        self.pending_statuses
+            .remove(&pending_timestamp)
+            .expect("removing a status that exists");
+    }
+
+    fn expiry_insert(&mut self, expiry: Expiry) {
+        assert!(self.expiries.insert(expiry), "expiry inserted twice");
+    }
+
+    fn expiry_remove(&mut self, expiry: Expiry) {
+        assert!(
+            self.expiries.remove(&expiry),
+            "removing an expiry that exists"
+        );
+    }
+
+    fn expiry_due(&self, now: u64, limit: usize, out: &mut Vec<Expiry>) {
+        out.extend(
+            self.expiries
+                .iter()
+                .take_while(|e| e.expires_at <= now)
+                .take(limit),
+        );
+    }
+
+    fn expiry_next(&self) -> Option<u64> {
+        self.expiries.first().map(|e| e.expires_at)
+    }
+
+    fn account_transfer_append(&mut self, account: AccountId, timestamp: u64) {
+        let timestamps = &mut self.entry_mut(account).transfer_timestamps;
+        assert!(timestamps.last().is_none_or(|&last| last < timestamp));
+        timestamps.push(timestamp);
+    }
+
+    fn account_transfer_pop(&mut self, account: AccountId, timestamp: u64) {
+        let popped = self.entry_mut(account).transfer_timestamps.pop();
+        assert_eq!(
+            popped,
+            Some(timestamp),
+            "only the newest index entry can be undone"
+        );
+    }
+
+    fn account_transfers_scan(
+        &self,
+        account: AccountId,
+        timestamp_min: u64,
+        timestamp_max: u64,
+        reversed: bool,
+        visit: &mut dyn FnMut(u64) -> ControlFlow<()>,
+    ) {
+        let Some(entry) = self.accounts.get(&account) else {
+            return;
+        };
+        let timestamps = &entry.transfer_timestamps;
+        let start = timestamps.partition_point(|&t| t < timestamp_min);
+        let end = timestamps.partition_point(|&t| t <= timestamp_max);
+        let range = &timestamps[start..end.max(start)];
+        if reversed {
+            let _ = range.iter().rev().try_for_each(|&t| visit(t));
+        } else {
+            let _ = range.iter().try_for_each(|&t| visit(t));
+        }
+    }
+
+    fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
+        let balances = &mut self.entry_mut(account).balances;
+        assert!(
+            balances
+                .last()
+                .is_none_or(|last| last.timestamp < balance.timestamp)
+        );
+        balances.push(*balance);
+    }
+
+    fn balance_pop(&mut self, account: AccountId, timestamp: u64) {
+        let popped = self.entry_mut(account).balances.pop();
+        assert_eq!(popped.map(|b| b.timestamp), Some(timestamp));
+    }
+
+    fn balance_at(&self, account: AccountId, timestamp: u64) -> Option<AccountBalance> {
+        let balances = &self.accounts.get(&account)?.balances;
+        let index = balances
+            .binary_search_by_key(&timestamp, |b| b.timestamp)
+            .ok()?;
+        Some(balances[index])
+    }
+
+    fn timestamp_last(&self) -> u64 {
+        self.timestamp_last
+    }
+
+    fn timestamp_last_set(&mut self, timestamp: u64) {
+        self.timestamp_last = timestamp;
+    }
+
+    fn visit_accounts(&self, visit: &mut dyn FnMut(&Account)) {
+        let sorted: BTreeMap<_, _> = self.accounts.iter().collect();
+        sorted.values().for_each(|entry| visit(&entry.account));
+    }
+
+    fn visit_transfers(&self, visit: &mut dyn FnMut(&Transfer)) {
+        self.transfers.iter().for_each(visit);
+    }
+
+    fn visit_failed_ids(&self, visit: &mut dyn FnMut(TransferId)) {
+        let sorted: BTreeSet<_> = self.failed_ids.iter().copied().collect();
+        sorted.into_iter().for_each(visit);
+    }
+
+    fn visit_pending_statuses(&self, visit: &mut dyn FnMut(u64, PendingStatus)) {
+        let sorted: BTreeMap<_, _> = self.pending_statuses.iter().collect();
+        sorted
+            .into_iter()
+            .for_each(|(&timestamp, &status)| visit(timestamp, status));
+    }
+
+    fn visit_expiries(&self, visit: &mut dyn FnMut(Expiry)) {
+        self.expiries.iter().copied().for_each(visit);
+    }
+
+    fn visit_balances(&self, visit: &mut dyn FnMut(AccountId, &AccountBalance)) {
+        let sorted: BTreeMap<_, _> = self.accounts.iter().collect();
+        for (&id, entry) in sorted {
+            entry.balances.iter().for_each(|balance| visit(id, balance));
+        }
+    }
+}

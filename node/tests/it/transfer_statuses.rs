@@ -1,0 +1,195 @@
+// Included once per store by `ledger_suite!` in main.rs; `new_store()` comes from there.
+//
+// One case per `CreateTransferStatus`: each case builds the situation, applies one batch and
+// checks the status of one event in it. `every_transfer_status_has_a_case` proves that the
+// table reaches every status the enum defines.
+
+use std::collections::BTreeSet;
+
+use tally_node::ledger::{
+    AccountFlags, CreateTransferStatus as S, Transfer, TransferFlags, TransferId,
+};
+use tally_proto::limits::TIMESTAMP_MAX;
+
+use crate::support::*;
+
+type L = Ledger<super::Store>;
+
+struct Case {
+    expect: S,
+    /// Extra state beyond `base()`, applied before the batch.
+    setup: fn(&mut L),
+    batch: fn(&L) -> Vec<Transfer>,
+    /// Which event of the batch shows `expect`.
+    index: usize,
+}
+
+/// Accounts 1 (member, funded with 100), 2 (plain), 3 (ledger 2), 4 (credits must not
+/// exceed debits), 6/7 (for closing), 8..=16 (plain, for overflow cases); transfer 50
+/// (2 -> 1, 100, user data 1/2/3), pending 80 (2 -> 1, 10).
+fn base(ledger: &mut L) {
+    let mut accounts = vec![member(1), plain(2), account(3, AccountFlags::empty()), account(4, AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)];
+    accounts[2].ledger = 2;
+    accounts.extend((6..=16).map(plain));
+    assert!(ledger.create_accounts(&accounts).iter().all(|s| *s == tally_node::ledger::CreateAccountStatus::Created));
+    let funding = Transfer { user_data_128: 1, user_data_64: 2, user_data_32: 3, ..transfer(50, 2, 1, 100) };
+    assert_eq!(ledger.create_transfers(&[funding, pending(80, 2, 1, 10, 0)]), vec![S::Created, S::Created]);
+}
+
+fn nothing(_: &mut L) {}
+
+fn one(t: Transfer) -> Vec<Transfer> {
+    vec![t]
+}
+
+fn imported(mut t: Transfer, timestamp: u64) -> Transfer {
+    t.flags |= TransferFlags::IMPORTED;
+    t.timestamp = timestamp;
+    t
+}
+
+fn funding_again() -> Transfer {
+    Transfer { user_data_128: 1, user_data_64: 2, user_data_32: 3, ..transfer(50, 2, 1, 100) }
+}
+
+fn cases() -> Vec<Case> {
+    let c = |expect, setup, batch, index| Case { expect, setup, batch, index };
+    vec![
+        c(S::Created, nothing, |_| one(transfer(100, 2, 1, 10)), 0),
+        c(S::LinkedEventFailed, nothing, |_| vec![linked(transfer(100, 2, 1, 1)), transfer(0, 2, 1, 1)], 0),
+        c(S::LinkedEventChainOpen, nothing, |_| one(linked(transfer(100, 2, 1, 1))), 0),
+        c(S::ImportedEventExpected, nothing, |l| vec![imported(transfer(100, 2, 1, 1), l.now - 1), transfer(101, 2, 1, 1)], 1),
+        c(S::ImportedEventNotExpected, nothing, |l| vec![transfer(100, 2, 1, 1), imported(transfer(101, 2, 1, 1), l.now - 1)], 1),
+        c(S::TimestampMustBeZero, nothing, |_| one(Transfer { timestamp: 5, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::ImportedEventTimestampOutOfRange, nothing, |_| one(imported(transfer(100, 2, 1, 1), 0)), 0),
+        c(S::ImportedEventTimestampMustNotAdvance, nothing, |_| one(imported(transfer(100, 2, 1, 1), TIMESTAMP_MAX)), 0),
+        c(S::ReservedFlag, nothing, |_| one(Transfer { flags: TransferFlags::from_bits_retain(1 << 15), ..transfer(100, 2, 1, 1) }), 0),
+        c(S::IdMustNotBeZero, nothing, |_| one(transfer(0, 2, 1, 1)), 0),
+        c(S::IdMustNotBeIntMax, nothing, |_| one(transfer(u128::MAX, 2, 1, 1)), 0),
+        c(S::ExistsWithDifferentFlags, nothing, |_| one(Transfer { flags: TransferFlags::PENDING, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentPendingId, nothing, |_| one(Transfer { pending_id: TransferId(9), ..funding_again() }), 0),
+        c(S::ExistsWithDifferentTimeout, nothing, |_| one(Transfer { timeout: 9, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentDebitAccountId, nothing, |_| one(Transfer { debit_account_id: tally_node::ledger::AccountId(8), ..funding_again() }), 0),
+        c(S::ExistsWithDifferentCreditAccountId, nothing, |_| one(Transfer { credit_account_id: tally_node::ledger::AccountId(8), ..funding_again() }), 0),
+        c(S::ExistsWithDifferentAmount, nothing, |_| one(Transfer { amount: 99, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentUserData128, nothing, |_| one(Transfer { user_data_128: 9, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentUserData64, nothing, |_| one(Transfer { user_data_64: 9, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentUserData32, nothing, |_| one(Transfer { user_data_32: 9, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentLedger, nothing, |_| one(Transfer { ledger: 2, ..funding_again() }), 0),
+        c(S::ExistsWithDifferentCode, nothing, |_| one(Transfer { code: 2, ..funding_again() }), 0),
+        c(S::Exists, nothing, |_| one(funding_again()), 0),
+        c(S::IdAlreadyFailed, |l| assert_eq!(l.transfer(transfer(60, 1, 2, 1000)), S::ExceedsCredits), |_| one(transfer(60, 1, 2, 1)), 0),
+        c(S::FlagsAreMutuallyExclusive, nothing, |_| one(Transfer { flags: TransferFlags::POST_PENDING_TRANSFER | TransferFlags::PENDING, ..post(100, 80, 1) }), 0),
+        c(S::DebitAccountIdMustNotBeZero, nothing, |_| one(transfer(100, 0, 1, 1)), 0),
+        c(S::DebitAccountIdMustNotBeIntMax, nothing, |_| one(transfer(100, u128::MAX, 1, 1)), 0),
+        c(S::CreditAccountIdMustNotBeZero, nothing, |_| one(transfer(100, 2, 0, 1)), 0),
+        c(S::CreditAccountIdMustNotBeIntMax, nothing, |_| one(transfer(100, 2, u128::MAX, 1)), 0),
+        c(S::AccountsMustBeDifferent, nothing, |_| one(transfer(100, 2, 2, 1)), 0),
+        c(S::PendingIdMustBeZero, nothing, |_| one(Transfer { pending_id: TransferId(80), ..transfer(100, 2, 1, 1) }), 0),
+        c(S::PendingIdMustNotBeZero, nothing, |_| one(post(100, 0, 1)), 0),
+        c(S::PendingIdMustNotBeIntMax, nothing, |_| one(post(100, u128::MAX, 1)), 0),
+        c(S::PendingIdMustBeDifferent, nothing, |_| one(post(100, 100, 1)), 0),
+        c(S::TimeoutReservedForPendingTransfer, nothing, |_| one(Transfer { timeout: 1, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::ClosingTransferMustBePending, nothing, |_| one(Transfer { flags: TransferFlags::CLOSING_DEBIT, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::LedgerMustNotBeZero, nothing, |_| one(Transfer { ledger: 0, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::CodeMustNotBeZero, nothing, |_| one(Transfer { code: 0, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::DebitAccountNotFound, nothing, |_| one(transfer(100, 99, 1, 1)), 0),
+        c(S::CreditAccountNotFound, nothing, |_| one(transfer(100, 2, 99, 1)), 0),
+        c(S::AccountsMustHaveTheSameLedger, nothing, |_| one(transfer(100, 2, 3, 1)), 0),
+        c(S::TransferMustHaveTheSameLedgerAsAccounts, nothing, |_| one(Transfer { ledger: 2, ..transfer(100, 2, 1, 1) }), 0),
+        c(S::PendingTransferNotFound, nothing, |_| one(post(100, 999, 1)), 0),
+        c(S::PendingTransferNotPending, nothing, |_| one(post(100, 50, 1)), 0),
+        c(S::PendingTransferHasDifferentDebitAccountId, nothing, |_| one(Transfer { debit_account_id: tally_node::ledger::AccountId(8), ..post(100, 80, 1) }), 0),
+        c(S::PendingTransferHasDifferentCreditAccountId, nothing, |_| one(Transfer { credit_account_id: tally_node::ledger::AccountId(8), ..post(100, 80, 1) }), 0),
+        c(S::PendingTransferHasDifferentLedger, nothing, |_| one(Transfer { ledger: 2, ..post(100, 80, 1) }), 0),
+        c(S::PendingTransferHasDifferentCode, nothing, |_| one(Transfer { code: 2, ..post(100, 80, 1) }), 0),
+        c(S::ExceedsPendingTransferAmount, nothing, |_| one(post(100, 80, 11)), 0),
+        c(S::PendingTransferHasDifferentAmount, nothing, |_| one(Transfer { amount: 5, ..void(100, 80) }), 0),
+        c(S::PendingTransferAlreadyPosted, |l| assert_eq!(l.transfer(post(81, 80, u128::MAX)), S::Created), |_| one(post(100, 80, 1)), 0),
+        c(S::PendingTransferAlreadyVoided, |l| assert_eq!(l.transfer(void(81, 80)), S::Created), |_| one(post(100, 80, 1)), 0),
+        c(S::PendingTransferExpired, |l| { assert_eq!(l.transfer(pending(83, 2, 1, 5, 1)), S::Created); l.advance_seconds(2); }, |_| one(post(100, 83, u128::MAX)), 0),
+        c(S::ImportedEventTimestampMustNotRegress, nothing, |_| one(imported(transfer(100, 2, 1, 1), 1)), 0),
+        c(S::ImportedEventTimestampMustPostdateDebitAccount, |l| assert_eq!(l.create_accounts(&[plain(20)])[0], tally_node::ledger::CreateAccountStatus::Created), |l| one(imported(transfer(100, 20, 2, 1), l.account(20).timestamp - 1)), 0),
+        c(S::ImportedEventTimestampMustPostdateCreditAccount, |l| assert_eq!(l.create_accounts(&[plain(20)])[0], tally_node::ledger::CreateAccountStatus::Created), |l| one(imported(transfer(100, 2, 20, 1), l.account(20).timestamp - 1)), 0),
+        c(S::ImportedEventTimeoutMustBeZero, nothing, |l| one(imported(pending(100, 2, 1, 1, 5), l.now - 1)), 0),
+        c(S::DebitAccountAlreadyClosed, |l| assert_eq!(l.transfer(Transfer { flags: TransferFlags::PENDING | TransferFlags::CLOSING_DEBIT, ..transfer(90, 6, 7, 0) }), S::Created), |_| one(transfer(100, 6, 7, 1)), 0),
+        c(S::CreditAccountAlreadyClosed, |l| assert_eq!(l.transfer(Transfer { flags: TransferFlags::PENDING | TransferFlags::CLOSING_CREDIT, ..transfer(90, 6, 7, 0) }), S::Created), |_| one(transfer(100, 6, 7, 1)), 0),
+        c(S::OverflowsDebitsPending, |l| assert_eq!(l.transfer(pending(90, 8, 9, 10, 0)), S::Created), |_| one(pending(100, 8, 10, u128::MAX, 0)), 0),
+        c(S::OverflowsCreditsPending, |l| assert_eq!(l.transfer(pending(90, 8, 9, 10, 0)), S::Created), |_| one(pending(100, 10, 9, u128::MAX, 0)), 0),
+        c(S::OverflowsDebitsPosted, |l| assert_eq!(l.transfer(transfer(90, 11, 12, 10)), S::Created), |_| one(transfer(100, 11, 13, u128::MAX)), 0),
+        c(S::OverflowsCreditsPosted, |l| assert_eq!(l.transfer(transfer(90, 11, 12, 10)), S::Created), |_| one(transfer(100, 14, 12, u128::MAX)), 0),
+        c(S::OverflowsDebits, |l| assert_eq!(l.transfer(pending(90, 8, 9, 10, 0)), S::Created), |_| one(transfer(100, 8, 15, u128::MAX - 5)), 0),
+        c(S::OverflowsCredits, |l| assert_eq!(l.transfer(pending(90, 8, 9, 10, 0)), S::Created), |_| one(transfer(100, 16, 9, u128::MAX - 5)), 0),
+        c(S::OverflowsTimeout, |l| l.now = TIMESTAMP_MAX - 4_000_000_000_000_000_000, |_| one(pending(100, 2, 1, 1, u32::MAX)), 0),
+        c(S::ExceedsCredits, nothing, |_| one(transfer(100, 1, 2, 1000)), 0),
+        c(S::ExceedsDebits, nothing, |_| one(transfer(100, 2, 4, 1)), 0),
+    ]
+}
+
+/// Every case produces exactly its status, and the ledger stays consistent afterwards.
+#[test]
+fn each_transfer_status_is_returned_in_its_situation() {
+    for case in cases() {
+        let mut ledger = Ledger::new(super::new_store());
+        base(&mut ledger);
+        (case.setup)(&mut ledger);
+        let batch = (case.batch)(&ledger);
+        let results = ledger.create_transfers(&batch);
+        assert_eq!(results[case.index], case.expect, "case {:?}: all results {results:?}", case.expect);
+        ledger.audit();
+    }
+}
+
+/// The table above has a case for every status the enum defines.
+#[test]
+fn every_transfer_status_has_a_case() {
+    let covered: BTreeSet<u32> = cases().iter().map(|c| c.expect.code()).collect();
+    let all: BTreeSet<u32> = S::PRECEDENCE.iter().map(|s| s.code()).collect();
+    let missing: Vec<_> = all.difference(&covered).filter_map(|&c| S::from_code(c)).collect();
+    assert!(missing.is_empty(), "statuses without a case: {missing:?}");
+}
+
+/// When an event breaks several rules, the one first in TigerBeetle's precedence wins.
+#[test]
+fn transfer_precedence_picks_the_first_rule_broken() {
+    let table: Vec<(Transfer, S)> = vec![
+        (Transfer { timestamp: 5, flags: TransferFlags::from_bits_retain(1 << 15), ..transfer(0, 0, 0, 1) }, S::TimestampMustBeZero),
+        (Transfer { flags: TransferFlags::from_bits_retain(1 << 15), ..transfer(0, 0, 0, 1) }, S::ReservedFlag),
+        (transfer(0, 0, 0, 1), S::IdMustNotBeZero),
+        (Transfer { flags: TransferFlags::PENDING, amount: 1, ..funding_again() }, S::ExistsWithDifferentFlags),
+        (Transfer { timeout: 1, amount: 1, ..funding_again() }, S::ExistsWithDifferentTimeout),
+        (Transfer { amount: 1, user_data_64: 0, ..funding_again() }, S::ExistsWithDifferentAmount),
+        (transfer(100, 0, 0, 1), S::DebitAccountIdMustNotBeZero),
+        (transfer(100, 5, 5, 1), S::AccountsMustBeDifferent),
+        (Transfer { pending_id: TransferId(80), timeout: 1, ledger: 0, ..transfer(100, 2, 1, 1) }, S::PendingIdMustBeZero),
+        (Transfer { timeout: 1, ledger: 0, ..transfer(100, 2, 1, 1) }, S::TimeoutReservedForPendingTransfer),
+        (Transfer { ledger: 0, code: 0, ..transfer(100, 98, 99, 1) }, S::LedgerMustNotBeZero),
+        (transfer(100, 98, 99, 1), S::DebitAccountNotFound),
+        (Transfer { ledger: 2, ..transfer(100, 2, 3, 1) }, S::AccountsMustHaveTheSameLedger),
+        (Transfer { amount: 11, code: 7, ..post(100, 80, 11) }, S::PendingTransferHasDifferentCode),
+        // Overflow of the debit side is checked before the credit side and the balance limits.
+        (transfer(100, 2, 1, u128::MAX), S::OverflowsDebitsPosted),
+        // Member 1 cannot give 1000 and account 4 cannot take it: the debit side wins.
+        (transfer(100, 1, 4, 1000), S::ExceedsCredits),
+    ];
+    for (event, expect) in table {
+        let mut ledger = Ledger::new(super::new_store());
+        base(&mut ledger);
+        assert_eq!(ledger.transfer(event), expect, "{event:?}");
+    }
+}
+
+/// A closed account is reported before any balance check on it.
+#[test]
+fn closed_account_precedes_exceeds_credits() {
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    let closing = Transfer { flags: TransferFlags::PENDING | TransferFlags::CLOSING_DEBIT, ..transfer(90, 1, 2, 0) };
+    assert_eq!(ledger.transfer(closing), S::Created);
+    assert_eq!(ledger.transfer(transfer(100, 1, 2, 1000)), S::DebitAccountAlreadyClosed);
+    // Voiding the closing transfer reopens the account; the balance check applies again.
+    assert_eq!(ledger.transfer(void(91, 90)), S::Created);
+    assert_eq!(ledger.transfer(transfer(101, 1, 2, 1000)), S::ExceedsCredits);
+    assert_eq!(ledger.transfer(transfer(102, 1, 2, 100)), S::Created);
+    ledger.audit();
+}
