@@ -24,10 +24,7 @@ pub use v1::Uint128;
 impl From<u128> for Uint128 {
     fn from(value: u128) -> Self {
         #[allow(clippy::cast_possible_truncation)] // Splitting into halves is the intent.
-        Uint128 {
-            lo: value as u64,
-            hi: (value >> 64) as u64,
-        }
+        Uint128 { lo: value as u64, hi: (value >> 64) as u64 }
     }
 }
 
@@ -57,24 +54,13 @@ mod tests {
     /// Splitting into halves and joining them back is the identity, at the edges too.
     #[test]
     fn uint128_round_trips() {
-        for value in [
-            0,
-            1,
-            u128::from(u64::MAX),
-            u128::from(u64::MAX) + 1,
-            u128::MAX - 1,
-            u128::MAX,
-        ] {
+        for value in
+            [0, 1, u128::from(u64::MAX), u128::from(u64::MAX) + 1, u128::MAX - 1, u128::MAX]
+        {
             assert_eq!(u128::from(Uint128::from(value)), value);
             assert_eq!(u128_of(uint128(value)), value);
         }
-        assert_eq!(
-            Uint128::from(u128::MAX - 1),
-            Uint128 {
-                lo: u64::MAX - 1,
-                hi: u64::MAX
-            }
-        );
+        assert_eq!(Uint128::from(u128::MAX - 1), Uint128 { lo: u64::MAX - 1, hi: u64::MAX });
         assert_eq!(uint128(0), None);
     }
 }

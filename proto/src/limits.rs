@@ -72,11 +72,7 @@ const _: () = assert!(
 // Expiry runs inside an apply, so it must not outgrow a batch.
 const _: () = assert!(EXPIRIES_PER_APPLY_MAX <= BATCH_EVENTS_MAX);
 // A pending timeout (u32 seconds) added to any valid timestamp cannot overflow a u64.
-const _: () = assert!(
-    TIMESTAMP_MAX
-        .checked_add(u32::MAX as u64 * 1_000_000_000)
-        .is_some()
-);
+const _: () = assert!(TIMESTAMP_MAX.checked_add(u32::MAX as u64 * 1_000_000_000).is_some());
 
 #[cfg(test)]
 mod tests {
@@ -86,10 +82,7 @@ mod tests {
     use crate::v1;
 
     fn uint128_max() -> Option<v1::Uint128> {
-        Some(v1::Uint128 {
-            lo: u64::MAX,
-            hi: u64::MAX,
-        })
+        Some(v1::Uint128 { lo: u64::MAX, hi: u64::MAX })
     }
 
     fn transfer_max() -> v1::Transfer {
@@ -113,10 +106,7 @@ mod tests {
     /// The computed maximum is exactly what prost encodes for an all-ones event.
     #[test]
     fn event_encoded_bytes_max_is_exact() {
-        assert_eq!(
-            transfer_max().encoded_len(),
-            EVENT_ENCODED_BYTES_MAX as usize
-        );
+        assert_eq!(transfer_max().encoded_len(), EVENT_ENCODED_BYTES_MAX as usize);
         let account = v1::Account {
             id: uint128_max(),
             debits_pending: uint128_max(),

@@ -35,12 +35,7 @@ pub fn accounts_from_request(
     request: &v1::CreateAccountsRequest,
 ) -> Result<Vec<Account>, RequestError> {
     batch_size_check(request.accounts.len())?;
-    request
-        .accounts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| account_from_proto(i, a))
-        .collect()
+    request.accounts.iter().enumerate().map(|(i, a)| account_from_proto(i, a)).collect()
 }
 
 /// Encodes an account.

@@ -28,10 +28,7 @@ pub fn filter_from_proto(
     };
     decoded.validate().map_err(RequestError::Filter)?;
     if decoded.limit > QUERY_RESULTS_MAX {
-        return Err(RequestError::LimitTooLarge {
-            limit: decoded.limit,
-            max: QUERY_RESULTS_MAX,
-        });
+        return Err(RequestError::LimitTooLarge { limit: decoded.limit, max: QUERY_RESULTS_MAX });
     }
     Ok(decoded)
 }

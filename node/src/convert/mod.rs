@@ -64,21 +64,10 @@ impl fmt::Display for RequestError {
         match self {
             Self::Empty => write!(f, "the request has no events; send 1 to {BATCH_EVENTS_MAX}"),
             Self::TooManyEvents { events, max } => {
-                write!(
-                    f,
-                    "the request has {events} events; batch_events_max is {max}"
-                )
+                write!(f, "the request has {events} events; batch_events_max is {max}")
             }
-            Self::FieldOutOfRange {
-                index,
-                field,
-                value,
-                max,
-            } => {
-                write!(
-                    f,
-                    "event {index}: {field} = {value} is above its maximum {max}"
-                )
+            Self::FieldOutOfRange { index, field, value, max } => {
+                write!(f, "event {index}: {field} = {value} is above its maximum {max}")
             }
             Self::FilterMissing => write!(f, "filter is required"),
             Self::Filter(error) => write!(f, "filter: {}", filter_error_text(*error)),
@@ -115,10 +104,7 @@ pub fn batch_size_check(events: usize) -> Result<(), RequestError> {
         return Err(RequestError::Empty);
     }
     if events > BATCH_EVENTS_MAX as usize {
-        return Err(RequestError::TooManyEvents {
-            events,
-            max: BATCH_EVENTS_MAX,
-        });
+        return Err(RequestError::TooManyEvents { events, max: BATCH_EVENTS_MAX });
     }
     Ok(())
 }

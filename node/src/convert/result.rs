@@ -10,10 +10,7 @@ use crate::ledger::{CreateAccountResult, CreateTransferResult};
 pub fn account_results_to_proto(results: &[CreateAccountResult]) -> v1::CreateAccountsReply {
     let results = results
         .iter()
-        .map(|r| v1::CreateAccountResult {
-            timestamp: r.timestamp,
-            status: wire(r.status.code()),
-        })
+        .map(|r| v1::CreateAccountResult { timestamp: r.timestamp, status: wire(r.status.code()) })
         .collect();
     v1::CreateAccountsReply { results }
 }
@@ -23,10 +20,7 @@ pub fn account_results_to_proto(results: &[CreateAccountResult]) -> v1::CreateAc
 pub fn transfer_results_to_proto(results: &[CreateTransferResult]) -> v1::CreateTransfersReply {
     let results = results
         .iter()
-        .map(|r| v1::CreateTransferResult {
-            timestamp: r.timestamp,
-            status: wire(r.status.code()),
-        })
+        .map(|r| v1::CreateTransferResult { timestamp: r.timestamp, status: wire(r.status.code()) })
         .collect();
     v1::CreateTransfersReply { results }
 }

@@ -35,12 +35,7 @@ pub fn transfers_from_request(
     request: &v1::CreateTransfersRequest,
 ) -> Result<Vec<Transfer>, RequestError> {
     batch_size_check(request.transfers.len())?;
-    request
-        .transfers
-        .iter()
-        .enumerate()
-        .map(|(i, t)| transfer_from_proto(i, t))
-        .collect()
+    request.transfers.iter().enumerate().map(|(i, t)| transfer_from_proto(i, t)).collect()
 }
 
 /// Encodes a transfer.

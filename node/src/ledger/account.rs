@@ -73,16 +73,14 @@ impl Account {
     /// Callers have already proven that the sums cannot overflow (`overflows_debits`).
     #[must_use]
     pub fn debits_exceed_credits(&self, amount: u128) -> bool {
-        self.flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+        self.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
             && sum3(self.debits_pending, self.debits_posted, amount) > self.credits_posted
     }
 
     /// Would crediting `amount` more break `credits_must_not_exceed_debits`?
     #[must_use]
     pub fn credits_exceed_debits(&self, amount: u128) -> bool {
-        self.flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+        self.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
             && sum3(self.credits_pending, self.credits_posted, amount) > self.debits_posted
     }
 

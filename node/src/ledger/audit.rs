@@ -75,11 +75,8 @@ impl<S: LedgerStore> StateMachine<S> {
             };
             let expected = recomputed.get(&account.id).copied().unwrap_or_default();
             if first_error.is_none() && stored != expected {
-                first_error = Some(AuditError::AccountSums {
-                    id: account.id,
-                    stored,
-                    recomputed: expected,
-                });
+                first_error =
+                    Some(AuditError::AccountSums { id: account.id, stored, recomputed: expected });
             }
             if first_error.is_none() && !account.within_limits() {
                 first_error = Some(AuditError::Overdraft(*account));
@@ -97,10 +94,7 @@ impl<S: LedgerStore> StateMachine<S> {
             if sums.debits_pending != sums.credits_pending
                 || sums.debits_posted != sums.credits_posted
             {
-                return Err(AuditError::Conservation {
-                    ledger,
-                    totals: sums,
-                });
+                return Err(AuditError::Conservation { ledger, totals: sums });
             }
         }
         Ok(totals)

@@ -51,14 +51,10 @@ impl<S: LedgerStore> StateMachine<S> {
             return self.post_or_void_pending_transfer(timestamp_event, t);
         }
         transfer_shape_check(t)?;
-        let dr = self
-            .store
-            .account(t.debit_account_id)
-            .ok_or((Status::DebitAccountNotFound, None))?;
-        let cr = self
-            .store
-            .account(t.credit_account_id)
-            .ok_or((Status::CreditAccountNotFound, None))?;
+        let dr =
+            self.store.account(t.debit_account_id).ok_or((Status::DebitAccountNotFound, None))?;
+        let cr =
+            self.store.account(t.credit_account_id).ok_or((Status::CreditAccountNotFound, None))?;
         if dr.ledger != cr.ledger {
             return fail(Status::AccountsMustHaveTheSameLedger);
         }
@@ -121,11 +117,7 @@ impl<S: LedgerStore> StateMachine<S> {
         dr: &Account,
         cr: &Account,
     ) {
-        let stored = Transfer {
-            amount,
-            timestamp,
-            ..*t
-        };
+        let stored = Transfer { amount, timestamp, ..*t };
         self.write_transfer_insert(&stored);
         let mut dr_new = *dr;
         let mut cr_new = *cr;
@@ -135,10 +127,7 @@ impl<S: LedgerStore> StateMachine<S> {
             self.write_pending_status(timestamp, PendingStatus::Pending);
             if let Some(expires_at) = stored.expires_at() {
                 assert!(!t.flags.contains(TransferFlags::IMPORTED));
-                self.write_expiry_insert(Expiry {
-                    expires_at,
-                    pending_timestamp: timestamp,
-                });
+                self.write_expiry_insert(Expiry { expires_at, pending_timestamp: timestamp });
             }
         } else {
             dr_new.debits_posted = add(dr_new.debits_posted, amount);
@@ -167,10 +156,8 @@ impl<S: LedgerStore> StateMachine<S> {
         } else if t.timeout != e.timeout {
             Status::ExistsWithDifferentTimeout
         } else if t.flags.resolves_pending() {
-            let pending = self
-                .store
-                .transfer(t.pending_id)
-                .expect("a resolved pending transfer exists");
+            let pending =
+                self.store.transfer(t.pending_id).expect("a resolved pending transfer exists");
             return super::post_void::post_or_void_exists(t, e, &pending);
         } else if t.debit_account_id != e.debit_account_id {
             Status::ExistsWithDifferentDebitAccountId
@@ -198,9 +185,7 @@ impl<S: LedgerStore> StateMachine<S> {
 /// For balancing transfers `amount` is an upper limit, so a resubmission matches any stored
 /// amount up to it.
 fn amount_differs(t: &Transfer, e: &Transfer) -> bool {
-    if t.flags
-        .intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT)
-    {
+    if t.flags.intersects(TransferFlags::BALANCING_DEBIT | TransferFlags::BALANCING_CREDIT) {
         t.amount < e.amount
     } else {
         t.amount != e.amount
@@ -231,9 +216,7 @@ fn transfer_shape_check(t: &Transfer) -> Result<(), Failure> {
         if t.timeout != 0 {
             return fail(Status::TimeoutReservedForPendingTransfer);
         }
-        if t.flags
-            .intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT)
-        {
+        if t.flags.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT) {
             return fail(Status::ClosingTransferMustBePending);
         }
     }
@@ -292,10 +275,7 @@ fn amount_check(
         return fail(Status::OverflowsCredits);
     }
     let timeout_ns = u64::from(t.timeout) * NANOS_PER_SECOND;
-    if timestamp
-        .checked_add(timeout_ns)
-        .is_none_or(|expires_at| expires_at > TIMESTAMP_MAX)
-    {
+    if timestamp.checked_add(timeout_ns).is_none_or(|expires_at| expires_at > TIMESTAMP_MAX) {
         return fail(Status::OverflowsTimeout);
     }
     if dr.debits_exceed_credits(amount) {
@@ -309,6 +289,5 @@ fn amount_check(
 
 /// Adds two balance amounts that earlier checks proved cannot overflow.
 pub(super) fn add(a: u128, b: u128) -> u128 {
-    a.checked_add(b)
-        .expect("overflow checks precede every balance change")
+    a.checked_add(b).expect("overflow checks precede every balance change")
 }

@@ -29,12 +29,7 @@ impl<S: LedgerStore> StateMachine<S> {
         });
         hash.update(b"transfers");
         self.store.visit_transfers(&mut |t| {
-            for value in [
-                t.id.0,
-                t.debit_account_id.0,
-                t.credit_account_id.0,
-                t.amount,
-            ] {
+            for value in [t.id.0, t.debit_account_id.0, t.credit_account_id.0, t.amount] {
                 hash.update(value.to_le_bytes());
             }
             hash.update(t.pending_id.0.to_le_bytes());
@@ -48,8 +43,7 @@ impl<S: LedgerStore> StateMachine<S> {
             hash.update(t.timestamp.to_le_bytes());
         });
         hash.update(b"failed");
-        self.store
-            .visit_failed_ids(&mut |id| hash.update(id.0.to_le_bytes()));
+        self.store.visit_failed_ids(&mut |id| hash.update(id.0.to_le_bytes()));
         hash.update(b"pending");
         self.store.visit_pending_statuses(&mut |timestamp, status| {
             hash.update(timestamp.to_le_bytes());
@@ -64,12 +58,7 @@ impl<S: LedgerStore> StateMachine<S> {
         self.store.visit_balances(&mut |id, b| {
             hash.update(id.0.to_le_bytes());
             hash.update(b.timestamp.to_le_bytes());
-            for value in [
-                b.debits_pending,
-                b.debits_posted,
-                b.credits_pending,
-                b.credits_posted,
-            ] {
+            for value in [b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted] {
                 hash.update(value.to_le_bytes());
             }
         });

@@ -83,10 +83,7 @@ impl AccountFilter {
         if self.limit == 0 {
             return Err(FilterError::Limit);
         }
-        if !self
-            .flags
-            .intersects(AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS)
-        {
+        if !self.flags.intersects(AccountFilterFlags::DEBITS | AccountFilterFlags::CREDITS) {
             return Err(FilterError::NoDirection);
         }
         if self.flags.bits() & !AccountFilterFlags::all().bits() != 0 {
@@ -98,11 +95,7 @@ impl AccountFilter {
     /// The inclusive timestamp range the filter selects.
     #[must_use]
     pub fn timestamp_range(&self) -> (u64, u64) {
-        let max = if self.timestamp_max == 0 {
-            u64::MAX
-        } else {
-            self.timestamp_max
-        };
+        let max = if self.timestamp_max == 0 { u64::MAX } else { self.timestamp_max };
         (self.timestamp_min, max)
     }
 }

@@ -10,15 +10,35 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::store::{Expiry, LedgerStore};
 use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, TransferId};
 
-/// One account with its per-account indexes, kept together so that a transfer touches one
-/// map entry per account.
+/// No transfer: the end of an account's chain.
+const NONE: u32 = u32::MAX;
+
+/// One account and the head of its transfer chain, kept together so that a transfer
+/// touches one map entry per account.
 #[derive(Clone, Debug)]
 struct AccountEntry {
     account: Account,
-    /// Timestamps of the transfers that touched the account, ascending.
-    transfer_timestamps: Vec<u64>,
-    /// Balance after each transfer, ascending (only for accounts with `HISTORY`).
-    balances: Vec<AccountBalance>,
+    /// Index in `transfers` of the newest transfer touching the account, or `NONE`.
+    transfer_last: u32,
+}
+
+/// A transfer and the links of the two per-account chains it belongs to. The per-account
+/// index is a linked list threaded through the transfers, newest first: appending costs no
+/// memory access beyond the account entry and the transfer being written anyway.
+#[derive(Clone, Debug)]
+struct TransferEntry {
+    transfer: Transfer,
+    /// The debit account's previous transfer, or `NONE`.
+    prev_debit: u32,
+    /// The credit account's previous transfer, or `NONE`.
+    prev_credit: u32,
+}
+
+impl TransferEntry {
+    /// The previous transfer in `account`'s chain.
+    fn prev(&self, account: AccountId) -> u32 {
+        if self.transfer.debit_account_id == account { self.prev_debit } else { self.prev_credit }
+    }
 }
 
 /// The in-memory ledger store.
@@ -27,10 +47,12 @@ pub struct MemoryStore {
     accounts: FxHashMap<AccountId, AccountEntry>,
     account_timestamps: FxHashSet<u64>,
     account_timestamp_max: u64,
+    /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
+    balances: FxHashMap<AccountId, Vec<AccountBalance>>,
     /// Every transfer, in ascending timestamp order (inserts only ever append).
-    transfers: Vec<Transfer>,
+    transfers: Vec<TransferEntry>,
     /// Transfer id to its index in `transfers`.
-    transfer_index: FxHashMap<TransferId, usize>,
+    transfer_index: FxHashMap<TransferId, u32>,
     failed_ids: FxHashSet<TransferId>,
     pending_statuses: FxHashMap<u64, PendingStatus>,
     expiries: BTreeSet<Expiry>,
@@ -55,9 +77,16 @@ impl MemoryStore {
     }
 
     fn entry_mut(&mut self, id: AccountId) -> &mut AccountEntry {
-        self.accounts
-            .get_mut(&id)
-            .expect("the state machine only indexes existing accounts")
+        self.accounts.get_mut(&id).expect("the state machine only indexes existing accounts")
+    }
+
+    /// The index of the newest transfer, which must have `timestamp` and touch `account`.
+    fn newest_index(&self, account: AccountId, timestamp: u64) -> u32 {
+        let entry = self.transfers.last().expect("a transfer was just inserted");
+        let t = &entry.transfer;
+        assert_eq!(t.timestamp, timestamp, "only the newest transfer is indexed");
+        assert!(t.debit_account_id == account || t.credit_account_id == account);
+        u32::try_from(self.transfers.len() - 1).expect("below NONE")
     }
 }
 
@@ -67,37 +96,22 @@ impl LedgerStore for MemoryStore {
     }
 
     fn account_insert(&mut self, account: &Account) {
-        let entry = AccountEntry {
-            account: *account,
-            transfer_timestamps: Vec::new(),
-            balances: Vec::new(),
-        };
-        assert!(
-            self.accounts.insert(account.id, entry).is_none(),
-            "account inserted twice"
-        );
-        assert!(
-            self.account_timestamps.insert(account.timestamp),
-            "account timestamp reused"
-        );
+        let entry = AccountEntry { account: *account, transfer_last: NONE };
+        assert!(self.accounts.insert(account.id, entry).is_none(), "account inserted twice");
+        assert!(self.account_timestamps.insert(account.timestamp), "account timestamp reused");
         self.account_timestamp_max = self.account_timestamp_max.max(account.timestamp);
     }
 
     fn account_update(&mut self, account: &Account) {
         let entry = self.entry_mut(account.id);
-        assert_eq!(
-            entry.account.timestamp, account.timestamp,
-            "an update keeps the timestamp"
-        );
+        assert_eq!(entry.account.timestamp, account.timestamp, "an update keeps the timestamp");
         entry.account = *account;
     }
 
     fn account_remove(&mut self, id: AccountId) {
-        let entry = self
-            .accounts
-            .remove(&id)
-            .expect("removing an account that exists");
-        assert!(entry.transfer_timestamps.is_empty() && entry.balances.is_empty());
+        let entry = self.accounts.remove(&id).expect("removing an account that exists");
+        assert_eq!(entry.transfer_last, NONE, "an account with transfers is never removed");
+        assert!(!self.balances.contains_key(&id));
         self.account_timestamps.remove(&entry.account.timestamp);
         if entry.account.timestamp == self.account_timestamp_max {
             self.account_timestamp_max = self.account_timestamps.iter().copied().max().unwrap_or(0);
@@ -113,53 +127,41 @@ impl LedgerStore for MemoryStore {
     }
 
     fn transfer(&self, id: TransferId) -> Option<Transfer> {
-        self.transfer_index
-            .get(&id)
-            .map(|&index| self.transfers[index])
+        self.transfer_index.get(&id).map(|&index| self.transfers[index as usize].transfer)
     }
 
     fn transfer_at(&self, timestamp: u64) -> Option<Transfer> {
-        let index = self
-            .transfers
-            .binary_search_by_key(&timestamp, |t| t.timestamp)
-            .ok()?;
-        Some(self.transfers[index])
+        let index =
+            self.transfers.binary_search_by_key(&timestamp, |e| e.transfer.timestamp).ok()?;
+        Some(self.transfers[index].transfer)
     }
 
     fn transfer_insert(&mut self, transfer: &Transfer) {
-        assert!(
-            transfer.timestamp > self.transfer_timestamp_max(),
-            "transfers are appended"
-        );
-        let previous = self
-            .transfer_index
-            .insert(transfer.id, self.transfers.len());
+        assert!(transfer.timestamp > self.transfer_timestamp_max(), "transfers are appended");
+        let index = u32::try_from(self.transfers.len()).expect("at most 2^32-1 transfers");
+        assert_ne!(index, NONE, "at most 2^32-1 transfers in memory");
+        let previous = self.transfer_index.insert(transfer.id, index);
         assert!(previous.is_none(), "transfer inserted twice");
-        self.transfers.push(*transfer);
+        let entry = TransferEntry { transfer: *transfer, prev_debit: NONE, prev_credit: NONE };
+        self.transfers.push(entry);
     }
 
     fn transfer_remove(&mut self, id: TransferId) {
-        let newest = self
-            .transfers
-            .pop()
-            .expect("removing a transfer that exists");
-        assert_eq!(newest.id, id, "only the newest transfer can be removed");
+        let newest = self.transfers.pop().expect("removing a transfer that exists");
+        assert_eq!(newest.transfer.id, id, "only the newest transfer can be removed");
         self.transfer_index.remove(&id);
     }
 
     fn transfer_timestamp_max(&self) -> u64 {
-        self.transfers.last().map_or(0, |t| t.timestamp)
+        self.transfers.last().map_or(0, |e| e.transfer.timestamp)
     }
 
     fn transfer_failed(&self, id: TransferId) -> bool {
-        self.failed_ids.contains(&id)
+        !self.failed_ids.is_empty() && self.failed_ids.contains(&id)
     }
 
     fn transfer_failed_insert(&mut self, id: TransferId) {
-        assert!(
-            !self.transfer_index.contains_key(&id),
-            "a created transfer's id cannot fail"
-        );
+        assert!(!self.transfer_index.contains_key(&id), "a created transfer's id cannot fail");
         self.failed_ids.insert(id);
     }
 
@@ -172,9 +174,7 @@ impl LedgerStore for MemoryStore {
     }
 
     fn pending_status_remove(&mut self, pending_timestamp: u64) {
-        self.pending_statuses
-            .remove(&pending_timestamp)
-            .expect("removing a status that exists");
+        self.pending_statuses.remove(&pending_timestamp).expect("removing a status that exists");
     }
 
     fn expiry_insert(&mut self, expiry: Expiry) {
@@ -182,19 +182,11 @@ impl LedgerStore for MemoryStore {
     }
 
     fn expiry_remove(&mut self, expiry: Expiry) {
-        assert!(
-            self.expiries.remove(&expiry),
-            "removing an expiry that exists"
-        );
+        assert!(self.expiries.remove(&expiry), "removing an expiry that exists");
     }
 
     fn expiry_due(&self, now: u64, limit: usize, out: &mut Vec<Expiry>) {
-        out.extend(
-            self.expiries
-                .iter()
-                .take_while(|e| e.expires_at <= now)
-                .take(limit),
-        );
+        out.extend(self.expiries.iter().take_while(|e| e.expires_at <= now).take(limit));
     }
 
     fn expiry_next(&self) -> Option<u64> {
@@ -202,18 +194,22 @@ impl LedgerStore for MemoryStore {
     }
 
     fn account_transfer_append(&mut self, account: AccountId, timestamp: u64) {
-        let timestamps = &mut self.entry_mut(account).transfer_timestamps;
-        assert!(timestamps.last().is_none_or(|&last| last < timestamp));
-        timestamps.push(timestamp);
+        let index = self.newest_index(account, timestamp);
+        let previous = std::mem::replace(&mut self.entry_mut(account).transfer_last, index);
+        let entry = &mut self.transfers[index as usize];
+        if entry.transfer.debit_account_id == account {
+            entry.prev_debit = previous;
+        } else {
+            entry.prev_credit = previous;
+        }
     }
 
     fn account_transfer_pop(&mut self, account: AccountId, timestamp: u64) {
-        let popped = self.entry_mut(account).transfer_timestamps.pop();
-        assert_eq!(
-            popped,
-            Some(timestamp),
-            "only the newest index entry can be undone"
-        );
+        let index = self.newest_index(account, timestamp);
+        let previous = self.transfers[index as usize].prev(account);
+        let head = &mut self.entry_mut(account).transfer_last;
+        assert_eq!(*head, index, "only the newest index entry can be undone");
+        *head = previous;
     }
 
     fn account_transfers_scan(
@@ -224,40 +220,49 @@ impl LedgerStore for MemoryStore {
         reversed: bool,
         visit: &mut dyn FnMut(u64) -> ControlFlow<()>,
     ) {
-        let Some(entry) = self.accounts.get(&account) else {
-            return;
-        };
-        let timestamps = &entry.transfer_timestamps;
-        let start = timestamps.partition_point(|&t| t < timestamp_min);
-        let end = timestamps.partition_point(|&t| t <= timestamp_max);
-        let range = &timestamps[start..end.max(start)];
-        if reversed {
-            let _ = range.iter().rev().try_for_each(|&t| visit(t));
-        } else {
-            let _ = range.iter().try_for_each(|&t| visit(t));
+        let Some(head) = self.accounts.get(&account) else { return };
+        // Walk the chain newest first. Oldest-first scans collect the range, then reverse:
+        // linear in the account's transfers newer than `timestamp_min`.
+        let mut in_range = Vec::new();
+        let mut index = head.transfer_last;
+        while index != NONE {
+            let entry = &self.transfers[index as usize];
+            let timestamp = entry.transfer.timestamp;
+            if timestamp < timestamp_min {
+                break;
+            }
+            if timestamp <= timestamp_max {
+                if reversed {
+                    if visit(timestamp).is_break() {
+                        return;
+                    }
+                } else {
+                    in_range.push(timestamp);
+                }
+            }
+            index = entry.prev(account);
         }
+        let _ = in_range.into_iter().rev().try_for_each(|timestamp| visit(timestamp));
     }
 
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
-        let balances = &mut self.entry_mut(account).balances;
-        assert!(
-            balances
-                .last()
-                .is_none_or(|last| last.timestamp < balance.timestamp)
-        );
+        assert!(self.accounts.contains_key(&account));
+        let balances = self.balances.entry(account).or_default();
+        assert!(balances.last().is_none_or(|last| last.timestamp < balance.timestamp));
         balances.push(*balance);
     }
 
     fn balance_pop(&mut self, account: AccountId, timestamp: u64) {
-        let popped = self.entry_mut(account).balances.pop();
-        assert_eq!(popped.map(|b| b.timestamp), Some(timestamp));
+        let balances = self.balances.get_mut(&account).expect("a balance was appended");
+        assert_eq!(balances.pop().map(|b| b.timestamp), Some(timestamp));
+        if balances.is_empty() {
+            self.balances.remove(&account);
+        }
     }
 
     fn balance_at(&self, account: AccountId, timestamp: u64) -> Option<AccountBalance> {
-        let balances = &self.accounts.get(&account)?.balances;
-        let index = balances
-            .binary_search_by_key(&timestamp, |b| b.timestamp)
-            .ok()?;
+        let balances = self.balances.get(&account)?;
+        let index = balances.binary_search_by_key(&timestamp, |b| b.timestamp).ok()?;
         Some(balances[index])
     }
 
@@ -275,7 +280,7 @@ impl LedgerStore for MemoryStore {
     }
 
     fn visit_transfers(&self, visit: &mut dyn FnMut(&Transfer)) {
-        self.transfers.iter().for_each(visit);
+        self.transfers.iter().for_each(|entry| visit(&entry.transfer));
     }
 
     fn visit_failed_ids(&self, visit: &mut dyn FnMut(TransferId)) {
@@ -285,9 +290,7 @@ impl LedgerStore for MemoryStore {
 
     fn visit_pending_statuses(&self, visit: &mut dyn FnMut(u64, PendingStatus)) {
         let sorted: BTreeMap<_, _> = self.pending_statuses.iter().collect();
-        sorted
-            .into_iter()
-            .for_each(|(&timestamp, &status)| visit(timestamp, status));
+        sorted.into_iter().for_each(|(&timestamp, &status)| visit(timestamp, status));
     }
 
     fn visit_expiries(&self, visit: &mut dyn FnMut(Expiry)) {
@@ -295,9 +298,9 @@ impl LedgerStore for MemoryStore {
     }
 
     fn visit_balances(&self, visit: &mut dyn FnMut(AccountId, &AccountBalance)) {
-        let sorted: BTreeMap<_, _> = self.accounts.iter().collect();
-        for (&id, entry) in sorted {
-            entry.balances.iter().for_each(|balance| visit(id, balance));
+        let sorted: BTreeMap<_, _> = self.balances.iter().collect();
+        for (&id, balances) in sorted {
+            balances.iter().for_each(|balance| visit(id, balance));
         }
     }
 }

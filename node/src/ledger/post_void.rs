@@ -40,10 +40,7 @@ impl<S: LedgerStore> StateMachine<S> {
         if t.timeout != 0 {
             return fail(Status::TimeoutReservedForPendingTransfer);
         }
-        let p = self
-            .store
-            .transfer(t.pending_id)
-            .ok_or((Status::PendingTransferNotFound, None))?;
+        let p = self.store.transfer(t.pending_id).ok_or((Status::PendingTransferNotFound, None))?;
         assert!(p.timestamp < timestamp_event);
         if !p.flags.contains(TransferFlags::PENDING) {
             return fail(Status::PendingTransferNotPending);
@@ -52,14 +49,10 @@ impl<S: LedgerStore> StateMachine<S> {
         let amount = resolved_amount(t, &p)?;
         self.pending_still_open_check(timestamp_event, &p)?;
         let timestamp = self.transfer_timestamp(timestamp_event, t, None)?;
-        let dr = self
-            .store
-            .account(p.debit_account_id)
-            .expect("a pending transfer's account exists");
-        let cr = self
-            .store
-            .account(p.credit_account_id)
-            .expect("a pending transfer's account exists");
+        let dr =
+            self.store.account(p.debit_account_id).expect("a pending transfer's account exists");
+        let cr =
+            self.store.account(p.credit_account_id).expect("a pending transfer's account exists");
         assert!(timestamp > dr.timestamp && timestamp > cr.timestamp);
         if !void && dr.flags.contains(AccountFlags::CLOSED) {
             return fail(Status::DebitAccountAlreadyClosed);
@@ -73,21 +66,9 @@ impl<S: LedgerStore> StateMachine<S> {
             credit_account_id: p.credit_account_id,
             amount,
             pending_id: t.pending_id,
-            user_data_128: if t.user_data_128 > 0 {
-                t.user_data_128
-            } else {
-                p.user_data_128
-            },
-            user_data_64: if t.user_data_64 > 0 {
-                t.user_data_64
-            } else {
-                p.user_data_64
-            },
-            user_data_32: if t.user_data_32 > 0 {
-                t.user_data_32
-            } else {
-                p.user_data_32
-            },
+            user_data_128: if t.user_data_128 > 0 { t.user_data_128 } else { p.user_data_128 },
+            user_data_64: if t.user_data_64 > 0 { t.user_data_64 } else { p.user_data_64 },
+            user_data_32: if t.user_data_32 > 0 { t.user_data_32 } else { p.user_data_32 },
             timeout: 0,
             ledger: p.ledger,
             code: p.code,
@@ -96,16 +77,9 @@ impl<S: LedgerStore> StateMachine<S> {
         };
         self.write_transfer_insert(&stored);
         if let Some(expires_at) = p.expires_at() {
-            self.write_expiry_remove(Expiry {
-                expires_at,
-                pending_timestamp: p.timestamp,
-            });
+            self.write_expiry_remove(Expiry { expires_at, pending_timestamp: p.timestamp });
         }
-        let status = if post {
-            PendingStatus::Posted
-        } else {
-            PendingStatus::Voided
-        };
+        let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
         self.write_pending_status(p.timestamp, status);
         let (dr_new, cr_new) = resolve(&p, post, amount, dr, cr);
         self.write_account_update(&dr, &dr_new);
@@ -118,11 +92,7 @@ impl<S: LedgerStore> StateMachine<S> {
     /// Fails if the pending transfer was already resolved, or its timeout has passed (even if
     /// the expiry sweep has not reached it yet).
     fn pending_still_open_check(&self, timestamp_event: u64, p: &Transfer) -> Result<(), Failure> {
-        match self
-            .store
-            .pending_status(p.timestamp)
-            .expect("a pending transfer has a status")
-        {
+        match self.store.pending_status(p.timestamp).expect("a pending transfer has a status") {
             PendingStatus::Pending => {}
             PendingStatus::Posted => return fail(Status::PendingTransferAlreadyPosted),
             PendingStatus::Voided => return fail(Status::PendingTransferAlreadyVoided),
@@ -131,9 +101,7 @@ impl<S: LedgerStore> StateMachine<S> {
                 return fail(Status::PendingTransferExpired);
             }
         }
-        if p.expires_at()
-            .is_some_and(|expires_at| expires_at <= timestamp_event)
-        {
+        if p.expires_at().is_some_and(|expires_at| expires_at <= timestamp_event) {
             return fail(Status::PendingTransferExpired);
         }
         Ok(())
@@ -143,24 +111,15 @@ impl<S: LedgerStore> StateMachine<S> {
     /// no history is recorded, as in TigerBeetle.
     pub(super) fn expire_one(&mut self, expiry: Expiry) {
         assert!(self.undo.is_none(), "expiry never runs inside a chain");
-        let p = self
-            .store
-            .transfer_at(expiry.pending_timestamp)
-            .expect("expiring a stored transfer");
+        let p =
+            self.store.transfer_at(expiry.pending_timestamp).expect("expiring a stored transfer");
         assert!(p.flags.contains(TransferFlags::PENDING));
         assert_eq!(p.expires_at(), Some(expiry.expires_at));
-        assert_eq!(
-            self.store.pending_status(p.timestamp),
-            Some(PendingStatus::Pending)
-        );
-        let dr = self
-            .store
-            .account(p.debit_account_id)
-            .expect("a pending transfer's account exists");
-        let cr = self
-            .store
-            .account(p.credit_account_id)
-            .expect("a pending transfer's account exists");
+        assert_eq!(self.store.pending_status(p.timestamp), Some(PendingStatus::Pending));
+        let dr =
+            self.store.account(p.debit_account_id).expect("a pending transfer's account exists");
+        let cr =
+            self.store.account(p.credit_account_id).expect("a pending transfer's account exists");
         let (dr_new, cr_new) = resolve(&p, false, p.amount, dr, cr);
         self.write_account_update(&dr, &dr_new);
         self.write_account_update(&cr, &cr_new);
@@ -183,10 +142,7 @@ fn resolve(
     cr.credits_pending = release(cr.credits_pending);
     if post {
         assert!(amount <= p.amount);
-        assert!(
-            !p.flags
-                .intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT)
-        );
+        assert!(!p.flags.intersects(TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT));
         dr.debits_posted = add(dr.debits_posted, amount);
         cr.credits_posted = add(cr.credits_posted, amount);
     } else {
@@ -242,11 +198,8 @@ pub(super) fn post_or_void_exists(t: &Transfer, e: &Transfer, p: &Transfer) -> F
     assert!(t.flags == e.flags && t.pending_id == e.pending_id && t.pending_id == p.id);
     let void = t.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
     let defaulted = |given: u128, full: u128| if given == full { p.amount } else { given };
-    let amount_requested = if void {
-        defaulted(t.amount, 0)
-    } else {
-        defaulted(t.amount, u128::MAX)
-    };
+    let amount_requested =
+        if void { defaulted(t.amount, 0) } else { defaulted(t.amount, u128::MAX) };
     let or_pending = |given: u128, pending: u128| if given == 0 { pending } else { given };
     let status = if t.debit_account_id != AccountId::ZERO
         && t.debit_account_id != e.debit_account_id

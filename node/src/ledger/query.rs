@@ -11,16 +11,12 @@ use super::{Account, AccountBalance, AccountId, StateMachine, Transfer, Transfer
 impl<S: LedgerStore> StateMachine<S> {
     /// The accounts found, in the order of `ids`; missing ids are skipped.
     pub fn lookup_accounts(&self, ids: &[AccountId]) -> Vec<Account> {
-        ids.iter()
-            .filter_map(|&id| self.store.account(id))
-            .collect()
+        ids.iter().filter_map(|&id| self.store.account(id)).collect()
     }
 
     /// The transfers found, in the order of `ids`; missing ids are skipped.
     pub fn lookup_transfers(&self, ids: &[TransferId]) -> Vec<Transfer> {
-        ids.iter()
-            .filter_map(|&id| self.store.transfer(id))
-            .collect()
+        ids.iter().filter_map(|&id| self.store.transfer(id)).collect()
     }
 
     /// Transfers touching `filter.account_id` that match the filter, in timestamp order
@@ -63,19 +59,12 @@ impl<S: LedgerStore> StateMachine<S> {
             timestamp_max,
             reversed,
             &mut |timestamp| {
-                let transfer = self
-                    .store
-                    .transfer_at(timestamp)
-                    .expect("indexed transfers exist");
+                let transfer = self.store.transfer_at(timestamp).expect("indexed transfers exist");
                 if matches(filter, &transfer) {
                     emit(&transfer);
                     emitted += 1;
                 }
-                if emitted == limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+                if emitted == limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
             },
         );
     }

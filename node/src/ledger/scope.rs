@@ -64,10 +64,7 @@ impl<S: LedgerStore> StateMachine<S> {
         match undo {
             Undo::AccountRemove(id) => self.store.account_remove(id),
             Undo::AccountRestore(old) => {
-                let current = self
-                    .store
-                    .account(old.id)
-                    .expect("restoring an existing account");
+                let current = self.store.account(old.id).expect("restoring an existing account");
                 self.movement_add(&current, &old);
                 self.store.account_update(&old);
             }
@@ -115,8 +112,7 @@ impl<S: LedgerStore> StateMachine<S> {
         self.store.transfer_insert(transfer);
         self.record(Undo::TransferRemove(transfer.id));
         for account in [transfer.debit_account_id, transfer.credit_account_id] {
-            self.store
-                .account_transfer_append(account, transfer.timestamp);
+            self.store.account_transfer_append(account, transfer.timestamp);
             self.record(Undo::AccountTransferPop(account, transfer.timestamp));
         }
     }
@@ -153,41 +149,28 @@ impl<S: LedgerStore> StateMachine<S> {
         let index = match self.movement.iter().position(|m| m.ledger == new.ledger) {
             Some(index) => index,
             None => {
-                self.movement.push(LedgerMovement {
-                    ledger: new.ledger,
-                    ..Default::default()
-                });
+                self.movement.push(LedgerMovement { ledger: new.ledger, ..Default::default() });
                 self.movement.len() - 1
             }
         };
         let tally = &mut self.movement[index];
         let delta = |before: u128, after: u128| after.wrapping_sub(before);
-        tally.debits_pending = tally
-            .debits_pending
-            .wrapping_add(delta(old.debits_pending, new.debits_pending));
-        tally.debits_posted = tally
-            .debits_posted
-            .wrapping_add(delta(old.debits_posted, new.debits_posted));
-        tally.credits_pending = tally
-            .credits_pending
-            .wrapping_add(delta(old.credits_pending, new.credits_pending));
-        tally.credits_posted = tally
-            .credits_posted
-            .wrapping_add(delta(old.credits_posted, new.credits_posted));
+        tally.debits_pending =
+            tally.debits_pending.wrapping_add(delta(old.debits_pending, new.debits_pending));
+        tally.debits_posted =
+            tally.debits_posted.wrapping_add(delta(old.debits_posted, new.debits_posted));
+        tally.credits_pending =
+            tally.credits_pending.wrapping_add(delta(old.credits_pending, new.credits_pending));
+        tally.credits_posted =
+            tally.credits_posted.wrapping_add(delta(old.credits_posted, new.credits_posted));
     }
 
     /// Asserts that this apply moved as many points into debits as into credits, per ledger
     /// and per phase (invariant I1), then clears the tally.
     pub(super) fn movement_check(&mut self) {
         for tally in self.movement.drain(..) {
-            assert_eq!(
-                tally.debits_pending, tally.credits_pending,
-                "I1 pending: {tally:?}"
-            );
-            assert_eq!(
-                tally.debits_posted, tally.credits_posted,
-                "I1 posted: {tally:?}"
-            );
+            assert_eq!(tally.debits_pending, tally.credits_pending, "I1 pending: {tally:?}");
+            assert_eq!(tally.debits_posted, tally.credits_posted, "I1 posted: {tally:?}");
         }
     }
 }

@@ -178,17 +178,14 @@ impl<S: LedgerStore> StateMachine<S> {
         transfers: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, BatchError> {
         let mut clock = self.begin(cluster_time_ns, transfers.len())?;
+        self.store.prefetch_transfers(transfers);
         self.expire_due(&mut clock);
-        let results = self.execute(
-            transfers,
-            &mut clock,
-            Self::create_transfer,
-            |machine, event, status| {
+        let results =
+            self.execute(transfers, &mut clock, Self::create_transfer, |machine, event, status| {
                 if status.transient() {
                     machine.store.transfer_failed_insert(event.id);
                 }
-            },
-        );
+            });
         self.end(&clock);
         Ok(results)
     }
@@ -213,10 +210,7 @@ impl<S: LedgerStore> StateMachine<S> {
 
     fn begin(&mut self, cluster_time_ns: u64, events: usize) -> Result<Clock, BatchError> {
         if events > BATCH_EVENTS_MAX as usize {
-            return Err(BatchError::TooManyEvents {
-                events,
-                max: BATCH_EVENTS_MAX,
-            });
+            return Err(BatchError::TooManyEvents { events, max: BATCH_EVENTS_MAX });
         }
         assert!(self.undo.is_none() && self.movement.is_empty());
         let last = self.store.timestamp_last();
@@ -224,10 +218,7 @@ impl<S: LedgerStore> StateMachine<S> {
         let start = cluster_time_ns.max(last + 1);
         // Room for every timestamp this apply may hand out, checked before anything moves.
         let room = u64::from(EXPIRIES_PER_APPLY_MAX) + events as u64;
-        if start
-            .checked_add(room)
-            .is_none_or(|end| end > TIMESTAMP_MAX)
-        {
+        if start.checked_add(room).is_none_or(|end| end > TIMESTAMP_MAX) {
             return Err(BatchError::ClusterTimeOutOfRange { cluster_time_ns });
         }
         Ok(Clock { next: start })
@@ -307,8 +298,7 @@ impl<S: LedgerStore> StateMachine<S> {
     fn expire_due(&mut self, clock: &mut Clock) -> usize {
         let mut due = std::mem::take(&mut self.expiry_scratch);
         due.clear();
-        self.store
-            .expiry_due(clock.peek(), EXPIRIES_PER_APPLY_MAX as usize, &mut due);
+        self.store.expiry_due(clock.peek(), EXPIRIES_PER_APPLY_MAX as usize, &mut due);
         for expiry in &due {
             let timestamp = clock.tick();
             assert!(expiry.expires_at <= timestamp);

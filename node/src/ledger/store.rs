@@ -9,8 +9,10 @@
 //! Ordering guarantees a store must give, because they reach the output:
 //! - `transfer_insert` is called with strictly increasing timestamps; `transfer_remove` only
 //!   undoes the newest insert.
-//! - `account_transfer_append` / `balance_append` are called per account with increasing
-//!   timestamps, and their `*_pop` only undo the newest append for that account.
+//! - `account_transfer_append` is called for both accounts of the transfer just inserted
+//!   (the newest), and `account_transfer_pop` only before that transfer is removed.
+//!   `balance_append` is called per account with increasing timestamps; `balance_pop` only
+//!   undoes the newest.
 //! - `expiry_due` yields entries ordered by `(expires_at, pending_timestamp)`.
 //! - the `visit_*` methods yield in the order their doc states, for state digests.
 
@@ -29,6 +31,14 @@ pub struct Expiry {
 
 /// Records and indexes of one shard's ledger.
 pub trait LedgerStore {
+    /// Warms what applying `transfers` will read: their ids, their accounts and the pending
+    /// transfers they resolve. Reads only; it never changes state, so skipping it is always
+    /// correct. Independent lookups issued together overlap their memory (or disk) latency;
+    /// the same lookups interleaved with apply would wait one at a time.
+    fn prefetch_transfers(&self, transfers: &[Transfer]) {
+        let _ = transfers;
+    }
+
     /// The account with `id`.
     fn account(&self, id: AccountId) -> Option<Account>;
     /// Adds a new account; its id and timestamp are not yet present.
@@ -74,7 +84,7 @@ pub trait LedgerStore {
     /// The earliest `expires_at` in the index.
     fn expiry_next(&self) -> Option<u64>;
 
-    /// Records that the transfer at `timestamp` touched `account`.
+    /// Records that the newest transfer, at `timestamp`, touched `account`.
     fn account_transfer_append(&mut self, account: AccountId, timestamp: u64);
     /// Undoes the newest `account_transfer_append` for `account`.
     fn account_transfer_pop(&mut self, account: AccountId, timestamp: u64);

@@ -86,9 +86,7 @@ impl Transfer {
     pub fn expires_at(&self) -> Option<u64> {
         (self.timeout != 0).then(|| {
             let timeout_ns = u64::from(self.timeout) * NANOS_PER_SECOND;
-            self.timestamp
-                .checked_add(timeout_ns)
-                .expect("overflows_timeout was checked")
+            self.timestamp.checked_add(timeout_ns).expect("overflows_timeout was checked")
         })
     }
 }

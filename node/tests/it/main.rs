@@ -5,7 +5,7 @@
 //! RocksDB store joins with one line when it lands.
 
 // Test helpers are `pub` for the included suites, not for other crates.
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, clippy::unwrap_used)]
 
 mod support;
 mod wire;

@@ -153,7 +153,7 @@ fn snapshot<T: LedgerStore>(store: &T) -> (Vec<Account>, Vec<Transfer>, Vec<Tran
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// I1 and I2 after every batch: per ledger Σ debits = Σ credits (posted and pending),
     /// every account's sums equal those recomputed from its transfers, no flag violated.

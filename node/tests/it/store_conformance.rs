@@ -101,8 +101,19 @@ fn pending_statuses_and_expiries() {
 fn account_transfer_index_scans() {
     let mut store = super::new_store();
     store.account_insert(&stored_account(1, 1));
-    for timestamp in [10, 20, 30, 40] {
-        store.account_transfer_append(AccountId(1), timestamp);
+    store.account_insert(&stored_account(2, 2));
+    store.account_insert(&stored_account(3, 3));
+    for (id, timestamp) in [(10, 10), (11, 15), (12, 20), (13, 30), (14, 40)] {
+        // Transfer 11 is between accounts 2 and 3 and must not appear in account 1's index;
+        // the others alternate sides.
+        let (debit, credit) = match id {
+            11 => (2, 3),
+            _ if id % 2 == 0 => (1, 2),
+            _ => (2, 1),
+        };
+        store.transfer_insert(&Transfer { timestamp, ..transfer(id, debit, credit, 1) });
+        store.account_transfer_append(AccountId(debit), timestamp);
+        store.account_transfer_append(AccountId(credit), timestamp);
     }
     let scan = |store: &super::Store, min, max, reversed, take| {
         let mut out = Vec::new();
@@ -117,8 +128,11 @@ fn account_transfer_index_scans() {
     assert_eq!(scan(&store, 20, 30, true, 10), [30, 20]);
     assert_eq!(scan(&store, 0, u64::MAX, true, 2), [40, 30]);
     assert_eq!(scan(&store, 31, 39, false, 10), Vec::<u64>::new());
+    store.account_transfer_pop(AccountId(2), 40);
     store.account_transfer_pop(AccountId(1), 40);
+    store.transfer_remove(TransferId(14));
     assert_eq!(scan(&store, 0, u64::MAX, true, 1), [30]);
+    assert_eq!(scan(&store, 0, u64::MAX, false, 10), [10, 20, 30]);
     // An unknown account scans as empty.
     let mut none = 0;
     store.account_transfers_scan(AccountId(9), 0, u64::MAX, false, &mut |_| {

@@ -17,35 +17,23 @@ pub struct Ledger<S: LedgerStore> {
 
 impl<S: LedgerStore> Ledger<S> {
     pub fn new(store: S) -> Self {
-        Self {
-            machine: StateMachine::new(store),
-            now: 1_000 * SECOND_NS,
-        }
+        Self { machine: StateMachine::new(store), now: 1_000 * SECOND_NS }
     }
 
     pub fn create_accounts(&mut self, accounts: &[Account]) -> Vec<CreateAccountStatus> {
-        let results = self
-            .machine
-            .create_accounts(self.now, accounts)
-            .expect("batch accepted");
+        let results = self.machine.create_accounts(self.now, accounts).expect("batch accepted");
         self.now += SECOND_NS / 1000;
         results.into_iter().map(|r| r.status).collect()
     }
 
     pub fn create_transfers_full(&mut self, transfers: &[Transfer]) -> Vec<CreateTransferResult> {
-        let results = self
-            .machine
-            .create_transfers(self.now, transfers)
-            .expect("batch accepted");
+        let results = self.machine.create_transfers(self.now, transfers).expect("batch accepted");
         self.now += SECOND_NS / 1000;
         results
     }
 
     pub fn create_transfers(&mut self, transfers: &[Transfer]) -> Vec<CreateTransferStatus> {
-        self.create_transfers_full(transfers)
-            .into_iter()
-            .map(|r| r.status)
-            .collect()
+        self.create_transfers_full(transfers).into_iter().map(|r| r.status).collect()
     }
 
     pub fn transfer(&mut self, transfer: Transfer) -> CreateTransferStatus {
@@ -53,21 +41,13 @@ impl<S: LedgerStore> Ledger<S> {
     }
 
     pub fn account(&self, id: u128) -> Account {
-        self.machine
-            .lookup_accounts(&[AccountId(id)])
-            .pop()
-            .expect("account exists")
+        self.machine.lookup_accounts(&[AccountId(id)]).pop().expect("account exists")
     }
 
     /// (debits_pending, debits_posted, credits_pending, credits_posted) of an account.
     pub fn sums(&self, id: u128) -> (u128, u128, u128, u128) {
         let a = self.account(id);
-        (
-            a.debits_pending,
-            a.debits_posted,
-            a.credits_pending,
-            a.credits_posted,
-        )
+        (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
     }
 
     pub fn advance_seconds(&mut self, seconds: u64) {
@@ -84,13 +64,7 @@ impl<S: LedgerStore> Ledger<S> {
 
 /// An account on ledger 1 with code 1.
 pub fn account(id: u128, flags: AccountFlags) -> Account {
-    Account {
-        id: AccountId(id),
-        ledger: 1,
-        code: 1,
-        flags,
-        ..Account::default()
-    }
+    Account { id: AccountId(id), ledger: 1, code: 1, flags, ..Account::default() }
 }
 
 /// A member: cannot go negative.
@@ -118,11 +92,7 @@ pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
 
 /// A pending transfer with a timeout in seconds (0 = none).
 pub fn pending(id: u128, debit: u128, credit: u128, amount: u128, timeout: u32) -> Transfer {
-    Transfer {
-        flags: TransferFlags::PENDING,
-        timeout,
-        ..transfer(id, debit, credit, amount)
-    }
+    Transfer { flags: TransferFlags::PENDING, timeout, ..transfer(id, debit, credit, amount) }
 }
 
 /// Posts `pending_id` for `amount` (`u128::MAX` = in full); accounts, ledger, code left 0.

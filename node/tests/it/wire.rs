@@ -21,9 +21,7 @@ fn screaming(name: &str) -> String {
         }
         out.push(c.to_ascii_uppercase());
     }
-    out.replace("DATA128", "DATA_128")
-        .replace("DATA64", "DATA_64")
-        .replace("DATA32", "DATA_32")
+    out.replace("DATA128", "DATA_128").replace("DATA64", "DATA_64").replace("DATA32", "DATA_32")
 }
 
 /// Every ledger status has the same number and name in the proto, and the proto has no
@@ -46,12 +44,9 @@ fn status_values_and_names_match_the_proto() {
             format!("CREATE_ACCOUNT_STATUS_{}", screaming(status.name()))
         );
     }
-    let wire_transfer = (0..2_000)
-        .filter(|&c| v1::CreateTransferStatus::try_from(c).is_ok())
-        .count();
-    let wire_account = (0..2_000)
-        .filter(|&c| v1::CreateAccountStatus::try_from(c).is_ok())
-        .count();
+    let wire_transfer =
+        (0..2_000).filter(|&c| v1::CreateTransferStatus::try_from(c).is_ok()).count();
+    let wire_account = (0..2_000).filter(|&c| v1::CreateAccountStatus::try_from(c).is_ok()).count();
     assert_eq!(wire_transfer, CreateTransferStatus::PRECEDENCE.len());
     assert_eq!(wire_account, CreateAccountStatus::PRECEDENCE.len());
 }
@@ -85,10 +80,7 @@ fn conversions_round_trip() {
         flags: TransferFlags::from_bits_retain(u16::MAX),
         timestamp: u64::MAX,
     };
-    assert_eq!(
-        transfer_from_proto(0, &transfer_to_proto(&transfer)).unwrap(),
-        transfer
-    );
+    assert_eq!(transfer_from_proto(0, &transfer_to_proto(&transfer)).unwrap(), transfer);
     let account = Account {
         id: AccountId(5),
         credits_posted: u128::MAX,
@@ -97,10 +89,7 @@ fn conversions_round_trip() {
         timestamp: 9,
         ..Account::default()
     };
-    assert_eq!(
-        account_from_proto(0, &account_to_proto(&account)).unwrap(),
-        account
-    );
+    assert_eq!(account_from_proto(0, &account_to_proto(&account)).unwrap(), account);
     // Zero travels as an absent field.
     assert_eq!(account_to_proto(&Account::default()).id, None);
 }
@@ -108,42 +97,19 @@ fn conversions_round_trip() {
 /// 16-bit fields above 65535 are refused whole, naming the event and the field.
 #[test]
 fn sixteen_bit_fields_out_of_range_are_refused() {
-    let good = transfer_to_proto(&Transfer {
-        id: TransferId(1),
-        ..Transfer::default()
-    });
-    let bad = v1::Transfer {
-        code: 70_000,
-        ..good
-    };
-    let request = v1::CreateTransfersRequest {
-        transfers: vec![good, bad],
-    };
+    let good = transfer_to_proto(&Transfer { id: TransferId(1), ..Transfer::default() });
+    let bad = v1::Transfer { code: 70_000, ..good };
+    let request = v1::CreateTransfersRequest { transfers: vec![good, bad] };
     let error = transfers_from_request(&request).unwrap_err();
     assert_eq!(
         error,
-        RequestError::FieldOutOfRange {
-            index: 1,
-            field: "code",
-            value: 70_000,
-            max: 65_535
-        }
+        RequestError::FieldOutOfRange { index: 1, field: "code", value: 70_000, max: 65_535 }
     );
-    assert_eq!(
-        error.to_string(),
-        "event 1: code = 70000 is above its maximum 65535"
-    );
-    let flags = v1::Transfer {
-        flags: 1 << 16,
-        ..good
-    };
+    assert_eq!(error.to_string(), "event 1: code = 70000 is above its maximum 65535");
+    let flags = v1::Transfer { flags: 1 << 16, ..good };
     assert!(matches!(
         transfer_from_proto(3, &flags),
-        Err(RequestError::FieldOutOfRange {
-            index: 3,
-            field: "flags",
-            ..
-        })
+        Err(RequestError::FieldOutOfRange { index: 3, field: "flags", .. })
     ));
 }
 
@@ -151,34 +117,19 @@ fn sixteen_bit_fields_out_of_range_are_refused() {
 #[test]
 fn batch_limits_are_enforced_at_the_edge() {
     let empty = v1::CreateTransfersRequest { transfers: vec![] };
-    assert_eq!(
-        transfers_from_request(&empty).unwrap_err(),
-        RequestError::Empty
-    );
+    assert_eq!(transfers_from_request(&empty).unwrap_err(), RequestError::Empty);
     let oversized = v1::CreateTransfersRequest {
         transfers: vec![v1::Transfer::default(); BATCH_EVENTS_MAX as usize + 1],
     };
     let error = transfers_from_request(&oversized).unwrap_err();
-    assert_eq!(
-        error,
-        RequestError::TooManyEvents {
-            events: 8191,
-            max: BATCH_EVENTS_MAX
-        }
-    );
+    assert_eq!(error, RequestError::TooManyEvents { events: 8191, max: BATCH_EVENTS_MAX });
     assert!(error.to_string().contains("batch_events_max is 8190"));
     let full = v1::CreateTransfersRequest {
         transfers: vec![v1::Transfer::default(); BATCH_EVENTS_MAX as usize],
     };
-    assert_eq!(
-        transfers_from_request(&full).unwrap().len(),
-        BATCH_EVENTS_MAX as usize
-    );
+    assert_eq!(transfers_from_request(&full).unwrap().len(), BATCH_EVENTS_MAX as usize);
     let ids = vec![Uint128::from(1); BATCH_EVENTS_MAX as usize + 1];
-    assert!(matches!(
-        account_ids_from_proto(&ids),
-        Err(RequestError::TooManyEvents { .. })
-    ));
+    assert!(matches!(account_ids_from_proto(&ids), Err(RequestError::TooManyEvents { .. })));
 }
 
 /// The edge explains a bad filter instead of answering with nothing.
@@ -190,14 +141,8 @@ fn filters_are_validated_with_reasons() {
         flags: 1,
         ..Default::default()
     };
-    assert_eq!(
-        filter_from_proto(Some(&good)).unwrap().account_id,
-        AccountId(1)
-    );
-    assert_eq!(
-        filter_from_proto(None).unwrap_err(),
-        RequestError::FilterMissing
-    );
+    assert_eq!(filter_from_proto(Some(&good)).unwrap().account_id, AccountId(1));
+    assert_eq!(filter_from_proto(None).unwrap_err(), RequestError::FilterMissing);
     let no_direction = v1::AccountFilter { flags: 4, ..good };
     assert_eq!(
         filter_from_proto(Some(&no_direction)).unwrap_err(),
@@ -207,18 +152,9 @@ fn filters_are_validated_with_reasons() {
         RequestError::Filter(FilterError::NoDirection).to_string(),
         "filter: flags must include DEBITS or CREDITS"
     );
-    let too_many = v1::AccountFilter {
-        limit: QUERY_RESULTS_MAX + 1,
-        ..good
-    };
-    assert!(matches!(
-        filter_from_proto(Some(&too_many)),
-        Err(RequestError::LimitTooLarge { .. })
-    ));
-    let no_account = v1::AccountFilter {
-        account_id: None,
-        ..good
-    };
+    let too_many = v1::AccountFilter { limit: QUERY_RESULTS_MAX + 1, ..good };
+    assert!(matches!(filter_from_proto(Some(&too_many)), Err(RequestError::LimitTooLarge { .. })));
+    let no_account = v1::AccountFilter { account_id: None, ..good };
     assert_eq!(
         filter_from_proto(Some(&no_account)).unwrap_err(),
         RequestError::Filter(FilterError::AccountId)
@@ -229,21 +165,12 @@ fn filters_are_validated_with_reasons() {
 #[test]
 fn results_encode_in_order() {
     let results = [
-        CreateTransferResult {
-            timestamp: 5,
-            status: CreateTransferStatus::Created,
-        },
-        CreateTransferResult {
-            timestamp: 6,
-            status: CreateTransferStatus::ExceedsCredits,
-        },
+        CreateTransferResult { timestamp: 5, status: CreateTransferStatus::Created },
+        CreateTransferResult { timestamp: 6, status: CreateTransferStatus::ExceedsCredits },
     ];
     let reply = transfer_results_to_proto(&results);
     assert_eq!(reply.results.len(), 2);
     assert_eq!(reply.results[0].status(), v1::CreateTransferStatus::Created);
-    assert_eq!(
-        reply.results[1].status(),
-        v1::CreateTransferStatus::ExceedsCredits
-    );
+    assert_eq!(reply.results[1].status(), v1::CreateTransferStatus::ExceedsCredits);
     assert_eq!(reply.results[1].timestamp, 6);
 }
