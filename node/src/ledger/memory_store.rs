@@ -242,7 +242,7 @@ impl LedgerStore for MemoryStore {
             }
             index = entry.prev(account);
         }
-        let _ = in_range.into_iter().rev().try_for_each(|timestamp| visit(timestamp));
+        let _ = in_range.into_iter().rev().try_for_each(visit);
     }
 
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
