@@ -14,9 +14,15 @@ use tally_bench::workload::{START_NS, TransferGenerator, population};
 use tally_node::ledger::{CreateTransferStatus, Transfer};
 use tally_proto::limits::BATCH_EVENTS_MAX;
 
-/// Room reserved for transfers: more than a full criterion run applies (about 1,000
-/// batches of 8,190).
-const TRANSFERS_RESERVED: usize = 0;
+/// Transfers preallocated: more than a full criterion run applies (about 1,000 batches of
+/// 8,190), so the measurement is of apply, not of the allocator growing the store.
+/// Override with `TALLY_BENCH_TRANSFERS_RESERVED` (0 = grow from empty).
+fn transfers_reserved() -> usize {
+    std::env::var("TALLY_BENCH_TRANSFERS_RESERVED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12 << 20)
+}
 
 fn accounts() -> u64 {
     std::env::var("TALLY_BENCH_ACCOUNTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
@@ -28,7 +34,7 @@ fn bench_kind(
     make: fn(&mut TransferGenerator, usize) -> Vec<Transfer>,
 ) {
     let accounts = accounts();
-    let mut machine = population(accounts, TRANSFERS_RESERVED);
+    let mut machine = population(accounts, transfers_reserved());
     let mut generator = TransferGenerator::new(accounts, 42);
     let mut now = START_NS + 1_000_000_000;
     let events = BATCH_EVENTS_MAX as usize;

@@ -178,7 +178,6 @@ impl<S: LedgerStore> StateMachine<S> {
         transfers: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, BatchError> {
         let mut clock = self.begin(cluster_time_ns, transfers.len())?;
-        self.store.prefetch_transfers(transfers);
         self.expire_due(&mut clock);
         let results =
             self.execute(transfers, &mut clock, Self::create_transfer, |machine, event, status| {

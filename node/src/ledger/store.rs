@@ -31,14 +31,6 @@ pub struct Expiry {
 
 /// Records and indexes of one shard's ledger.
 pub trait LedgerStore {
-    /// Warms what applying `transfers` will read: their ids, their accounts and the pending
-    /// transfers they resolve. Reads only; it never changes state, so skipping it is always
-    /// correct. Independent lookups issued together overlap their memory (or disk) latency;
-    /// the same lookups interleaved with apply would wait one at a time.
-    fn prefetch_transfers(&self, transfers: &[Transfer]) {
-        let _ = transfers;
-    }
-
     /// The account with `id`.
     fn account(&self, id: AccountId) -> Option<Account>;
     /// Adds a new account; its id and timestamp are not yet present.
