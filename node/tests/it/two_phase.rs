@@ -147,3 +147,24 @@ fn next_expiry_tracks_the_earliest_live_timeout() {
     assert_eq!(ledger.machine.next_expiry(), Some(results[0].timestamp + 30 * SECOND_NS));
     ledger.audit();
 }
+
+/// The expiry sweep is bounded per apply; a pending transfer whose time has passed but that
+/// the sweep has not reached yet still cannot be posted, and a later pulse releases it.
+#[test]
+fn expired_but_not_yet_swept_cannot_be_posted() {
+    use tally_proto::limits::EXPIRIES_PER_APPLY_MAX;
+    let mut ledger = Ledger::new(super::new_store());
+    ledger.create_accounts(&[plain(A), plain(B)]);
+    let first: Vec<Transfer> =
+        (0..u128::from(EXPIRIES_PER_APPLY_MAX)).map(|i| pending(1_000 + i, A, B, 1, 1)).collect();
+    assert!(ledger.create_transfers(&first).iter().all(|s| *s == S::Created));
+    assert_eq!(ledger.transfer(pending(10, A, B, 5, 1)), S::Created);
+    ledger.advance_seconds(2);
+    // This apply's sweep expires the first EXPIRIES_PER_APPLY_MAX; transfer 10 is left.
+    assert_eq!(ledger.transfer(post(11, 10, u128::MAX)), S::PendingTransferExpired);
+    assert_eq!(ledger.account(A).debits_pending, 5, "not swept yet");
+    assert_eq!(ledger.machine.pulse(ledger.now).unwrap(), 1);
+    assert_eq!(ledger.account(A).debits_pending, 0);
+    assert_eq!(ledger.transfer(void(12, 10)), S::PendingTransferExpired);
+    ledger.audit();
+}
