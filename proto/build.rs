@@ -1,4 +1,4 @@
-//! Compiles `proto/tally/v1/*.proto` with protox (pure Rust; no system `protoc`), then
+//! Compiles `proto/tally/v1/*.proto` and `proto/tally/raft/v1/*.proto` with protox (pure Rust; no system `protoc`), then
 //! generates prost messages and tonic stubs. The encoded descriptor set is written next to
 //! the generated code for gRPC server reflection.
 
@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTO_FILES: &[&str] = &["tally/v1/ledger.proto"];
+const PROTO_FILES: &[&str] =
+    &["tally/v1/ledger.proto", "tally/v1/admin.proto", "tally/raft/v1/raft.proto"];
 const PROTO_ROOT: &str = "proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

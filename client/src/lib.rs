@@ -5,11 +5,16 @@
 //!   stock, expire) as the `tally.v1` transfers, linked where they must succeed together.
 //! - [`batch`] — a batch builder that keeps linked chains whole and enforces
 //!   `BATCH_EVENTS_MAX` with a clear error.
-//!
-//! The gRPC connection (leader discovery, retries with the same ids, deadlines) is built
-//! on these when the replicated node lands; see the project README for what works today.
+//! - [`client`] — the connection: leader discovery and redirect, retries that resend the
+//!   same ids (safe by idempotency), per-attempt timeouts and a per-call deadline.
+//! - [`error`] — [`ClientError`].
 
 pub mod batch;
+pub mod client;
+pub mod error;
 pub mod loyalty;
+
+pub use client::{Client, ClientBuilder, account_succeeded, transfer_succeeded};
+pub use error::ClientError;
 
 pub use tally_proto::{limits, v1};

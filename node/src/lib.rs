@@ -5,9 +5,20 @@
 //!   its storage trait. No I/O.
 //! - [`convert`] — the edge: `tally.v1` protobuf messages to ledger types and back, with
 //!   request validation that names the offending event and field.
+//! - [`config`] — the one typed configuration tree (file < env < flags) and its validation.
+//! - [`storage`] — RocksDB: column families, key layout, the durable ledger store.
+//! - [`raft`] — openraft on RocksDB; the only module that names openraft types.
+//! - [`service`] — the gRPC services: public `tally.v1` ledger, group commit.
+//! - [`server`] — assembles one node: storage, raft, services, shutdown.
+//! - [`dev`] — `tallyd dev`: a local three-process cluster on loopback.
 //!
-//! Replication (openraft on RocksDB), the gRPC services and the `tallyd` binary build on
-//! these; see `docs/ARCHITECTURE.md`.
+//! See `docs/ARCHITECTURE.md` for the request flow.
 
+pub mod config;
 pub mod convert;
+pub mod dev;
 pub mod ledger;
+pub mod raft;
+pub mod server;
+pub mod service;
+pub mod storage;

@@ -4,6 +4,7 @@
 //! - `proto/tally/v1/ledger.proto` — the contract itself; every field documents its unit and
 //!   limit. Compiled by `build.rs` with protox, so no system `protoc` is needed.
 //! - [`v1`] — the generated prost messages and tonic client/server stubs.
+//! - [`raft_v1`] — the internal node-to-node replication service (`tally/raft/v1/raft.proto`).
 //! - [`limits`] — every protocol limit (`*_max`), with compile-time asserts that tie them to
 //!   the gRPC message size.
 //! - [`u128`](crate::Uint128) conversions — `Uint128 { lo, hi }` to and from `u128`.
@@ -17,6 +18,13 @@ pub mod v1 {
 
     /// The encoded `FileDescriptorSet` of the contract, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("tally_descriptor");
+}
+
+/// Generated code for package `tally.raft.v1`: the internal replication service between
+/// nodes (not for applications).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod raft_v1 {
+    tonic::include_proto!("tally.raft.v1");
 }
 
 pub use v1::Uint128;

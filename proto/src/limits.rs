@@ -17,6 +17,24 @@ pub const QUERY_RESULTS_MAX: u32 = 8190;
 /// Largest gRPC message (request or reply) a node accepts or sends, in bytes.
 pub const GRPC_MESSAGE_BYTES_MAX: u32 = 4 * 1024 * 1024;
 
+/// Largest message of the internal replication service (`tally.raft.v1`), in bytes: one
+/// AppendEntries carries at most `RAFT_ENTRIES_PER_MESSAGE_MAX` entries of at most
+/// `RAFT_ENTRY_BYTES_MAX` each.
+pub const RAFT_MESSAGE_BYTES_MAX: u32 = 128 * 1024 * 1024;
+
+/// Largest encoded Raft entry: a full batch of the largest records plus framing.
+pub const RAFT_ENTRY_BYTES_MAX: u32 = BATCH_EVENTS_MAX * 128 + BATCH_EVENTS_MAX * 5 + 1024;
+
+/// Raft entries in one AppendEntries message (the node's `raft.append_entries_max` may be
+/// set lower, never higher).
+pub const RAFT_ENTRIES_PER_MESSAGE_MAX: u32 = 64;
+
+/// Bytes of snapshot data in one `InstallSnapshot` chunk.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: u32 = 1024 * 1024;
+
+/// Largest snapshot a node accepts, in bytes (its shard's whole ledger).
+pub const SNAPSHOT_BYTES_MAX: u64 = 16 * 1024 * 1024 * 1024;
+
 /// Pending transfers expired by one apply, before the batch's own events. The rest wait for
 /// the next apply; until then a post or void of them already fails with `pending_transfer_expired`.
 pub const EXPIRIES_PER_APPLY_MAX: u32 = 8190;
@@ -71,6 +89,11 @@ const _: () = assert!(
 );
 // Expiry runs inside an apply, so it must not outgrow a batch.
 const _: () = assert!(EXPIRIES_PER_APPLY_MAX <= BATCH_EVENTS_MAX);
+const _: () = assert!(
+    RAFT_ENTRIES_PER_MESSAGE_MAX as u64 * RAFT_ENTRY_BYTES_MAX as u64 + 4096
+        <= RAFT_MESSAGE_BYTES_MAX as u64
+);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX + 4096 <= RAFT_MESSAGE_BYTES_MAX);
 // A pending timeout (u32 seconds) added to any valid timestamp cannot overflow a u64.
 const _: () = assert!(TIMESTAMP_MAX.checked_add(u32::MAX as u64 * 1_000_000_000).is_some());
 

@@ -146,7 +146,14 @@ impl<S: LedgerStore> StateMachine<S> {
         &self.store
     }
 
+    /// The store, for a persistence layer to drain what a batch wrote (between batches
+    /// only; it must not change records).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Gives the store back.
+    #[must_use]
     pub fn into_store(self) -> S {
         self.store
     }

@@ -1,12 +1,15 @@
 //! Integration tests of `tally-node`, one binary.
 //!
 //! The ledger suites are written once and instantiated per `LedgerStore` implementation by
-//! `ledger_suite!`, so every store passes the same tests: today the in-memory store; the
-//! RocksDB store joins with one line when it lands.
+//! `ledger_suite!`, so every store passes the same tests: the in-memory store and the
+//! RocksDB-backed `DurableStore` (whose persistence `durability.rs` checks on top).
+//! `cluster/` starts real `tallyd` processes on loopback.
 
 // Test helpers are `pub` for the included suites, not for other crates.
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
+mod cluster;
+mod durability;
 mod support;
 mod wire;
 
@@ -44,4 +47,6 @@ macro_rules! ledger_suite {
 
 ledger_suite! {
     memory => tally_node::ledger::MemoryStore, tally_node::ledger::MemoryStore::new();
+    durable => tally_node::storage::ledger_store::DurableStore,
+        tally_node::storage::ledger_store::DurableStore::new(tally_node::storage::keys::ShardId(0));
 }

@@ -1,0 +1,445 @@
+//! The connection to a Tally cluster: leader discovery and redirect, retries, deadlines.
+//!
+//! Every call is tried on the endpoint that last answered (the leader, usually), and:
+//! - `UNAVAILABLE` with message `TALLY:NotLeader` / `TALLY:OutcomeUnknown` and metadata
+//!   `tally-leader-addr`: resent at once to that address (added to the endpoints if new);
+//! - `UNAVAILABLE` without a hint, a transport or connect error, `DEADLINE_EXCEEDED`,
+//!   `CANCELLED`, `ABORTED`, `UNKNOWN`: resent to the next endpoint after a backoff;
+//! - `RESOURCE_EXHAUSTED` (`TALLY:Overloaded`): resent to the same endpoint after the
+//!   server's `tally-retry-after-ms` or the backoff, whichever is longer;
+//! - any other code: not retried, [`ClientError::Rejected`].
+//!
+//! A retry resends the identical request — the same transfer and account ids. Ids are
+//! idempotency keys, so an event that an earlier attempt applied (whose reply was lost)
+//! comes back as `exists` and is never applied twice: treat `created` and `exists` alike
+//! ([`transfer_succeeded`], [`account_succeeded`]). When the call's deadline passes, the
+//! outcome of a create is unknown; resend it with the same ids to learn it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX};
+use tally_proto::v1;
+use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::batch::TransferBatch;
+use crate::error::ClientError;
+use crate::loyalty::{self, Earn, Expire, Redemption};
+
+/// Metadata key of the leader's address in a `NotLeader` status.
+pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
+/// Metadata key of the server's suggested wait after `Overloaded`, milliseconds.
+pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
+/// Most endpoints a client keeps (configured plus learned from redirects).
+pub const ENDPOINTS_MAX: usize = 64;
+
+/// Whether a transfer's status means it exists as requested (`created` now or `exists`
+/// from an earlier attempt with the same id and fields).
+#[must_use]
+pub fn transfer_succeeded(status: i32) -> bool {
+    status == v1::CreateTransferStatus::Created as i32
+        || status == v1::CreateTransferStatus::Exists as i32
+}
+
+/// As [`transfer_succeeded`], for accounts.
+#[must_use]
+pub fn account_succeeded(status: i32) -> bool {
+    status == v1::CreateAccountStatus::Created as i32
+        || status == v1::CreateAccountStatus::Exists as i32
+}
+
+/// Builds a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    connect_timeout: Duration,
+    attempt_timeout: Duration,
+    deadline: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+impl ClientBuilder {
+    /// Time to open a connection (default 1 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, value: Duration) -> Self {
+        self.connect_timeout = value;
+        self
+    }
+    /// Time one attempt may take (default 5 s).
+    #[must_use]
+    pub fn attempt_timeout(mut self, value: Duration) -> Self {
+        self.attempt_timeout = value;
+        self
+    }
+    /// Time a whole call may take, retries included (default 30 s).
+    #[must_use]
+    pub fn deadline(mut self, value: Duration) -> Self {
+        self.deadline = value;
+        self
+    }
+    /// First and largest wait between retries (default 20 ms and 1 s, doubling).
+    #[must_use]
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Checks the settings. Connects lazily: no server needs to be up.
+    ///
+    /// # Errors
+    /// No endpoint, an endpoint that is not a valid URI, a zero timeout, or a deadline
+    /// shorter than one attempt.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let bad = |m: String| Err(ClientError::Config(m));
+        if self.endpoints.is_empty() || self.endpoints.len() > ENDPOINTS_MAX {
+            return bad(format!("1..={ENDPOINTS_MAX} endpoints required"));
+        }
+        if self.connect_timeout.is_zero() || self.attempt_timeout.is_zero() {
+            return bad("timeouts must be above zero".into());
+        }
+        if self.deadline < self.attempt_timeout {
+            return bad("the deadline must be at least one attempt timeout".into());
+        }
+        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+            return bad("backoff: 0 < initial <= max".into());
+        }
+        let mut nodes = Vec::new();
+        for endpoint in &self.endpoints {
+            nodes.push(self.node(endpoint)?);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                settings: self,
+                nodes: RwLock::new(nodes),
+                current: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    fn node(&self, addr: &str) -> Result<Node, ClientError> {
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        let client = LedgerServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize);
+        Ok(Node { addr: bare(addr).to_owned(), client })
+    }
+}
+
+fn bare(addr: &str) -> &str {
+    addr.split_once("://").map_or(addr, |(_, rest)| rest)
+}
+
+#[derive(Clone, Debug)]
+struct Node {
+    addr: String,
+    client: LedgerServiceClient<Channel>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: ClientBuilder,
+    nodes: RwLock<Vec<Node>>,
+    /// Index of the endpoint tried first (the last that answered).
+    current: AtomicUsize,
+}
+
+/// A connection to a Tally cluster. Cheap to clone; share one per process.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    Redirect(String),
+    OtherNode,
+    SameNodeAfter(Duration),
+    Fail,
+}
+
+fn classify(status: &tonic::Status) -> Next {
+    use tonic::Code;
+    let metadata =
+        |key: &str| status.metadata().get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    match status.code() {
+        Code::Unavailable => match metadata(LEADER_ADDR_KEY) {
+            Some(addr) if !addr.is_empty() => Next::Redirect(addr),
+            _ => Next::OtherNode,
+        },
+        Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::Unknown => Next::OtherNode,
+        Code::ResourceExhausted => {
+            let ms = metadata(RETRY_AFTER_MS_KEY).and_then(|v| v.parse().ok()).unwrap_or(0);
+            Next::SameNodeAfter(Duration::from_millis(ms))
+        }
+        _ => Next::Fail,
+    }
+}
+
+impl Client {
+    /// Starts building a client of the nodes at `endpoints` (`host:port`).
+    #[must_use]
+    pub fn builder<I, S>(endpoints: I) -> ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientBuilder {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(30),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+
+    fn node_at(&self, index: usize) -> (usize, Node) {
+        let nodes = self.inner.nodes.read();
+        let index = index % nodes.len();
+        (index, nodes[index].clone())
+    }
+
+    fn index_of(&self, addr: &str) -> usize {
+        let addr = bare(addr);
+        if let Some(i) = self.inner.nodes.read().iter().position(|n| n.addr == addr) {
+            return i;
+        }
+        let mut nodes = self.inner.nodes.write();
+        if let Some(i) = nodes.iter().position(|n| n.addr == addr) {
+            return i;
+        }
+        match self.inner.settings.node(addr) {
+            Ok(node) if nodes.len() < ENDPOINTS_MAX => {
+                nodes.push(node);
+                nodes.len() - 1
+            }
+            _ => self.inner.current.load(Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Runs `rpc` with redirects and retries until it succeeds, fails for good, or the
+    /// deadline passes. `rpc` must send the same request every time.
+    async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, ClientError>
+    where
+        F: Fn(LedgerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let settings = &self.inner.settings;
+        let deadline = Instant::now() + settings.deadline;
+        let mut backoff = settings.backoff_initial;
+        let mut index = self.inner.current.load(Ordering::Relaxed);
+        let mut attempts = 0_u32;
+        let mut last_error;
+        loop {
+            attempts += 1;
+            let (at, node) = self.node_at(index);
+            let timeout =
+                settings.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let status = match tokio::time::timeout(timeout, rpc(node.client)).await {
+                Ok(Ok(reply)) => {
+                    self.inner.current.store(at, Ordering::Relaxed);
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    tonic::Status::deadline_exceeded(format!("attempt timed out after {timeout:?}"))
+                }
+            };
+            last_error = format!("{}: {:?} {}", node.addr, status.code(), status.message());
+            let wait = match classify(&status) {
+                Next::Fail => {
+                    return Err(ClientError::Rejected {
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    });
+                }
+                Next::Redirect(addr) => {
+                    tracing::debug!(from = %node.addr, to = %addr, "redirected to the leader");
+                    index = self.index_of(&addr);
+                    Duration::ZERO
+                }
+                Next::OtherNode => {
+                    tracing::debug!(node = %node.addr, error = %last_error, "trying the next node");
+                    index = at + 1;
+                    backoff
+                }
+                Next::SameNodeAfter(hint) => {
+                    index = at;
+                    backoff.max(hint)
+                }
+            };
+            if !wait.is_zero() {
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+            if Instant::now() + wait >= deadline {
+                return Err(ClientError::DeadlineExceeded {
+                    deadline: settings.deadline,
+                    attempts,
+                    last_error,
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Creates accounts; one result per account, in order.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn create_accounts(
+        &self,
+        accounts: Vec<v1::Account>,
+    ) -> Result<Vec<v1::CreateAccountResult>, ClientError> {
+        check_size(accounts.len())?;
+        let request = v1::CreateAccountsRequest { accounts };
+        let reply = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_accounts(r).await }
+            })
+            .await?;
+        Ok(reply.results)
+    }
+
+    /// Creates transfers; one result per transfer, in order.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn create_transfers(
+        &self,
+        transfers: Vec<v1::Transfer>,
+    ) -> Result<Vec<v1::CreateTransferResult>, ClientError> {
+        check_size(transfers.len())?;
+        let request = v1::CreateTransfersRequest { transfers };
+        let reply = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.create_transfers(r).await }
+            })
+            .await?;
+        Ok(reply.results)
+    }
+
+    /// Sends a batch built with [`TransferBatch`] (chains kept whole).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn submit(
+        &self,
+        batch: TransferBatch,
+    ) -> Result<Vec<v1::CreateTransferResult>, ClientError> {
+        self.create_transfers(batch.into_request().transfers).await
+    }
+
+    /// The accounts found among `ids` (missing ids are skipped), linearizable.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<v1::Account>, ClientError> {
+        check_size(ids.len())?;
+        let request = v1::LookupAccountsRequest {
+            ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
+        };
+        let reply = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.lookup_accounts(r).await }
+            })
+            .await?;
+        Ok(reply.accounts)
+    }
+
+    /// The transfers found among `ids`, linearizable.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn lookup_transfers(&self, ids: &[u128]) -> Result<Vec<v1::Transfer>, ClientError> {
+        check_size(ids.len())?;
+        let request = v1::LookupTransfersRequest {
+            ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
+        };
+        let reply = self
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.lookup_transfers(r).await }
+            })
+            .await?;
+        Ok(reply.transfers)
+    }
+
+    /// Transfers of one account matching `filter`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn get_account_transfers(
+        &self,
+        filter: v1::AccountFilter,
+    ) -> Result<Vec<v1::Transfer>, ClientError> {
+        let request = v1::GetAccountTransfersRequest { filter: Some(filter) };
+        let reply =
+            self.call(|mut c| async move { c.get_account_transfers(request).await }).await?;
+        Ok(reply.transfers)
+    }
+
+    /// Historical balances of one account matching `filter`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn get_account_balances(
+        &self,
+        filter: v1::AccountFilter,
+    ) -> Result<Vec<v1::AccountBalance>, ClientError> {
+        let request = v1::GetAccountBalancesRequest { filter: Some(filter) };
+        let reply = self.call(|mut c| async move { c.get_account_balances(request).await }).await?;
+        Ok(reply.balances)
+    }
+
+    /// Earns points (see [`loyalty::earn`]).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn earn(&self, e: &Earn) -> Result<v1::CreateTransferResult, ClientError> {
+        let mut results = self.create_transfers(vec![loyalty::earn(e)]).await?;
+        results.pop().ok_or_else(|| ClientError::Config("empty reply".into()))
+    }
+
+    /// Redeems points, linked with one unit of stock if given (see [`loyalty::redeem`]);
+    /// one result per leg.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn redeem(
+        &self,
+        r: &Redemption,
+    ) -> Result<Vec<v1::CreateTransferResult>, ClientError> {
+        self.create_transfers(loyalty::redeem(r)).await
+    }
+
+    /// Expires points (see [`loyalty::expire`]).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn expire(&self, e: &Expire) -> Result<v1::CreateTransferResult, ClientError> {
+        let mut results = self.create_transfers(vec![loyalty::expire(e)]).await?;
+        results.pop().ok_or_else(|| ClientError::Config("empty reply".into()))
+    }
+}
+
+fn check_size(events: usize) -> Result<(), ClientError> {
+    if events == 0 || events > BATCH_EVENTS_MAX as usize {
+        return Err(ClientError::InvalidRequest(format!(
+            "{events} events; a request holds 1..={BATCH_EVENTS_MAX}"
+        )));
+    }
+    Ok(())
+}

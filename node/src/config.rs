@@ -1,0 +1,524 @@
+//! The one typed configuration tree of a node.
+//!
+//! Precedence: command-line flag > `TALLY_*` environment variable > TOML file > default.
+//! (clap applies flag > env; [`NodeConfig::load`] lays those over the file.) Unknown fields
+//! are refused; [`NodeConfig::validate`] names the bad field by its dotted path. The
+//! effective configuration is logged at start ([`NodeConfig`]'s `Display`); there are no
+//! secrets in it yet (TLS keys will be paths, never contents).
+//!
+//! `deploy/tallyd.example.toml` documents every field with its unit and default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tally_proto::limits::{BATCH_EVENTS_MAX, RAFT_ENTRIES_PER_MESSAGE_MAX};
+
+/// Largest group-commit linger, microseconds.
+pub const LINGER_US_MAX: u64 = 100_000;
+
+/// A node's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Raft node id, >= 1, unique in the cluster.
+    pub node_id: u64,
+    /// The one gRPC port: public ledger, admin, internal raft, health, reflection.
+    pub listen_addr: SocketAddr,
+    /// `host:port` other nodes and clients use to reach this node; empty = `listen_addr`.
+    pub advertise_addr: String,
+    /// RocksDB lives in `<data_dir>/rocksdb`.
+    pub data_dir: PathBuf,
+    /// Initial voters. The node with the smallest id here initialises a new cluster; on
+    /// later starts the list is ignored. Empty: restart or join only.
+    pub bootstrap: Vec<Member>,
+    /// Raft timing and log retention.
+    pub raft: RaftConfig,
+    /// Group commit.
+    pub batch: BatchConfig,
+    /// How long a request may wait inside the node, milliseconds.
+    pub request_timeout_ms: u64,
+    /// How often the leader checks for due pending-transfer expiries, milliseconds.
+    pub pulse_interval_ms: u64,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One initial voter.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Its node id.
+    pub id: u64,
+    /// Its `host:port`.
+    pub addr: String,
+}
+
+/// Raft timing and log retention.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Leader heartbeat interval, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Smallest election timeout, milliseconds (> heartbeat).
+    pub election_timeout_min_ms: u64,
+    /// Largest election timeout, milliseconds (> min).
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log after a snapshot, for followers slightly behind.
+    pub logs_to_keep_after_snapshot: u64,
+    /// Entries per AppendEntries message (<= `RAFT_ENTRIES_PER_MESSAGE_MAX`).
+    pub append_entries_max: u64,
+}
+
+/// Group commit.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// How long to wait for more requests before proposing a partial entry, microseconds.
+    pub linger_us: u64,
+    /// Events per Raft entry, 1..=`BATCH_EVENTS_MAX`.
+    pub events_max: u32,
+    /// Requests queued for group commit; beyond it callers get `Overloaded`.
+    pub queue_requests_max: u32,
+    /// Raft entries proposed and not yet applied.
+    pub in_flight_entries_max: u32,
+}
+
+/// Logging.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// An `EnvFilter` directive, e.g. `info` or `info,openraft=warn`. `RUST_LOG` overrides.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            advertise_addr: String::new(),
+            data_dir: PathBuf::from("tally-data"),
+            bootstrap: Vec::new(),
+            raft: RaftConfig::default(),
+            batch: BatchConfig::default(),
+            request_timeout_ms: 10_000,
+            pulse_interval_ms: 100,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_logs_since_last: 20_000,
+            logs_to_keep_after_snapshot: 1_000,
+            append_entries_max: 64,
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            linger_us: 200,
+            events_max: BATCH_EVENTS_MAX,
+            queue_requests_max: 16_384,
+            in_flight_entries_max: 8,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+/// A configuration that cannot be used, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A field breaks a rule.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// The rule broken.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, reason: reason.into() }
+}
+
+/// Values given on the command line or in `TALLY_*` variables (clap merges those two).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--node-id` / `TALLY_NODE_ID`.
+    pub node_id: Option<u64>,
+    /// `--listen` / `TALLY_LISTEN_ADDR`.
+    pub listen_addr: Option<SocketAddr>,
+    /// `--advertise` / `TALLY_ADVERTISE_ADDR`.
+    pub advertise_addr: Option<String>,
+    /// `--data-dir` / `TALLY_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--bootstrap` / `TALLY_BOOTSTRAP`, already parsed.
+    pub bootstrap: Option<Vec<Member>>,
+    /// `--log-level` / `TALLY_LOG_LEVEL`.
+    pub log_level: Option<String>,
+    /// `--log-format` / `TALLY_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+}
+
+impl NodeConfig {
+    /// Reads `file` (if any) over the defaults, lays `overrides` on top and validates.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed (the message names the file, line and field), or a
+    /// field is invalid (named by its dotted path).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file_error =
+            |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        Self::from_toml(&text).map_err(file_error)
+    }
+
+    /// Parses TOML over the defaults (no validation).
+    ///
+    /// # Errors
+    /// The parser's message, naming the line and the field.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.node_id {
+            self.node_id = v;
+        }
+        if let Some(v) = o.listen_addr {
+            self.listen_addr = v;
+        }
+        if let Some(v) = &o.advertise_addr {
+            self.advertise_addr.clone_from(v);
+        }
+        if let Some(v) = &o.data_dir {
+            self.data_dir.clone_from(v);
+        }
+        if let Some(v) = &o.bootstrap {
+            self.bootstrap.clone_from(v);
+        }
+        if let Some(v) = &o.log_level {
+            self.log.level.clone_from(v);
+        }
+        if let Some(v) = o.log_format {
+            self.log.format = v;
+        }
+        if self.advertise_addr.is_empty() {
+            self.advertise_addr = self.listen_addr.to_string();
+        }
+    }
+
+    /// Checks every rule, naming the first field that breaks one.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id", "must be at least 1"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        self.validate_bootstrap()?;
+        self.raft.validate()?;
+        self.batch.validate()?;
+        if !(1..=3_600_000).contains(&self.request_timeout_ms) {
+            return Err(invalid("request_timeout_ms", "must be 1..=3600000"));
+        }
+        if !(1..=60_000).contains(&self.pulse_interval_ms) {
+            return Err(invalid("pulse_interval_ms", "must be 1..=60000"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
+        }
+        Ok(())
+    }
+
+    fn validate_bootstrap(&self) -> Result<(), ConfigError> {
+        if self.bootstrap.is_empty() {
+            return Ok(());
+        }
+        let mut ids: Vec<u64> = self.bootstrap.iter().map(|m| m.id).collect();
+        let mut addrs: Vec<&str> = self.bootstrap.iter().map(|m| m.addr.as_str()).collect();
+        ids.sort_unstable();
+        addrs.sort_unstable();
+        if ids.contains(&0) {
+            return Err(invalid("bootstrap", "node ids must be at least 1"));
+        }
+        if ids.windows(2).any(|w| w[0] == w[1]) || addrs.windows(2).any(|w| w[0] == w[1]) {
+            return Err(invalid("bootstrap", "node ids and addresses must be unique"));
+        }
+        match self.bootstrap.iter().find(|m| m.id == self.node_id) {
+            None => {
+                Err(invalid("bootstrap", format!("must include this node (id {})", self.node_id)))
+            }
+            Some(me) if me.addr != self.advertise_addr => Err(invalid(
+                "bootstrap",
+                format!(
+                    "lists node {} at {} but it advertises {}",
+                    me.id, me.addr, self.advertise_addr
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl RaftConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(invalid("raft.heartbeat_interval_ms", "must be at least 1"));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms {
+            return Err(invalid(
+                "raft.election_timeout_min_ms",
+                format!(
+                    "must be greater than raft.heartbeat_interval_ms ({})",
+                    self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                format!(
+                    "must be greater than raft.election_timeout_min_ms ({})",
+                    self.election_timeout_min_ms
+                ),
+            ));
+        }
+        if self.snapshot_logs_since_last == 0 {
+            return Err(invalid("raft.snapshot_logs_since_last", "must be at least 1"));
+        }
+        if !(1..=u64::from(RAFT_ENTRIES_PER_MESSAGE_MAX)).contains(&self.append_entries_max) {
+            return Err(invalid(
+                "raft.append_entries_max",
+                format!(
+                    "must be 1..={RAFT_ENTRIES_PER_MESSAGE_MAX} (RAFT_ENTRIES_PER_MESSAGE_MAX)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BatchConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.linger_us > LINGER_US_MAX {
+            return Err(invalid("batch.linger_us", format!("must be at most {LINGER_US_MAX}")));
+        }
+        if !(1..=BATCH_EVENTS_MAX).contains(&self.events_max) {
+            return Err(invalid(
+                "batch.events_max",
+                format!("must be 1..={BATCH_EVENTS_MAX} (BATCH_EVENTS_MAX)"),
+            ));
+        }
+        if self.queue_requests_max == 0 {
+            return Err(invalid("batch.queue_requests_max", "must be at least 1"));
+        }
+        if self.in_flight_entries_max == 0 {
+            return Err(invalid("batch.in_flight_entries_max", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--bootstrap`: `1=host:port,2=host:port,...`.
+///
+/// # Errors
+/// A part without `=`, an id that is not a number, or an empty address, with the part.
+pub fn parse_bootstrap(text: &str) -> Result<Vec<Member>, String> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (id, addr) = part
+                .trim()
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected <node id>=<host:port>"))?;
+            let id = id.parse().map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
+            if addr.is_empty() {
+                return Err(format!("{part:?}: empty address"));
+            }
+            Ok(Member { id, addr: addr.to_owned() })
+        })
+        .collect()
+}
+
+impl fmt::Display for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let members: Vec<String> =
+            self.bootstrap.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
+        write!(
+            f,
+            "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] \
+             request_timeout_ms={} pulse_interval_ms={} raft={:?} batch={:?} log={:?}",
+            self.node_id,
+            self.listen_addr,
+            self.advertise_addr,
+            self.data_dir.display(),
+            members.join(","),
+            self.request_timeout_ms,
+            self.pulse_interval_ms,
+            self.raft,
+            self.batch,
+            self.log
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(result: Result<NodeConfig, ConfigError>) -> &'static str {
+        match result {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    fn with(toml: &str) -> Result<NodeConfig, ConfigError> {
+        let mut config = NodeConfig::from_toml(toml).unwrap();
+        config.apply(&Overrides::default());
+        config.validate().map(|()| config)
+    }
+
+    #[test]
+    fn defaults_validate() {
+        // The defaults alone make a usable single-node configuration.
+        NodeConfig::load(None, &Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        // A typo is an error naming the field, not a silently ignored setting.
+        let error = NodeConfig::from_toml("[raft]\nheartbeat_ms = 5\n").unwrap_err();
+        assert!(error.contains("heartbeat_ms"), "{error}");
+        let error = NodeConfig::from_toml("nodeid = 5\n").unwrap_err();
+        assert!(error.contains("nodeid"), "{error}");
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        // Every validation rule reports the dotted path of the field that broke it.
+        assert_eq!(field_of(with("node_id = 0")), "node_id");
+        assert_eq!(
+            field_of(with("[raft]\nelection_timeout_min_ms = 50")),
+            "raft.election_timeout_min_ms"
+        );
+        assert_eq!(
+            field_of(with("[raft]\nelection_timeout_max_ms = 300")),
+            "raft.election_timeout_max_ms"
+        );
+        assert_eq!(
+            field_of(with("[raft]\nheartbeat_interval_ms = 0")),
+            "raft.heartbeat_interval_ms"
+        );
+        assert_eq!(field_of(with("[raft]\nappend_entries_max = 65")), "raft.append_entries_max");
+        assert_eq!(
+            field_of(with("[raft]\nsnapshot_logs_since_last = 0")),
+            "raft.snapshot_logs_since_last"
+        );
+        assert_eq!(field_of(with("[batch]\nevents_max = 8191")), "batch.events_max");
+        assert_eq!(field_of(with("[batch]\nlinger_us = 100001")), "batch.linger_us");
+        assert_eq!(field_of(with("[batch]\nqueue_requests_max = 0")), "batch.queue_requests_max");
+        assert_eq!(
+            field_of(with("[batch]\nin_flight_entries_max = 0")),
+            "batch.in_flight_entries_max"
+        );
+        assert_eq!(field_of(with("request_timeout_ms = 0")), "request_timeout_ms");
+        assert_eq!(field_of(with("pulse_interval_ms = 0")), "pulse_interval_ms");
+        assert_eq!(field_of(with("[log]\nlevel = \"info,[\"")), "log.level");
+        let other_node = "bootstrap = [{ id = 2, addr = \"127.0.0.1:7002\" }]";
+        assert_eq!(field_of(with(other_node)), "bootstrap");
+        let duplicate =
+            "bootstrap = [{ id = 1, addr = \"127.0.0.1:7001\" }, { id = 1, addr = \"x:1\" }]";
+        assert_eq!(field_of(with(duplicate)), "bootstrap");
+        let wrong_addr = "bootstrap = [{ id = 1, addr = \"127.0.0.1:9999\" }]";
+        assert_eq!(field_of(with(wrong_addr)), "bootstrap");
+    }
+
+    #[test]
+    fn flags_and_env_override_the_file() {
+        // Precedence: an override (flag or env) wins over the file, the file over defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tallyd.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\nlisten_addr = \"127.0.0.1:7002\"\n[batch]\nlinger_us = 7\n",
+        )
+        .unwrap();
+        let from_file = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!((from_file.node_id, from_file.batch.linger_us), (2, 7));
+        assert_eq!(from_file.advertise_addr, "127.0.0.1:7002");
+        let overrides = Overrides { node_id: Some(3), ..Overrides::default() };
+        let overridden = NodeConfig::load(Some(&path), &overrides).unwrap();
+        assert_eq!((overridden.node_id, overridden.batch.linger_us), (3, 7));
+        let missing = NodeConfig::load(Some(&dir.path().join("nope.toml")), &Overrides::default());
+        assert!(matches!(missing, Err(ConfigError::File { .. })));
+    }
+
+    #[test]
+    fn bootstrap_flag_parses_and_explains_bad_parts() {
+        // The flag form `1=host:port,...` parses; each malformed part is quoted in the error.
+        let members = parse_bootstrap("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        assert_eq!(
+            members,
+            vec![
+                Member { id: 1, addr: "127.0.0.1:7001".into() },
+                Member { id: 2, addr: "127.0.0.1:7002".into() },
+            ]
+        );
+        assert!(parse_bootstrap("1:127.0.0.1:7001").unwrap_err().contains("expected"));
+        assert!(parse_bootstrap("x=127.0.0.1:7001").unwrap_err().contains("not a number"));
+        assert!(parse_bootstrap("1=").unwrap_err().contains("empty address"));
+    }
+}

@@ -1,0 +1,217 @@
+//! The client side of the internal `tally.raft.v1` service: how a node's Raft groups reach
+//! the other nodes.
+//!
+//! One HTTP/2 channel per peer address, shared by every shard's group ([`Channels`]); each
+//! message names its shard. openraft's messages travel as postcard bytes, so this file is
+//! the only place that translates between openraft and the wire.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetworkV2};
+use parking_lot::Mutex;
+use tally_proto::limits::{RAFT_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use tally_proto::raft_v1::raft_service_client::RaftServiceClient;
+use tally_proto::raft_v1::{RaftMessage, SnapshotChunk};
+use tonic::transport::{Channel, Endpoint};
+
+use super::state_machine::SnapshotData;
+use super::{NodeId, TypeConfig, decode, encode};
+use crate::storage::keys::ShardId;
+
+/// How long a connection attempt to a peer may take.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Lazily connected channels to peers, by address, shared by all groups of a node.
+#[derive(Clone, Debug, Default)]
+pub struct Channels {
+    by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut by_addr = self.by_addr.lock();
+        if let Some(channel) = by_addr.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true)
+            .connect_lazy();
+        by_addr.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates one [`Connection`] per peer for a shard's group.
+#[derive(Clone, Debug)]
+pub struct Network {
+    shard: ShardId,
+    channels: Channels,
+}
+
+impl Network {
+    /// The network of `shard`'s group, over the node's shared channels.
+    #[must_use]
+    pub fn new(shard: ShardId, channels: Channels) -> Self {
+        Self { shard, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            shard: self.shard,
+            target,
+            addr: node.addr.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+/// A shard group's connection to one peer.
+#[derive(Debug)]
+pub struct Connection {
+    shard: ShardId,
+    target: NodeId,
+    addr: String,
+    channels: Channels,
+}
+
+type RpcError = RPCError<TypeConfig>;
+
+fn unreachable(e: &(impl std::error::Error + 'static)) -> RpcError {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
+    RPCError::Network(NetworkError::new(e))
+}
+
+fn status_error(status: &tonic::Status) -> RpcError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            unreachable(status)
+        }
+        _ => network(status),
+    }
+}
+
+impl Connection {
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RpcError> {
+        let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize))
+    }
+
+    fn message<T: serde::Serialize>(&self, value: &T) -> Result<RaftMessage, RpcError> {
+        Ok(RaftMessage { shard_id: self.shard.0, payload: encode(value).map_err(|e| network(&e))? })
+    }
+
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        ttl: Duration,
+        rpc: F,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let mut request = tonic::Request::new(self.message(req)?);
+        request.set_timeout(ttl);
+        let reply = rpc(self.client()?, request).await.map_err(|s| status_error(&s))?;
+        decode(&reply.into_inner().payload).map_err(|e| network(&e))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await })
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await }).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RpcError> {
+        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.pre_vote(r).await }).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
+        self.call(&req, option.hard_ttl(), |mut c, r| async move { c.transfer_leader(r).await })
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let header = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let shard_id = self.shard.0;
+        let data = snapshot.snapshot;
+        let chunks = std::iter::once(SnapshotChunk { shard_id, header, data: Vec::new() }).chain(
+            data.chunks(SNAPSHOT_CHUNK_BYTES_MAX as usize)
+                .map(|c| SnapshotChunk { shard_id, header: Vec::new(), data: c.to_vec() })
+                .collect::<Vec<_>>(),
+        );
+        let mut client = self.client().map_err(|e| match e {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        })?;
+        tracing::info!(
+            shard = shard_id,
+            target = self.target,
+            bytes = data.len(),
+            "sending snapshot"
+        );
+        let send = client.install_snapshot(tokio_stream::iter(chunks));
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            reply = send => {
+                let reply = reply.map_err(|s| StreamingError::Network(NetworkError::new(&s)))?;
+                let vote = decode(&reply.into_inner().payload)
+                    .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+                Ok(SnapshotResponse { vote })
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Starting one shard's Raft group on this node, and the few operations the services need:
+//! propose a command, wait for a linearizable read point, and who the leader is.
+//! Errors here carry no openraft types, so the services never name openraft.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
+
+use super::log_store::{LogStore, Syncer};
+use super::network::{Channels, Network};
+use super::state_machine::{SharedLedger, StateMachineStore};
+use super::{Command, CommandReply, NodeId, Raft, TypeConfig};
+use crate::config::{Member, RaftConfig};
+use crate::storage::Storage;
+use crate::storage::keys::ShardId;
+
+/// This node's replica of one shard.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its Raft group handle.
+    pub raft: Raft,
+    /// Its ledger, for reads.
+    pub ledger: SharedLedger,
+}
+
+/// Where the leader is, as far as this node knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id.
+    pub id: Option<NodeId>,
+    /// The leader's gRPC address.
+    pub addr: Option<String>,
+}
+
+/// Role of this node in a shard's group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Leads the group.
+    Leader,
+    /// Follows a leader.
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Receives the log but does not vote.
+    Learner,
+    /// Stopped.
+    Shutdown,
+}
+
+/// This node's local view of one shard (log indexes; 0 = none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// Role here.
+    pub role: Role,
+    /// Where the leader is.
+    pub leader: LeaderHint,
+    /// Current term.
+    pub term: u64,
+    /// Last index in the local log.
+    pub last_log_index: u64,
+    /// Last index applied by the local state machine.
+    pub applied_index: u64,
+    /// Last index covered by the local snapshot.
+    pub snapshot_index: u64,
+    /// Last index purged from the local log.
+    pub purged_index: u64,
+    /// Voter ids.
+    pub voters: Vec<NodeId>,
+    /// SHA-256 of the ledger state, if asked for.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// Why a write or a read point could not be obtained.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node is not the shard's leader.
+    #[error("not the leader of this shard (leader: {0:?})")]
+    NotLeader(LeaderHint),
+    /// The proposal was appended here but then lost to a new leader's log: it may or may
+    /// not commit. Retrying with the same ids is safe (they are idempotency keys).
+    #[error("leader changed after the proposal; outcome unknown (leader: {0:?})")]
+    OutcomeUnknown(LeaderHint),
+    /// A quorum could not be reached in time.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The Raft group stopped (shutdown or a storage failure).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+fn hint(f: &ForwardToLeader<TypeConfig>) -> LeaderHint {
+    LeaderHint { id: f.leader_id, addr: f.leader_node.as_ref().map(|n| n.addr.clone()) }
+}
+
+/// openraft's configuration from ours.
+///
+/// # Errors
+/// A combination openraft refuses (reported with its reason).
+pub fn raft_config(c: &RaftConfig) -> Result<Config, String> {
+    let config = Config {
+        cluster_name: "tally".into(),
+        heartbeat_interval: c.heartbeat_interval_ms,
+        election_timeout_min: c.election_timeout_min_ms,
+        election_timeout_max: c.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: c.logs_to_keep_after_snapshot,
+        max_payload_entries: c.append_entries_max,
+        install_snapshot_timeout: 60_000,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    config.validate().map_err(|e| e.to_string())
+}
+
+/// Opens `shard`'s log and state machine from `storage` and starts its Raft group.
+///
+/// # Errors
+/// The state machine cannot be loaded or openraft refuses to start.
+pub async fn start(
+    node_id: NodeId,
+    shard: ShardId,
+    storage: &Storage,
+    syncer: Arc<Syncer>,
+    channels: Channels,
+    config: &RaftConfig,
+) -> Result<Replica, String> {
+    let raft_config = Arc::new(raft_config(config)?);
+    let log = LogStore::new(storage.clone(), shard, syncer);
+    let sm = StateMachineStore::open(storage.clone(), shard).map_err(|e| e.to_string())?;
+    let ledger = sm.ledger();
+    let network = Network::new(shard, channels);
+    let raft =
+        Raft::new(node_id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
+    Ok(Replica { shard, raft, ledger })
+}
+
+impl Replica {
+    /// Initialises a new cluster with `members` as voters, if this node has the smallest
+    /// id among them and the group has no state yet. Does nothing otherwise.
+    ///
+    /// # Errors
+    /// openraft refuses the membership.
+    pub async fn bootstrap(&self, node_id: NodeId, members: &[Member]) -> Result<(), String> {
+        let Some(first) = members.iter().map(|m| m.id).min() else { return Ok(()) };
+        if first != node_id || self.raft.is_initialized().await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let voters: BTreeMap<NodeId, BasicNode> =
+            members.iter().map(|m| (m.id, BasicNode::new(m.addr.clone()))).collect();
+        tracing::info!(shard = %self.shard, ?voters, "initialising a new cluster");
+        self.raft.initialize(voters).await.map_err(|e| e.to_string())
+    }
+
+    /// Proposes `command` and waits until it is committed and applied here.
+    ///
+    /// # Errors
+    /// See [`ReplicaError`].
+    pub async fn write(&self, command: Command) -> Result<CommandReply, ReplicaError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ReplicaError::NotLeader(hint(&f)))
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(ReplicaError::OutcomeUnknown(hint(&f)))
+            }
+            Err(RaftError::APIError(e)) => Err(ReplicaError::Stopped(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(ReplicaError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Waits until this node's state machine reflects every write committed before the
+    /// call (ReadIndex: the leader confirms its leadership with a quorum, then waits for
+    /// its own apply to reach the commit index it saw).
+    ///
+    /// # Errors
+    /// Not the leader, no quorum, or stopped.
+    pub async fn read_barrier(&self) -> Result<(), ReplicaError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(ReplicaError::NotLeader(hint(&f)))
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
+                Err(ReplicaError::NoQuorum(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(ReplicaError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Whether this node currently leads the shard.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// The current leader as this node sees it.
+    #[must_use]
+    pub fn leader_hint(&self) -> LeaderHint {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let id = metrics.current_leader;
+        let addr = id.and_then(|id| {
+            metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
+        });
+        LeaderHint { id, addr }
+    }
+
+    /// This node's local view of the shard.
+    #[must_use]
+    pub fn status(&self, include_digest: bool) -> ReplicaStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let index = |id: &Option<openraft::alias::LogIdOf<TypeConfig>>| {
+            id.as_ref().map_or(0, |l| l.index())
+        };
+        let role = match metrics.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        let (applied_index, digest) = {
+            let ledger = self.ledger.read();
+            (index(&ledger.applied), include_digest.then(|| ledger.machine.digest()))
+        };
+        ReplicaStatus {
+            role,
+            leader: self.leader_hint(),
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index,
+            snapshot_index: index(&metrics.snapshot),
+            purged_index: index(&metrics.purged),
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+            digest,
+        }
+    }
+
+    /// Waits until some node is known as leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(id) = metrics.borrow_watched().current_leader {
+                    return id;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    /// Stops the Raft group (after handing leadership away if this node leads).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(shard = %self.shard, error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Cluster and transport conditions as `tonic::Status`, with stable, greppable codes.
+//!
+//! Every message starts with `TALLY:<Code>:`. Business outcomes are never here: they are
+//! per-event statuses inside an OK reply.
+//!
+//! | condition | gRPC code | message code | metadata | client action |
+//! |---|---|---|---|---|
+//! | malformed request | `INVALID_ARGUMENT` | `InvalidRequest` | | fix the request |
+//! | not the leader | `UNAVAILABLE` | `NotLeader` | `tally-leader-id`, `tally-leader-addr` | resend there |
+//! | leader changed mid-write | `UNAVAILABLE` | `OutcomeUnknown` | as above | resend, same ids |
+//! | no quorum / stopping | `UNAVAILABLE` | `NoQuorum` / `Stopped` | | another node, later |
+//! | queue full | `RESOURCE_EXHAUSTED` | `Overloaded` | `tally-retry-after-ms` | back off, resend |
+//! | request timeout in the node | `DEADLINE_EXCEEDED` | `Timeout` | | resend, same ids |
+//! | whole batch refused by the ledger | `FAILED_PRECONDITION` | `BatchRefused` | | see message |
+
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+use super::batcher::SubmitError;
+use crate::convert::RequestError;
+use crate::raft::node::{LeaderHint, ReplicaError};
+
+/// Metadata key of the leader's node id.
+pub const LEADER_ID_KEY: &str = "tally-leader-id";
+/// Metadata key of the leader's gRPC address.
+pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
+/// Metadata key of the suggested wait before a retry, in milliseconds.
+pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
+/// Suggested wait after `Overloaded`, in milliseconds.
+pub const OVERLOADED_RETRY_AFTER_MS: u64 = 5;
+
+/// A malformed request.
+#[must_use]
+pub fn invalid(e: &RequestError) -> Status {
+    Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
+}
+
+fn with_hint(mut status: Status, hint: &LeaderHint) -> Status {
+    if let Some(id) = hint.id {
+        status.metadata_mut().insert(LEADER_ID_KEY, MetadataValue::from(id));
+    }
+    if let Some(addr) = hint.addr.as_deref().and_then(|a| MetadataValue::try_from(a).ok()) {
+        status.metadata_mut().insert(LEADER_ADDR_KEY, addr);
+    }
+    status
+}
+
+/// A replica-level failure.
+#[must_use]
+pub fn replica(e: &ReplicaError) -> Status {
+    match e {
+        ReplicaError::NotLeader(hint) => {
+            with_hint(Status::unavailable(format!("TALLY:NotLeader: {e}")), hint)
+        }
+        ReplicaError::OutcomeUnknown(hint) => with_hint(
+            Status::unavailable(format!(
+                "TALLY:OutcomeUnknown: {e}; resend the same request (ids are idempotency keys)"
+            )),
+            hint,
+        ),
+        ReplicaError::NoQuorum(_) => Status::unavailable(format!("TALLY:NoQuorum: {e}")),
+        ReplicaError::Stopped(_) => Status::unavailable(format!("TALLY:Stopped: {e}")),
+    }
+}
+
+/// A group-commit failure.
+#[must_use]
+pub fn submit(e: &SubmitError) -> Status {
+    match e {
+        SubmitError::Overloaded { .. } => {
+            let mut status = Status::resource_exhausted(format!("TALLY:Overloaded: {e}"));
+            status
+                .metadata_mut()
+                .insert(RETRY_AFTER_MS_KEY, MetadataValue::from(OVERLOADED_RETRY_AFTER_MS));
+            status
+        }
+        SubmitError::Replica(r) => replica(r),
+        SubmitError::Closed => Status::unavailable(format!("TALLY:Stopped: {e}")),
+    }
+}
+
+/// The node gave up waiting for the outcome.
+#[must_use]
+pub fn timeout(after_ms: u64) -> Status {
+    Status::deadline_exceeded(format!(
+        "TALLY:Timeout: no outcome within request_timeout_ms ({after_ms} ms); the request may \
+         still apply; resend it with the same ids to learn its outcome"
+    ))
+}
+
+/// The ledger refused a whole request (nothing applied).
+#[must_use]
+pub fn refused(reason: &str) -> Status {
+    Status::failed_precondition(format!("TALLY:BatchRefused: {reason}"))
+}

@@ -1,0 +1,92 @@
+//! RocksDB storage of one node: every shard it hosts, in one RocksDB instance.
+//!
+//! Column families (keys in [`keys`], all prefixed by the shard id):
+//! - `raft_log` — Raft log entries by index ([`crate::raft`]'s log store).
+//! - `raft_meta` — vote, committed log id, last purged log id.
+//! - `ledger` — the ledger records of each shard ([`ledger_store::DurableStore`]).
+//! - `applied` — the last applied log id and membership of each shard's state machine.
+//!
+//! Durability rules (docs/ARCHITECTURE.md, "Durability"):
+//! - Writes go to RocksDB's write-ahead log without fsync; a log append is reported
+//!   flushed to Raft only after an explicit `flush_wal(true)` (fsync) that covers it, and
+//!   a vote is fsynced before `save_vote` returns. Because the WAL is one ordered file, an
+//!   fsync also makes every earlier write durable (state-machine batches included).
+//! - A state-machine batch and its applied log id are one `WriteBatch`: after a crash
+//!   either both are on disk or neither, and Raft re-applies from the applied log id.
+//! - A RocksDB error while writing stops the node (the caller panics or returns a fatal
+//!   error); it never guesses.
+//!
+//! Only lz4 compression is compiled in (see the workspace `Cargo.toml`).
+
+pub mod keys;
+pub mod ledger_store;
+pub mod records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options};
+
+/// Column family of Raft log entries.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// Column family of Raft vote, committed and purged log ids.
+pub const CF_RAFT_META: &str = "raft_meta";
+/// Column family of ledger records.
+pub const CF_LEDGER: &str = "ledger";
+/// Column family of each state machine's applied log id and membership.
+pub const CF_APPLIED: &str = "applied";
+
+const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_LEDGER, CF_APPLIED];
+
+/// The node's RocksDB instance, shared by every shard's log store and state machine.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    db: Arc<DB>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the RocksDB instance under `path`.
+    ///
+    /// # Errors
+    /// RocksDB cannot open the directory (permissions, another process holds its lock,
+    /// corruption).
+    pub fn open(path: &Path) -> Result<Self, rocksdb::Error> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(DBCompressionType::Lz4);
+        // Bounded disk use for RocksDB's own logs.
+        options.set_max_log_file_size(16 << 20);
+        options.set_keep_log_file_num(4);
+        let families = COLUMN_FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The RocksDB handle.
+    #[must_use]
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// A column family by name.
+    ///
+    /// # Panics
+    /// If `name` is not one of this module's column families (a programming error).
+    #[must_use]
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    /// Makes every write so far durable (fsync of the write-ahead log).
+    ///
+    /// # Errors
+    /// The fsync failed; the caller must stop the node.
+    pub fn sync(&self) -> Result<(), rocksdb::Error> {
+        self.db.flush_wal(true)
+    }
+}

@@ -1,0 +1,222 @@
+//! The cluster harness: start, stop, kill and restart `tallyd` processes; query their
+//! status; wait for conditions.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tally_client::Client;
+use tally_proto::v1;
+use tally_proto::v1::admin_service_client::AdminServiceClient;
+
+/// One cluster at a time: three processes each already keep both cores busy.
+pub static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(1);
+
+/// The port every node of a test cluster listens on (each has its own address).
+const PORT: u16 = 7400;
+
+/// Raft tuning for tests: fast elections, and snapshots small enough to trigger.
+pub const FAST_RAFT: &str = "
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+";
+
+/// As [`FAST_RAFT`], with a snapshot every 20 entries keeping 5: a node that misses more
+/// than that must catch up through a snapshot.
+pub const SNAPSHOTTING_RAFT: &str = "
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+snapshot_logs_since_last = 20
+logs_to_keep_after_snapshot = 5
+";
+
+/// A `tallyd` node of a test cluster.
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A local cluster of real processes, removed (processes and data) when dropped.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    config_path: PathBuf,
+    bootstrap: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` nodes with the given extra TOML (e.g. [`FAST_RAFT`]).
+    pub fn start(size: u64, config_toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let a = 10 + std::process::id() % 200;
+        let b = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed) % 250;
+        let nodes: Vec<Node> = (1..=size)
+            .map(|id| Node {
+                id,
+                addr: format!("127.{a}.{b}.{id}:{PORT}"),
+                data_dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let bootstrap =
+            nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
+        let config_path = dir.path().join("tallyd.toml");
+        std::fs::write(&config_path, config_toml).unwrap();
+        let mut cluster = Self { nodes, config_path, bootstrap, _dir: dir };
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[usize::try_from(id - 1).unwrap()]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Node {
+        &mut self.nodes[usize::try_from(id - 1).unwrap()]
+    }
+
+    /// Starts (or restarts) node `id` on its data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let (config, bootstrap) = (self.config_path.clone(), self.bootstrap.clone());
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} already running");
+        std::fs::create_dir_all(&node.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.data_dir.join("tallyd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+            .arg("start")
+            .arg("--config")
+            .arg(&config)
+            .args(["--node-id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--bootstrap", &bootstrap, "--log-level", "info"])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tallyd");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self, id: u64) {
+        let mut child = self.node_mut(id).child.take().expect("node running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn stop(&mut self, id: u64) {
+        let mut child = self.node_mut(id).child.take().expect("node running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        assert!(status.unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                assert!(exit.success(), "node {id} exited with {exit} after SIGTERM");
+                return;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("node {id} did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// A client of every node.
+    pub fn client(&self) -> Client {
+        Client::builder(self.endpoints())
+            .deadline(Duration::from_secs(30))
+            .attempt_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    }
+
+    /// Node `id`'s own view of shard 0, or `None` if it does not answer.
+    pub async fn status(&self, id: u64, include_digest: bool) -> Option<v1::ShardStatus> {
+        let endpoint = format!("http://{}", self.node(id).addr);
+        let mut admin = AdminServiceClient::connect(endpoint).await.ok()?;
+        let reply = admin.node_status(v1::NodeStatusRequest { include_digest }).await.ok()?;
+        reply.into_inner().shards.into_iter().next()
+    }
+
+    /// Waits until a running node reports itself leader; returns its id.
+    pub async fn wait_leader(&self) -> u64 {
+        eventually("a leader is elected", Duration::from_secs(20), || async {
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                let status = self.status(node.id, false).await;
+                if status.is_some_and(|s| s.role == v1::ReplicaRole::Leader as i32) {
+                    return Some(node.id);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Waits until nodes `ids` have applied the same index, at least `min_applied`, and
+    /// returns their common digest (asserting they agree).
+    pub async fn wait_converged(&self, ids: &[u64], min_applied: u64) -> Vec<u8> {
+        eventually("replicas converge", Duration::from_secs(30), || async {
+            let mut seen = Vec::new();
+            for &id in ids {
+                seen.push(self.status(id, true).await?);
+            }
+            let applied = seen[0].applied_index;
+            if applied < min_applied || seen.iter().any(|s| s.applied_index != applied) {
+                return None;
+            }
+            for s in &seen {
+                assert_eq!(s.digest, seen[0].digest, "same applied index, different state");
+            }
+            Some(seen[0].digest.clone())
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
