@@ -507,6 +507,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_complete() {
+        // deploy/tallyd.example.toml parses, validates, and sets the documented defaults.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tallyd.example.toml");
+        let config = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(config.raft, RaftConfig::default());
+        assert_eq!(config.batch, BatchConfig::default());
+        assert_eq!(config.bootstrap.len(), 3);
+    }
+
+    #[test]
     fn bootstrap_flag_parses_and_explains_bad_parts() {
         // The flag form `1=host:port,...` parses; each malformed part is quoted in the error.
         let members = parse_bootstrap("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();

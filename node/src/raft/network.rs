@@ -31,6 +31,11 @@ use crate::storage::keys::ShardId;
 /// How long a connection attempt to a peer may take.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Least time an AppendEntries that carries entries may take. openraft gives replication
+/// RPCs one heartbeat interval, which a full batch (megabytes, plus the follower's fsync)
+/// can exceed on a busy machine; timing it out would only resend the same bytes.
+pub const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(2);
+
 /// Lazily connected channels to peers, by address, shared by all groups of a node.
 #[derive(Clone, Debug, Default)]
 pub struct Channels {
@@ -148,8 +153,12 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await })
-            .await
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN)
+        };
+        self.call(&rpc, ttl, |mut c, r| async move { c.append_entries(r).await }).await
     }
 
     async fn vote(

@@ -55,13 +55,21 @@ impl Storage {
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         options.set_compression_type(DBCompressionType::Lz4);
+        // Room for a memtable to fill while another flushes, so a flush under load does
+        // not stall writes (and with them every fsync and apply).
+        options.set_max_write_buffer_number(4);
+        options.set_max_background_jobs(2);
         // Bounded disk use for RocksDB's own logs.
         options.set_max_log_file_size(16 << 20);
         options.set_keep_log_file_num(4);
-        let families = COLUMN_FAMILIES.iter().map(|name| {
+        let families = COLUMN_FAMILIES.iter().map(|&name| {
             let mut cf = Options::default();
-            cf.set_compression_type(DBCompressionType::Lz4);
-            ColumnFamilyDescriptor::new(*name, cf)
+            // The Raft log lives only until the next snapshot: compressing it is wasted CPU.
+            let compression =
+                if name == CF_RAFT_LOG { DBCompressionType::None } else { DBCompressionType::Lz4 };
+            cf.set_compression_type(compression);
+            cf.set_max_write_buffer_number(4);
+            ColumnFamilyDescriptor::new(name, cf)
         });
         let db = DB::open_cf_descriptors(&options, path, families)?;
         Ok(Self { db: Arc::new(db) })
