@@ -1,0 +1,219 @@
+//! `tally-client` against fake ledger servers on loopback: redirects, retries with the same
+//! ids, backoff, non-retried rejections, deadlines and local validation.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tally_client::{Client, ClientError};
+use tally_proto::v1::ledger_service_server::{LedgerService, LedgerServiceServer};
+use tally_proto::v1::{self, CreateTransferStatus};
+use tally_proto::{u128_of, uint128};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+/// A ledger server that answers `CreateTransfers` from a script (then OK for ever) and
+/// records every request it receives.
+#[derive(Clone, Default)]
+struct Fake {
+    script: Arc<Mutex<VecDeque<Status>>>,
+    seen: Arc<Mutex<Vec<Vec<u128>>>>,
+}
+
+impl Fake {
+    fn answering(script: Vec<Status>) -> Self {
+        Self { script: Arc::new(Mutex::new(script.into())), ..Self::default() }
+    }
+    fn requests(&self) -> Vec<Vec<u128>> {
+        self.seen.lock().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl LedgerService for Fake {
+    async fn create_transfers(
+        &self,
+        request: Request<v1::CreateTransfersRequest>,
+    ) -> Result<Response<v1::CreateTransfersReply>, Status> {
+        let ids: Vec<u128> = request.get_ref().transfers.iter().map(|t| u128_of(t.id)).collect();
+        self.seen.lock().push(ids.clone());
+        if let Some(status) = self.script.lock().pop_front() {
+            return Err(status);
+        }
+        let results = ids
+            .iter()
+            .map(|_| v1::CreateTransferResult {
+                timestamp: 1,
+                status: CreateTransferStatus::Created as i32,
+            })
+            .collect();
+        Ok(Response::new(v1::CreateTransfersReply { results }))
+    }
+    async fn create_accounts(
+        &self,
+        _: Request<v1::CreateAccountsRequest>,
+    ) -> Result<Response<v1::CreateAccountsReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn lookup_accounts(
+        &self,
+        _: Request<v1::LookupAccountsRequest>,
+    ) -> Result<Response<v1::LookupAccountsReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn lookup_transfers(
+        &self,
+        _: Request<v1::LookupTransfersRequest>,
+    ) -> Result<Response<v1::LookupTransfersReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_account_transfers(
+        &self,
+        _: Request<v1::GetAccountTransfersRequest>,
+    ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_account_balances(
+        &self,
+        _: Request<v1::GetAccountBalancesRequest>,
+    ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
+/// Serves `fake` on a fresh loopback port; returns its address.
+async fn serve(fake: Fake) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(LedgerServiceServer::new(fake))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+/// An address nobody listens on (bound, then released).
+async fn dead_addr() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+fn transfers(ids: &[u128]) -> Vec<v1::Transfer> {
+    ids.iter()
+        .map(|&id| v1::Transfer {
+            id: uint128(id),
+            amount: uint128(1),
+            ledger: 1,
+            code: 1,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn client(endpoints: Vec<String>, deadline: Duration) -> Client {
+    Client::builder(endpoints)
+        .deadline(deadline)
+        .attempt_timeout(Duration::from_millis(500).min(deadline))
+        .backoff(Duration::from_millis(5), Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
+
+fn not_leader(leader_addr: &str) -> Status {
+    let mut status = Status::unavailable("TALLY:NotLeader: not the leader");
+    status
+        .metadata_mut()
+        .insert("tally-leader-addr", MetadataValue::try_from(leader_addr).unwrap());
+    status
+}
+
+#[tokio::test]
+async fn a_follower_redirect_resends_the_same_ids_to_the_leader_and_sticks() {
+    // NotLeader with a hint: the identical request goes to the leader, and so does the next.
+    let leader = Fake::default();
+    let leader_addr = serve(leader.clone()).await;
+    let follower = Fake::answering(vec![not_leader(&leader_addr)]);
+    let follower_addr = serve(follower.clone()).await;
+    let c = client(vec![follower_addr], Duration::from_secs(5));
+    let results = c.create_transfers(transfers(&[7, 8, 9])).await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(follower.requests(), vec![vec![7, 8, 9]]);
+    assert_eq!(leader.requests(), vec![vec![7, 8, 9]]);
+    c.create_transfers(transfers(&[10])).await.unwrap();
+    assert_eq!(follower.requests().len(), 1, "the second call went straight to the leader");
+    assert_eq!(leader.requests(), vec![vec![7, 8, 9], vec![10]]);
+}
+
+#[tokio::test]
+async fn an_unreachable_or_hintless_node_is_skipped() {
+    // A dead endpoint and an UNAVAILABLE without a hint both move the call to the next node.
+    let good = Fake::default();
+    let good_addr = serve(good.clone()).await;
+    let hintless = Fake::answering(vec![Status::unavailable("TALLY:NoQuorum: no quorum")]);
+    let hintless_addr = serve(hintless.clone()).await;
+    let c = client(vec![dead_addr().await, hintless_addr, good_addr], Duration::from_secs(5));
+    c.create_transfers(transfers(&[1])).await.unwrap();
+    assert_eq!(hintless.requests(), vec![vec![1]]);
+    assert_eq!(good.requests(), vec![vec![1]]);
+}
+
+#[tokio::test]
+async fn overloaded_backs_off_and_resends_to_the_same_node() {
+    // RESOURCE_EXHAUSTED is retried on the same node after the suggested wait.
+    let mut overloaded = Status::resource_exhausted("TALLY:Overloaded: queue full");
+    overloaded.metadata_mut().insert("tally-retry-after-ms", MetadataValue::from(20_u64));
+    let node = Fake::answering(vec![overloaded]);
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    let started = Instant::now();
+    c.create_transfers(transfers(&[5])).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(20), "waited the suggested time");
+    assert_eq!(node.requests(), vec![vec![5], vec![5]]);
+}
+
+#[tokio::test]
+async fn a_rejection_is_not_retried() {
+    // INVALID_ARGUMENT comes back at once as Rejected, after exactly one request.
+    let node =
+        Fake::answering(vec![Status::invalid_argument("TALLY:InvalidRequest: event 0: code")]);
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    let error = c.create_transfers(transfers(&[3])).await.unwrap_err();
+    assert!(
+        matches!(&error, ClientError::Rejected { code: tonic::Code::InvalidArgument, message } if message.contains("InvalidRequest")),
+        "{error:?}"
+    );
+    assert_eq!(node.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_deadline_bounds_a_call_to_dead_nodes() {
+    // With every node unreachable the call ends after its deadline, reporting its attempts.
+    let c = client(vec![dead_addr().await, dead_addr().await], Duration::from_millis(300));
+    let started = Instant::now();
+    let error = c.create_transfers(transfers(&[1])).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    match error {
+        ClientError::DeadlineExceeded { attempts, .. } => assert!(attempts > 1, "{attempts}"),
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_empty_requests_are_refused_locally() {
+    // Nothing is sent for a request the server would refuse whole.
+    let node = Fake::default();
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    let ids: Vec<u128> = (1..=8191).collect();
+    assert!(matches!(
+        c.create_transfers(transfers(&ids)).await,
+        Err(ClientError::InvalidRequest(_))
+    ));
+    assert!(matches!(c.create_transfers(Vec::new()).await, Err(ClientError::InvalidRequest(_))));
+    assert!(node.requests().is_empty());
+    assert!(Client::builder(Vec::<String>::new()).build().is_err());
+    assert!(Client::builder(["not a uri with spaces"]).build().is_err());
+}
