@@ -320,3 +320,52 @@ async fn pending_transfers_expire_without_other_traffic() {
     .await;
     assert!(started.elapsed() >= Duration::from_millis(500), "expired no earlier than its timeout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_each_get_their_own_results() {
+    // Group commit puts concurrent requests in one Raft entry, yet every caller gets the
+    // outcomes of exactly its own events, and a chain left open at the end of one request
+    // fails alone without linking into the next caller's events.
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, FAST_RAFT);
+    let leader = cluster.wait_leader().await;
+    let client = cluster.client();
+    two_accounts(&client).await;
+    let log_before = cluster.status(leader, false).await.unwrap().last_log_index;
+    let mut callers = Vec::new();
+    for caller in 0..64_u128 {
+        let client = client.clone();
+        callers.push(tokio::spawn(async move {
+            let base = 100_000 + caller * 10;
+            let (batch, expected) = match caller % 3 {
+                0 => (
+                    vec![transfer(base, 1, 2, 1), transfer(base + 1, 1, 2, 1)],
+                    vec![TS::Created, TS::Created],
+                ),
+                1 => (
+                    vec![transfer(base, 98, 2, 1), transfer(base + 1, 1, 2, 1)],
+                    vec![TS::DebitAccountNotFound, TS::Created],
+                ),
+                _ => {
+                    let mut open = transfer(base, 1, 2, 1);
+                    open.flags = v1::TransferFlag::Linked as u32;
+                    (vec![open], vec![TS::LinkedEventChainOpen])
+                }
+            };
+            let statuses: Vec<i32> =
+                client.create_transfers(batch).await.unwrap().iter().map(|r| r.status).collect();
+            assert_eq!(
+                statuses,
+                expected.iter().map(|s| *s as i32).collect::<Vec<_>>(),
+                "caller {caller}"
+            );
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let entries = cluster.status(leader, false).await.unwrap().last_log_index - log_before;
+    assert!(entries < 64, "64 concurrent requests took {entries} entries: no group commit");
+    // 22 callers x 2 + 21 callers x 1 created, 1 point each.
+    assert_eq!(balances(&client, &[2]).await, vec![(0, 22 * 2 + 21)]);
+}
