@@ -8,6 +8,7 @@
 // Test helpers are `pub` for the included suites, not for other crates.
 #![allow(unreachable_pub, clippy::unwrap_used)]
 
+mod cli;
 mod cluster;
 mod durability;
 mod support;

@@ -1,0 +1,35 @@
+//! The `tallyd` binary's handling of bad configuration: exit code 2 and the field named.
+
+use std::process::Command;
+
+fn start_with(args: &[&str], file: Option<&str>) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tallyd"));
+    command.arg("start").args(args).arg("--data-dir").arg(dir.path());
+    if let Some(toml) = file {
+        let path = dir.path().join("tallyd.toml");
+        std::fs::write(&path, toml).unwrap();
+        command.arg("--config").arg(path);
+    }
+    let output = command.env_remove("RUST_LOG").output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn an_invalid_field_in_the_file_stops_start_with_its_name() {
+    // A rule broken in the file: exit code 2, the dotted field path in the message.
+    let (code, stderr) = start_with(&[], Some("[raft]\nelection_timeout_min_ms = 10\n"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("raft.election_timeout_min_ms"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_field_and_a_bad_flag_are_refused() {
+    // A typo in the file and a malformed --bootstrap are both refused with exit code 2.
+    let (code, stderr) = start_with(&[], Some("[batch]\nlinger = 5\n"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("linger"), "{stderr}");
+    let (code, stderr) = start_with(&["--bootstrap", "1:127.0.0.1:7001"], None);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bootstrap"), "{stderr}");
+}
