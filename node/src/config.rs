@@ -181,7 +181,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// Values given on the command line or in `TALLY_*` variables (clap merges those two).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Overrides {
+pub struct CliOverrides {
     /// `--node-id` / `TALLY_NODE_ID`.
     pub node_id: Option<u64>,
     /// `--listen` / `TALLY_LISTEN_ADDR`.
@@ -204,7 +204,7 @@ impl NodeConfig {
     /// # Errors
     /// The file cannot be read or parsed (the message names the file, line and field), or a
     /// field is invalid (named by its dotted path).
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, overrides: &CliOverrides) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
@@ -229,7 +229,7 @@ impl NodeConfig {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    fn apply(&mut self, o: &Overrides) {
+    fn apply(&mut self, o: &CliOverrides) {
         if let Some(v) = o.node_id {
             self.node_id = v;
         }
@@ -267,6 +267,7 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
+        check_host_port(&self.advertised_addr()).map_err(|r| invalid("advertise_addr", r))?;
         self.validate_bootstrap()?;
         self.raft.validate()?;
         self.batch.validate()?;
@@ -286,6 +287,10 @@ impl NodeConfig {
         if self.bootstrap.is_empty() {
             return Ok(());
         }
+        for member in &self.bootstrap {
+            check_host_port(&member.addr)
+                .map_err(|r| invalid("bootstrap", format!("node {}: {r}", member.id)))?;
+        }
         let mut ids: Vec<u64> = self.bootstrap.iter().map(|m| m.id).collect();
         let mut addrs: Vec<&str> = self.bootstrap.iter().map(|m| m.addr.as_str()).collect();
         ids.sort_unstable();
@@ -296,19 +301,42 @@ impl NodeConfig {
         if ids.windows(2).any(|w| w[0] == w[1]) || addrs.windows(2).any(|w| w[0] == w[1]) {
             return Err(invalid("bootstrap", "node ids and addresses must be unique"));
         }
+        let advertised = self.advertised_addr();
         match self.bootstrap.iter().find(|m| m.id == self.node_id) {
             None => {
                 Err(invalid("bootstrap", format!("must include this node (id {})", self.node_id)))
             }
-            Some(me) if me.addr != self.advertise_addr => Err(invalid(
+            Some(me) if me.addr != advertised => Err(invalid(
                 "bootstrap",
-                format!(
-                    "lists node {} at {} but it advertises {}",
-                    me.id, me.addr, self.advertise_addr
-                ),
+                format!("lists node {} at {} but it advertises {advertised}", me.id, me.addr),
             )),
             Some(_) => Ok(()),
         }
+    }
+
+    /// `advertise_addr`, or `listen_addr` when it is empty (before [`NodeConfig::load`]
+    /// filled it in, e.g. a config built from `Default` in a test).
+    fn advertised_addr(&self) -> String {
+        if self.advertise_addr.is_empty() {
+            self.listen_addr.to_string()
+        } else {
+            self.advertise_addr.clone()
+        }
+    }
+}
+
+/// Checks a `host:port` that other nodes and clients dial: a host name or IP address
+/// (`[v6]` in brackets) without a scheme, and a port 1..=65535.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let expected = || format!("{addr:?} is not host:port (e.g. 10.0.0.5:7001, no http://)");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(expected)?;
+    let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_:[]".contains(c);
+    if host.is_empty() || !host.chars().all(host_char) {
+        return Err(expected());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!("{addr:?}: port must be 1..=65535")),
     }
 }
 
@@ -374,24 +402,27 @@ impl BatchConfig {
 /// Parses `--bootstrap`: `1=host:port,2=host:port,...`.
 ///
 /// # Errors
-/// A part without `=`, an id that is not a number, or an empty address, with the part.
+/// A part without `=`, an id that is not a number, or an address that is empty or not
+/// `host:port`, quoting the part. (Duplicates and the rules tying the list to this node
+/// are [`NodeConfig::validate`]'s, as for the file.)
 pub fn parse_bootstrap(text: &str) -> Result<Vec<Member>, String> {
-    text.split(',')
-        .filter(|part| !part.trim().is_empty())
-        .map(|part| {
-            let (id, addr) = part
-                .trim()
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?}: expected <node id>=<host:port>"))?;
-            let id = id.parse().map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
-            if addr.is_empty() {
-                return Err(format!("{part:?}: empty address"));
-            }
-            Ok(Member { id, addr: addr.to_owned() })
-        })
-        .collect()
+    text.split(',').map(str::trim).filter(|part| !part.is_empty()).map(parse_member).collect()
 }
 
+fn parse_member(part: &str) -> Result<Member, String> {
+    let (id, addr) =
+        part.split_once('=').ok_or_else(|| format!("{part:?}: expected <node id>=<host:port>"))?;
+    let (id, addr) = (id.trim(), addr.trim());
+    let id = id.parse().map_err(|_| format!("{part:?}: node id {id:?} is not a number"))?;
+    if addr.is_empty() {
+        return Err(format!("{part:?}: empty address"));
+    }
+    check_host_port(addr).map_err(|reason| format!("{part:?}: {reason}"))?;
+    Ok(Member { id, addr: addr.to_owned() })
+}
+
+/// The effective configuration on one line of `key=value` pairs named by dotted path, for
+/// the startup log. Nothing is redacted because the configuration holds no secrets yet.
 impl fmt::Display for NodeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<String> =
@@ -399,10 +430,10 @@ impl fmt::Display for NodeConfig {
         write!(
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] \
-             request_timeout_ms={} pulse_interval_ms={} raft={:?} batch={:?} log={:?}",
+             request_timeout_ms={} pulse_interval_ms={} {} {} {} (no secrets in the config)",
             self.node_id,
             self.listen_addr,
-            self.advertise_addr,
+            self.advertised_addr(),
             self.data_dir.display(),
             members.join(","),
             self.request_timeout_ms,
@@ -411,6 +442,49 @@ impl fmt::Display for NodeConfig {
             self.batch,
             self.log
         )
+    }
+}
+
+impl fmt::Display for RaftConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "raft.heartbeat_interval_ms={} raft.election_timeout_min_ms={} \
+             raft.election_timeout_max_ms={} raft.snapshot_logs_since_last={} \
+             raft.logs_to_keep_after_snapshot={} raft.append_entries_max={}",
+            self.heartbeat_interval_ms,
+            self.election_timeout_min_ms,
+            self.election_timeout_max_ms,
+            self.snapshot_logs_since_last,
+            self.logs_to_keep_after_snapshot,
+            self.append_entries_max
+        )
+    }
+}
+
+impl fmt::Display for BatchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "batch.linger_us={} batch.events_max={} batch.queue_requests_max={} \
+             batch.in_flight_entries_max={}",
+            self.linger_us, self.events_max, self.queue_requests_max, self.in_flight_entries_max
+        )
+    }
+}
+
+impl fmt::Display for LogConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "log.level={:?} log.format={}", self.level, self.format)
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
     }
 }
 
@@ -427,99 +501,213 @@ mod tests {
 
     fn with(toml: &str) -> Result<NodeConfig, ConfigError> {
         let mut config = NodeConfig::from_toml(toml).unwrap();
-        config.apply(&Overrides::default());
+        config.apply(&CliOverrides::default());
         config.validate().map(|()| config)
+    }
+
+    fn write_file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("tallyd.toml");
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     #[test]
     fn defaults_validate() {
-        // The defaults alone make a usable single-node configuration.
-        NodeConfig::load(None, &Overrides::default()).unwrap();
+        // The defaults alone make a usable single-node configuration, loaded or not.
+        NodeConfig::default().validate().unwrap();
+        let loaded = NodeConfig::load(None, &CliOverrides::default()).unwrap();
+        assert_eq!(loaded.advertise_addr, "127.0.0.1:7001");
+        assert_eq!(loaded.batch.events_max, BATCH_EVENTS_MAX);
+        assert_eq!((loaded.request_timeout_ms, loaded.pulse_interval_ms), (10_000, 100));
     }
 
     #[test]
     fn unknown_fields_are_refused_by_name() {
         // A typo is an error naming the field, not a silently ignored setting.
-        let error = NodeConfig::from_toml("[raft]\nheartbeat_ms = 5\n").unwrap_err();
-        assert!(error.contains("heartbeat_ms"), "{error}");
-        let error = NodeConfig::from_toml("nodeid = 5\n").unwrap_err();
-        assert!(error.contains("nodeid"), "{error}");
+        for (text, name) in [
+            ("[raft]\nheartbeat_ms = 5\n", "heartbeat_ms"),
+            ("nodeid = 5\n", "nodeid"),
+            ("[batch]\nlinger_ms = 5\n", "linger_ms"),
+            ("[log]\nlevels = \"info\"\n", "levels"),
+            ("bootstrap = [{ id = 1, address = \"a:1\" }]\n", "address"),
+            ("[tls]\ncert = \"x\"\n", "tls"),
+        ] {
+            let error = NodeConfig::from_toml(text).unwrap_err();
+            assert!(error.contains(name), "{name}: {error}");
+        }
+        let error = NodeConfig::from_toml("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(error.contains("xml"), "{error}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_file_the_line_and_the_field() {
+        // A value of the wrong type is reported with the file, its line and the field.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(&dir, "node_id = 2\n\n[raft]\nheartbeat_interval_ms = \"50\"\n");
+        let error = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ConfigError::File { .. }), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+        assert!(text.contains("heartbeat_interval_ms"), "{text}");
+        let missing = NodeConfig::load(Some(&dir.path().join("nope.toml")), &Default::default());
+        assert!(matches!(missing, Err(ConfigError::File { .. })));
     }
 
     #[test]
     fn each_rule_names_its_field() {
         // Every validation rule reports the dotted path of the field that broke it.
-        assert_eq!(field_of(with("node_id = 0")), "node_id");
-        assert_eq!(
-            field_of(with("[raft]\nelection_timeout_min_ms = 50")),
-            "raft.election_timeout_min_ms"
-        );
-        assert_eq!(
-            field_of(with("[raft]\nelection_timeout_max_ms = 300")),
-            "raft.election_timeout_max_ms"
-        );
-        assert_eq!(
-            field_of(with("[raft]\nheartbeat_interval_ms = 0")),
-            "raft.heartbeat_interval_ms"
-        );
-        assert_eq!(field_of(with("[raft]\nappend_entries_max = 65")), "raft.append_entries_max");
-        assert_eq!(
-            field_of(with("[raft]\nsnapshot_logs_since_last = 0")),
-            "raft.snapshot_logs_since_last"
-        );
-        assert_eq!(field_of(with("[batch]\nevents_max = 8191")), "batch.events_max");
-        assert_eq!(field_of(with("[batch]\nlinger_us = 100001")), "batch.linger_us");
-        assert_eq!(field_of(with("[batch]\nqueue_requests_max = 0")), "batch.queue_requests_max");
-        assert_eq!(
-            field_of(with("[batch]\nin_flight_entries_max = 0")),
-            "batch.in_flight_entries_max"
-        );
-        assert_eq!(field_of(with("request_timeout_ms = 0")), "request_timeout_ms");
-        assert_eq!(field_of(with("pulse_interval_ms = 0")), "pulse_interval_ms");
-        assert_eq!(field_of(with("[log]\nlevel = \"info,[\"")), "log.level");
-        let other_node = "bootstrap = [{ id = 2, addr = \"127.0.0.1:7002\" }]";
-        assert_eq!(field_of(with(other_node)), "bootstrap");
-        let duplicate =
-            "bootstrap = [{ id = 1, addr = \"127.0.0.1:7001\" }, { id = 1, addr = \"x:1\" }]";
-        assert_eq!(field_of(with(duplicate)), "bootstrap");
-        let wrong_addr = "bootstrap = [{ id = 1, addr = \"127.0.0.1:9999\" }]";
-        assert_eq!(field_of(with(wrong_addr)), "bootstrap");
+        for (text, field) in [
+            ("node_id = 0", "node_id"),
+            ("data_dir = \"\"", "data_dir"),
+            ("advertise_addr = \"http://10.0.0.5:7001\"", "advertise_addr"),
+            ("advertise_addr = \"10.0.0.5\"", "advertise_addr"),
+            ("advertise_addr = \"10.0.0.5:0\"", "advertise_addr"),
+            ("advertise_addr = \":7001\"", "advertise_addr"),
+            ("[raft]\nheartbeat_interval_ms = 0", "raft.heartbeat_interval_ms"),
+            ("[raft]\nelection_timeout_min_ms = 50", "raft.election_timeout_min_ms"),
+            ("[raft]\nelection_timeout_max_ms = 300", "raft.election_timeout_max_ms"),
+            ("[raft]\nsnapshot_logs_since_last = 0", "raft.snapshot_logs_since_last"),
+            ("[raft]\nappend_entries_max = 0", "raft.append_entries_max"),
+            ("[raft]\nappend_entries_max = 65", "raft.append_entries_max"),
+            ("[batch]\nlinger_us = 100001", "batch.linger_us"),
+            ("[batch]\nevents_max = 0", "batch.events_max"),
+            ("[batch]\nevents_max = 8191", "batch.events_max"),
+            ("[batch]\nqueue_requests_max = 0", "batch.queue_requests_max"),
+            ("[batch]\nin_flight_entries_max = 0", "batch.in_flight_entries_max"),
+            ("request_timeout_ms = 0", "request_timeout_ms"),
+            ("pulse_interval_ms = 0", "pulse_interval_ms"),
+            ("[log]\nlevel = \"info,[\"", "log.level"),
+        ] {
+            assert_eq!(field_of(with(text)), field, "{text}");
+        }
+        with("[batch]\nlinger_us = 0").unwrap();
+        with("[batch]\nlinger_us = 100000").unwrap();
     }
 
     #[test]
-    fn flags_and_env_override_the_file() {
-        // Precedence: an override (flag or env) wins over the file, the file over defaults.
+    fn election_timeout_error_reads_as_documented() {
+        // The message says which rule and quotes the other field's value.
+        let error = with("[raft]\nelection_timeout_min_ms = 50").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "raft.election_timeout_min_ms: must be greater than raft.heartbeat_interval_ms (50)"
+        );
+    }
+
+    #[test]
+    fn bootstrap_rules_name_the_field() {
+        // The bootstrap list must hold this node at its advertised address, unique ids and
+        // addresses, ids >= 1, and dialable addresses.
+        let me = "{ id = 1, addr = \"127.0.0.1:7001\" }";
+        for list in [
+            "[{ id = 2, addr = \"127.0.0.1:7002\" }]".to_owned(),
+            format!("[{me}, {{ id = 1, addr = \"127.0.0.1:7002\" }}]"),
+            format!("[{me}, {{ id = 2, addr = \"127.0.0.1:7001\" }}]"),
+            format!("[{me}, {{ id = 0, addr = \"127.0.0.1:7002\" }}]"),
+            format!("[{me}, {{ id = 2, addr = \"127.0.0.1\" }}]"),
+            "[{ id = 1, addr = \"127.0.0.1:9999\" }]".to_owned(),
+        ] {
+            assert_eq!(field_of(with(&format!("bootstrap = {list}"))), "bootstrap", "{list}");
+        }
+        let ok = format!("bootstrap = [{me}, {{ id = 2, addr = \"127.0.0.1:7002\" }}]");
+        assert_eq!(with(&ok).unwrap().bootstrap.len(), 2);
+        let advertised = "advertise_addr = \"tally-1.internal:7001\"\n\
+                          bootstrap = [{ id = 1, addr = \"tally-1.internal:7001\" }]";
+        with(advertised).unwrap();
+    }
+
+    #[test]
+    fn overrides_win_over_the_file_and_the_file_over_defaults() {
+        // Precedence: an override (flag or env, merged by clap) beats the file, which beats
+        // the defaults; advertise_addr follows the effective listen_addr unless set.
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tallyd.toml");
-        std::fs::write(
-            &path,
-            "node_id = 2\nlisten_addr = \"127.0.0.1:7002\"\n[batch]\nlinger_us = 7\n",
-        )
-        .unwrap();
-        let from_file = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
+        let path = write_file(
+            &dir,
+            "node_id = 2\nlisten_addr = \"127.0.0.1:7002\"\n[batch]\nlinger_us = 7\n\
+             [log]\nlevel = \"debug\"\n",
+        );
+        let from_file = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap();
         assert_eq!((from_file.node_id, from_file.batch.linger_us), (2, 7));
         assert_eq!(from_file.advertise_addr, "127.0.0.1:7002");
-        let overrides = Overrides { node_id: Some(3), ..Overrides::default() };
+        assert_eq!(from_file.raft, RaftConfig::default());
+        let overrides = CliOverrides {
+            node_id: Some(3),
+            listen_addr: Some("0.0.0.0:7003".parse().unwrap()),
+            data_dir: Some(PathBuf::from("/var/lib/tally")),
+            log_level: Some("warn".into()),
+            log_format: Some(LogFormat::Json),
+            bootstrap: Some(parse_bootstrap("3=0.0.0.0:7003").unwrap()),
+            ..CliOverrides::default()
+        };
         let overridden = NodeConfig::load(Some(&path), &overrides).unwrap();
         assert_eq!((overridden.node_id, overridden.batch.linger_us), (3, 7));
-        let missing = NodeConfig::load(Some(&dir.path().join("nope.toml")), &Overrides::default());
-        assert!(matches!(missing, Err(ConfigError::File { .. })));
+        assert_eq!(overridden.advertise_addr, "0.0.0.0:7003");
+        assert_eq!(overridden.data_dir, PathBuf::from("/var/lib/tally"));
+        assert_eq!(overridden.log, LogConfig { level: "warn".into(), format: LogFormat::Json });
+        assert_eq!(overridden.bootstrap, vec![Member { id: 3, addr: "0.0.0.0:7003".into() }]);
+        let advertise = CliOverrides { advertise_addr: Some("tally-2:7002".into()), ..overrides };
+        let error = NodeConfig::load(Some(&path), &advertise).unwrap_err();
+        assert_eq!(field_of(Err(error)), "bootstrap");
+    }
+
+    #[test]
+    fn an_invalid_override_is_refused_after_merging() {
+        // Overrides are validated like the file: a flag cannot smuggle in a bad value.
+        let overrides = CliOverrides { node_id: Some(0), ..CliOverrides::default() };
+        assert_eq!(field_of(NodeConfig::load(None, &overrides)), "node_id");
+        let overrides = CliOverrides { log_level: Some("info,[".into()), ..Default::default() };
+        assert_eq!(field_of(NodeConfig::load(None, &overrides)), "log.level");
     }
 
     #[test]
     fn the_example_file_is_valid_and_complete() {
         // deploy/tallyd.example.toml parses, validates, and sets the documented defaults.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tallyd.example.toml");
-        let config = NodeConfig::load(Some(&path), &Overrides::default()).unwrap();
-        assert_eq!(config.raft, RaftConfig::default());
-        assert_eq!(config.batch, BatchConfig::default());
+        let config = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap();
+        let defaults = NodeConfig::default();
+        assert_eq!(config.raft, defaults.raft);
+        assert_eq!(config.batch, defaults.batch);
+        assert_eq!(config.log, defaults.log);
+        assert_eq!(config.request_timeout_ms, defaults.request_timeout_ms);
+        assert_eq!(config.pulse_interval_ms, defaults.pulse_interval_ms);
         assert_eq!(config.bootstrap.len(), 3);
+    }
+
+    #[test]
+    fn the_summary_names_every_field_by_its_path() {
+        // The startup log line carries every effective value under its dotted path.
+        let config = NodeConfig::load(None, &CliOverrides::default()).unwrap();
+        let summary = config.to_string();
+        for key in [
+            "node_id=1",
+            "listen_addr=127.0.0.1:7001",
+            "advertise_addr=127.0.0.1:7001",
+            "data_dir=tally-data",
+            "bootstrap=[]",
+            "request_timeout_ms=10000",
+            "pulse_interval_ms=100",
+            "raft.heartbeat_interval_ms=50",
+            "raft.election_timeout_min_ms=300",
+            "raft.election_timeout_max_ms=600",
+            "raft.snapshot_logs_since_last=20000",
+            "raft.logs_to_keep_after_snapshot=1000",
+            "raft.append_entries_max=64",
+            "batch.linger_us=200",
+            "batch.events_max=8190",
+            "batch.queue_requests_max=16384",
+            "batch.in_flight_entries_max=8",
+            "log.level=\"info\"",
+            "log.format=text",
+        ] {
+            assert!(summary.contains(key), "{key} missing from {summary}");
+        }
     }
 
     #[test]
     fn bootstrap_flag_parses_and_explains_bad_parts() {
         // The flag form `1=host:port,...` parses; each malformed part is quoted in the error.
-        let members = parse_bootstrap("1=127.0.0.1:7001, 2=127.0.0.1:7002").unwrap();
+        let members = parse_bootstrap("1=127.0.0.1:7001, 2=127.0.0.1:7002,").unwrap();
         assert_eq!(
             members,
             vec![
@@ -527,8 +715,18 @@ mod tests {
                 Member { id: 2, addr: "127.0.0.1:7002".into() },
             ]
         );
-        assert!(parse_bootstrap("1:127.0.0.1:7001").unwrap_err().contains("expected"));
-        assert!(parse_bootstrap("x=127.0.0.1:7001").unwrap_err().contains("not a number"));
-        assert!(parse_bootstrap("1=").unwrap_err().contains("empty address"));
+        assert_eq!(parse_bootstrap("").unwrap(), Vec::new());
+        for (text, expected) in [
+            ("1:127.0.0.1:7001", "expected <node id>=<host:port>"),
+            ("x=127.0.0.1:7001", "node id \"x\" is not a number"),
+            ("-1=127.0.0.1:7001", "is not a number"),
+            ("1=", "empty address"),
+            ("1=127.0.0.1:7001;2=127.0.0.1:7002", "is not host:port"),
+            ("1=http://127.0.0.1:7001", "is not host:port"),
+            ("1=127.0.0.1:99999", "port must be 1..=65535"),
+        ] {
+            let error = parse_bootstrap(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
     }
 }

@@ -6,11 +6,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tally_node::config::{self, LogFormat, NodeConfig, Overrides};
+use tally_node::config::{self, CliOverrides, LogFormat, NodeConfig};
 use tally_node::dev::{self, DevOptions};
 
+/// Exit code of a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
+
 #[derive(Parser, Debug)]
-#[command(name = "tallyd", version, about = "Tally: a Raft-replicated points ledger node")]
+#[command(
+    name = "tallyd",
+    version,
+    about = "Tally: a Raft-replicated points ledger node",
+    long_about = "Tally: a Raft-replicated points ledger node.\n\n\
+        `tallyd start` runs one node of a cluster; `tallyd dev` runs a local three-node \
+        cluster for development. Clients and the other nodes reach a node on one gRPC port \
+        (tally.v1 ledger and admin, internal raft, grpc.health.v1, reflection)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,54 +29,81 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs one node until Ctrl-C or SIGTERM.
+    /// Runs one node until Ctrl-C, SIGTERM or SIGHUP.
     ///
-    /// Settings come from the TOML file, then TALLY_* variables, then these flags (each
-    /// overrides the previous). See deploy/tallyd.example.toml for every field.
+    /// Each setting is taken from the first of: this flag, its TALLY_* environment variable,
+    /// the --config TOML file, the built-in default. Settings without a flag (raft timing,
+    /// group commit, timeouts) are set in the file; deploy/tallyd.example.toml lists every
+    /// field with its unit and default. The effective configuration is logged at start.
+    #[command(after_help = START_AFTER_HELP)]
     Start(StartArgs),
-    /// Runs a local 3-node cluster on loopback (three tallyd processes, data under one
-    /// folder), initialises it, prints the endpoints, and stops all three on Ctrl-C.
+    /// Runs a local 3-node cluster on loopback until Ctrl-C.
+    ///
+    /// Starts three `tallyd start` processes on 127.0.0.1:<base-port>..<base-port+2>, node i
+    /// keeping its data and its log (tallyd.log) in <data-dir>/node-i. Node 1 initialises
+    /// a new cluster; an existing one restarts with its balances. Waits until all three
+    /// answer the gRPC health check, prints the endpoints, and stops all three on Ctrl-C,
+    /// SIGTERM or SIGHUP, or when one exits on its own (exit code 1).
     Dev(DevArgs),
 }
 
+const START_AFTER_HELP: &str = "\
+Exit codes: 0 stopped by a signal; 1 failed while running (cannot bind, cannot open storage, \
+raft error); 2 invalid configuration (the message names the field) or bad flags.
+
+Examples:
+  tallyd start --config /etc/tally/tallyd.toml
+  tallyd start --node-id 2 --listen 0.0.0.0:7001 --advertise tally-2.internal:7001 \\
+      --data-dir /var/lib/tally \\
+      --bootstrap 1=tally-1.internal:7001,2=tally-2.internal:7001,3=tally-3.internal:7001";
+
 #[derive(clap::Args, Debug)]
 struct StartArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "TALLY_CONFIG")]
+    /// TOML configuration file (every field: deploy/tallyd.example.toml). Without it, the
+    /// defaults and the other flags apply.
+    #[arg(long, env = "TALLY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Raft node id (>= 1, unique in the cluster).
-    #[arg(long, env = "TALLY_NODE_ID")]
+    /// Raft node id: >= 1, unique in the cluster, never reused for another machine's data.
+    /// [file: node_id; default 1]
+    #[arg(long, env = "TALLY_NODE_ID", value_name = "N")]
     node_id: Option<u64>,
     /// Address to listen on for all gRPC services, e.g. 0.0.0.0:7001.
-    #[arg(long = "listen", env = "TALLY_LISTEN_ADDR")]
+    /// [file: listen_addr; default 127.0.0.1:7001]
+    #[arg(long = "listen", env = "TALLY_LISTEN_ADDR", value_name = "ADDR")]
     listen_addr: Option<SocketAddr>,
-    /// host:port other nodes and clients use to reach this node (default: --listen).
-    #[arg(long = "advertise", env = "TALLY_ADVERTISE_ADDR")]
+    /// host:port other nodes and clients use to reach this node; must match this node's
+    /// entry in --bootstrap. [file: advertise_addr; default: the listen address]
+    #[arg(long = "advertise", env = "TALLY_ADVERTISE_ADDR", value_name = "HOST:PORT")]
     advertise_addr: Option<String>,
-    /// Data directory (RocksDB lives in <data-dir>/rocksdb).
-    #[arg(long, env = "TALLY_DATA_DIR")]
+    /// Data directory; RocksDB lives in <DIR>/rocksdb. Back it with a disk that honours
+    /// fsync. [file: data_dir; default ./tally-data]
+    #[arg(long, env = "TALLY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Initial voters, "1=host:port,2=host:port,3=host:port". The smallest id initialises a
-    /// new cluster; ignored once the cluster exists.
-    #[arg(long, env = "TALLY_BOOTSTRAP")]
+    /// Initial voters, "1=host:port,2=host:port,3=host:port", the same on every node. The
+    /// smallest id initialises a new cluster; ignored once the cluster exists. Leave empty
+    /// to restart or join. [file: bootstrap; default empty]
+    #[arg(long, env = "TALLY_BOOTSTRAP", value_name = "ID=HOST:PORT,...")]
     bootstrap: Option<String>,
-    /// Log filter, e.g. "info" or "info,openraft=warn" (RUST_LOG overrides).
-    #[arg(long, env = "TALLY_LOG_LEVEL")]
+    /// Log filter (tracing EnvFilter), e.g. "info" or "info,openraft=warn". RUST_LOG, when
+    /// set, takes precedence. [file: log.level; default info]
+    #[arg(long, env = "TALLY_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
-    /// Log line format.
-    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum)]
+    /// Log line format, written to stderr. [file: log.format; default text]
+    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
 }
 
 #[derive(clap::Args, Debug)]
 struct DevArgs {
-    /// Folder holding the three nodes' data and logs (kept across runs).
-    #[arg(long, default_value = "tally-dev")]
+    /// Folder holding the three nodes' data, logs and ports (kept across runs).
+    #[arg(long, default_value = "./tally-dev", value_name = "DIR")]
     data_dir: PathBuf,
-    /// Port of node 1; nodes 2 and 3 use the next two.
-    #[arg(long, default_value_t = 7001)]
+    /// Port of node 1; nodes 2 and 3 use the next two. A kept cluster must reuse the ports
+    /// it was created with.
+    #[arg(long, default_value_t = 7001, value_name = "PORT")]
     base_port: u16,
-    /// Delete the data folder first and start an empty cluster.
+    /// Delete the data folder first (only if it holds nothing but tallyd dev's own files)
+    /// and start an empty cluster.
     #[arg(long)]
     fresh: bool,
 }
@@ -78,9 +116,12 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let cli = Cli::parse();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("tallyd: cannot start the async runtime");
-        return ExitCode::FAILURE;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tallyd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     match cli.command {
         Command::Start(args) => runtime.block_on(start(args)),
@@ -89,14 +130,37 @@ fn main() -> ExitCode {
 }
 
 async fn start(args: StartArgs) -> ExitCode {
-    let bootstrap = match args.bootstrap.as_deref().map(config::parse_bootstrap).transpose() {
-        Ok(bootstrap) => bootstrap,
+    let config = match load_config(args) {
+        Ok(config) => config,
         Err(e) => {
-            eprintln!("tallyd: invalid configuration: bootstrap: {e}");
-            return ExitCode::from(2);
+            eprintln!("tallyd: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let overrides = Overrides {
+    init_logging(&config);
+    tracing::info!(config = %config, "starting tallyd {}", env!("CARGO_PKG_VERSION"));
+    match tally_node::server::run(config, dev::ctrl_c_or_sigterm()).await {
+        Ok(()) => {
+            tracing::info!("tallyd stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "tallyd failed");
+            eprintln!("tallyd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Flags and `TALLY_*` variables (merged by clap) over the file over the defaults.
+fn load_config(args: StartArgs) -> Result<NodeConfig, String> {
+    let bootstrap = args
+        .bootstrap
+        .as_deref()
+        .map(config::parse_bootstrap)
+        .transpose()
+        .map_err(|e| format!("bootstrap (--bootstrap / TALLY_BOOTSTRAP): {e}"))?;
+    let overrides = CliOverrides {
         node_id: args.node_id,
         listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
@@ -105,29 +169,13 @@ async fn start(args: StartArgs) -> ExitCode {
         log_level: args.log_level,
         log_format: args.log_format,
     };
-    let config = match NodeConfig::load(args.config.as_deref(), &overrides) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("tallyd: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(&config);
-    tracing::info!(config = %config, "starting tallyd {}", env!("CARGO_PKG_VERSION"));
-    match tally_node::server::run(config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "tallyd stopped");
-            eprintln!("tallyd: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    NodeConfig::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())
 }
 
 async fn dev_cluster(args: DevArgs) -> ExitCode {
     let options =
         DevOptions { data_dir: args.data_dir, base_port: args.base_port, fresh: args.fresh };
-    match dev::run(options, shutdown_signal()).await {
+    match dev::run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tallyd dev: {e}");
@@ -136,33 +184,74 @@ async fn dev_cluster(args: DevArgs) -> ExitCode {
     }
 }
 
+/// Text or JSON lines on stderr, filtered by `RUST_LOG` if set, else by `log.level`.
 fn init_logging(config: &NodeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&directive).unwrap_or_else(|e| {
+                eprintln!("tallyd: ignoring RUST_LOG={directive:?} ({e}); using log.level");
+                tracing_subscriber::EnvFilter::new(&config.log.level)
+            })
+        }
+        _ => tracing_subscriber::EnvFilter::new(&config.log.level),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+        .with_ansi(ansi && config.log.format == LogFormat::Text);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            eprintln!("tallyd: cannot watch SIGTERM ({e}); Ctrl-C only");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap's own consistency checks: no clashing flags, defaults parse.
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_reach_the_config() {
+        // Every start flag lands in its config field, above the file and defaults.
+        let cli = Cli::try_parse_from([
+            "tallyd",
+            "start",
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:7002",
+            "--data-dir",
+            "/tmp/t2",
+            "--bootstrap",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        let config = load_config(args).unwrap();
+        assert_eq!((config.node_id, config.advertise_addr.as_str()), (2, "127.0.0.1:7002"));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/t2"));
+        assert_eq!(config.bootstrap.len(), 2);
+        assert_eq!((config.log.level.as_str(), config.log.format), ("debug", LogFormat::Json));
+    }
+
+    #[test]
+    fn a_bad_bootstrap_flag_names_the_field() {
+        // A malformed --bootstrap is a configuration error that says which setting.
+        let cli =
+            Cli::try_parse_from(["tallyd", "start", "--bootstrap", "1:127.0.0.1:7001"]).unwrap();
+        let Command::Start(args) = cli.command else { panic!("not start") };
+        let error = load_config(args).unwrap_err();
+        assert!(error.starts_with("bootstrap (--bootstrap"), "{error}");
     }
 }
