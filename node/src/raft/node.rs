@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
@@ -240,22 +239,6 @@ impl Replica {
             voters: metrics.membership_config.membership().voter_ids().collect(),
             digest,
         }
-    }
-
-    /// Waits until some node is known as leader, up to `timeout`.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
-        let mut metrics = self.raft.metrics();
-        let wait = async {
-            loop {
-                if let Some(id) = metrics.borrow_watched().current_leader {
-                    return id;
-                }
-                if metrics.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.ok()
     }
 
     /// Stops the Raft group (after handing leadership away if this node leads).

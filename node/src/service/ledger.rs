@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::batcher::{Batcher, Kind};
 use super::status;
-use crate::convert::{self, RequestError};
+use crate::convert;
 use crate::raft::node::{Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
 use crate::storage::records;
@@ -76,10 +76,6 @@ impl LedgerApi {
     }
 }
 
-fn invalid(e: &RequestError) -> Status {
-    status::invalid(e)
-}
-
 fn wire_status(code: u32) -> i32 {
     i32::try_from(code).expect("status codes are small")
 }
@@ -91,7 +87,7 @@ impl LedgerService for LedgerApi {
         request: Request<v1::CreateAccountsRequest>,
     ) -> Result<Response<v1::CreateAccountsReply>, Status> {
         let accounts =
-            convert::accounts_from_request(request.get_ref()).map_err(|e| invalid(&e))?;
+            convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let records: Vec<u8> = accounts.iter().flat_map(records::account_encode).collect();
         let outcomes = self.write(Kind::Accounts, accounts.len(), records).await?;
         let results = outcomes
@@ -109,7 +105,7 @@ impl LedgerService for LedgerApi {
         request: Request<v1::CreateTransfersRequest>,
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
         let transfers =
-            convert::transfers_from_request(request.get_ref()).map_err(|e| invalid(&e))?;
+            convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let records: Vec<u8> = transfers.iter().flat_map(records::transfer_encode).collect();
         let outcomes = self.write(Kind::Transfers, transfers.len(), records).await?;
         let results = outcomes
@@ -126,8 +122,8 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupAccountsRequest>,
     ) -> Result<Response<v1::LookupAccountsReply>, Status> {
-        let ids =
-            convert::account_ids_from_proto(&request.get_ref().ids).map_err(|e| invalid(&e))?;
+        let ids = convert::account_ids_from_proto(&request.get_ref().ids)
+            .map_err(|e| status::invalid(&e))?;
         self.read_barrier().await?;
         let found = self.replica.ledger.read().machine.lookup_accounts(&ids);
         let accounts = found.iter().map(convert::account_to_proto).collect();
@@ -138,8 +134,8 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupTransfersRequest>,
     ) -> Result<Response<v1::LookupTransfersReply>, Status> {
-        let ids =
-            convert::transfer_ids_from_proto(&request.get_ref().ids).map_err(|e| invalid(&e))?;
+        let ids = convert::transfer_ids_from_proto(&request.get_ref().ids)
+            .map_err(|e| status::invalid(&e))?;
         self.read_barrier().await?;
         let found = self.replica.ledger.read().machine.lookup_transfers(&ids);
         let transfers = found.iter().map(convert::transfer_to_proto).collect();
@@ -151,7 +147,7 @@ impl LedgerService for LedgerApi {
         request: Request<v1::GetAccountTransfersRequest>,
     ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
-            .map_err(|e| invalid(&e))?;
+            .map_err(|e| status::invalid(&e))?;
         self.read_barrier().await?;
         let found = self.replica.ledger.read().machine.get_account_transfers(&filter);
         let transfers = found.iter().map(convert::transfer_to_proto).collect();
@@ -163,7 +159,7 @@ impl LedgerService for LedgerApi {
         request: Request<v1::GetAccountBalancesRequest>,
     ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
-            .map_err(|e| invalid(&e))?;
+            .map_err(|e| status::invalid(&e))?;
         self.read_barrier().await?;
         let found = self.replica.ledger.read().machine.get_account_balances(&filter);
         let balances = found.iter().map(convert::balance_to_proto).collect();

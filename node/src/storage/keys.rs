@@ -82,12 +82,6 @@ impl AsRef<[u8]> for Key {
     }
 }
 
-/// The prefix of every `ledger` record of one kind in one shard.
-#[must_use]
-pub fn ledger_prefix(shard: ShardId, kind: LedgerKind) -> Key {
-    Key::new(shard, kind as u8)
-}
-
 /// `[shard][kind]` .. `[shard][kind + 1]`: every record of that kind.
 #[must_use]
 pub fn ledger_range(shard: ShardId, kind: LedgerKind) -> (Key, Key) {

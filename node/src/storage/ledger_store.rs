@@ -125,13 +125,6 @@ impl DurableStore {
         }
     }
 
-    /// Forgets writes not yet drained (the batch that made them is being abandoned).
-    pub fn discard_journal(&mut self) {
-        self.accounts_dirty.clear();
-        self.journal.clear();
-        self.timestamp_last_dirty = false;
-    }
-
     /// Rebuilds the store of `shard` from `cf`, read through `snapshot` options if given.
     ///
     /// # Errors
