@@ -18,6 +18,7 @@ use tally_proto::v1::admin_service_server::AdminServiceServer;
 use tally_proto::v1::ledger_service_server::LedgerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::NodeConfig;
@@ -108,6 +109,14 @@ pub async fn run(
         .build_v1()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
 
+    // tonic sets TCP_NODELAY only on listeners it binds itself. Without it, a message that
+    // spans several segments waits for the peer's delayed ACK (about 40 ms) before its
+    // last segment leaves: every reply or replication RPC above a few KiB took 40+ ms.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, "serving");
     let served = tonic::transport::Server::builder()
         .add_service(
@@ -123,7 +132,7 @@ pub async fn run(
         .add_service(AdminServiceServer::new(AdminApi::new(config.node_id, vec![replica.clone()])))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
 
     tracing::info!(node_id = config.node_id, "stopping");

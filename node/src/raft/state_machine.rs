@@ -1,10 +1,15 @@
 //! The replicated state machine of one shard: committed [`Command`]s applied to the ledger.
 //!
-//! Apply takes the entries openraft hands over, runs them through the pure ledger core
-//! (under the write lock of [`SharedLedger`]), and writes every change they made together
-//! with the last applied log id (and membership) in ONE RocksDB `WriteBatch`: after a crash
-//! the ledger on disk is exactly the state after some applied log id, and Raft re-applies
-//! the rest from its log. Callers are answered only after that write.
+//! Apply takes the entries openraft hands over and runs them through the pure ledger core
+//! (under the write lock of [`SharedLedger`]); the changes collect in the store's journal.
+//! A **checkpoint** writes the journal together with the last applied log id (and the
+//! membership) in ONE RocksDB `WriteBatch`: every [`CHECKPOINT_WRITES`] journal writes, on
+//! a membership change, and before every snapshot. After a crash the ledger on disk is
+//! exactly the state after some applied log id, and Raft re-applies the committed entries
+//! after it from its fsynced log (which is never purged past the last checkpoint, because
+//! purge follows snapshots). Callers are answered once their entry is committed (fsynced on
+//! a majority) and applied in memory: the log, not the checkpoint, is what makes an
+//! acknowledged transfer durable.
 //!
 //! Snapshots are the shard's `ledger` records read from a RocksDB snapshot taken under the
 //! same lock as the applied log id, so data and metadata always match. Installing one
@@ -97,8 +102,10 @@ fn load(storage: &Storage, shard: ShardId) -> io::Result<Ledger> {
     Ok(Ledger { machine: StateMachine::new(store), applied, membership })
 }
 
-/// Applies one command to the ledger; the changes stay in the store's journal.
-fn apply_command(machine: &mut StateMachine<DurableStore>, command: &Command) -> CommandReply {
+/// Applies one command to the ledger; the changes stay in the store's journal until
+/// [`persist`]. Public for `bench/benches/rocksdb_apply.rs`, which measures this path
+/// without a Raft group.
+pub fn apply_command(machine: &mut StateMachine<DurableStore>, command: &Command) -> CommandReply {
     let time = command.cluster_time_ns;
     let requests = match &command.op {
         Op::CreateAccounts { requests, events } => {
@@ -147,8 +154,14 @@ fn apply_requests<E, S: Copy>(
     outcomes
 }
 
-/// Applies entries under the write lock and persists them in one write. Returns the
-/// replies in entry order.
+/// Journal writes (dirty accounts + other records) after which apply writes a checkpoint.
+/// Bounds the journal's memory (about 150 bytes a write) and the log a restart re-applies.
+pub const CHECKPOINT_WRITES: usize = 1 << 17;
+
+/// Applies entries under the write lock. Their changes stay in the store's journal until
+/// a checkpoint is due (see [`CHECKPOINT_WRITES`]), the membership changed, or a snapshot
+/// is built; then [`persist`] writes them with the applied log id in one write. Returns
+/// the replies in entry order.
 fn apply_entries(
     storage: &Storage,
     ledger: &RwLock<Ledger>,
@@ -171,6 +184,20 @@ fn apply_entries(
             }
         });
     }
+    if membership_changed || ledger.machine.store().journal_writes() >= CHECKPOINT_WRITES {
+        persist(storage, &mut ledger, membership_changed)?;
+    }
+    Ok(replies)
+}
+
+/// Writes a checkpoint: what apply changed since the last one (the store's journal), the
+/// applied log id and the membership (always written by this function when
+/// `membership_changed`), as ONE RocksDB `WriteBatch`, without fsync. Public for
+/// `bench/benches/rocksdb_apply.rs`.
+///
+/// # Errors
+/// The encoding of the applied id or the RocksDB write failed (the node must stop).
+pub fn persist(storage: &Storage, ledger: &mut Ledger, membership_changed: bool) -> io::Result<()> {
     let shard = ledger.machine.store().shard();
     let mut batch = WriteBatch::default();
     ledger.machine.store_mut().drain_into(&mut batch, storage.cf(CF_LEDGER));
@@ -183,10 +210,10 @@ fn apply_entries(
             encode(&ledger.membership)?,
         );
     }
-    // Not fsynced here: the entries are already durable in the Raft log, and a crash
-    // before the next WAL fsync only makes Raft re-apply them from there.
-    storage.db().write(batch).map_err(io::Error::other)?;
-    Ok(replies)
+    // Not fsynced here: the entries are already durable in the Raft log (never purged past
+    // the last checkpoint: purge follows snapshots, and a snapshot writes a checkpoint
+    // first), and a crash before the next WAL fsync only makes Raft re-apply them.
+    storage.db().write(batch).map_err(io::Error::other)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -278,8 +305,11 @@ fn build(
 ) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
     let db = storage.db();
     let (meta, view) = {
-        let ledger = ledger.read();
-        assert!(!ledger.machine.store().is_dirty(), "snapshot of a half-applied batch");
+        let mut ledger = ledger.write();
+        // The snapshot is read from RocksDB: write the checkpoint it needs first (always,
+        // so the persisted applied id is the snapshot's even when entries changed nothing).
+        // Log purge follows the snapshot, so the log always covers the last checkpoint.
+        persist(storage, &mut ledger, false)?;
         let meta = SnapshotMetaOf::<TypeConfig> {
             last_log_id: ledger.applied,
             last_membership: ledger.membership.clone(),

@@ -79,6 +79,12 @@ impl DurableStore {
         !self.accounts_dirty.is_empty() || !self.journal.is_empty() || self.timestamp_last_dirty
     }
 
+    /// Writes waiting for [`drain_into`](Self::drain_into) (dirty accounts count once).
+    #[must_use]
+    pub fn journal_writes(&self) -> usize {
+        self.accounts_dirty.len() + self.journal.len()
+    }
+
     /// Moves every write since the last drain into `batch` (column family `cf`), in order.
     pub fn drain_into(&mut self, batch: &mut WriteBatch, cf: &ColumnFamily) {
         let shard = self.shard;

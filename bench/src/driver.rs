@@ -1,0 +1,300 @@
+//! Runs a workload against a target in a closed or an open loop and records every
+//! operation's outcome and every request's latency.
+//!
+//! - **Closed loop** (`rate = None`): `concurrency` tasks, each sending a request of `batch`
+//!   operations, waiting for its reply, and sending the next, until `duration` ends.
+//!   Latency is measured from the send.
+//! - **Open loop** (`rate = Some(r)`): requests of `batch` operations are due at a fixed
+//!   schedule (`r` operations a second in all), whatever the replies do. Each takes one of
+//!   `concurrency` sessions (waiting if all are busy) and its latency is measured from the
+//!   time it was DUE, so a system that falls behind shows its queueing in the latency
+//!   instead of hiding it (coordinated omission). Requests more than
+//!   [`OPEN_LOOP_LATE_MAX`] behind schedule are not sent and are counted as `not_sent`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::BenchError;
+use crate::model::Outcome;
+use crate::population::PopulationSpec;
+use crate::scenario::{Op, OpGenerator, Workload};
+use crate::target::{Session, Target};
+
+/// Largest latency the histograms hold (longer ones are clamped to it).
+pub const LATENCY_MAX_US: u64 = 300_000_000;
+/// In the open loop, a request this far behind its due time is not sent.
+pub const OPEN_LOOP_LATE_MAX: Duration = Duration::from_secs(30);
+
+/// The shape of a load run.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadSpec {
+    /// What to send.
+    pub workload: Workload,
+    /// Closed loop: tasks; open loop: sessions (the most requests outstanding).
+    pub concurrency: u32,
+    /// Operations per request.
+    pub batch: u32,
+    /// Open loop at this many operations per second; closed loop if `None`.
+    pub rate: Option<f64>,
+    /// How long to send.
+    pub duration: Duration,
+    /// Seed of the operation generators.
+    pub seed: u64,
+    /// Exponent of the Zipf distribution (`redeem-zipf`).
+    pub zipf_exponent: f64,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Completions within one second of the run.
+#[derive(Clone, Debug)]
+pub struct Second {
+    /// Operations completed (any outcome).
+    pub ops: u64,
+    /// Operations acknowledged.
+    pub ok: u64,
+    /// Request latencies (µs) of the requests completed in this second.
+    pub latency_us: Histogram<u64>,
+}
+
+/// Everything a run recorded.
+#[derive(Debug)]
+pub struct RunStats {
+    /// From the first send to the last reply.
+    pub elapsed: Duration,
+    /// Requests completed.
+    pub requests: u64,
+    /// Operations acknowledged.
+    pub ok: u64,
+    /// Transfers acknowledged (a redemption is two).
+    pub transfers_ok: u64,
+    /// Refused operations by result code.
+    pub failed: BTreeMap<u32, u64>,
+    /// Operations whose request failed (outcome unknown).
+    pub unknown: u64,
+    /// Open loop: operations never sent because they fell too far behind.
+    pub not_sent: u64,
+    /// Latency (µs) of every request.
+    pub latency_us: Histogram<u64>,
+    /// Per-second completions.
+    pub timeline: Vec<Second>,
+    /// Every operation with its outcome, in completion order.
+    pub records: Vec<(Op, Outcome)>,
+}
+
+fn histogram(sigfig: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, sigfig).expect("valid histogram bounds")
+}
+
+struct Collector {
+    start: Instant,
+    completed: AtomicU64,
+    stats: Mutex<RunStats>,
+}
+
+impl Collector {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            completed: AtomicU64::new(0),
+            stats: Mutex::new(RunStats {
+                elapsed: Duration::ZERO,
+                requests: 0,
+                ok: 0,
+                transfers_ok: 0,
+                failed: BTreeMap::new(),
+                unknown: 0,
+                not_sent: 0,
+                latency_us: histogram(3),
+                timeline: Vec::new(),
+                records: Vec::new(),
+            }),
+        }
+    }
+
+    /// Records one request, sent (or due) at `since`, replied now.
+    fn record(&self, since: Instant, ops: Vec<Op>, outcomes: Vec<Outcome>) {
+        assert_eq!(ops.len(), outcomes.len(), "one outcome per operation");
+        let now = Instant::now();
+        let latency = u64::try_from(now.duration_since(since).as_micros()).unwrap_or(u64::MAX);
+        let latency = latency.clamp(1, LATENCY_MAX_US);
+        let second = usize::try_from(now.duration_since(self.start).as_secs()).unwrap_or(0);
+        self.completed.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let mut stats = self.stats.lock();
+        let stats = &mut *stats;
+        stats.requests += 1;
+        stats.latency_us.record(latency).expect("clamped into range");
+        while stats.timeline.len() <= second {
+            stats.timeline.push(Second { ops: 0, ok: 0, latency_us: histogram(2) });
+        }
+        let slot = &mut stats.timeline[second];
+        slot.ops += ops.len() as u64;
+        slot.latency_us.record(latency).expect("clamped into range");
+        for (op, outcome) in ops.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Ok => {
+                    stats.ok += 1;
+                    stats.transfers_ok += op.transfers();
+                    slot.ok += 1;
+                }
+                Outcome::Failed(code) => *stats.failed.entry(code).or_default() += 1,
+                Outcome::Unknown => stats.unknown += 1,
+            }
+            stats.records.push((op, outcome));
+        }
+    }
+}
+
+/// Runs `load` against `target` over the population `spec`. Operation numbers come from
+/// `seqs` (shared with setup, so ids never repeat).
+///
+/// # Errors
+/// A session could not be opened.
+pub async fn run(
+    target: &Target,
+    spec: PopulationSpec,
+    load: &LoadSpec,
+    seqs: &Arc<AtomicU64>,
+) -> Result<RunStats, BenchError> {
+    let mut sessions = Vec::with_capacity(load.concurrency as usize);
+    for _ in 0..load.concurrency {
+        sessions.push(target.session().await?);
+    }
+    let start = Instant::now();
+    let collector = Arc::new(Collector::new(start));
+    let progress = load.progress.then(|| show_progress(load, collector.clone()));
+    let generator = |task: u64| {
+        OpGenerator::new(
+            load.workload,
+            spec,
+            load.zipf_exponent,
+            load.seed ^ (task << 32),
+            seqs.clone(),
+        )
+    };
+    let not_sent = match load.rate {
+        None => closed_loop(sessions, load, start, &collector, generator).await,
+        Some(rate) => open_loop(sessions, load, rate, start, &collector, generator(0)).await,
+    };
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let collector = Arc::into_inner(collector).expect("every task has ended");
+    let mut stats = collector.stats.into_inner();
+    stats.elapsed = start.elapsed();
+    stats.not_sent = not_sent;
+    Ok(stats)
+}
+
+async fn closed_loop(
+    sessions: Vec<Session>,
+    load: &LoadSpec,
+    start: Instant,
+    collector: &Arc<Collector>,
+    generator: impl Fn(u64) -> OpGenerator,
+) -> u64 {
+    let deadline = start + load.duration;
+    let mut tasks = JoinSet::new();
+    for (task, session) in (0_u64..).zip(sessions) {
+        let mut generator = generator(task);
+        let collector = collector.clone();
+        let batch = load.batch as usize;
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                let ops = generator.batch(batch);
+                let sent = Instant::now();
+                let outcomes = session.execute(&ops).await;
+                collector.record(sent, ops, outcomes);
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("a load task panicked");
+    }
+    0
+}
+
+async fn open_loop(
+    sessions: Vec<Session>,
+    load: &LoadSpec,
+    rate: f64,
+    start: Instant,
+    collector: &Arc<Collector>,
+    mut generator: OpGenerator,
+) -> u64 {
+    let (free_tx, mut free_rx) = tokio::sync::mpsc::channel(sessions.len());
+    for session in sessions {
+        free_tx.try_send(session).expect("room for every session");
+    }
+    let interval = Duration::from_secs_f64(f64::from(load.batch) / rate);
+    let deadline = start + load.duration;
+    let mut tasks = JoinSet::new();
+    let mut not_sent = 0_u64;
+    for i in 0_u32.. {
+        let due = start + interval * i;
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let Some(session) = free_rx.recv().await else { break };
+        if due.elapsed() > OPEN_LOOP_LATE_MAX {
+            not_sent += u64::from(load.batch);
+            free_tx.try_send(session).expect("room for the session just taken");
+            continue;
+        }
+        let ops = generator.batch(load.batch as usize);
+        let (collector, free_tx) = (collector.clone(), free_tx.clone());
+        tasks.spawn(async move {
+            let outcomes = session.execute(&ops).await;
+            collector.record(due, ops, outcomes);
+            let _ = free_tx.try_send(session);
+        });
+        while let Some(joined) = tasks.try_join_next() {
+            joined.expect("a request task panicked");
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("a request task panicked");
+    }
+    not_sent
+}
+
+fn show_progress(
+    load: &LoadSpec,
+    collector: Arc<Collector>,
+) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = ProgressBar::with_draw_target(
+        Some(load.duration.as_secs()),
+        ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(load.workload.name());
+    let ticker_bar = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let mut last = (Instant::now(), 0_u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let done = collector.completed.load(Ordering::Relaxed);
+            let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            last = (now, done);
+            ticker_bar.set_position(now.duration_since(collector.start).as_secs());
+            ticker_bar.set_message(format!("{rate:>9.0} ops/s  {done} done"));
+        }
+    });
+    (bar, ticker)
+}

@@ -1,0 +1,251 @@
+//! Workloads: which operations a load run sends, drawn from a seeded generator so the same
+//! seed sends the same operations.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+
+use crate::population::PopulationSpec;
+
+/// Points per redemption or earn are drawn uniformly from `1..=POINTS_PER_OP_MAX`.
+pub const POINTS_PER_OP_MAX: u32 = 100;
+
+/// A workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Redemptions: member, merchant and item uniform.
+    RedeemUniform,
+    /// Redemptions: members Zipf-distributed (`--zipf-exponent`), merchant and item uniform.
+    RedeemZipf,
+    /// Redemptions: every one credits merchant 0 and takes a unit of one of the hot items.
+    FlashSale,
+    /// Earns: institution issuance -> a uniform member.
+    Earn,
+    /// Earn 30%, redeem (uniform) 60%, balance lookup 10%.
+    Mixed,
+}
+
+impl Workload {
+    /// The kebab-case name used on the command line and in reports.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RedeemUniform => "redeem-uniform",
+            Self::RedeemZipf => "redeem-zipf",
+            Self::FlashSale => "flash-sale",
+            Self::Earn => "earn",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+/// One operation of a workload. `seq` numbers the operation within the run (its transfer
+/// ids derive from it, see [`crate::population::Ids::transfer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Member pays `points` to a merchant and takes one unit of an item, all or nothing.
+    Redeem {
+        /// Operation number.
+        seq: u64,
+        /// Member index.
+        member: u32,
+        /// Merchant index.
+        merchant: u32,
+        /// Item index.
+        item: u32,
+        /// Points paid.
+        points: u32,
+    },
+    /// The institution issues `points` to a member.
+    Earn {
+        /// Operation number.
+        seq: u64,
+        /// Member index.
+        member: u32,
+        /// Points earned.
+        points: u32,
+    },
+    /// A linearizable read of a member's balance.
+    Lookup {
+        /// Member index.
+        member: u32,
+    },
+}
+
+impl Op {
+    /// Whether the operation writes.
+    #[must_use]
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Self::Lookup { .. })
+    }
+
+    /// Transfers the operation creates.
+    #[must_use]
+    pub fn transfers(&self) -> u64 {
+        match self {
+            Self::Redeem { .. } => 2,
+            Self::Earn { .. } => 1,
+            Self::Lookup { .. } => 0,
+        }
+    }
+}
+
+/// Draws operations of one workload. Operation numbers come from a counter shared by all
+/// generators of the run, so ids never repeat.
+#[derive(Debug)]
+pub struct OpGenerator {
+    workload: Workload,
+    spec: PopulationSpec,
+    rng: SmallRng,
+    zipf: Option<Zipf<f64>>,
+    seqs: Arc<AtomicU64>,
+}
+
+impl OpGenerator {
+    /// A generator seeded with `seed`.
+    ///
+    /// # Panics
+    /// If the Zipf exponent is not a positive finite number (validated at the edge).
+    #[must_use]
+    pub fn new(
+        workload: Workload,
+        spec: PopulationSpec,
+        zipf_exponent: f64,
+        seed: u64,
+        seqs: Arc<AtomicU64>,
+    ) -> Self {
+        let zipf = (workload == Workload::RedeemZipf).then(|| {
+            Zipf::new(f64::from(spec.members), zipf_exponent).expect("validated exponent")
+        });
+        Self { workload, spec, rng: SmallRng::seed_from_u64(seed), zipf, seqs }
+    }
+
+    fn seq(&self) -> u64 {
+        self.seqs.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn points(&mut self) -> u32 {
+        self.rng.random_range(1..=POINTS_PER_OP_MAX)
+    }
+
+    fn uniform_member(&mut self) -> u32 {
+        self.rng.random_range(0..self.spec.members)
+    }
+
+    fn redeem(&mut self, member: u32, merchant: u32, item: u32) -> Op {
+        Op::Redeem { seq: self.seq(), member, merchant, item, points: self.points() }
+    }
+
+    fn redeem_uniform(&mut self) -> Op {
+        let member = self.uniform_member();
+        let merchant = self.rng.random_range(0..self.spec.merchants);
+        let item = self.rng.random_range(0..self.spec.items);
+        self.redeem(member, merchant, item)
+    }
+
+    fn earn(&mut self) -> Op {
+        let member = self.uniform_member();
+        Op::Earn { seq: self.seq(), member, points: self.points() }
+    }
+
+    /// The next operation.
+    pub fn next_op(&mut self) -> Op {
+        match self.workload {
+            Workload::RedeemUniform => self.redeem_uniform(),
+            Workload::RedeemZipf => {
+                // Zipf draws ranks 1..=members; rank 1 is the hottest member.
+                let rank =
+                    self.zipf.as_ref().expect("built for this workload").sample(&mut self.rng);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let member = (rank as u32).clamp(1, self.spec.members) - 1;
+                let merchant = self.rng.random_range(0..self.spec.merchants);
+                let item = self.rng.random_range(0..self.spec.items);
+                self.redeem(member, merchant, item)
+            }
+            Workload::FlashSale => {
+                let member = self.uniform_member();
+                let item = self.rng.random_range(0..self.spec.hot_items);
+                self.redeem(member, 0, item)
+            }
+            Workload::Earn => self.earn(),
+            Workload::Mixed => match self.rng.random_range(0..100) {
+                0..30 => self.earn(),
+                30..90 => self.redeem_uniform(),
+                _ => Op::Lookup { member: self.uniform_member() },
+            },
+        }
+    }
+
+    /// The next `n` operations.
+    pub fn batch(&mut self, n: usize) -> Vec<Op> {
+        (0..n).map(|_| self.next_op()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PopulationSpec {
+        PopulationSpec {
+            members: 1000,
+            merchants: 10,
+            items: 20,
+            hot_items: 3,
+            member_points: 100,
+            stock: 10,
+        }
+    }
+
+    fn generate(workload: Workload, seed: u64, n: usize) -> Vec<Op> {
+        let seqs = Arc::new(AtomicU64::new(0));
+        OpGenerator::new(workload, spec(), 0.99, seed, seqs).batch(n)
+    }
+
+    #[test]
+    fn same_seed_same_operations() {
+        assert_eq!(generate(Workload::Mixed, 5, 500), generate(Workload::Mixed, 5, 500));
+        assert_ne!(generate(Workload::Mixed, 5, 500), generate(Workload::Mixed, 6, 500));
+    }
+
+    #[test]
+    fn flash_sale_hits_one_merchant_and_the_hot_items() {
+        for op in generate(Workload::FlashSale, 1, 2000) {
+            let Op::Redeem { merchant, item, points, .. } = op else { panic!("{op:?}") };
+            assert_eq!(merchant, 0);
+            assert!(item < 3);
+            assert!((1..=POINTS_PER_OP_MAX).contains(&points));
+        }
+    }
+
+    #[test]
+    fn zipf_concentrates_on_the_first_members() {
+        let ops = generate(Workload::RedeemZipf, 2, 20_000);
+        let hottest = ops.iter().filter(|op| matches!(op, Op::Redeem { member: 0, .. })).count();
+        // Member 0 of 1000 under s = 0.99 draws about 13%; uniform would give 0.1%.
+        assert!(hottest > 1_500, "member 0 drew {hottest} of 20000");
+        assert!(ops.iter().all(|op| matches!(op, Op::Redeem { member, .. } if *member < 1000)));
+    }
+
+    #[test]
+    fn mixed_has_the_documented_shares() {
+        let ops = generate(Workload::Mixed, 3, 10_000);
+        let earns = ops.iter().filter(|op| matches!(op, Op::Earn { .. })).count();
+        let lookups = ops.iter().filter(|op| !op.is_write()).count();
+        assert!((2_700..3_300).contains(&earns), "{earns}");
+        assert!((800..1_200).contains(&lookups), "{lookups}");
+        let seqs: std::collections::HashSet<u64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Redeem { seq, .. } | Op::Earn { seq, .. } => Some(*seq),
+                Op::Lookup { .. } => None,
+            })
+            .collect();
+        assert_eq!(seqs.len(), 10_000 - lookups, "operation numbers never repeat");
+    }
+}

@@ -1,0 +1,365 @@
+//! Tally as a load target: operations become `tally.v1` transfers sent through
+//! `tally-client` (a redemption is the client's linked `redeem` pair), and verification
+//! reads everything back with linearizable lookups.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use tally_client::loyalty::{self, Earn, Redemption, StockLeg};
+use tally_client::{Client, v1};
+use tally_proto::limits::BATCH_EVENTS_MAX;
+use tally_proto::{u128_of, uint128};
+
+use crate::BenchError;
+use crate::model::{AccountChecks, Balance, Check, Found, Model, Outcome, ReadBack, Role};
+use crate::population::{
+    CODE_DELIVER, CODE_EARN, CODE_REDEEM, CODE_RESTOCK, Ids, POINTS_LEDGER, PopulationSpec,
+    UNITS_LEDGER,
+};
+use crate::scenario::Op;
+
+/// Requests in flight while setting up and verifying.
+const BULK_CONCURRENCY: usize = 4;
+/// Events per setup or verification request.
+const BULK_EVENTS: usize = BATCH_EVENTS_MAX as usize;
+
+const CREATED: i32 = v1::CreateTransferStatus::Created as i32;
+const LINKED_EVENT_FAILED: i32 = v1::CreateTransferStatus::LinkedEventFailed as i32;
+
+/// A Tally cluster under load.
+#[derive(Clone, Debug)]
+pub struct TallyTarget {
+    client: Client,
+    ids: Ids,
+}
+
+impl TallyTarget {
+    /// A target reached through `client`, with the run's ids.
+    #[must_use]
+    pub fn new(client: Client, ids: Ids) -> Self {
+        Self { client, ids }
+    }
+
+    /// Creates the population's accounts, earns every member's points and stocks every
+    /// item; fails unless every event is created.
+    ///
+    /// # Errors
+    /// A request error, or an event that was not created.
+    pub async fn setup(&self, spec: &PopulationSpec, seqs: &AtomicU64) -> Result<(), BenchError> {
+        let ids = &self.ids;
+        let account = |id: u128, ledger: u32, flags: v1::AccountFlag| v1::Account {
+            id: uint128(id),
+            ledger,
+            code: 1,
+            flags: flags as u32,
+            ..Default::default()
+        };
+        let limited = v1::AccountFlag::DebitsMustNotExceedCredits;
+        let free = v1::AccountFlag::None;
+        let mut accounts = vec![
+            account(ids.issuance(), POINTS_LEDGER, free),
+            account(ids.supply(), UNITS_LEDGER, free),
+        ];
+        accounts.extend((0..spec.members).map(|i| account(ids.member(i), POINTS_LEDGER, limited)));
+        accounts.extend((0..spec.merchants).map(|i| account(ids.merchant(i), POINTS_LEDGER, free)));
+        accounts.extend((0..spec.items).map(|i| account(ids.stock(i), UNITS_LEDGER, limited)));
+        accounts.extend((0..spec.items).map(|i| account(ids.delivered(i), UNITS_LEDGER, free)));
+        let chunks: Vec<Vec<v1::Account>> =
+            accounts.chunks(BULK_EVENTS).map(<[v1::Account]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|chunk| self.client.create_accounts(chunk))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .map_err(BenchError::from)
+            .try_for_each(|results| async move {
+                match results.iter().find(|r| r.status != 0) {
+                    Some(r) => Err(BenchError::Setup(format!(
+                        "an account was not created: {}",
+                        account_status_name(r.status)
+                    ))),
+                    None => Ok(()),
+                }
+            })
+            .await?;
+
+        let mut transfers: Vec<v1::Transfer> = (0..spec.items)
+            .map(|i| v1::Transfer {
+                id: uint128(ids.transfer(seqs.fetch_add(1, Ordering::Relaxed))),
+                debit_account_id: uint128(ids.supply()),
+                credit_account_id: uint128(ids.stock(i)),
+                amount: uint128(u128::from(spec.stock)),
+                ledger: UNITS_LEDGER,
+                code: u32::from(CODE_RESTOCK),
+                ..Default::default()
+            })
+            .collect();
+        transfers.extend((0..spec.members).map(|i| {
+            loyalty::earn(&Earn {
+                transfer_id: ids.transfer(seqs.fetch_add(1, Ordering::Relaxed)),
+                issuance_account: ids.issuance(),
+                member_account: ids.member(i),
+                points: u128::from(spec.member_points),
+                ledger: POINTS_LEDGER,
+                code: CODE_EARN,
+                pending_timeout_s: 0,
+                reference: 0,
+            })
+        }));
+        let chunks: Vec<Vec<v1::Transfer>> =
+            transfers.chunks(BULK_EVENTS).map(<[v1::Transfer]>::to_vec).collect();
+        stream::iter(chunks)
+            .map(|chunk| self.client.create_transfers(chunk))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .map_err(BenchError::from)
+            .try_for_each(|results| async move {
+                match results.iter().find(|r| r.status != CREATED) {
+                    Some(r) => Err(BenchError::Setup(format!(
+                        "a setup transfer was not created: {}",
+                        transfer_status_name(r.status)
+                    ))),
+                    None => Ok(()),
+                }
+            })
+            .await
+    }
+
+    /// The transfers of a write operation, exactly as sent.
+    fn transfers_of(&self, op: &Op) -> Vec<v1::Transfer> {
+        let ids = &self.ids;
+        match *op {
+            Op::Redeem { seq, member, merchant, item, points } => loyalty::redeem(&Redemption {
+                transfer_id: ids.transfer(seq),
+                member_account: ids.member(member),
+                merchant_account: ids.merchant(merchant),
+                points: u128::from(points),
+                ledger: POINTS_LEDGER,
+                code: CODE_REDEEM,
+                order_id: u128::from(seq),
+                stock: Some(StockLeg {
+                    transfer_id: ids.transfer_second(seq),
+                    stock_account: ids.stock(item),
+                    member_item_account: ids.delivered(item),
+                    ledger: UNITS_LEDGER,
+                    code: CODE_DELIVER,
+                }),
+            }),
+            Op::Earn { seq, member, points } => vec![loyalty::earn(&Earn {
+                transfer_id: ids.transfer(seq),
+                issuance_account: ids.issuance(),
+                member_account: ids.member(member),
+                points: u128::from(points),
+                ledger: POINTS_LEDGER,
+                code: CODE_EARN,
+                pending_timeout_s: 0,
+                reference: u128::from(seq),
+            })],
+            Op::Lookup { .. } => Vec::new(),
+        }
+    }
+
+    /// Sends `ops` as at most one create request and one lookup request, concurrently,
+    /// and returns one outcome per operation.
+    pub async fn execute(&self, ops: &[Op]) -> Vec<Outcome> {
+        let mut transfers = Vec::new();
+        let mut spans = Vec::with_capacity(ops.len());
+        let mut lookups = Vec::new();
+        for op in ops {
+            match op {
+                Op::Lookup { member } => {
+                    spans.push(None);
+                    lookups.push(self.ids.member(*member));
+                }
+                _ => {
+                    let legs = self.transfers_of(op);
+                    spans.push(Some((transfers.len(), legs.len())));
+                    transfers.extend(legs);
+                }
+            }
+        }
+        let writes = async {
+            if transfers.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.client.create_transfers(transfers).await
+        };
+        let reads = async {
+            if lookups.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.client.lookup_accounts(&lookups).await
+        };
+        let (writes, reads) = tokio::join!(writes, reads);
+        let read_outcome = match reads {
+            Ok(found) if found.len() == lookups.len() => Outcome::Ok,
+            Ok(_) => Outcome::Failed(0),
+            Err(_) => Outcome::Unknown,
+        };
+        spans
+            .into_iter()
+            .map(|span| match (span, &writes) {
+                (None, _) => read_outcome,
+                (Some(_), Err(_)) => Outcome::Unknown,
+                (Some((start, len)), Ok(results)) => outcome_of(&results[start..start + len]),
+            })
+            .collect()
+    }
+
+    /// Reads back every write operation of `records` and every account of the population,
+    /// feeds the applied operations into `model`, and checks:
+    /// acknowledged operations are stored exactly as sent; refused ones left nothing;
+    /// unknown outcomes applied all or nothing; every account equals the model (so each
+    /// applied operation counted exactly once); conservation per ledger (I1); no member
+    /// overdrawn and no item oversold (I2).
+    ///
+    /// # Errors
+    /// A request error while reading back.
+    pub async fn verify(
+        &self,
+        model: &mut Model,
+        records: &[(Op, Outcome)],
+    ) -> Result<Vec<Check>, BenchError> {
+        let mut read_back = ReadBack::default();
+        let writes: Vec<&(Op, Outcome)> = records.iter().filter(|(op, _)| op.is_write()).collect();
+        // A redemption has two legs: half a request's worth of operations per lookup.
+        let chunks: Vec<Vec<&(Op, Outcome)>> =
+            writes.chunks(BULK_EVENTS / 2).map(<[&(Op, Outcome)]>::to_vec).collect();
+        let mut lookups = stream::iter(chunks)
+            .map(|chunk| async move {
+                let sent: Vec<Vec<v1::Transfer>> =
+                    chunk.iter().map(|(op, _)| self.transfers_of(op)).collect();
+                let ids: Vec<u128> = sent.iter().flatten().map(|t| u128_of(t.id)).collect();
+                let found = self.client.lookup_transfers(&ids).await?;
+                Ok::<_, BenchError>((chunk, sent, found))
+            })
+            .buffered(BULK_CONCURRENCY);
+        while let Some(lookup) = lookups.next().await {
+            let (chunk, sent, found) = lookup?;
+            let found: HashMap<u128, v1::Transfer> =
+                found.into_iter().map(|t| (u128_of(t.id), t)).collect();
+            for ((op, outcome), legs) in chunk.iter().zip(sent) {
+                let stored: Vec<Option<&v1::Transfer>> =
+                    legs.iter().map(|t| found.get(&u128_of(t.id))).collect();
+                let present = stored.iter().filter(|s| s.is_some()).count();
+                let identical =
+                    legs.iter().zip(&stored).all(|(t, s)| s.is_some_and(|s| same(t, s)));
+                let found = match (present, identical) {
+                    (0, _) => Found::Absent,
+                    (_, true) => Found::Identical,
+                    _ => Found::Damaged,
+                };
+                read_back.record(model, op, *outcome, found, || format!("stored {stored:?}"));
+            }
+        }
+        let mut checks = read_back.finish();
+        checks.extend(self.verify_accounts(model).await?);
+        Ok(checks)
+    }
+
+    async fn verify_accounts(&self, model: &Model) -> Result<Vec<Check>, BenchError> {
+        let spec = model.spec();
+        let mut checks = AccountChecks::default();
+        let mut sums: HashMap<u32, [u128; 4]> = HashMap::new();
+        let expected: Vec<_> = model.accounts(&self.ids).collect();
+        let mut lookups = stream::iter(expected.chunks(BULK_EVENTS))
+            .map(|chunk| async move {
+                let ids: Vec<u128> = chunk.iter().map(|e| e.id).collect();
+                Ok::<_, BenchError>((chunk, self.client.lookup_accounts(&ids).await?))
+            })
+            .buffered(BULK_CONCURRENCY);
+        while let Some(lookup) = lookups.next().await {
+            let (chunk, found) = lookup?;
+            let found: HashMap<u128, v1::Account> =
+                found.into_iter().map(|a| (u128_of(a.id), a)).collect();
+            for e in chunk {
+                let Some(account) = found.get(&e.id) else {
+                    checks.equal.expect(false, || format!("{:?} {} is missing", e.role, e.index));
+                    continue;
+                };
+                let posted = Balance {
+                    debits: u128_of(account.debits_posted),
+                    credits: u128_of(account.credits_posted),
+                };
+                let debits_pending = u128_of(account.debits_pending);
+                let credits_pending = u128_of(account.credits_pending);
+                checks.equal.expect(
+                    posted == e.balance && debits_pending == 0 && credits_pending == 0,
+                    || {
+                        format!(
+                            "{:?} {}: stored {posted:?}, model {:?}",
+                            e.role, e.index, e.balance
+                        )
+                    },
+                );
+                let sum = sums.entry(account.ledger).or_default();
+                sum[0] += posted.debits;
+                sum[1] += posted.credits;
+                sum[2] += debits_pending;
+                sum[3] += credits_pending;
+                match e.role {
+                    Role::Member => checks
+                        .overdrawn
+                        .expect(posted.debits + debits_pending <= posted.credits, || {
+                            format!("member {}: {posted:?}", e.index)
+                        }),
+                    Role::Stock => checks
+                        .oversold
+                        .expect(posted.debits + debits_pending <= posted.credits, || {
+                            format!("item {} stock: {posted:?}", e.index)
+                        }),
+                    Role::Delivered => {
+                        checks.oversold.expect(posted.credits <= u128::from(spec.stock), || {
+                            format!(
+                                "item {}: {} delivered of {} stocked",
+                                e.index, posted.credits, spec.stock
+                            )
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (ledger, [debits, credits, debits_pending, credits_pending]) in &sums {
+            checks.conservation.expect(
+                debits == credits && debits_pending == credits_pending,
+                || {
+                    format!(
+                        "ledger {ledger}: debits {debits} credits {credits}, pending {debits_pending}/{credits_pending}"
+                    )
+                },
+            );
+        }
+        Ok(checks.finish(model))
+    }
+}
+
+/// The fields a client chooses are stored unchanged (the cluster adds the timestamp).
+fn same(sent: &v1::Transfer, stored: &v1::Transfer) -> bool {
+    v1::Transfer { timestamp: 0, ..*stored } == v1::Transfer { timestamp: 0, ..*sent }
+}
+
+/// One operation's outcome from the results of its legs: created only if every leg was;
+/// otherwise the code of the leg that failed (not the `linked_event_failed` of the others).
+fn outcome_of(results: &[v1::CreateTransferResult]) -> Outcome {
+    if results.iter().all(|r| r.status == CREATED) {
+        return Outcome::Ok;
+    }
+    let cause = results
+        .iter()
+        .find(|r| r.status != CREATED && r.status != LINKED_EVENT_FAILED)
+        .or_else(|| results.iter().find(|r| r.status != CREATED))
+        .map_or(0, |r| r.status);
+    Outcome::Failed(u32::try_from(cause).unwrap_or(u32::MAX))
+}
+
+/// The name of a transfer result code, e.g. `CREATE_TRANSFER_STATUS_EXCEEDS_CREDITS`.
+#[must_use]
+pub fn transfer_status_name(code: impl TryInto<i32>) -> String {
+    let code: i32 = code.try_into().unwrap_or(-1);
+    v1::CreateTransferStatus::try_from(code)
+        .map_or_else(|_| format!("code {code}"), |s| s.as_str_name().to_owned())
+}
+
+fn account_status_name(code: i32) -> String {
+    v1::CreateAccountStatus::try_from(code)
+        .map_or_else(|_| format!("code {code}"), |s| s.as_str_name().to_owned())
+}
