@@ -17,6 +17,11 @@ use tally_proto::limits::{BATCH_EVENTS_MAX, RAFT_ENTRIES_PER_MESSAGE_MAX};
 
 /// Largest group-commit linger, microseconds.
 pub const LINGER_US_MAX: u64 = 100_000;
+/// Smallest `raft.checkpoint_writes` (tests use it to checkpoint often).
+pub const CHECKPOINT_WRITES_MIN: u64 = 1;
+/// Largest `raft.checkpoint_writes`: the journal holds about 150 bytes a write, so this
+/// bounds it near 2.5 GiB and the log a restart re-applies to a few seconds.
+pub const CHECKPOINT_WRITES_MAX: u64 = 1 << 24;
 
 /// A node's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -71,6 +76,9 @@ pub struct RaftConfig {
     pub logs_to_keep_after_snapshot: u64,
     /// Entries per AppendEntries message (<= `RAFT_ENTRIES_PER_MESSAGE_MAX`).
     pub append_entries_max: u64,
+    /// Ledger writes collected in memory before the state machine writes a checkpoint
+    /// (`CHECKPOINT_WRITES_MIN..=CHECKPOINT_WRITES_MAX`).
+    pub checkpoint_writes: u64,
 }
 
 /// Group commit.
@@ -133,6 +141,7 @@ impl Default for RaftConfig {
             snapshot_logs_since_last: 20_000,
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 64,
+            checkpoint_writes: 131_072,
         }
     }
 }
@@ -366,6 +375,12 @@ impl RaftConfig {
         if self.snapshot_logs_since_last == 0 {
             return Err(invalid("raft.snapshot_logs_since_last", "must be at least 1"));
         }
+        if !(CHECKPOINT_WRITES_MIN..=CHECKPOINT_WRITES_MAX).contains(&self.checkpoint_writes) {
+            return Err(invalid(
+                "raft.checkpoint_writes",
+                format!("must be {CHECKPOINT_WRITES_MIN}..={CHECKPOINT_WRITES_MAX}"),
+            ));
+        }
         if !(1..=u64::from(RAFT_ENTRIES_PER_MESSAGE_MAX)).contains(&self.append_entries_max) {
             return Err(invalid(
                 "raft.append_entries_max",
@@ -451,13 +466,15 @@ impl fmt::Display for RaftConfig {
             f,
             "raft.heartbeat_interval_ms={} raft.election_timeout_min_ms={} \
              raft.election_timeout_max_ms={} raft.snapshot_logs_since_last={} \
-             raft.logs_to_keep_after_snapshot={} raft.append_entries_max={}",
+             raft.logs_to_keep_after_snapshot={} raft.append_entries_max={} \
+             raft.checkpoint_writes={}",
             self.heartbeat_interval_ms,
             self.election_timeout_min_ms,
             self.election_timeout_max_ms,
             self.snapshot_logs_since_last,
             self.logs_to_keep_after_snapshot,
-            self.append_entries_max
+            self.append_entries_max,
+            self.checkpoint_writes
         )
     }
 }
@@ -570,6 +587,8 @@ mod tests {
             ("[raft]\nsnapshot_logs_since_last = 0", "raft.snapshot_logs_since_last"),
             ("[raft]\nappend_entries_max = 0", "raft.append_entries_max"),
             ("[raft]\nappend_entries_max = 65", "raft.append_entries_max"),
+            ("[raft]\ncheckpoint_writes = 0", "raft.checkpoint_writes"),
+            ("[raft]\ncheckpoint_writes = 16777217", "raft.checkpoint_writes"),
             ("[batch]\nlinger_us = 100001", "batch.linger_us"),
             ("[batch]\nevents_max = 0", "batch.events_max"),
             ("[batch]\nevents_max = 8191", "batch.events_max"),
@@ -693,6 +712,7 @@ mod tests {
             "raft.snapshot_logs_since_last=20000",
             "raft.logs_to_keep_after_snapshot=1000",
             "raft.append_entries_max=64",
+            "raft.checkpoint_writes=131072",
             "batch.linger_us=200",
             "batch.events_max=8190",
             "batch.queue_requests_max=16384",

@@ -131,7 +131,9 @@ pub async fn start(
 ) -> Result<Replica, String> {
     let raft_config = Arc::new(raft_config(config)?);
     let log = LogStore::new(storage.clone(), shard, syncer);
-    let sm = StateMachineStore::open(storage.clone(), shard).map_err(|e| e.to_string())?;
+    let sm = StateMachineStore::open(storage.clone(), shard)
+        .map_err(|e| e.to_string())?
+        .checkpoint_every(config.checkpoint_writes);
     let ledger = sm.ledger();
     let network = Network::new(shard, channels);
     let raft =

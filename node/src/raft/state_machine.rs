@@ -3,7 +3,7 @@
 //! Apply takes the entries openraft hands over and runs them through the pure ledger core
 //! (under the write lock of [`SharedLedger`]); the changes collect in the store's journal.
 //! A **checkpoint** writes the journal together with the last applied log id (and the
-//! membership) in ONE RocksDB `WriteBatch`: every [`CHECKPOINT_WRITES`] journal writes, on
+//! membership) in ONE RocksDB `WriteBatch`: every `raft.checkpoint_writes` journal writes, on
 //! a membership change, and before every snapshot. After a crash the ledger on disk is
 //! exactly the state after some applied log id, and Raft re-applies the committed entries
 //! after it from its fsynced log (which is never purged past the last checkpoint, because
@@ -60,23 +60,35 @@ pub struct StateMachineStore {
     storage: Storage,
     shard: ShardId,
     ledger: SharedLedger,
+    /// Journal writes that make a checkpoint due (`raft.checkpoint_writes`).
+    checkpoint_writes: usize,
     /// The last snapshot built or installed (kept in memory to serve lagging followers).
     current: Arc<Mutex<Option<SnapshotOf<TypeConfig, SnapshotData>>>>,
 }
 
 impl StateMachineStore {
-    /// Loads the state machine of `shard` from disk (empty if new).
+    /// Loads the state machine of `shard` from disk (empty if new), checkpointing at the
+    /// default `raft.checkpoint_writes`.
     ///
     /// # Errors
     /// A RocksDB read error or a corrupt metadata record.
     pub fn open(storage: Storage, shard: ShardId) -> io::Result<Self> {
         let ledger = load(&storage, shard)?;
+        let checkpoint_writes = crate::config::RaftConfig::default().checkpoint_writes;
         Ok(Self {
             storage,
             shard,
             ledger: Arc::new(RwLock::new(ledger)),
+            checkpoint_writes: usize::try_from(checkpoint_writes).unwrap_or(usize::MAX),
             current: Arc::new(Mutex::new(None)),
         })
+    }
+
+    /// Checkpoints every `writes` journal writes instead (`raft.checkpoint_writes`).
+    #[must_use]
+    pub fn checkpoint_every(mut self, writes: u64) -> Self {
+        self.checkpoint_writes = usize::try_from(writes).unwrap_or(usize::MAX);
+        self
     }
 
     /// The ledger, for the read path.
@@ -154,16 +166,13 @@ fn apply_requests<E, S: Copy>(
     outcomes
 }
 
-/// Journal writes (dirty accounts + other records) after which apply writes a checkpoint.
-/// Bounds the journal's memory (about 150 bytes a write) and the log a restart re-applies.
-pub const CHECKPOINT_WRITES: usize = 1 << 17;
-
 /// Applies entries under the write lock. Their changes stay in the store's journal until
-/// a checkpoint is due (see [`CHECKPOINT_WRITES`]), the membership changed, or a snapshot
-/// is built; then [`persist`] writes them with the applied log id in one write. Returns
+/// a checkpoint is due (`checkpoint_writes` journal writes: dirty accounts + other
+/// records), the membership changed, or a snapshot is built; then [`persist`] writes them with the applied log id in one write. Returns
 /// the replies in entry order.
 fn apply_entries(
     storage: &Storage,
+    checkpoint_writes: usize,
     ledger: &RwLock<Ledger>,
     entries: &[openraft::alias::EntryOf<TypeConfig>],
 ) -> io::Result<Vec<CommandReply>> {
@@ -184,7 +193,7 @@ fn apply_entries(
             }
         });
     }
-    if membership_changed || ledger.machine.store().journal_writes() >= CHECKPOINT_WRITES {
+    if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
         persist(storage, &mut ledger, membership_changed)?;
     }
     Ok(replies)
@@ -236,10 +245,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let pairs: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let (entries, responders): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         let (storage, ledger) = (self.storage.clone(), self.ledger.clone());
-        let replies =
-            tokio::task::spawn_blocking(move || apply_entries(&storage, &ledger, &entries))
-                .await
-                .map_err(io::Error::other)??;
+        let checkpoint_writes = self.checkpoint_writes;
+        let replies = tokio::task::spawn_blocking(move || {
+            apply_entries(&storage, checkpoint_writes, &ledger, &entries)
+        })
+        .await
+        .map_err(io::Error::other)??;
         for (responder, reply) in responders.into_iter().zip(replies) {
             if let Some(responder) = responder {
                 responder.send(reply);

@@ -26,6 +26,17 @@ election_timeout_min_ms = 300
 election_timeout_max_ms = 600
 ";
 
+/// As [`FAST_RAFT`], with a ledger checkpoint every 7 journal writes (a prime, so
+/// checkpoints fall inside requests and entries): a crash always leaves some applied
+/// entries after the last checkpoint, which recovery must re-apply from the log.
+pub const OFTEN_CHECKPOINTED: &str = "
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+checkpoint_writes = 7
+";
+
 /// As [`FAST_RAFT`], with a snapshot every 20 entries keeping 5: a node that misses more
 /// than that must catch up through a snapshot.
 pub const SNAPSHOTTING_RAFT: &str = "
