@@ -39,7 +39,8 @@ pub fn tallyd_beside_me() -> Result<PathBuf, BenchError> {
 
 impl LocalCluster {
     /// Starts `tallyd dev` on ports `base_port..base_port + 3` with its data in `data_dir`
-    /// (a new temporary folder, removed afterwards, if `None`).
+    /// (a new temporary folder, removed afterwards, if `None`), every node with `config` if
+    /// given.
     ///
     /// # Errors
     /// If `tallyd` cannot be started or does not report ready within [`START_TIMEOUT`].
@@ -47,6 +48,7 @@ impl LocalCluster {
         tallyd: &Path,
         base_port: u16,
         data_dir: Option<PathBuf>,
+        config: Option<&Path>,
     ) -> Result<Self, BenchError> {
         let (data_dir, temp) = match data_dir {
             Some(dir) => (dir, None),
@@ -61,6 +63,7 @@ impl LocalCluster {
             .arg(&data_dir)
             .arg("--base-port")
             .arg(base_port.to_string())
+            .args(config.map(|c| [Path::new("--config"), c]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

@@ -149,7 +149,7 @@ impl Default for RaftConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            linger_us: 200,
+            linger_us: 0,
             events_max: BATCH_EVENTS_MAX,
             queue_requests_max: 16_384,
             in_flight_entries_max: 8,
@@ -713,7 +713,7 @@ mod tests {
             "raft.logs_to_keep_after_snapshot=1000",
             "raft.append_entries_max=64",
             "raft.checkpoint_writes=131072",
-            "batch.linger_us=200",
+            "batch.linger_us=0",
             "batch.events_max=8190",
             "batch.queue_requests_max=16384",
             "batch.in_flight_entries_max=8",

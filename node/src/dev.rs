@@ -66,6 +66,9 @@ pub struct DevOptions {
     pub base_port: u16,
     /// Remove `data_dir` first.
     pub fresh: bool,
+    /// A config file every node starts with (its node id, addresses, data folder and
+    /// bootstrap list are set by the dev cluster and override the file's).
+    pub config: Option<PathBuf>,
 }
 
 /// Why the dev cluster did not start or stopped with an error.
@@ -174,7 +177,7 @@ pub async fn run_until(
     let addrs = node_addrs(options.base_port)?;
     check_ports_free(&addrs)?;
     prepare_data_dir(&options)?;
-    let mut nodes = spawn_all(&options.data_dir, &addrs).await?;
+    let mut nodes = spawn_all(&options.data_dir, options.config.as_deref(), &addrs).await?;
     if let Err(e) = wait_ready(&mut nodes).await {
         stop_all(&mut nodes).await;
         return Err(e);
@@ -266,13 +269,17 @@ fn check_ports_free(addrs: &[String]) -> Result<(), DevError> {
     Ok(())
 }
 
-async fn spawn_all(data_dir: &Path, addrs: &[String]) -> Result<Vec<DevNode>, DevError> {
+async fn spawn_all(
+    data_dir: &Path,
+    config: Option<&Path>,
+    addrs: &[String],
+) -> Result<Vec<DevNode>, DevError> {
     let bootstrap: Vec<String> =
         (1..=DEV_NODES).zip(addrs).map(|(id, addr)| format!("{id}={addr}")).collect();
     let bootstrap = bootstrap.join(",");
     let mut nodes = Vec::new();
     for (id, addr) in (1..=DEV_NODES).zip(addrs) {
-        match spawn(data_dir, id, addr, &bootstrap) {
+        match spawn(data_dir, config, id, addr, &bootstrap) {
             Ok(node) => nodes.push(node),
             Err(e) => {
                 stop_all(&mut nodes).await;
@@ -283,7 +290,13 @@ async fn spawn_all(data_dir: &Path, addrs: &[String]) -> Result<Vec<DevNode>, De
     Ok(nodes)
 }
 
-fn spawn(data_dir: &Path, id: u16, addr: &str, bootstrap: &str) -> Result<DevNode, DevError> {
+fn spawn(
+    data_dir: &Path,
+    config: Option<&Path>,
+    id: u16,
+    addr: &str,
+    bootstrap: &str,
+) -> Result<DevNode, DevError> {
     let dir = data_dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let log = dir.join("tallyd.log");
@@ -306,6 +319,9 @@ fn spawn(data_dir: &Path, id: u16, addr: &str, bootstrap: &str) -> Result<DevNod
         .kill_on_drop(true);
     for name in NODE_ENV_REMOVED {
         command.env_remove(name);
+    }
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
     }
     let child = command.spawn().map_err(|e| DevError::Node {
         node: id,
@@ -457,7 +473,7 @@ mod tests {
     use super::*;
 
     fn options(dir: &Path, base_port: u16, fresh: bool) -> DevOptions {
-        DevOptions { data_dir: dir.to_path_buf(), base_port, fresh }
+        DevOptions { data_dir: dir.to_path_buf(), base_port, fresh, config: None }
     }
 
     #[test]

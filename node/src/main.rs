@@ -106,6 +106,10 @@ struct DevArgs {
     /// and start an empty cluster.
     #[arg(long)]
     fresh: bool,
+    /// A config file for every node (e.g. `[raft]` or `[batch]` settings to try); the dev
+    /// cluster sets each node's id, addresses, data folder and bootstrap list itself.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -173,8 +177,12 @@ fn load_config(args: StartArgs) -> Result<NodeConfig, String> {
 }
 
 async fn dev_cluster(args: DevArgs) -> ExitCode {
-    let options =
-        DevOptions { data_dir: args.data_dir, base_port: args.base_port, fresh: args.fresh };
+    let options = DevOptions {
+        data_dir: args.data_dir,
+        base_port: args.base_port,
+        fresh: args.fresh,
+        config: args.config,
+    };
     match dev::run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -61,6 +61,9 @@ struct Args {
     /// Keep the local cluster's data in this folder (default: a temporary folder, removed).
     #[arg(long)]
     local_data_dir: Option<PathBuf>,
+    /// A tallyd config file for every node of the --local cluster (settings to try).
+    #[arg(long)]
+    local_config: Option<PathBuf>,
     /// The tallyd binary for --local (default: the one next to tally-bench).
     #[arg(long)]
     tallyd: Option<PathBuf>,
@@ -236,8 +239,13 @@ async fn run(args: Args) -> Result<bool, BenchError> {
             Some(path) => path.clone(),
             None => tallyd_beside_me()?,
         };
-        let cluster =
-            LocalCluster::start(&tallyd, args.local_base_port, args.local_data_dir.clone()).await?;
+        let cluster = LocalCluster::start(
+            &tallyd,
+            args.local_base_port,
+            args.local_data_dir.clone(),
+            args.local_config.as_deref(),
+        )
+        .await?;
         println!(
             "local cluster: {} (data {})",
             cluster.endpoints().join(","),

@@ -4,7 +4,9 @@
 //! (under the write lock of [`SharedLedger`]); the changes collect in the store's journal.
 //! A **checkpoint** writes the journal together with the last applied log id (and the
 //! membership) in ONE RocksDB `WriteBatch`: every `raft.checkpoint_writes` journal writes, on
-//! a membership change, and before every snapshot. After a crash the ledger on disk is
+//! a membership change, and before every snapshot. Apply only takes the journal (O(1)); the
+//! shard's [`Checkpointer`] thread encodes and writes checkpoints in order, so apply never
+//! waits on RocksDB. After a crash the ledger on disk is
 //! exactly the state after some applied log id, and Raft re-applies the committed entries
 //! after it from its fsynced log (which is never purged past the last checkpoint, because
 //! purge follows snapshots). Callers are answered once their entry is committed (fsynced on
@@ -32,7 +34,7 @@ use crate::ledger::{
     Transfer,
 };
 use crate::storage::keys::{self, MetaKind, ShardId};
-use crate::storage::ledger_store::DurableStore;
+use crate::storage::ledger_store::{DurableStore, Journal};
 use crate::storage::records::{self, ACCOUNT_BYTES, TRANSFER_BYTES};
 use crate::storage::{CF_APPLIED, CF_LEDGER, Storage};
 
@@ -62,6 +64,8 @@ pub struct StateMachineStore {
     ledger: SharedLedger,
     /// Journal writes that make a checkpoint due (`raft.checkpoint_writes`).
     checkpoint_writes: usize,
+    /// Writes the checkpoints.
+    checkpointer: Arc<Checkpointer>,
     /// The last snapshot built or installed (kept in memory to serve lagging followers).
     current: Arc<Mutex<Option<SnapshotOf<TypeConfig, SnapshotData>>>>,
 }
@@ -76,10 +80,11 @@ impl StateMachineStore {
         let ledger = load(&storage, shard)?;
         let checkpoint_writes = crate::config::RaftConfig::default().checkpoint_writes;
         Ok(Self {
-            storage,
+            storage: storage.clone(),
             shard,
             ledger: Arc::new(RwLock::new(ledger)),
             checkpoint_writes: usize::try_from(checkpoint_writes).unwrap_or(usize::MAX),
+            checkpointer: Arc::new(Checkpointer::start(storage.clone(), shard)?),
             current: Arc::new(Mutex::new(None)),
         })
     }
@@ -167,11 +172,12 @@ fn apply_requests<E, S: Copy>(
 }
 
 /// Applies entries under the write lock. Their changes stay in the store's journal until
-/// a checkpoint is due (`checkpoint_writes` journal writes: dirty accounts + other
-/// records), the membership changed, or a snapshot is built; then [`persist`] writes them with the applied log id in one write. Returns
-/// the replies in entry order.
+/// a checkpoint is due (`checkpoint_writes` journal writes), the membership changed, or a
+/// snapshot is built; then the journal is taken (O(1)) and handed, in order, to the
+/// shard's [`Checkpointer`], which writes it with the applied log id in one write off the
+/// apply path. Returns the replies in entry order.
 fn apply_entries(
-    storage: &Storage,
+    checkpointer: &Checkpointer,
     checkpoint_writes: usize,
     ledger: &RwLock<Ledger>,
     entries: &[openraft::alias::EntryOf<TypeConfig>],
@@ -194,35 +200,144 @@ fn apply_entries(
         });
     }
     if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
-        persist(storage, &mut ledger, membership_changed)?;
+        // Submitted under the lock, so checkpoints reach the writer in the order taken.
+        checkpointer.submit(Checkpoint::take(&mut ledger, membership_changed))?;
     }
     Ok(replies)
 }
 
-/// Writes a checkpoint: what apply changed since the last one (the store's journal), the
-/// applied log id and the membership (always written by this function when
-/// `membership_changed`), as ONE RocksDB `WriteBatch`, without fsync. Public for
+/// The state of a shard's ledger between two checkpoints, taken under the ledger's lock
+/// and written later: the store's journal, the applied log id and (if it changed) the
+/// membership.
+#[derive(Debug)]
+pub struct Checkpoint {
+    journal: Journal,
+    shard: ShardId,
+    applied: Option<LogIdOf<TypeConfig>>,
+    membership: Option<StoredMembershipOf<TypeConfig>>,
+}
+
+impl Checkpoint {
+    /// Takes the journal out of `ledger` (O(1)) with its applied id, and the membership if
+    /// `membership_changed`.
+    pub fn take(ledger: &mut Ledger, membership_changed: bool) -> Self {
+        Self {
+            journal: ledger.machine.store_mut().take_journal(),
+            shard: ledger.machine.store().shard(),
+            applied: ledger.applied,
+            membership: membership_changed.then(|| ledger.membership.clone()),
+        }
+    }
+
+    /// Writes it as ONE RocksDB `WriteBatch`, without fsync: the entries are already
+    /// durable in the Raft log (never purged past the last checkpoint: purge follows
+    /// snapshots, and a snapshot writes its checkpoint first), and a crash before the next
+    /// WAL fsync only makes Raft re-apply them.
+    ///
+    /// # Errors
+    /// The encoding of the applied id or the RocksDB write failed (the node must stop).
+    pub fn write(self, storage: &Storage) -> io::Result<()> {
+        let mut batch = WriteBatch::default();
+        self.journal.write_into(&mut batch, storage.cf(CF_LEDGER));
+        let applied_cf = storage.cf(CF_APPLIED);
+        batch.put_cf(applied_cf, keys::meta(self.shard, MetaKind::Applied), encode(&self.applied)?);
+        if let Some(membership) = &self.membership {
+            batch.put_cf(
+                applied_cf,
+                keys::meta(self.shard, MetaKind::Membership),
+                encode(membership)?,
+            );
+        }
+        storage.db().write(batch).map_err(io::Error::other)
+    }
+}
+
+/// Takes and writes a checkpoint at once (see [`Checkpoint`]). Public for
 /// `bench/benches/rocksdb_apply.rs`.
 ///
 /// # Errors
-/// The encoding of the applied id or the RocksDB write failed (the node must stop).
+/// See [`Checkpoint::write`].
 pub fn persist(storage: &Storage, ledger: &mut Ledger, membership_changed: bool) -> io::Result<()> {
-    let shard = ledger.machine.store().shard();
-    let mut batch = WriteBatch::default();
-    ledger.machine.store_mut().drain_into(&mut batch, storage.cf(CF_LEDGER));
-    let applied_cf = storage.cf(CF_APPLIED);
-    batch.put_cf(applied_cf, keys::meta(shard, MetaKind::Applied), encode(&ledger.applied)?);
-    if membership_changed {
-        batch.put_cf(
-            applied_cf,
-            keys::meta(shard, MetaKind::Membership),
-            encode(&ledger.membership)?,
-        );
+    Checkpoint::take(ledger, membership_changed).write(storage)
+}
+
+/// Checkpoints waiting for the writer; apply blocks beyond (the writer is behind).
+pub const CHECKPOINTS_QUEUED_MAX: usize = 2;
+
+enum Job {
+    Write(Checkpoint),
+    /// Answered once every job before it is done.
+    Barrier(crossbeam_channel::Sender<io::Result<()>>),
+}
+
+/// Writes one shard's checkpoints in a thread of its own, in the order submitted, so apply
+/// never waits on RocksDB. After a failed write it writes nothing more and every later
+/// submit or barrier fails: the node must stop rather than go on with a gap on disk.
+#[derive(Debug)]
+pub struct Checkpointer {
+    tx: crossbeam_channel::Sender<Job>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl Checkpointer {
+    /// Starts the writer thread for `shard` on `storage`; it ends when this is dropped.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(storage: Storage, shard: ShardId) -> io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(CHECKPOINTS_QUEUED_MAX);
+        let failed = Arc::new(Mutex::new(None::<String>));
+        let failed_writer = failed.clone();
+        std::thread::Builder::new().name(format!("tally-ckpt-{}", shard.0)).spawn(move || {
+            for job in rx {
+                match job {
+                    Job::Write(checkpoint) => {
+                        if failed_writer.lock().is_some() {
+                            continue;
+                        }
+                        if let Err(e) = checkpoint.write(&storage) {
+                            tracing::error!(%shard, error = %e, "checkpoint write failed; the node must stop");
+                            *failed_writer.lock() = Some(e.to_string());
+                        }
+                    }
+                    Job::Barrier(done) => {
+                        let _ = done.send(Self::check(&failed_writer));
+                    }
+                }
+            }
+        })?;
+        Ok(Self { tx, failed })
     }
-    // Not fsynced here: the entries are already durable in the Raft log (never purged past
-    // the last checkpoint: purge follows snapshots, and a snapshot writes a checkpoint
-    // first), and a crash before the next WAL fsync only makes Raft re-apply them.
-    storage.db().write(batch).map_err(io::Error::other)
+
+    fn check(failed: &Mutex<Option<String>>) -> io::Result<()> {
+        match &*failed.lock() {
+            None => Ok(()),
+            Some(e) => Err(io::Error::other(format!("an earlier checkpoint write failed: {e}"))),
+        }
+    }
+
+    fn stopped() -> io::Error {
+        io::Error::other("checkpoint writer stopped")
+    }
+
+    /// Queues `checkpoint` (blocks while [`CHECKPOINTS_QUEUED_MAX`] are waiting).
+    ///
+    /// # Errors
+    /// An earlier write failed, or the writer stopped.
+    pub fn submit(&self, checkpoint: Checkpoint) -> io::Result<()> {
+        Self::check(&self.failed)?;
+        self.tx.send(Job::Write(checkpoint)).map_err(|_| Self::stopped())
+    }
+
+    /// Waits until every checkpoint submitted before is written.
+    ///
+    /// # Errors
+    /// A write failed, or the writer stopped.
+    pub fn barrier(&self) -> io::Result<()> {
+        let (done, wait) = crossbeam_channel::bounded(1);
+        self.tx.send(Job::Barrier(done)).map_err(|_| Self::stopped())?;
+        wait.recv().map_err(|_| Self::stopped())?
+    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -244,10 +359,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let pairs: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let (entries, responders): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-        let (storage, ledger) = (self.storage.clone(), self.ledger.clone());
+        let (checkpointer, ledger) = (self.checkpointer.clone(), self.ledger.clone());
         let checkpoint_writes = self.checkpoint_writes;
         let replies = tokio::task::spawn_blocking(move || {
-            apply_entries(&storage, checkpoint_writes, &ledger, &entries)
+            apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries)
         })
         .await
         .map_err(io::Error::other)??;
@@ -269,11 +384,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> io::Result<()> {
         let (storage, shard, ledger) = (self.storage.clone(), self.shard, self.ledger.clone());
+        let checkpointer = self.checkpointer.clone();
         let meta_owned = meta.clone();
         let data = snapshot.clone();
-        tokio::task::spawn_blocking(move || install(&storage, shard, &ledger, &meta_owned, &data))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            install(&storage, &checkpointer, shard, &ledger, &meta_owned, &data)
+        })
+        .await
+        .map_err(io::Error::other)??;
         *self.current.lock() =
             Some(SnapshotOf::<TypeConfig, SnapshotData> { meta: meta.clone(), snapshot });
         Ok(())
@@ -299,9 +417,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let (storage, shard, ledger) = (self.storage.clone(), self.shard, self.ledger.clone());
-        let snapshot = tokio::task::spawn_blocking(move || build(&storage, shard, &ledger))
-            .await
-            .map_err(io::Error::other)??;
+        let checkpointer = self.checkpointer.clone();
+        let snapshot =
+            tokio::task::spawn_blocking(move || build(&storage, &checkpointer, shard, &ledger))
+                .await
+                .map_err(io::Error::other)??;
         tracing::info!(%shard, bytes = snapshot.snapshot.len(), last_log_id = ?snapshot.meta.last_log_id, "snapshot built");
         *self.current.lock() = Some(snapshot.clone());
         Ok(snapshot)
@@ -311,6 +431,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 /// Reads the shard's records as of one applied log id.
 fn build(
     storage: &Storage,
+    checkpointer: &Checkpointer,
     shard: ShardId,
     ledger: &RwLock<Ledger>,
 ) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
@@ -320,7 +441,9 @@ fn build(
         // The snapshot is read from RocksDB: write the checkpoint it needs first (always,
         // so the persisted applied id is the snapshot's even when entries changed nothing).
         // Log purge follows the snapshot, so the log always covers the last checkpoint.
-        persist(storage, &mut ledger, false)?;
+        // Written through the writer, after the checkpoints queued before it.
+        checkpointer.submit(Checkpoint::take(&mut ledger, false))?;
+        checkpointer.barrier()?;
         let meta = SnapshotMetaOf::<TypeConfig> {
             last_log_id: ledger.applied,
             last_membership: ledger.membership.clone(),
@@ -343,6 +466,7 @@ fn build(
 /// Replaces the shard's ledger with the snapshot's, in one write, then reloads it.
 fn install(
     storage: &Storage,
+    checkpointer: &Checkpointer,
     shard: ShardId,
     ledger: &RwLock<Ledger>,
     meta: &SnapshotMetaOf<TypeConfig>,
@@ -370,6 +494,9 @@ fn install(
         encode(&meta.last_membership)?,
     );
     let mut guard = ledger.write();
+    // Checkpoints queued before must not land on top of the installed state; the journal
+    // still in memory is dropped with the store the snapshot replaces.
+    checkpointer.barrier()?;
     storage.db().write(batch).map_err(io::Error::other)?;
     storage.sync().map_err(io::Error::other)?;
     *guard = load(storage, shard)?;

@@ -3,13 +3,19 @@
 //! Requests queue in a bounded channel (`batch.queue_requests_max`; beyond it a caller is
 //! told `Overloaded` at once). One task takes the oldest request, waits for a free
 //! in-flight slot (`batch.in_flight_entries_max` entries proposed and not yet applied),
-//! then gathers every request already queued of the same kind, and keeps gathering for up
-//! to `batch.linger_us` while the entry is below `batch.events_max` events. The entry keeps
+//! then gathers every request already queued of the same kind, and (if `batch.linger_us` is
+//! not 0) keeps gathering for up to that long while the entry is below `batch.events_max`
+//! events. With the default linger of 0 the batching is natural: a request proposes at once
+//! when a slot is free, and under load requests queue while the in-flight entries commit. The entry keeps
 //! each request's events together and in order, and the state machine applies each
 //! request as its own batch (so a linked chain never spans two callers); every caller gets
 //! exactly the outcomes of its own events. While entries are in flight, requests keep
 //! queueing, so batches grow with load: one fsync and one consensus round serve thousands
 //! of events.
+//!
+//! The batcher proposes through the [`Propose`] trait: the shard's [`Replica`] in
+//! production, a fake in the tests below and in `bench/benches/batcher.rs` (a Raft group
+//! is too heavy to build for a micro-benchmark).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +25,26 @@ use tokio::task::JoinHandle;
 
 use crate::config::BatchConfig;
 use crate::raft::node::{Replica, ReplicaError};
-use crate::raft::{Command, Op, RequestOutcome};
+use crate::raft::{Command, CommandReply, Op, RequestOutcome};
+
+/// Where the batcher proposes its entries: the shard's [`Replica`] in production.
+pub trait Propose: Clone + Send + Sync + 'static {
+    /// Proposes `command` and waits until it is committed and applied, as
+    /// [`Replica::write`] does; the reply has one outcome per request of the command.
+    fn write(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<CommandReply, ReplicaError>> + Send;
+}
+
+impl Propose for Replica {
+    fn write(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<CommandReply, ReplicaError>> + Send {
+        Replica::write(self, command)
+    }
+}
 
 /// What a request creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,11 +93,12 @@ impl std::fmt::Debug for Submission {
 }
 
 impl Batcher {
-    /// Starts the batching task for `replica`. It ends when every `Batcher` is dropped.
+    /// Starts the batching task for `proposer` (the shard's [`Replica`] in production). It
+    /// ends when every `Batcher` is dropped.
     #[must_use]
-    pub fn start(replica: Replica, config: &BatchConfig) -> (Self, JoinHandle<()>) {
+    pub fn start<P: Propose>(proposer: P, config: &BatchConfig) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.queue_requests_max as usize);
-        let task = tokio::spawn(run(replica, config.clone(), rx));
+        let task = tokio::spawn(run(proposer, config.clone(), rx));
         (Self { tx, queue_requests_max: config.queue_requests_max }, task)
     }
 
@@ -99,7 +125,7 @@ impl Batcher {
     }
 }
 
-async fn run(replica: Replica, config: BatchConfig, mut rx: mpsc::Receiver<Submission>) {
+async fn run<P: Propose>(proposer: P, config: BatchConfig, mut rx: mpsc::Receiver<Submission>) {
     let in_flight = Arc::new(Semaphore::new(config.in_flight_entries_max as usize));
     let linger = Duration::from_micros(config.linger_us);
     let mut carry: Option<Submission> = None;
@@ -114,7 +140,7 @@ async fn run(replica: Replica, config: BatchConfig, mut rx: mpsc::Receiver<Submi
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let (group, rest) = gather(first, &mut rx, config.events_max, linger).await;
         carry = rest;
-        tokio::spawn(propose(replica.clone(), group, permit));
+        tokio::spawn(propose(proposer.clone(), group, permit));
     }
 }
 
@@ -134,6 +160,9 @@ async fn gather(
         let next = match rx.try_recv() {
             Ok(s) => s,
             Err(mpsc::error::TryRecvError::Disconnected) => break,
+            // Nothing queued: with no linger, propose now rather than wait for a timer
+            // (tokio's timer rounds every wait up to a whole millisecond).
+            Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => break,
             Err(mpsc::error::TryRecvError::Empty) => {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(s)) => s,
@@ -157,7 +186,7 @@ pub fn cluster_time_now_ns() -> u64 {
     u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
 }
 
-async fn propose(replica: Replica, group: Vec<Submission>, permit: OwnedSemaphorePermit) {
+async fn propose<P: Propose>(proposer: P, group: Vec<Submission>, permit: OwnedSemaphorePermit) {
     let kind = group[0].kind;
     let requests: Vec<u32> = group.iter().map(|s| s.events).collect();
     let mut events = Vec::with_capacity(group.iter().map(|s| s.records.len()).sum());
@@ -169,7 +198,7 @@ async fn propose(replica: Replica, group: Vec<Submission>, permit: OwnedSemaphor
         Kind::Transfers => Op::CreateTransfers { requests, events },
     };
     let command = Command { cluster_time_ns: cluster_time_now_ns(), op };
-    let result = replica.write(command).await;
+    let result = proposer.write(command).await;
     drop(permit);
     match result {
         Ok(reply) => {
@@ -183,5 +212,99 @@ async fn propose(replica: Replica, group: Vec<Submission>, permit: OwnedSemaphor
                 let _ = submission.reply.send(Err(SubmitError::Replica(e.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::Poll;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+
+    /// A fake replica: reports each entry's request sizes, waits until the test opens the
+    /// gate, then answers every event with `(the first 8 bytes of its record, status 0)`.
+    #[derive(Clone)]
+    struct Gated {
+        entries: mpsc::Sender<Vec<u32>>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl Propose for Gated {
+        async fn write(&self, command: Command) -> Result<CommandReply, ReplicaError> {
+            let Op::CreateTransfers { requests, events } = command.op else {
+                panic!("the test proposes transfers only");
+            };
+            self.entries.send(requests.clone()).await.expect("the test listens");
+            drop(self.gate.acquire().await.expect("the gate is never closed"));
+            let mut records = events.chunks_exact(8);
+            let requests = requests
+                .iter()
+                .map(|&count| {
+                    let outcome = records.by_ref().take(count as usize).map(|r| (id_of(r), 0));
+                    Ok(outcome.collect())
+                })
+                .collect();
+            assert!(records.next().is_none(), "every record answered");
+            Ok(CommandReply { requests })
+        }
+    }
+
+    fn id_of(record: &[u8]) -> u64 {
+        u64::from_le_bytes(record.try_into().expect("8-byte records"))
+    }
+
+    fn records(ids: &[u64]) -> Vec<u8> {
+        ids.iter().flat_map(|id| id.to_le_bytes()).collect()
+    }
+
+    /// Requests queued while an entry is in flight are proposed together in the next
+    /// entry, in order, and each caller gets exactly the outcomes of its own events.
+    #[tokio::test]
+    async fn queued_requests_share_an_entry_and_get_their_own_outcomes() {
+        let (entries_tx, mut entries) = mpsc::channel(4);
+        let gate = Arc::new(Semaphore::new(0));
+        let config =
+            BatchConfig { linger_us: 0, in_flight_entries_max: 1, ..BatchConfig::default() };
+        let fake = Gated { entries: entries_tx, gate: gate.clone() };
+        let (batcher, task) = Batcher::start(fake, &config);
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(Kind::Transfers, 1, records(&[7])).await }
+        });
+        assert_eq!(entries.recv().await, Some(vec![1]), "the first request goes out alone");
+
+        // Ten callers of 1 to 3 events each, queued while the first entry holds the only
+        // in-flight slot: `submit` queues before its first await, so one poll queues all.
+        let ids: Vec<Vec<u64>> = (1..=10)
+            .map(|caller| (0..1 + caller % 3).map(|i| caller * 100 + i).collect())
+            .collect();
+        let sizes: Vec<u32> =
+            ids.iter().map(|ids| u32::try_from(ids.len()).expect("small")).collect();
+        let outcomes = {
+            let submits = ids
+                .iter()
+                .zip(&sizes)
+                .map(|(ids, &count)| batcher.submit(Kind::Transfers, count, records(ids)));
+            let mut callers = pin!(join_all(submits));
+            std::future::poll_fn(|cx| {
+                assert!(callers.as_mut().poll(cx).is_pending(), "the callers wait for the gate");
+                Poll::Ready(())
+            })
+            .await;
+            gate.add_permits(1);
+            callers.await
+        };
+        assert_eq!(entries.recv().await, Some(sizes), "one entry for all ten");
+        for (ids, outcome) in ids.iter().zip(outcomes) {
+            let own: Vec<(u64, u32)> = ids.iter().map(|&id| (id, 0)).collect();
+            assert_eq!(outcome.expect("submitted").expect("applied"), own);
+        }
+        let first = first.await.expect("caller task").expect("submitted").expect("applied");
+        assert_eq!(first, vec![(7, 0)]);
+        drop(batcher);
+        task.await.expect("the batching task ends when every Batcher is dropped");
     }
 }

@@ -20,8 +20,11 @@ impl std::fmt::Display for ShardId {
 pub enum LedgerKind {
     /// account id -> account.
     Account = 1,
-    /// transfer timestamp -> transfer (timestamp order is insertion order).
-    Transfer = 2,
+    /// timestamp of a segment's first transfer -> the segment: up to
+    /// `TRANSFER_SEGMENT_MAX` transfer records back to back, in timestamp order (which is
+    /// insertion order). Transfers never change once created, so a checkpoint writes its
+    /// new transfers as a few large values instead of one key each.
+    TransferSegment = 2,
     /// transfer id that failed for a transient reason -> empty.
     FailedId = 3,
     /// pending transfer timestamp -> pending status.
@@ -104,10 +107,10 @@ pub fn account(shard: ShardId, id: AccountId) -> Key {
     *Key::new(shard, LedgerKind::Account as u8).push(&id.0.to_be_bytes())
 }
 
-/// Key of a transfer record.
+/// Key of the transfer segment whose first transfer has `timestamp`.
 #[must_use]
-pub fn transfer(shard: ShardId, timestamp: u64) -> Key {
-    *Key::new(shard, LedgerKind::Transfer as u8).push(&timestamp.to_be_bytes())
+pub fn transfer_segment(shard: ShardId, timestamp: u64) -> Key {
+    *Key::new(shard, LedgerKind::TransferSegment as u8).push(&timestamp.to_be_bytes())
 }
 
 /// Key of a burnt transfer id.
@@ -186,9 +189,9 @@ mod tests {
     fn keys_sort_by_shard_then_kind_then_number() {
         // Proves big-endian keys give numeric order, which the ordered scans rely on.
         let s = ShardId(7);
-        assert!(transfer(s, 255).as_bytes() < transfer(s, 256).as_bytes());
+        assert!(transfer_segment(s, 255).as_bytes() < transfer_segment(s, 256).as_bytes());
         assert!(log_entry(s, 255).as_bytes() < log_entry(s, 256).as_bytes());
-        assert!(account(s, AccountId(u128::MAX)).as_bytes() < transfer(s, 0).as_bytes());
+        assert!(account(s, AccountId(u128::MAX)).as_bytes() < transfer_segment(s, 0).as_bytes());
         assert!(
             account(ShardId(6), AccountId(u128::MAX)).as_bytes()
                 < account(s, AccountId(0)).as_bytes()

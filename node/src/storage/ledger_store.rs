@@ -2,13 +2,13 @@
 //!
 //! The state machine reads and writes through [`LedgerStore`]. This store answers every
 //! read from an in-memory [`MemoryStore`] (so apply never waits on disk) and records every
-//! write in a journal. After a batch, [`DurableStore::drain_into`] turns the journal into
-//! puts and deletes in a RocksDB `WriteBatch`, which the caller writes atomically together
-//! with the applied log id. On start, [`DurableStore::load`] rebuilds the memory image from
+//! write in a journal. At a checkpoint the caller takes the journal ([`DurableStore::take_journal`],
+//! O(1)) and turns it into puts and deletes in a RocksDB `WriteBatch`
+//! ([`Journal::write_into`]), which it writes atomically together with the applied log id. On start, [`DurableStore::load`] rebuilds the memory image from
 //! the `ledger` column family, so a restarted node serves exactly what it persisted.
 //!
-//! What is on disk (see [`keys`](super::keys)): accounts, transfers (by timestamp), burnt
-//! ids, pending statuses, the expiry index, balance history and the last timestamp. The
+//! What is on disk (see [`keys`](super::keys)): accounts, transfers (in segments of up to
+//! [`TRANSFER_SEGMENT_MAX`], keyed by their first timestamp), burnt ids, pending statuses, the expiry index, balance history and the last timestamp. The
 //! per-account transfer index is derived from the transfers on load and is not stored.
 //!
 //! Memory: the whole shard's state is resident (about 0.3 KB per account and per transfer).
@@ -26,9 +26,15 @@ use crate::ledger::{
     TransferId,
 };
 
+/// Transfers per segment value (1 MiB of records).
+pub const TRANSFER_SEGMENT_MAX: usize = 8192;
+
 /// A write not yet in a `WriteBatch`, in the order the state machine made it.
 #[derive(Clone, Debug)]
 enum Op {
+    /// An account's new value (only its last value per checkpoint is written).
+    AccountPut(Account),
+    AccountDelete(AccountId),
     TransferPut(Transfer),
     TransferDelete(u64),
     FailedPut(TransferId),
@@ -46,67 +52,92 @@ pub struct DurableStore {
     shard: ShardId,
     /// Every read is served from here.
     memory: MemoryStore,
-    /// Accounts written since the last drain (their final value is taken at drain time).
-    accounts_dirty: FxHashSet<AccountId>,
-    /// Other writes since the last drain, in order.
+    /// Writes since the journal was last taken, in order.
     journal: Vec<Op>,
-    /// Whether `timestamp_last` changed since the last drain.
+    /// Whether `timestamp_last` changed since the journal was last taken.
     timestamp_last_dirty: bool,
 }
 
-impl DurableStore {
-    /// An empty store for `shard` (a new shard, or before installing a snapshot).
+/// The writes of one shard's store between two checkpoints, taken out of the store in O(1)
+/// so that encoding and writing them can happen off the apply path.
+#[derive(Debug)]
+pub struct Journal {
+    shard: ShardId,
+    ops: Vec<Op>,
+    timestamp_last: Option<u64>,
+}
+
+impl Journal {
+    /// Writes recorded (every account write counts, though each account is written once).
     #[must_use]
-    pub fn new(shard: ShardId) -> Self {
-        Self {
-            shard,
-            memory: MemoryStore::new(),
-            accounts_dirty: FxHashSet::default(),
-            journal: Vec::new(),
-            timestamp_last_dirty: false,
-        }
+    pub fn len(&self) -> usize {
+        self.ops.len()
     }
 
-    /// The shard this store belongs to.
+    /// Whether there is nothing to write.
     #[must_use]
-    pub fn shard(&self) -> ShardId {
-        self.shard
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.timestamp_last.is_none()
     }
 
-    /// Whether writes are waiting for [`drain_into`](Self::drain_into).
-    #[must_use]
-    pub fn is_dirty(&self) -> bool {
-        !self.accounts_dirty.is_empty() || !self.journal.is_empty() || self.timestamp_last_dirty
-    }
-
-    /// Writes waiting for [`drain_into`](Self::drain_into) (dirty accounts count once).
-    #[must_use]
-    pub fn journal_writes(&self) -> usize {
-        self.accounts_dirty.len() + self.journal.len()
-    }
-
-    /// Moves every write since the last drain into `batch` (column family `cf`), in order.
-    pub fn drain_into(&mut self, batch: &mut WriteBatch, cf: &ColumnFamily) {
+    /// Puts the writes into `batch` (column family `cf`): each account once, with its last
+    /// value, in key order; the new transfers as segments of up to [`TRANSFER_SEGMENT_MAX`];
+    /// every other write in the order it was made.
+    ///
+    /// # Panics
+    /// If a transfer removal does not undo the newest transfer of this journal (the state
+    /// machine only removes a transfer to roll back the batch that inserted it, and
+    /// checkpoints fall between batches).
+    pub fn write_into(self, batch: &mut WriteBatch, cf: &ColumnFamily) {
         let shard = self.shard;
-        let mut dirty: Vec<AccountId> = self.accounts_dirty.drain().collect();
-        dirty.sort_unstable();
-        for id in dirty {
+        let mut transfers: Vec<&Transfer> = Vec::new();
+        for op in &self.ops {
+            match op {
+                Op::TransferPut(t) => transfers.push(t),
+                Op::TransferDelete(ts) => {
+                    let newest = transfers.pop().map(|t| t.timestamp);
+                    assert_eq!(
+                        newest,
+                        Some(*ts),
+                        "a removed transfer is the newest of its checkpoint"
+                    );
+                }
+                _ => {}
+            }
+        }
+        for segment in transfers.chunks(TRANSFER_SEGMENT_MAX) {
+            let mut value = Vec::with_capacity(segment.len() * records::TRANSFER_BYTES);
+            for t in segment {
+                value.extend_from_slice(&records::transfer_encode(t));
+            }
+            batch.put_cf(cf, keys::transfer_segment(shard, segment[0].timestamp), value);
+        }
+        let mut seen = FxHashSet::default();
+        let mut accounts: Vec<(AccountId, Option<&Account>)> = Vec::new();
+        for op in self.ops.iter().rev() {
+            let (id, value) = match op {
+                Op::AccountPut(account) => (account.id, Some(account)),
+                Op::AccountDelete(id) => (*id, None),
+                _ => continue,
+            };
+            if seen.insert(id) {
+                accounts.push((id, value));
+            }
+        }
+        accounts.sort_unstable_by_key(|(id, _)| *id);
+        for (id, value) in accounts {
             let key = keys::account(shard, id);
-            match self.memory.account(id) {
-                Some(account) => batch.put_cf(cf, key, records::account_encode(&account)),
+            match value {
+                Some(account) => batch.put_cf(cf, key, records::account_encode(account)),
                 None => batch.delete_cf(cf, key),
             }
         }
-        for op in self.journal.drain(..) {
-            match op {
-                Op::TransferPut(t) => {
-                    batch.put_cf(
-                        cf,
-                        keys::transfer(shard, t.timestamp),
-                        records::transfer_encode(&t),
-                    );
-                }
-                Op::TransferDelete(ts) => batch.delete_cf(cf, keys::transfer(shard, ts)),
+        for op in &self.ops {
+            match *op {
+                Op::AccountPut(_)
+                | Op::AccountDelete(_)
+                | Op::TransferPut(_)
+                | Op::TransferDelete(_) => {}
                 Op::FailedPut(id) => batch.put_cf(cf, keys::failed_id(shard, id), []),
                 Op::PendingPut(ts, s) => batch.put_cf(
                     cf,
@@ -124,11 +155,48 @@ impl DurableStore {
                 Op::BalanceDelete(a, ts) => batch.delete_cf(cf, keys::balance(shard, a, ts)),
             }
         }
-        if self.timestamp_last_dirty {
-            self.timestamp_last_dirty = false;
-            let last = self.memory.timestamp_last();
+        if let Some(last) = self.timestamp_last {
             batch.put_cf(cf, keys::timestamp_last(shard), last.to_be_bytes());
         }
+    }
+}
+
+impl DurableStore {
+    /// An empty store for `shard` (a new shard, or before installing a snapshot).
+    #[must_use]
+    pub fn new(shard: ShardId) -> Self {
+        Self { shard, memory: MemoryStore::new(), journal: Vec::new(), timestamp_last_dirty: false }
+    }
+
+    /// The shard this store belongs to.
+    #[must_use]
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Whether writes are waiting to be taken.
+    #[must_use]
+    pub fn is_dirty(&self) -> bool {
+        !self.journal.is_empty() || self.timestamp_last_dirty
+    }
+
+    /// Writes waiting to be taken (every account write counts).
+    #[must_use]
+    pub fn journal_writes(&self) -> usize {
+        self.journal.len()
+    }
+
+    /// Takes every write since the journal was last taken, leaving it empty; O(1).
+    pub fn take_journal(&mut self) -> Journal {
+        let timestamp_last =
+            std::mem::take(&mut self.timestamp_last_dirty).then(|| self.memory.timestamp_last());
+        Journal { shard: self.shard, ops: std::mem::take(&mut self.journal), timestamp_last }
+    }
+
+    /// Moves every write since the journal was last taken into `batch` (column family
+    /// `cf`); see [`Journal::write_into`].
+    pub fn drain_into(&mut self, batch: &mut WriteBatch, cf: &ColumnFamily) {
+        self.take_journal().write_into(batch, cf);
     }
 
     /// Rebuilds the store of `shard` from `cf`, read through `snapshot` options if given.
@@ -144,11 +212,14 @@ impl DurableStore {
         scan(db, cf, shard, LedgerKind::Account, &mut |_, v| {
             memory.account_insert(&records::account_decode(v));
         })?;
-        scan(db, cf, shard, LedgerKind::Transfer, &mut |_, v| {
-            let t = records::transfer_decode(v);
-            memory.transfer_insert(&t);
-            memory.account_transfer_append(t.debit_account_id, t.timestamp);
-            memory.account_transfer_append(t.credit_account_id, t.timestamp);
+        scan(db, cf, shard, LedgerKind::TransferSegment, &mut |_, segment| {
+            assert_eq!(segment.len() % records::TRANSFER_BYTES, 0, "a segment holds whole records");
+            for record in segment.chunks_exact(records::TRANSFER_BYTES) {
+                let t = records::transfer_decode(record);
+                memory.transfer_insert(&t);
+                memory.account_transfer_append(t.debit_account_id, t.timestamp);
+                memory.account_transfer_append(t.credit_account_id, t.timestamp);
+            }
         })?;
         scan(db, cf, shard, LedgerKind::FailedId, &mut |k, _| {
             let id = u128::from_be_bytes(keys::suffix(k, 16).try_into().expect("16 bytes"));
@@ -203,15 +274,15 @@ impl LedgerStore for DurableStore {
     }
     fn account_insert(&mut self, account: &Account) {
         self.memory.account_insert(account);
-        self.accounts_dirty.insert(account.id);
+        self.journal.push(Op::AccountPut(*account));
     }
     fn account_update(&mut self, account: &Account) {
         self.memory.account_update(account);
-        self.accounts_dirty.insert(account.id);
+        self.journal.push(Op::AccountPut(*account));
     }
     fn account_remove(&mut self, id: AccountId) {
         self.memory.account_remove(id);
-        self.accounts_dirty.insert(id);
+        self.journal.push(Op::AccountDelete(id));
     }
     fn account_timestamp_exists(&self, timestamp: u64) -> bool {
         self.memory.account_timestamp_exists(timestamp)

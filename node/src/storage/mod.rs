@@ -68,6 +68,12 @@ impl Storage {
             let compression =
                 if name == CF_RAFT_LOG { DBCompressionType::None } else { DBCompressionType::Lz4 };
             cf.set_compression_type(compression);
+            if name != CF_RAFT_LOG {
+                // Fresh data (L0, L1) is rewritten by compaction soon: compressing it costs
+                // CPU on the write path for little disk. Deeper levels hold most bytes.
+                use DBCompressionType::{Lz4, None as Plain};
+                cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
+            }
             cf.set_max_write_buffer_number(4);
             ColumnFamilyDescriptor::new(name, cf)
         });
