@@ -15,10 +15,17 @@ dir="${TALLY_PG_DIR:-/tmp/tally-bench-pg}"
 port="${TALLY_PG_PORT:-5433}"
 url="host=127.0.0.1 port=$port user=postgres dbname=tally"
 
+# The server binaries; installs Debian's package first if $1 is "install" and none is found.
+# Note: installing the package also creates (and may start) Debian's own cluster on port
+# 5432; this script neither uses nor stops it (`pg_lsclusters`, `pg_ctlcluster` manage it).
 bin_dir() {
   local d
   d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
   if [[ -z "$d" || ! -x "$d/initdb" ]]; then
+    if [[ "${1:-}" != "install" ]]; then
+      echo "PostgreSQL is not installed; run '$0 start' first" >&2
+      exit 2
+    fi
     echo "installing PostgreSQL (Debian package) ..." >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql >/dev/null
     d=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -32,7 +39,7 @@ as_postgres() {
 
 case "${1:-}" in
   start)
-    bin=$(bin_dir)
+    bin=$(bin_dir install)
     if [[ ! -f "$dir/PG_VERSION" ]]; then
       mkdir -p "$dir"
       [[ $(id -u) -eq 0 ]] && chown postgres:postgres "$dir"

@@ -185,7 +185,9 @@ pub async fn run(
         Some(rate) => open_loop(sessions, load, rate, start, &collector, generator(0)).await,
     };
     if let Some((bar, ticker)) = progress {
+        // Wait for the cancelled ticker to drop its handle on the collector.
         ticker.abort();
+        let _ = ticker.await;
         bar.finish_and_clear();
     }
     let collector = Arc::into_inner(collector).expect("every task has ended");

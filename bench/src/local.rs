@@ -66,7 +66,6 @@ impl LocalCluster {
             .args(config.map(|c| [Path::new("--config"), c]).into_iter().flatten())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| BenchError::Setup(format!("cannot start {}: {e}", tallyd.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -112,18 +111,32 @@ impl LocalCluster {
         &self.data_dir
     }
 
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
     /// Stops the cluster: SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
     ///
     /// # Errors
     /// If the process could not be waited for.
     pub async fn stop(mut self) -> Result<(), BenchError> {
-        if let Some(pid) = self.child.id().and_then(|id| i32::try_from(id).ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
+        self.terminate();
         if tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await.is_err() {
             eprintln!("tallyd dev did not stop within {STOP_TIMEOUT:?}; killing it");
             self.child.kill().await?;
         }
         Ok(())
+    }
+}
+
+/// On an early exit (error, panic) the cluster still gets SIGTERM, so `tallyd dev` stops its
+/// nodes (a SIGKILL would leave them running: they are in their own process groups).
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
     }
 }

@@ -418,6 +418,35 @@ mod tests {
         assert_eq!((delivered1.role, delivered1.balance.credits), (Role::Delivered, 1));
     }
 
+    fn redeem(seq: u64) -> Op {
+        Op::Redeem { seq, member: 0, merchant: 0, item: 0, points: 10 }
+    }
+
+    #[test]
+    fn read_back_catches_lost_partial_and_leaked_writes() {
+        let cases = [
+            // (outcome, what was found, check that must fail, applied to the model)
+            (Outcome::Ok, Found::Identical, None, true),
+            (Outcome::Ok, Found::Absent, Some(0), false),
+            (Outcome::Ok, Found::Damaged, Some(0), false),
+            (Outcome::Failed(54), Found::Absent, None, false),
+            (Outcome::Failed(54), Found::Identical, Some(1), false),
+            (Outcome::Unknown, Found::Absent, None, false),
+            (Outcome::Unknown, Found::Identical, None, true),
+            (Outcome::Unknown, Found::Damaged, Some(2), false),
+        ];
+        for (outcome, found, failing, applied) in cases {
+            let mut model = Model::new(spec());
+            let mut read_back = ReadBack::default();
+            read_back.record(&mut model, &redeem(1), outcome, found, || "shown".into());
+            let checks = read_back.finish();
+            for (i, check) in checks.iter().enumerate() {
+                assert_eq!(check.passed, failing != Some(i), "{outcome:?} {found:?}: {check:?}");
+            }
+            assert_eq!(model.applied(), u64::from(applied), "{outcome:?} {found:?}");
+        }
+    }
+
     #[test]
     fn a_check_with_a_violation_fails_and_shows_it() {
         let mut check = CheckBuilder::new("x");

@@ -266,8 +266,12 @@ impl Report {
         let last = |target: &str, workload: &str| {
             self.runs.iter().rev().find(|r| r.target == target && r.workload == workload)
         };
-        let mut workloads: Vec<&str> = self.runs.iter().map(|r| r.workload.as_str()).collect();
-        workloads.dedup();
+        let mut workloads: Vec<&str> = Vec::new();
+        for run in &self.runs {
+            if !workloads.contains(&run.workload.as_str()) {
+                workloads.push(&run.workload);
+            }
+        }
         self.comparisons = workloads
             .into_iter()
             .filter_map(|w| {

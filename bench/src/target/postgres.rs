@@ -24,6 +24,9 @@ use crate::population::PopulationSpec;
 use crate::scenario::Op;
 use tally_proto::v1::CreateTransferStatus;
 
+/// Longest a PostgreSQL statement may run, milliseconds; beyond it the operation's outcome
+/// is unknown (read-back settles it).
+pub const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 /// Operation ids per read-back query.
 const VERIFY_CHUNK: usize = 10_000;
 /// SQLSTATE raised when a member's points or an item's stock would go below zero.
@@ -134,6 +137,8 @@ impl PgTarget {
     /// A connection or SQL error.
     pub async fn session(&self) -> Result<PgSession, BenchError> {
         let client = connect(&self.url).await?;
+        // Every load loop stops by itself: a statement never waits longer than this.
+        client.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}")).await?;
         let redeem = client.prepare("SELECT redeem($1, $2, $3, $4, $5)").await?;
         let earn = client.prepare("SELECT earn($1, $2, $3)").await?;
         let lookup = client.prepare("SELECT balance FROM members WHERE id = $1").await?;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tally_client::loyalty::{self, Earn, Redemption, StockLeg};
-use tally_client::{Client, v1};
+use tally_client::{Client, account_succeeded, transfer_succeeded, v1};
 use tally_proto::limits::BATCH_EVENTS_MAX;
 use tally_proto::{u128_of, uint128};
 
@@ -26,6 +26,7 @@ const BULK_EVENTS: usize = BATCH_EVENTS_MAX as usize;
 
 const CREATED: i32 = v1::CreateTransferStatus::Created as i32;
 const LINKED_EVENT_FAILED: i32 = v1::CreateTransferStatus::LinkedEventFailed as i32;
+const EXISTS: i32 = v1::CreateTransferStatus::Exists as i32;
 
 /// A Tally cluster under load.
 #[derive(Clone, Debug)]
@@ -72,7 +73,7 @@ impl TallyTarget {
             .buffer_unordered(BULK_CONCURRENCY)
             .map_err(BenchError::from)
             .try_for_each(|results| async move {
-                match results.iter().find(|r| r.status != 0) {
+                match results.iter().find(|r| !account_succeeded(r.status)) {
                     Some(r) => Err(BenchError::Setup(format!(
                         "an account was not created: {}",
                         account_status_name(r.status)
@@ -112,7 +113,7 @@ impl TallyTarget {
             .buffer_unordered(BULK_CONCURRENCY)
             .map_err(BenchError::from)
             .try_for_each(|results| async move {
-                match results.iter().find(|r| r.status != CREATED) {
+                match results.iter().find(|r| !transfer_succeeded(r.status)) {
                     Some(r) => Err(BenchError::Setup(format!(
                         "a setup transfer was not created: {}",
                         transfer_status_name(r.status)
@@ -191,7 +192,8 @@ impl TallyTarget {
         let (writes, reads) = tokio::join!(writes, reads);
         let read_outcome = match reads {
             Ok(found) if found.len() == lookups.len() => Outcome::Ok,
-            Ok(_) => Outcome::Failed(0),
+            // An account of the population missing: refused with "not found".
+            Ok(_) => Outcome::Failed(v1::CreateTransferStatus::DebitAccountNotFound as u32),
             Err(_) => Outcome::Unknown,
         };
         spans
@@ -338,10 +340,15 @@ fn same(sent: &v1::Transfer, stored: &v1::Transfer) -> bool {
 }
 
 /// One operation's outcome from the results of its legs: created only if every leg was;
-/// otherwise the code of the leg that failed (not the `linked_event_failed` of the others).
+/// unknown if a leg already existed (the client resent a request whose first attempt
+/// applied; read-back settles it); otherwise the code of the leg that failed (not the
+/// `linked_event_failed` of the others).
 fn outcome_of(results: &[v1::CreateTransferResult]) -> Outcome {
     if results.iter().all(|r| r.status == CREATED) {
         return Outcome::Ok;
+    }
+    if results.iter().any(|r| r.status == EXISTS) {
+        return Outcome::Unknown;
     }
     let cause = results
         .iter()

@@ -198,10 +198,13 @@ fn apply_entries(
                 CommandReply::default()
             }
         });
-    }
-    if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
-        // Submitted under the lock, so checkpoints reach the writer in the order taken.
-        checkpointer.submit(Checkpoint::take(&mut ledger, membership_changed))?;
+        // Checked after every entry (openraft may hand over thousands at once, e.g. on
+        // catch-up): the journal stays within one entry of `checkpoint_writes`. Submitted
+        // under the lock, so checkpoints reach the writer in the order taken.
+        if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
+            checkpointer.submit(Checkpoint::take(&mut ledger, membership_changed))?;
+            membership_changed = false;
+        }
     }
     Ok(replies)
 }
@@ -423,7 +426,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 .await
                 .map_err(io::Error::other)??;
         tracing::info!(%shard, bytes = snapshot.snapshot.len(), last_log_id = ?snapshot.meta.last_log_id, "snapshot built");
-        *self.current.lock() = Some(snapshot.clone());
+        // A build runs beside apply and install: never replace a newer cached snapshot
+        // (e.g. one installed meanwhile) with this one.
+        let mut current = self.current.lock();
+        if current.as_ref().is_none_or(|c| c.meta.last_log_id <= snapshot.meta.last_log_id) {
+            *current = Some(snapshot.clone());
+        }
         Ok(snapshot)
     }
 }
