@@ -58,6 +58,21 @@ pub enum Role {
     Supply,
 }
 
+impl Role {
+    /// The id of the account of this role at `index` (the index of a single account is 0).
+    #[must_use]
+    pub fn id(self, ids: &Ids, index: u32) -> u128 {
+        match self {
+            Self::Member => ids.member(index),
+            Self::Merchant => ids.merchant(index),
+            Self::Stock => ids.stock(index),
+            Self::Delivered => ids.delivered(index),
+            Self::Issuance => ids.issuance(),
+            Self::Supply => ids.supply(),
+        }
+    }
+}
+
 /// The sequential model: the population right after setup plus every applied operation.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -124,24 +139,27 @@ impl Model {
         self.applied += 1;
     }
 
-    /// Every account of the population with its expected totals.
+    /// Every account of the population as (role, index within the role, expected totals).
+    pub fn entries(&self) -> impl Iterator<Item = (Role, u32, Balance)> + '_ {
+        fn role(role: Role, balances: &[Balance]) -> impl Iterator<Item = (Role, u32, Balance)> {
+            balances.iter().zip(0_u32..).map(move |(&balance, index)| (role, index, balance))
+        }
+        role(Role::Member, &self.members)
+            .chain(role(Role::Merchant, &self.merchants))
+            .chain(role(Role::Stock, &self.stock))
+            .chain(role(Role::Delivered, &self.delivered))
+            .chain(role(Role::Issuance, std::slice::from_ref(&self.issuance)))
+            .chain(role(Role::Supply, std::slice::from_ref(&self.supply)))
+    }
+
+    /// Every account of the population with its id and expected totals.
     pub fn accounts<'a>(&'a self, ids: &'a Ids) -> impl Iterator<Item = Expected> + 'a {
-        let role = |role: Role, balances: &'a [Balance], id: fn(&Ids, u32) -> u128| {
-            balances.iter().zip(0_u32..).map(move |(&balance, index)| Expected {
-                id: id(ids, index),
-                role,
-                index,
-                balance,
-            })
-        };
-        role(Role::Member, &self.members, Ids::member)
-            .chain(role(Role::Merchant, &self.merchants, Ids::merchant))
-            .chain(role(Role::Stock, &self.stock, Ids::stock))
-            .chain(role(Role::Delivered, &self.delivered, Ids::delivered))
-            .chain(role(Role::Issuance, std::slice::from_ref(&self.issuance), |ids, _| {
-                ids.issuance()
-            }))
-            .chain(role(Role::Supply, std::slice::from_ref(&self.supply), |ids, _| ids.supply()))
+        self.entries().map(|(role, index, balance)| Expected {
+            id: role.id(ids, index),
+            role,
+            index,
+            balance,
+        })
     }
 }
 

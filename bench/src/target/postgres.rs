@@ -203,12 +203,12 @@ async fn verify_rows(client: &Client, model: &Model) -> Result<Vec<Check>, Bench
     let issued = read("SELECT id::bigint, issued FROM institution").await?;
     let mut checks = AccountChecks::default();
     let (mut points, mut units) = (0_i128, 0_i128);
-    // Rows are keyed by index; the ids passed here only satisfy the iterator.
-    for e in model.accounts(&crate::population::Ids::new(1)) {
-        let index = i64::from(e.index);
-        let net = i128::try_from(e.balance.credits).unwrap_or(i128::MAX)
-            - i128::try_from(e.balance.debits).unwrap_or(i128::MAX);
-        let (table, stored) = match e.role {
+    // Rows are keyed by role and index.
+    for (role, index, balance) in model.entries() {
+        let index = i64::from(index);
+        let net = i128::try_from(balance.credits).unwrap_or(i128::MAX)
+            - i128::try_from(balance.debits).unwrap_or(i128::MAX);
+        let (table, stored) = match role {
             Role::Member => ("members", members.get(&index)),
             Role::Merchant => ("merchants", merchants.get(&index)),
             Role::Stock => ("items.stock", stock.get(&index)),
@@ -217,13 +217,13 @@ async fn verify_rows(client: &Client, model: &Model) -> Result<Vec<Check>, Bench
             Role::Supply => continue,
         };
         // The issuance account's debits are what the institution issued.
-        let expected = if e.role == Role::Issuance { -net } else { net };
+        let expected = if role == Role::Issuance { -net } else { net };
         let stored = stored.copied().map(i128::from);
         checks.equal.expect(stored == Some(expected), || {
             format!("{table} {index}: stored {stored:?}, model {expected}")
         });
         let value = stored.unwrap_or(0);
-        match e.role {
+        match role {
             Role::Member => {
                 points += value;
                 checks.overdrawn.expect(value >= 0, || format!("member {index}: balance {value}"));

@@ -28,6 +28,30 @@ const CREATED: i32 = v1::CreateTransferStatus::Created as i32;
 const LINKED_EVENT_FAILED: i32 = v1::CreateTransferStatus::LinkedEventFailed as i32;
 const EXISTS: i32 = v1::CreateTransferStatus::Exists as i32;
 
+/// Sends `events` in requests of [`BULK_EVENTS`], [`BULK_CONCURRENCY`] at once; fails on
+/// a request error or on the first result `refused` names.
+async fn bulk<E, R, Fut>(
+    events: &[E],
+    send: impl Fn(Vec<E>) -> Fut,
+    refused: impl Fn(&R) -> Option<String> + Copy,
+) -> Result<(), BenchError>
+where
+    E: Clone,
+    Fut: Future<Output = Result<Vec<R>, tally_client::ClientError>>,
+{
+    stream::iter(events.chunks(BULK_EVENTS))
+        .map(|chunk| send(chunk.to_vec()))
+        .buffer_unordered(BULK_CONCURRENCY)
+        .map_err(BenchError::from)
+        .try_for_each(|results| async move {
+            match results.iter().find_map(refused) {
+                Some(reason) => Err(BenchError::Setup(reason)),
+                None => Ok(()),
+            }
+        })
+        .await
+}
+
 /// A Tally cluster under load.
 #[derive(Clone, Debug)]
 pub struct TallyTarget {
@@ -66,22 +90,16 @@ impl TallyTarget {
         accounts.extend((0..spec.merchants).map(|i| account(ids.merchant(i), POINTS_LEDGER, free)));
         accounts.extend((0..spec.items).map(|i| account(ids.stock(i), UNITS_LEDGER, limited)));
         accounts.extend((0..spec.items).map(|i| account(ids.delivered(i), UNITS_LEDGER, free)));
-        let chunks: Vec<Vec<v1::Account>> =
-            accounts.chunks(BULK_EVENTS).map(<[v1::Account]>::to_vec).collect();
-        stream::iter(chunks)
-            .map(|chunk| self.client.create_accounts(chunk))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .map_err(BenchError::from)
-            .try_for_each(|results| async move {
-                match results.iter().find(|r| !account_succeeded(r.status)) {
-                    Some(r) => Err(BenchError::Setup(format!(
-                        "an account was not created: {}",
-                        account_status_name(r.status)
-                    ))),
-                    None => Ok(()),
-                }
-            })
-            .await?;
+        bulk(
+            &accounts,
+            |chunk| self.client.create_accounts(chunk),
+            |r| {
+                (!account_succeeded(r.status)).then(|| {
+                    format!("an account was not created: {}", account_status_name(r.status))
+                })
+            },
+        )
+        .await?;
 
         let mut transfers: Vec<v1::Transfer> = (0..spec.items)
             .map(|i| v1::Transfer {
@@ -106,22 +124,16 @@ impl TallyTarget {
                 reference: 0,
             })
         }));
-        let chunks: Vec<Vec<v1::Transfer>> =
-            transfers.chunks(BULK_EVENTS).map(<[v1::Transfer]>::to_vec).collect();
-        stream::iter(chunks)
-            .map(|chunk| self.client.create_transfers(chunk))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .map_err(BenchError::from)
-            .try_for_each(|results| async move {
-                match results.iter().find(|r| !transfer_succeeded(r.status)) {
-                    Some(r) => Err(BenchError::Setup(format!(
-                        "a setup transfer was not created: {}",
-                        transfer_status_name(r.status)
-                    ))),
-                    None => Ok(()),
-                }
-            })
-            .await
+        bulk(
+            &transfers,
+            |chunk| self.client.create_transfers(chunk),
+            |r| {
+                (!transfer_succeeded(r.status)).then(|| {
+                    format!("a setup transfer was not created: {}", transfer_status_name(r.status))
+                })
+            },
+        )
+        .await
     }
 
     /// The transfers of a write operation, exactly as sent.

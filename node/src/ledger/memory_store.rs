@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use rustc_hash::{FxHashMap, FxHashSet};
-
+use super::split_map::{SplitMap, SplitSet};
 use super::store::{Expiry, LedgerStore};
 use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, TransferId};
 
@@ -44,17 +43,17 @@ impl TransferEntry {
 /// The in-memory ledger store.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    accounts: FxHashMap<AccountId, AccountEntry>,
-    account_timestamps: FxHashSet<u64>,
+    accounts: SplitMap<AccountId, AccountEntry>,
+    account_timestamps: SplitSet<u64>,
     account_timestamp_max: u64,
     /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
-    balances: FxHashMap<AccountId, Vec<AccountBalance>>,
+    balances: SplitMap<AccountId, Vec<AccountBalance>>,
     /// Every transfer, in ascending timestamp order (inserts only ever append).
     transfers: Vec<TransferEntry>,
     /// Transfer id to its index in `transfers`.
-    transfer_index: FxHashMap<TransferId, u32>,
-    failed_ids: FxHashSet<TransferId>,
-    pending_statuses: FxHashMap<u64, PendingStatus>,
+    transfer_index: SplitMap<TransferId, u32>,
+    failed_ids: SplitSet<TransferId>,
+    pending_statuses: SplitMap<u64, PendingStatus>,
     expiries: BTreeSet<Expiry>,
     timestamp_last: u64,
 }
@@ -106,7 +105,8 @@ impl LedgerStore for MemoryStore {
     fn account_insert(&mut self, account: &Account) {
         let entry = AccountEntry { account: *account, transfer_last: NONE };
         assert!(self.accounts.insert(account.id, entry).is_none(), "account inserted twice");
-        assert!(self.account_timestamps.insert(account.timestamp), "account timestamp reused");
+        let reused = self.account_timestamps.insert(account.timestamp, ()).is_some();
+        assert!(!reused, "account timestamp reused");
         self.account_timestamp_max = self.account_timestamp_max.max(account.timestamp);
     }
 
@@ -122,12 +122,13 @@ impl LedgerStore for MemoryStore {
         assert!(!self.balances.contains_key(&id));
         self.account_timestamps.remove(&entry.account.timestamp);
         if entry.account.timestamp == self.account_timestamp_max {
-            self.account_timestamp_max = self.account_timestamps.iter().copied().max().unwrap_or(0);
+            self.account_timestamp_max =
+                self.account_timestamps.iter().map(|(&t, ())| t).max().unwrap_or(0);
         }
     }
 
     fn account_timestamp_exists(&self, timestamp: u64) -> bool {
-        self.account_timestamps.contains(&timestamp)
+        self.account_timestamps.contains_key(&timestamp)
     }
 
     fn account_timestamp_max(&self) -> u64 {
@@ -165,12 +166,12 @@ impl LedgerStore for MemoryStore {
     }
 
     fn transfer_failed(&self, id: TransferId) -> bool {
-        !self.failed_ids.is_empty() && self.failed_ids.contains(&id)
+        !self.failed_ids.is_empty() && self.failed_ids.contains_key(&id)
     }
 
     fn transfer_failed_insert(&mut self, id: TransferId) {
         assert!(!self.transfer_index.contains_key(&id), "a created transfer's id cannot fail");
-        self.failed_ids.insert(id);
+        self.failed_ids.insert(id, ());
     }
 
     fn pending_status(&self, pending_timestamp: u64) -> Option<PendingStatus> {
@@ -292,7 +293,7 @@ impl LedgerStore for MemoryStore {
     }
 
     fn visit_failed_ids(&self, visit: &mut dyn FnMut(TransferId)) {
-        let sorted: BTreeSet<_> = self.failed_ids.iter().copied().collect();
+        let sorted: BTreeSet<_> = self.failed_ids.iter().map(|(&id, ())| id).collect();
         sorted.into_iter().for_each(visit);
     }
 

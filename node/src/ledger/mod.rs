@@ -11,7 +11,8 @@
 //! - [`transfer`] — `Transfer`, its flags and the pending-transfer life cycle.
 //! - [`status`] — per-event result codes, TigerBeetle's names, values and precedence.
 //! - [`filter`] — `AccountFilter` for the per-account queries.
-//! - [`store`] — the `LedgerStore` trait; [`memory_store`] is the in-memory implementation.
+//! - [`store`] — the `LedgerStore` trait; [`memory_store`] is the in-memory implementation,
+//!   its hash maps [`split_map::SplitMap`]s (growth never stalls apply for long).
 //! - `state_machine` — batches, timestamps, linked chains, expiry sweep.
 //! - `create_account`, `create_transfer`, `post_void` — the rules for one event each.
 //! - `scope` — every write, with undo for linked chains and the conservation tally.
@@ -34,6 +35,7 @@ pub mod memory_store;
 mod post_void;
 mod query;
 mod scope;
+pub mod split_map;
 mod state_machine;
 pub mod status;
 pub mod store;

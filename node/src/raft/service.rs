@@ -121,7 +121,7 @@ impl RaftService for RaftServer {
             }
             data.extend_from_slice(&chunk.data);
         }
-        let snapshot = Snapshot { meta, snapshot: data };
+        let snapshot = Snapshot { meta, snapshot: data.into() };
         let response = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| stopped(&e))?;
         reply(shard_id, &response.vote)
     }

@@ -6,16 +6,19 @@
 //! membership) in ONE RocksDB `WriteBatch`: every `raft.checkpoint_writes` journal writes, on
 //! a membership change, and before every snapshot. Apply only takes the journal (O(1)); the
 //! shard's [`Checkpointer`] thread encodes and writes checkpoints in order, so apply never
-//! waits on RocksDB. After a crash the ledger on disk is
-//! exactly the state after some applied log id, and Raft re-applies the committed entries
-//! after it from its fsynced log (which is never purged past the last checkpoint, because
-//! purge follows snapshots). Callers are answered once their entry is committed (fsynced on
-//! a majority) and applied in memory: the log, not the checkpoint, is what makes an
-//! acknowledged transfer durable.
+//! waits on RocksDB. Checkpoints are written without RocksDB's write-ahead log (the Raft log
+//! already holds what they cover) and reach disk with the next atomic memtable flush. After
+//! a crash the ledger on disk is exactly the state after some applied log id, and Raft
+//! re-applies the committed entries after it from its fsynced log, which is never purged
+//! past a persisted checkpoint: purge follows snapshots, and a snapshot flushes its
+//! checkpoint to disk before it is reported built. Callers are answered once their entry
+//! is committed (fsynced on a majority) and applied in memory: the log, not the
+//! checkpoint, is what makes an acknowledged transfer durable.
 //!
-//! Snapshots are the shard's `ledger` records read from a RocksDB snapshot taken under the
-//! same lock as the applied log id, so data and metadata always match. Installing one
-//! replaces the shard's records, applied id and membership in one write and reloads.
+//! Snapshots are the shard's `ledger` records read from a RocksDB snapshot taken right after
+//! the checkpoint of their applied log id is written (the checkpoint writer pauses for it),
+//! so data and metadata always match; apply goes on meanwhile. Installing one replaces the
+//! shard's records, applied id and membership in one write and reloads.
 
 use std::io;
 use std::sync::Arc;
@@ -54,7 +57,8 @@ pub struct Ledger {
 pub type SharedLedger = Arc<RwLock<Ledger>>;
 
 /// A snapshot's bytes: the shard's `ledger` records, framed, with a SHA-256 trailer.
-pub type SnapshotData = Vec<u8>;
+/// Shared, not copied, between the cache, replication and install.
+pub type SnapshotData = bytes::Bytes;
 
 /// openraft's view of one shard's state machine.
 #[derive(Clone, Debug)]
@@ -232,15 +236,15 @@ impl Checkpoint {
         }
     }
 
-    /// Writes it as ONE RocksDB `WriteBatch`, without fsync: the entries are already
-    /// durable in the Raft log (never purged past the last checkpoint: purge follows
-    /// snapshots, and a snapshot writes its checkpoint first), and a crash before the next
-    /// WAL fsync only makes Raft re-apply them.
+    /// Writes it as ONE RocksDB `WriteBatch`, without the write-ahead log: the entries are
+    /// already durable in the Raft log (never purged past a persisted checkpoint: purge
+    /// follows snapshots, and a snapshot flushes its checkpoint first), and a crash before
+    /// the next memtable flush only makes Raft re-apply them.
     ///
     /// # Errors
     /// The encoding of the applied id or the RocksDB write failed (the node must stop).
     pub fn write(self, storage: &Storage) -> io::Result<()> {
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::with_capacity_bytes(self.journal.bytes_max());
         self.journal.write_into(&mut batch, storage.cf(CF_LEDGER));
         let applied_cf = storage.cf(CF_APPLIED);
         batch.put_cf(applied_cf, keys::meta(self.shard, MetaKind::Applied), encode(&self.applied)?);
@@ -251,7 +255,7 @@ impl Checkpoint {
                 encode(membership)?,
             );
         }
-        storage.db().write(batch).map_err(io::Error::other)
+        storage.write_unlogged(batch).map_err(io::Error::other)
     }
 }
 
@@ -271,6 +275,9 @@ enum Job {
     Write(Checkpoint),
     /// Answered once every job before it is done.
     Barrier(crossbeam_channel::Sender<io::Result<()>>),
+    /// Answered once every job before it is done; then the writer waits until the
+    /// receiver is told (or dropped) to go on.
+    Pause(crossbeam_channel::Sender<io::Result<()>>, crossbeam_channel::Receiver<()>),
 }
 
 /// Writes one shard's checkpoints in a thread of its own, in the order submitted, so apply
@@ -306,6 +313,12 @@ impl Checkpointer {
                     Job::Barrier(done) => {
                         let _ = done.send(Self::check(&failed_writer));
                     }
+                    Job::Pause(done, resume) => {
+                        if done.send(Self::check(&failed_writer)).is_ok() {
+                            // Ok (told) or Err (the pauser is gone): go on either way.
+                            let _ = resume.recv();
+                        }
+                    }
                 }
             }
         })?;
@@ -340,6 +353,35 @@ impl Checkpointer {
         let (done, wait) = crossbeam_channel::bounded(1);
         self.tx.send(Job::Barrier(done)).map_err(|_| Self::stopped())?;
         wait.recv().map_err(|_| Self::stopped())?
+    }
+
+    /// Queues a pause after the checkpoints submitted before (blocks like [`Self::submit`]).
+    /// [`Pause::wait`] returns once they are written; the writer then writes nothing more
+    /// until the [`Pause`] is dropped.
+    ///
+    /// # Errors
+    /// The writer stopped.
+    pub fn pause(&self) -> io::Result<Pause> {
+        let (done, written) = crossbeam_channel::bounded(1);
+        let (resume, resumed) = crossbeam_channel::bounded(1);
+        self.tx.send(Job::Pause(done, resumed)).map_err(|_| Self::stopped())?;
+        Ok(Pause { written, _resume: resume })
+    }
+}
+
+/// A queued pause of a [`Checkpointer`]; dropping it lets the writer go on.
+pub struct Pause {
+    written: crossbeam_channel::Receiver<io::Result<()>>,
+    _resume: crossbeam_channel::Sender<()>,
+}
+
+impl Pause {
+    /// Waits until every checkpoint submitted before the pause is written.
+    ///
+    /// # Errors
+    /// A write failed, or the writer stopped.
+    pub fn wait(&self) -> io::Result<()> {
+        self.written.recv().map_err(|_| Checkpointer::stopped())?
     }
 }
 
@@ -444,20 +486,26 @@ fn build(
     ledger: &RwLock<Ledger>,
 ) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
     let db = storage.db();
-    let (meta, view) = {
+    let (meta, pause) = {
         let mut ledger = ledger.write();
-        // The snapshot is read from RocksDB: write the checkpoint it needs first (always,
-        // so the persisted applied id is the snapshot's even when entries changed nothing).
-        // Log purge follows the snapshot, so the log always covers the last checkpoint.
-        // Written through the writer, after the checkpoints queued before it.
+        // The snapshot is read from RocksDB: checkpoint the applied state first (always, so
+        // the persisted applied id is the snapshot's even when entries changed nothing),
+        // through the writer after the checkpoints queued before it, and pause the writer
+        // right after it. The lock is released before the writes are waited for.
         checkpointer.submit(Checkpoint::take(&mut ledger, false))?;
-        checkpointer.barrier()?;
+        let pause = checkpointer.pause()?;
         let meta = SnapshotMetaOf::<TypeConfig> {
             last_log_id: ledger.applied,
             last_membership: ledger.membership.clone(),
         };
-        (meta, db.snapshot())
+        (meta, pause)
     };
+    pause.wait()?;
+    // Exactly the checkpoint of `meta`: the writer waits until the view is taken.
+    let view = db.snapshot();
+    drop(pause);
+    // Log purge follows a snapshot: its checkpoint (and any after it) must be on disk.
+    storage.flush_state().map_err(io::Error::other)?;
     let (start, end) = keys::shard_range(shard);
     let mut options = ReadOptions::default();
     options.set_snapshot(&view);
@@ -468,7 +516,7 @@ fn build(
         let (key, value) = item.map_err(io::Error::other)?;
         writer.push(&key, &value);
     }
-    Ok(SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: writer.finish() })
+    Ok(SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: writer.finish().into() })
 }
 
 /// Replaces the shard's ledger with the snapshot's, in one write, then reloads it.

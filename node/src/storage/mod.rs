@@ -11,8 +11,14 @@
 //!   flushed to Raft only after an explicit `flush_wal(true)` (fsync) that covers it, and
 //!   a vote is fsynced before `save_vote` returns. Because the WAL is one ordered file, an
 //!   fsync also makes every earlier write durable (state-machine batches included).
-//! - A state-machine batch and its applied log id are one `WriteBatch`: after a crash
-//!   either both are on disk or neither, and Raft re-applies from the applied log id.
+//! - A state-machine checkpoint (ledger records and the applied log id, two column
+//!   families) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log already
+//!   holds every entry it covers, so logging the same changes twice would only double the
+//!   bytes written and fsynced. The DB uses `atomic_flush`, so every flush persists all
+//!   column families at one sequence point: after a crash a checkpoint is either wholly on
+//!   disk or wholly absent, and Raft re-applies from the persisted applied log id. Before
+//!   the log may be purged up to a snapshot, [`Storage::flush_state`] persists the
+//!   checkpoint the snapshot was read from.
 //! - A RocksDB error while writing stops the node (the caller panics or returns a fatal
 //!   error); it never guesses.
 //!
@@ -25,7 +31,10 @@ pub mod records;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, FlushOptions, Options, WriteBatch,
+    WriteOptions,
+};
 
 /// Column family of Raft log entries.
 pub const CF_RAFT_LOG: &str = "raft_log";
@@ -59,6 +68,10 @@ impl Storage {
         // not stall writes (and with them every fsync and apply).
         options.set_max_write_buffer_number(4);
         options.set_max_background_jobs(2);
+        // Checkpoints skip the WAL: every flush must cover all column families at once,
+        // or a crash could leave ledger records without their applied log id (or the
+        // reverse).
+        options.set_atomic_flush(true);
         // Bounded disk use for RocksDB's own logs.
         options.set_max_log_file_size(16 << 20);
         options.set_keep_log_file_num(4);
@@ -94,6 +107,29 @@ impl Storage {
     #[must_use]
     pub fn cf(&self, name: &str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("column family opened at start")
+    }
+
+    /// Writes a state-machine checkpoint without the write-ahead log (see the module docs):
+    /// it reaches disk with the next flush of the memtables, atomically.
+    ///
+    /// # Errors
+    /// The write failed; the caller must stop the node.
+    pub fn write_unlogged(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options)
+    }
+
+    /// Persists every unlogged checkpoint written so far: flushes the memtables of the
+    /// state-machine column families (`ledger`, `applied`; one atomic flush) and waits.
+    ///
+    /// # Errors
+    /// The flush failed; the caller must stop the node.
+    pub fn flush_state(&self) -> Result<(), rocksdb::Error> {
+        let families = [self.cf(CF_LEDGER), self.cf(CF_APPLIED)];
+        let mut options = FlushOptions::default();
+        options.set_wait(true);
+        self.db.flush_cfs_opt(&families, &options)
     }
 
     /// Makes every write so far durable (fsync of the write-ahead log).

@@ -28,13 +28,17 @@ election_timeout_max_ms = 600
 
 /// As [`FAST_RAFT`], with a ledger checkpoint every 7 journal writes (a prime, so
 /// checkpoints fall inside requests and entries): a crash always leaves some applied
-/// entries after the last checkpoint, which recovery must re-apply from the log.
+/// entries after the last checkpoint, which recovery must re-apply from the log. A
+/// snapshot (and log purge) every 5 entries: the log is purged many times, so a restart
+/// finds its entries only if every snapshot's checkpoint was on disk before the purge.
 pub const OFTEN_CHECKPOINTED: &str = "
 [raft]
 heartbeat_interval_ms = 50
 election_timeout_min_ms = 300
 election_timeout_max_ms = 600
 checkpoint_writes = 7
+snapshot_logs_since_last = 5
+logs_to_keep_after_snapshot = 1
 ";
 
 /// As [`FAST_RAFT`], with a snapshot every 20 entries keeping 5: a node that misses more
