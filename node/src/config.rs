@@ -64,7 +64,9 @@ pub struct Member {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftConfig {
-    /// Leader heartbeat interval, milliseconds.
+    /// Leader heartbeat interval, milliseconds (default 100; with elections after 1-2 s:
+    /// etcd's defaults. Shorter election timeouts fail over sooner but elect spuriously
+    /// when a loaded machine delays heartbeats: 300-600 ms did under peak load on 2 cores).
     pub heartbeat_interval_ms: u64,
     /// Smallest election timeout, milliseconds (> heartbeat).
     pub election_timeout_min_ms: u64,
@@ -135,9 +137,9 @@ impl Default for NodeConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
             snapshot_logs_since_last: 20_000,
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 64,
@@ -610,7 +612,7 @@ mod tests {
         let error = with("[raft]\nelection_timeout_min_ms = 50").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "raft.election_timeout_min_ms: must be greater than raft.heartbeat_interval_ms (50)"
+            "raft.election_timeout_min_ms: must be greater than raft.heartbeat_interval_ms (100)"
         );
     }
 
@@ -706,9 +708,9 @@ mod tests {
             "bootstrap=[]",
             "request_timeout_ms=10000",
             "pulse_interval_ms=100",
-            "raft.heartbeat_interval_ms=50",
-            "raft.election_timeout_min_ms=300",
-            "raft.election_timeout_max_ms=600",
+            "raft.heartbeat_interval_ms=100",
+            "raft.election_timeout_min_ms=1000",
+            "raft.election_timeout_max_ms=2000",
             "raft.snapshot_logs_since_last=20000",
             "raft.logs_to_keep_after_snapshot=1000",
             "raft.append_entries_max=64",

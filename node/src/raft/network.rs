@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -31,9 +33,13 @@ use crate::storage::keys::ShardId;
 /// How long a connection attempt to a peer may take.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Least time an AppendEntries that carries entries may take. openraft gives replication
-/// RPCs one heartbeat interval, which a full batch (megabytes, plus the follower's fsync)
-/// can exceed on a busy machine; timing it out would only resend the same bytes.
+/// Least time an AppendEntries may take. openraft gives replication RPCs and heartbeats one
+/// heartbeat interval (50 ms by default), which a full batch (megabytes, plus the
+/// follower's fsync), or even an empty append on a CPU-starved machine, can exceed: timing
+/// it out would only resend the same bytes. A timed-out RPC is reported as
+/// `RPCError::Timeout`, not `Unreachable`: openraft backs replication to an unreachable
+/// peer off for 200 ms to 1 s, which a peer that is merely slow must not cost (measured:
+/// 0.5-1 s commit stalls under peak load when both followers were marked unreachable).
 pub const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 
 /// Lazily connected channels to peers, by address, shared by all groups of a node.
@@ -61,15 +67,16 @@ impl Channels {
 /// Creates one [`Connection`] per peer for a shard's group.
 #[derive(Clone, Debug)]
 pub struct Network {
+    id: NodeId,
     shard: ShardId,
     channels: Channels,
 }
 
 impl Network {
-    /// The network of `shard`'s group, over the node's shared channels.
+    /// The network of node `id`'s replica of `shard`'s group, over the node's shared channels.
     #[must_use]
-    pub fn new(shard: ShardId, channels: Channels) -> Self {
-        Self { shard, channels }
+    pub fn new(id: NodeId, shard: ShardId, channels: Channels) -> Self {
+        Self { id, shard, channels }
     }
 }
 
@@ -78,6 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
+            id: self.id,
             shard: self.shard,
             target,
             addr: node.addr.clone(),
@@ -89,6 +97,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// A shard group's connection to one peer.
 #[derive(Debug)]
 pub struct Connection {
+    id: NodeId,
     shard: ShardId,
     target: NodeId,
     addr: String,
@@ -105,16 +114,23 @@ fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
     RPCError::Network(NetworkError::new(e))
 }
 
-fn status_error(status: &tonic::Status) -> RpcError {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            unreachable(status)
-        }
-        _ => network(status),
-    }
-}
-
 impl Connection {
+    /// A failed call as openraft should see it: a timeout (tonic's own deadline is
+    /// `Cancelled`, the server's `DeadlineExceeded`) is a `Timeout`, a refused or broken
+    /// connection `Unreachable`, anything else a `Network` error.
+    fn status_error(&self, status: &tonic::Status, action: RPCTypes, ttl: Duration) -> RpcError {
+        match status.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+                action,
+                id: self.id,
+                target: self.target,
+                timeout: ttl,
+            }),
+            tonic::Code::Unavailable => unreachable(status),
+            _ => network(status),
+        }
+    }
+
     fn client(&self) -> Result<RaftServiceClient<Channel>, RpcError> {
         let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftServiceClient::new(channel)
@@ -129,6 +145,7 @@ impl Connection {
     async fn call<Req, Resp, F, Fut>(
         &self,
         req: &Req,
+        action: RPCTypes,
         ttl: Duration,
         rpc: F,
     ) -> Result<Resp, RpcError>
@@ -140,7 +157,8 @@ impl Connection {
     {
         let mut request = tonic::Request::new(self.message(req)?);
         request.set_timeout(ttl);
-        let reply = rpc(self.client()?, request).await.map_err(|s| status_error(&s))?;
+        let reply =
+            rpc(self.client()?, request).await.map_err(|s| self.status_error(&s, action, ttl))?;
         decode(&reply.into_inner().payload).map_err(|e| network(&e))
     }
 }
@@ -153,12 +171,11 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
-        let ttl = if rpc.entries.is_empty() {
-            option.hard_ttl()
-        } else {
-            option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN)
-        };
-        self.call(&rpc, ttl, |mut c, r| async move { c.append_entries(r).await }).await
+        let ttl = option.hard_ttl().max(APPEND_ENTRIES_TIMEOUT_MIN);
+        self.call(&rpc, RPCTypes::AppendEntries, ttl, |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
     async fn vote(
@@ -166,7 +183,13 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await }).await
+        self.call(
+            &rpc,
+            RPCTypes::Vote,
+            option.hard_ttl(),
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
     }
 
     async fn pre_vote(
@@ -174,7 +197,13 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RpcError> {
-        self.call(&rpc, option.hard_ttl(), |mut c, r| async move { c.pre_vote(r).await }).await
+        self.call(
+            &rpc,
+            RPCTypes::Vote,
+            option.hard_ttl(),
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
+        .await
     }
 
     async fn transfer_leader(
@@ -182,8 +211,10 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         req: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RpcError> {
-        self.call(&req, option.hard_ttl(), |mut c, r| async move { c.transfer_leader(r).await })
-            .await
+        self.call(&req, RPCTypes::TransferLeader, option.hard_ttl(), |mut c, r| async move {
+            c.transfer_leader(r).await
+        })
+        .await
     }
 
     async fn full_snapshot(

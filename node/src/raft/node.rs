@@ -135,7 +135,7 @@ pub async fn start(
         .map_err(|e| e.to_string())?
         .checkpoint_every(config.checkpoint_writes);
     let ledger = sm.ledger();
-    let network = Network::new(shard, channels);
+    let network = Network::new(node_id, shard, channels);
     let raft =
         Raft::new(node_id, raft_config, network, log, sm).await.map_err(|e| e.to_string())?;
     Ok(Replica { shard, raft, ledger })
