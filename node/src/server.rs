@@ -140,6 +140,11 @@ pub async fn run(
     let _ = pulse_task.await;
     replica.shutdown().await;
     batcher_task.abort();
+    // Persist the last checkpoints (written without the WAL) so that a clean restart does
+    // not re-apply the log since the last flush, then make the log's tail durable.
+    if let Err(e) = storage.flush_state() {
+        tracing::error!(error = %e, "final flush of the ledger failed; the next start re-applies from the log");
+    }
     if let Err(e) = storage.sync() {
         tracing::error!(error = %e, "final WAL fsync failed");
     }

@@ -256,9 +256,12 @@ impl LedgerStore for MemoryStore {
 
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
         assert!(self.accounts.contains_key(&account));
-        let balances = self.balances.entry(account).or_default();
-        assert!(balances.last().is_none_or(|last| last.timestamp < balance.timestamp));
-        balances.push(*balance);
+        if let Some(balances) = self.balances.get_mut(&account) {
+            assert!(balances.last().is_none_or(|last| last.timestamp < balance.timestamp));
+            balances.push(*balance);
+        } else {
+            self.balances.insert(account, vec![*balance]);
+        }
     }
 
     fn balance_pop(&mut self, account: AccountId, timestamp: u64) {

@@ -7,9 +7,11 @@
 //! its own, so one insert moves at most 1/[`PARTS`] of the entries. Lookups cost one extra
 //! hash of the key (FxHash: a few multiplications).
 //!
-//! The part is chosen by bits 32..40 of the hash. Inside a part hashbrown uses the low bits
-//! (bucket index, below 2^32 buckets) and the top 7 bits (tag), so the parts do not skew
-//! the tables they hold. Iteration order is part by part, unspecified like any hash map's:
+//! The part is chosen by bits 49..57 of the hash. Inside a part hashbrown uses the low bits
+//! (bucket index, below 2^49 buckets) and the top 7 bits 57..64 (tag), so the parts do not
+//! skew the tables they hold. rustc-hash 2 rotates its product left by 26, so these are
+//! bits 23..31 of the multiplication: mixed from the low 31 bits of every word hashed, which
+//! is where sequential ids and timestamps differ. Iteration order is part by part, unspecified like any hash map's:
 //! callers that output in order sort first.
 
 use std::borrow::Borrow;
@@ -24,6 +26,8 @@ pub const PARTS: usize = 256;
 #[derive(Clone, Debug)]
 pub struct SplitMap<K, V> {
     parts: Box<[FxHashMap<K, V>]>,
+    /// Entries held (so `len` and `is_empty` do not visit every part).
+    len: usize,
 }
 
 /// A [`SplitMap`] used as a set.
@@ -31,13 +35,13 @@ pub type SplitSet<K> = SplitMap<K, ()>;
 
 impl<K, V> Default for SplitMap<K, V> {
     fn default() -> Self {
-        Self { parts: (0..PARTS).map(|_| FxHashMap::default()).collect() }
+        Self { parts: (0..PARTS).map(|_| FxHashMap::default()).collect(), len: 0 }
     }
 }
 
 fn part_of<Q: Hash + ?Sized>(key: &Q) -> usize {
     // `as usize` keeps 8 bits after the mask: PARTS = 256.
-    ((FxBuildHasher.hash_one(key) >> 32) as usize) & (PARTS - 1)
+    ((FxBuildHasher.hash_one(key) >> 49) as usize) & (PARTS - 1)
 }
 
 impl<K: Hash + Eq, V> SplitMap<K, V> {
@@ -67,7 +71,9 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
 
     /// Inserts `value` at `key`, returning the value it replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.parts[part_of(&key)].insert(key, value)
+        let replaced = self.parts[part_of(&key)].insert(key, value);
+        self.len += usize::from(replaced.is_none());
+        replaced
     }
 
     /// Removes `key`, returning its value.
@@ -75,22 +81,19 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.parts[part_of(key)].remove(key)
-    }
-
-    /// The entry of `key`.
-    pub fn entry(&mut self, key: K) -> std::collections::hash_map::Entry<'_, K, V> {
-        self.parts[part_of(&key)].entry(key)
+        let removed = self.parts[part_of(key)].remove(key);
+        self.len -= usize::from(removed.is_some());
+        removed
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.parts.iter().map(FxHashMap::len).sum()
+        self.len
     }
 
     /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
-        self.parts.iter().all(FxHashMap::is_empty)
+        self.len == 0
     }
 
     /// Every entry, in no particular order.
@@ -107,6 +110,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     /// Removes every entry, keeping the memory.
     pub fn clear(&mut self) {
         self.parts.iter_mut().for_each(FxHashMap::clear);
+        self.len = 0;
     }
 }
 
@@ -138,6 +142,7 @@ mod tests {
         assert!(!map.contains_key(&8));
         assert_eq!(map.len(), 199_999);
         assert_eq!(map.iter().count(), 199_999);
+        assert_eq!(map.parts.iter().map(FxHashMap::len).sum::<usize>(), 199_999);
         let mean = 199_999 / PARTS;
         let max = map.parts.iter().map(FxHashMap::len).max().unwrap();
         let min = map.parts.iter().map(FxHashMap::len).min().unwrap();
@@ -147,5 +152,7 @@ mod tests {
         timestamps.extend((1_700_000_000_000_000_000..).step_by(1).take(100_000).map(|t| (t, ())));
         let max = timestamps.parts.iter().map(FxHashMap::len).max().unwrap();
         assert!(max * 4 <= (100_000 / PARTS) * 5, "largest part {max}");
+        timestamps.clear();
+        assert!(timestamps.is_empty() && timestamps.iter().next().is_none());
     }
 }

@@ -33,13 +33,15 @@ use crate::storage::keys::ShardId;
 /// How long a connection attempt to a peer may take.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Least time an AppendEntries may take. openraft gives replication RPCs and heartbeats one
-/// heartbeat interval (50 ms by default), which a full batch (megabytes, plus the
+/// Least time an AppendEntries sent by replication may take. openraft gives replication
+/// RPCs one heartbeat interval (100 ms by default), which a full batch (megabytes, plus the
 /// follower's fsync), or even an empty append on a CPU-starved machine, can exceed: timing
-/// it out would only resend the same bytes. A timed-out RPC is reported as
-/// `RPCError::Timeout`, not `Unreachable`: openraft backs replication to an unreachable
-/// peer off for 200 ms to 1 s, which a peer that is merely slow must not cost (measured:
-/// 0.5-1 s commit stalls under peak load when both followers were marked unreachable).
+/// it out would only resend the same bytes. (Heartbeats are cut at one interval by openraft
+/// itself whatever this says; a late heartbeat only logs a warning, and the election
+/// timeout is what tolerates it.) A timed-out RPC is reported as `RPCError::Timeout`, not
+/// `Unreachable`: openraft backs replication to an unreachable peer off for 200 ms to 1 s,
+/// which a peer that is merely slow must not cost (measured: 0.5-1 s commit stalls under
+/// peak load when both followers were marked unreachable).
 pub const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 
 /// Lazily connected channels to peers, by address, shared by all groups of a node.
@@ -114,19 +116,31 @@ fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
     RPCError::Network(NetworkError::new(e))
 }
 
+/// Whether tonic's own request deadline (`TimeoutExpired`) is in `status`'s error chain.
+fn caused_by_timeout(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 impl Connection {
-    /// A failed call as openraft should see it: a timeout (tonic's own deadline is
-    /// `Cancelled`, the server's `DeadlineExceeded`) is a `Timeout`, a refused or broken
-    /// connection `Unreachable`, anything else a `Network` error.
+    /// A failed call as openraft should see it: a timeout (tonic's own deadline, a
+    /// `Cancelled` status caused by `TimeoutExpired`; or the server's `DeadlineExceeded`) is
+    /// a `Timeout`; a refused, closed or reset connection (`Unavailable`, any other
+    /// `Cancelled`) is `Unreachable`; anything else a `Network` error.
     fn status_error(&self, status: &tonic::Status, action: RPCTypes, ttl: Duration) -> RpcError {
+        let timeout = || {
+            RPCError::Timeout(Timeout { action, id: self.id, target: self.target, timeout: ttl })
+        };
         match status.code() {
-            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
-                action,
-                id: self.id,
-                target: self.target,
-                timeout: ttl,
-            }),
-            tonic::Code::Unavailable => unreachable(status),
+            tonic::Code::DeadlineExceeded => timeout(),
+            tonic::Code::Cancelled if caused_by_timeout(status) => timeout(),
+            tonic::Code::Cancelled | tonic::Code::Unavailable => unreachable(status),
             _ => network(status),
         }
     }
@@ -253,5 +267,34 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 Ok(SnapshotResponse { vote })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_deadline_is_a_timeout() {
+        // Proves the mapping openraft's backoff depends on: tonic's own deadline and the
+        // server's DeadlineExceeded are timeouts (no unreachable-peer backoff); a reset or
+        // refused connection is unreachable; anything else is a network error.
+        let connection = Connection {
+            id: 1,
+            shard: ShardId(0),
+            target: 2,
+            addr: "127.0.0.1:1".into(),
+            channels: Channels::default(),
+        };
+        let ttl = Duration::from_millis(100);
+        let map =
+            |status: tonic::Status| connection.status_error(&status, RPCTypes::AppendEntries, ttl);
+        let deadline = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(deadline.code(), tonic::Code::Cancelled);
+        assert!(matches!(map(deadline), RPCError::Timeout(t) if t.timeout == ttl && t.target == 2));
+        assert!(matches!(map(tonic::Status::deadline_exceeded("late")), RPCError::Timeout(_)));
+        assert!(matches!(map(tonic::Status::cancelled("stream reset")), RPCError::Unreachable(_)));
+        assert!(matches!(map(tonic::Status::unavailable("refused")), RPCError::Unreachable(_)));
+        assert!(matches!(map(tonic::Status::internal("bug")), RPCError::Network(_)));
     }
 }

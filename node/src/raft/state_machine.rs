@@ -57,7 +57,7 @@ pub struct Ledger {
 pub type SharedLedger = Arc<RwLock<Ledger>>;
 
 /// A snapshot's bytes: the shard's `ledger` records, framed, with a SHA-256 trailer.
-/// Shared, not copied, between the cache, replication and install.
+/// Shared, not copied, between the cache and install (replication sends it in chunks).
 pub type SnapshotData = bytes::Bytes;
 
 /// openraft's view of one shard's state machine.

@@ -7,16 +7,19 @@
 //! - `applied` — the last applied log id and membership of each shard's state machine.
 //!
 //! Durability rules (docs/ARCHITECTURE.md, "Durability"):
-//! - Writes go to RocksDB's write-ahead log without fsync; a log append is reported
-//!   flushed to Raft only after an explicit `flush_wal(true)` (fsync) that covers it, and
-//!   a vote is fsynced before `save_vote` returns. Because the WAL is one ordered file, an
-//!   fsync also makes every earlier write durable (state-machine batches included).
+//! - Raft log appends, votes and snapshot installs go to RocksDB's write-ahead log without
+//!   fsync; a log append is reported flushed to Raft only after an explicit
+//!   `flush_wal(true)` (fsync) that covers it, a vote is fsynced before `save_vote` returns,
+//!   and an install before it returns. Because the WAL is one ordered file, an fsync makes
+//!   every earlier logged write durable.
 //! - A state-machine checkpoint (ledger records and the applied log id, two column
 //!   families) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log already
 //!   holds every entry it covers, so logging the same changes twice would only double the
-//!   bytes written and fsynced. The DB uses `atomic_flush`, so every flush persists all
-//!   column families at one sequence point: after a crash a checkpoint is either wholly on
-//!   disk or wholly absent, and Raft re-applies from the persisted applied log id. Before
+//!   bytes written and fsynced. The DB uses `atomic_flush`: a flush persists the column
+//!   families it covers at one sequence point (an automatic flush covers every family
+//!   holding data; [`Storage::flush_state`] covers `ledger` and `applied` together), so
+//!   after a crash a checkpoint is either wholly on disk or wholly absent, and Raft
+//!   re-applies from the persisted applied log id. Before
 //!   the log may be purged up to a snapshot, [`Storage::flush_state`] persists the
 //!   checkpoint the snapshot was read from.
 //! - A RocksDB error while writing stops the node (the caller panics or returns a fatal
@@ -46,13 +49,6 @@ pub const CF_LEDGER: &str = "ledger";
 pub const CF_APPLIED: &str = "applied";
 
 const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_LEDGER, CF_APPLIED];
-
-/// Memtable size of the `ledger` column family. Accounts are rewritten at every checkpoint
-/// that touches them, and a flushed memtable is merged by compaction with every account
-/// record of its key range (the whole table, when updates are spread): a larger memtable
-/// means fewer flushes, fewer such merges, and more repeated accounts written once.
-/// Memory: up to 4 memtables per node (one filling, three flushing).
-pub const LEDGER_WRITE_BUFFER_BYTES: usize = 256 << 20;
 
 /// The node's RocksDB instance, shared by every shard's log store and state machine.
 #[derive(Clone, Debug)]
@@ -93,9 +89,6 @@ impl Storage {
                 // CPU on the write path for little disk. Deeper levels hold most bytes.
                 use DBCompressionType::{Lz4, None as Plain};
                 cf.set_compression_per_level(&[Plain, Plain, Lz4, Lz4, Lz4, Lz4, Lz4]);
-            }
-            if name == CF_LEDGER {
-                cf.set_write_buffer_size(LEDGER_WRITE_BUFFER_BYTES);
             }
             cf.set_max_write_buffer_number(4);
             ColumnFamilyDescriptor::new(name, cf)
