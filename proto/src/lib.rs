@@ -7,9 +7,11 @@
 //! - [`raft_v1`] — the internal node-to-node replication service (`tally/raft/v1/raft.proto`).
 //! - [`limits`] — every protocol limit (`*_max`), with compile-time asserts that tie them to
 //!   the gRPC message size.
+//! - [`routing`] — which data shard holds an account (`shard_of`), fixed for all versions.
 //! - [`u128`](crate::Uint128) conversions — `Uint128 { lo, hi }` to and from `u128`.
 
 pub mod limits;
+pub mod routing;
 
 /// Generated code for package `tally.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
