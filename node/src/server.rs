@@ -118,6 +118,7 @@ pub async fn run(
         Ok::<_, std::io::Error>(stream)
     });
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, "serving");
+    let fatal = parking_lot::Mutex::new(None::<String>);
     let served = tonic::transport::Server::builder()
         .add_service(
             LedgerServiceServer::new(ledger)
@@ -132,7 +133,18 @@ pub async fn run(
         .add_service(AdminServiceServer::new(AdminApi::new(config.node_id, vec![replica.clone()])))
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async {
+            // Stop on request, or when the Raft group stopped on an I/O error: a node that
+            // cannot write must exit (non-zero) so that it is seen and restarted, not go
+            // on answering.
+            tokio::select! {
+                () = shutdown => {}
+                e = replica.stopped() => {
+                    tracing::error!(node_id = config.node_id, error = %e, "raft stopped; the node exits");
+                    *fatal.lock() = Some(e);
+                }
+            }
+        })
         .await;
 
     tracing::info!(node_id = config.node_id, "stopping");
@@ -149,5 +161,8 @@ pub async fn run(
         tracing::error!(error = %e, "final WAL fsync failed");
     }
     served?;
-    Ok(())
+    match fatal.into_inner() {
+        Some(e) => Err(ServerError::Raft(format!("raft stopped: {e}"))),
+        None => Ok(()),
+    }
 }

@@ -195,6 +195,30 @@ impl Replica {
         }
     }
 
+    /// Why this replica's Raft group stopped on its own (a storage error, a panic), if it
+    /// did; `None` while it runs or after a requested shutdown.
+    #[must_use]
+    pub fn fatal(&self) -> Option<String> {
+        match &self.raft.metrics().borrow_watched().running_state {
+            Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Waits until this replica's Raft group stops on its own (see [`Self::fatal`]) and
+    /// returns why; never returns while it runs.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(e) = self.fatal() {
+                return e;
+            }
+            if metrics.changed().await.is_err() {
+                return "raft metrics closed".into();
+            }
+        }
+    }
+
     /// Whether this node currently leads the shard.
     #[must_use]
     pub fn is_leader(&self) -> bool {

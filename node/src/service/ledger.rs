@@ -43,6 +43,11 @@ impl LedgerApi {
         if self.replica.is_leader() {
             return Ok(());
         }
+        // A group stopped by an I/O error still names its last leader (often itself):
+        // say it stopped instead of sending the client back here.
+        if let Some(e) = self.replica.fatal() {
+            return Err(status::replica(&ReplicaError::Stopped(e)));
+        }
         Err(status::replica(&ReplicaError::NotLeader(self.replica.leader_hint())))
     }
 
