@@ -112,6 +112,16 @@ struct DevArgs {
     config: Option<PathBuf>,
 }
 
+/// Writes a line to stderr, ignoring failure: unlike `eprintln!`, never panics (and so
+/// never turns an exit status into SIGABRT) when stderr is a file on the disk whose filling
+/// is what is being reported.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     // A panic is a broken invariant: stop the whole process at once, never limp on.
     let default_hook = std::panic::take_hook();
@@ -123,7 +133,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("tallyd: cannot start the async runtime: {e}");
+            say!("tallyd: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -137,7 +147,7 @@ async fn start(args: StartArgs) -> ExitCode {
     let config = match load_config(args) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tallyd: invalid configuration: {e}");
+            say!("tallyd: invalid configuration: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -150,7 +160,7 @@ async fn start(args: StartArgs) -> ExitCode {
         }
         Err(e) => {
             tracing::error!(error = %e, "tallyd failed");
-            eprintln!("tallyd: {e}");
+            say!("tallyd: {e}");
             ExitCode::FAILURE
         }
     }
@@ -186,7 +196,7 @@ async fn dev_cluster(args: DevArgs) -> ExitCode {
     match dev::run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tallyd dev: {e}");
+            say!("tallyd dev: {e}");
             ExitCode::FAILURE
         }
     }
@@ -197,7 +207,7 @@ fn init_logging(config: &NodeConfig) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directive) if !directive.trim().is_empty() => {
             tracing_subscriber::EnvFilter::try_new(&directive).unwrap_or_else(|e| {
-                eprintln!("tallyd: ignoring RUST_LOG={directive:?} ({e}); using log.level");
+                say!("tallyd: ignoring RUST_LOG={directive:?} ({e}); using log.level");
                 tracing_subscriber::EnvFilter::new(&config.log.level)
             })
         }
@@ -207,6 +217,10 @@ fn init_logging(config: &NodeConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // On a failed write tracing-subscriber reports to stderr with `eprintln!`, which
+        // panics when stderr is the failing file (a log on a full disk): the process then
+        // aborted before it could report the I/O error that stopped it.
+        .log_internal_errors(false)
         .with_ansi(ansi && config.log.format == LogFormat::Text);
     match config.log.format {
         LogFormat::Text => builder.init(),
