@@ -141,6 +141,15 @@ pub async fn start(
     Ok(Replica { shard, raft, ledger })
 }
 
+/// Why a Raft group stopped on its own, from its metrics (`None` while it runs or after a
+/// requested shutdown).
+fn fatal_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> Option<String> {
+    match &metrics.running_state {
+        Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 impl Replica {
     /// Initialises a new cluster with `members` as voters, if this node has the smallest
     /// id among them and the group has no state yet. Does nothing otherwise.
@@ -199,10 +208,7 @@ impl Replica {
     /// did; `None` while it runs or after a requested shutdown.
     #[must_use]
     pub fn fatal(&self) -> Option<String> {
-        match &self.raft.metrics().borrow_watched().running_state {
-            Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
-            Err(e) => Some(e.to_string()),
-        }
+        fatal_of(&self.raft.metrics().borrow_watched())
     }
 
     /// Waits until this replica's Raft group stops on its own (see [`Self::fatal`]) and
@@ -210,7 +216,7 @@ impl Replica {
     pub async fn stopped(&self) -> String {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Some(e) = self.fatal() {
+            if let Some(e) = fatal_of(&metrics.borrow_watched()) {
                 return e;
             }
             if metrics.changed().await.is_err() {

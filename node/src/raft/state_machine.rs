@@ -273,8 +273,6 @@ pub const CHECKPOINTS_QUEUED_MAX: usize = 2;
 
 enum Job {
     Write(Checkpoint),
-    /// Answered once every job before it is done.
-    Barrier(crossbeam_channel::Sender<io::Result<()>>),
     /// Answered once every job before it is done; then the writer waits until the
     /// receiver is told (or dropped) to go on.
     Pause(crossbeam_channel::Sender<io::Result<()>>, crossbeam_channel::Receiver<()>),
@@ -309,9 +307,6 @@ impl Checkpointer {
                             tracing::error!(%shard, error = %e, "checkpoint write failed; the node must stop");
                             *failed_writer.lock() = Some(e.to_string());
                         }
-                    }
-                    Job::Barrier(done) => {
-                        let _ = done.send(Self::check(&failed_writer));
                     }
                     Job::Pause(done, resume) => {
                         if done.send(Self::check(&failed_writer)).is_ok() {
@@ -350,9 +345,8 @@ impl Checkpointer {
     /// # Errors
     /// A write failed, or the writer stopped.
     pub fn barrier(&self) -> io::Result<()> {
-        let (done, wait) = crossbeam_channel::bounded(1);
-        self.tx.send(Job::Barrier(done)).map_err(|_| Self::stopped())?;
-        wait.recv().map_err(|_| Self::stopped())?
+        // A pause let go as soon as it is reached.
+        self.pause()?.wait()
     }
 
     /// Queues a pause after the checkpoints submitted before (blocks like [`Self::submit`]).
