@@ -9,6 +9,13 @@
 //!   server's `tally-retry-after-ms` or the backoff, whichever is longer;
 //! - any other code: not retried, [`ClientError::Rejected`].
 //!
+//! **Shards.** The client keeps a copy of the cluster's shard map (`AdminService.ListShards`:
+//! the shard count and each shard's leader), fetched in the background when it is older
+//! than [`SHARD_MAP_MAX_AGE`], and sends each request first to the leader of the shard of
+//! its first event (the account's, or the first transfer's debit account's): a
+//! single-shard request then reaches its leader directly. Any node takes any request (it
+//! forwards the parts of other shards), so a stale map costs one hop, never an error.
+//!
 //! A retry resends the identical request — the same transfer and account ids. Ids are
 //! idempotency keys, so an event that an earlier attempt applied (whose reply was lost)
 //! comes back as `exists` and is never applied twice: treat `created` and `exists` alike
@@ -16,12 +23,14 @@
 //! outcome of a create is unknown; resend it with the same ids to learn it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX};
+use tally_proto::routing::shard_of;
 use tally_proto::v1;
+use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -36,6 +45,10 @@ pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
 pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
 /// Most endpoints a client keeps (configured plus learned from redirects).
 pub const ENDPOINTS_MAX: usize = 64;
+/// Age after which the client fetches the shard map again (in the background).
+pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
+/// How long fetching the shard map may take.
+pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a transfer's status means it exists as requested (`created` now or `exists`
 /// from an earlier attempt with the same id and fields).
@@ -118,6 +131,8 @@ impl ClientBuilder {
                 settings: self,
                 nodes: RwLock::new(nodes),
                 current: AtomicUsize::new(0),
+                map: RwLock::new(None),
+                fetching: AtomicBool::new(false),
             }),
         })
     }
@@ -128,10 +143,11 @@ impl ClientBuilder {
             .map_err(|e| ClientError::Config(format!("endpoint {addr:?}: {e}")))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
-        let client = LedgerServiceClient::new(endpoint.connect_lazy())
+        let channel = endpoint.connect_lazy();
+        let client = LedgerServiceClient::new(channel.clone())
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize);
-        Ok(Node { addr: bare(addr).to_owned(), client })
+        Ok(Node { addr: bare(addr).to_owned(), client, channel })
     }
 }
 
@@ -143,6 +159,18 @@ fn bare(addr: &str) -> &str {
 struct Node {
     addr: String,
     client: LedgerServiceClient<Channel>,
+    channel: Channel,
+}
+
+/// The client's copy of the shard map.
+#[derive(Debug)]
+struct ShardMap {
+    /// The cluster's data-shard count.
+    shards: u32,
+    /// Each shard's leader address (index `shard - 1`), empty if unknown.
+    leaders: Vec<String>,
+    /// When it was fetched.
+    fetched: Instant,
 }
 
 #[derive(Debug)]
@@ -151,6 +179,10 @@ struct Inner {
     nodes: RwLock<Vec<Node>>,
     /// Index of the endpoint tried first (the last that answered).
     current: AtomicUsize,
+    /// The shard map, once fetched.
+    map: RwLock<Option<ShardMap>>,
+    /// A fetch of the shard map is under way.
+    fetching: AtomicBool,
 }
 
 /// A connection to a Tally cluster. Cheap to clone; share one per process.
@@ -227,6 +259,64 @@ impl Client {
         }
     }
 
+    /// The endpoint to try first for a request whose first event belongs to the shard of
+    /// `account_id`: that shard's leader if the map knows it. Starts a background fetch of
+    /// the map when it is missing or older than [`SHARD_MAP_MAX_AGE`].
+    fn leader_for(&self, account_id: u128) -> Option<usize> {
+        let (stale, addr) = {
+            let map = self.inner.map.read();
+            match map.as_ref() {
+                None => (true, None),
+                Some(m) => {
+                    let shard = shard_of(account_id, m.shards) as usize;
+                    let addr = m.leaders.get(shard - 1).filter(|a| !a.is_empty()).cloned();
+                    (m.fetched.elapsed() > SHARD_MAP_MAX_AGE, addr)
+                }
+            }
+        };
+        if stale && !self.inner.fetching.swap(true, Ordering::AcqRel) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let client = self.clone();
+                runtime.spawn(async move {
+                    client.fetch_shard_map().await;
+                    client.inner.fetching.store(false, Ordering::Release);
+                });
+            } else {
+                self.inner.fetching.store(false, Ordering::Release);
+            }
+        }
+        addr.map(|a| self.index_of(&a))
+    }
+
+    /// Fetches the shard map from the endpoint that last answered (failures are only
+    /// logged: requests still work without it, through any node).
+    async fn fetch_shard_map(&self) {
+        let (_, node) = self.node_at(self.inner.current.load(Ordering::Relaxed));
+        let mut admin = AdminServiceClient::new(node.channel);
+        let fetch = admin.list_shards(v1::ListShardsRequest {});
+        match tokio::time::timeout(SHARD_MAP_FETCH_TIMEOUT, fetch).await {
+            Ok(Ok(reply)) => {
+                let reply = reply.into_inner();
+                if reply.shards == 0 || reply.shards > tally_proto::routing::SHARDS_MAX {
+                    tracing::debug!(shards = reply.shards, "ignoring a shard map out of range");
+                    return;
+                }
+                let mut leaders = vec![String::new(); reply.shards as usize];
+                for info in &reply.shard_infos {
+                    if let Some(slot) =
+                        (info.shard_id as usize).checked_sub(1).and_then(|i| leaders.get_mut(i))
+                    {
+                        slot.clone_from(&info.leader_addr);
+                    }
+                }
+                *self.inner.map.write() =
+                    Some(ShardMap { shards: reply.shards, leaders, fetched: Instant::now() });
+            }
+            Ok(Err(status)) => tracing::debug!(node = %node.addr, %status, "shard map not fetched"),
+            Err(_) => tracing::debug!(node = %node.addr, "shard map fetch timed out"),
+        }
+    }
+
     /// Runs `rpc` with redirects and retries until it succeeds, fails for good, or the
     /// deadline passes. `rpc` must send the same request every time.
     async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, ClientError>
@@ -234,10 +324,19 @@ impl Client {
         F: Fn(LedgerServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_via(None, rpc).await
+    }
+
+    /// As [`Self::call`], trying endpoint `first` first if given.
+    async fn call_via<T, F, Fut>(&self, first: Option<usize>, rpc: F) -> Result<T, ClientError>
+    where
+        F: Fn(LedgerServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let settings = &self.inner.settings;
         let deadline = Instant::now() + settings.deadline;
         let mut backoff = settings.backoff_initial;
-        let mut index = self.inner.current.load(Ordering::Relaxed);
+        let mut index = first.unwrap_or_else(|| self.inner.current.load(Ordering::Relaxed));
         let mut attempts = 0_u32;
         let mut last_error;
         loop {
@@ -301,9 +400,10 @@ impl Client {
         accounts: Vec<v1::Account>,
     ) -> Result<Vec<v1::CreateAccountResult>, ClientError> {
         check_size(accounts.len())?;
+        let first = self.leader_for(accounts[0].id.map_or(0, u128::from));
         let request = v1::CreateAccountsRequest { accounts };
         let reply = self
-            .call(|mut c| {
+            .call_via(first, |mut c| {
                 let r = request.clone();
                 async move { c.create_accounts(r).await }
             })
@@ -320,9 +420,11 @@ impl Client {
         transfers: Vec<v1::Transfer>,
     ) -> Result<Vec<v1::CreateTransferResult>, ClientError> {
         check_size(transfers.len())?;
+        let debit = transfers[0].debit_account_id.map_or(0, u128::from);
+        let first = if debit == 0 { None } else { self.leader_for(debit) };
         let request = v1::CreateTransfersRequest { transfers };
         let reply = self
-            .call(|mut c| {
+            .call_via(first, |mut c| {
                 let r = request.clone();
                 async move { c.create_transfers(r).await }
             })
@@ -347,11 +449,12 @@ impl Client {
     /// See [`ClientError`].
     pub async fn lookup_accounts(&self, ids: &[u128]) -> Result<Vec<v1::Account>, ClientError> {
         check_size(ids.len())?;
+        let first = self.leader_for(ids[0]);
         let request = v1::LookupAccountsRequest {
             ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
         };
         let reply = self
-            .call(|mut c| {
+            .call_via(first, |mut c| {
                 let r = request.clone();
                 async move { c.lookup_accounts(r).await }
             })
@@ -385,9 +488,11 @@ impl Client {
         &self,
         filter: v1::AccountFilter,
     ) -> Result<Vec<v1::Transfer>, ClientError> {
+        let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountTransfersRequest { filter: Some(filter) };
-        let reply =
-            self.call(|mut c| async move { c.get_account_transfers(request).await }).await?;
+        let reply = self
+            .call_via(first, |mut c| async move { c.get_account_transfers(request).await })
+            .await?;
         Ok(reply.transfers)
     }
 
@@ -399,8 +504,11 @@ impl Client {
         &self,
         filter: v1::AccountFilter,
     ) -> Result<Vec<v1::AccountBalance>, ClientError> {
+        let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountBalancesRequest { filter: Some(filter) };
-        let reply = self.call(|mut c| async move { c.get_account_balances(request).await }).await?;
+        let reply = self
+            .call_via(first, |mut c| async move { c.get_account_balances(request).await })
+            .await?;
         Ok(reply.balances)
     }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tally_proto::limits::{BATCH_EVENTS_MAX, RAFT_ENTRIES_PER_MESSAGE_MAX};
+use tally_proto::routing::SHARDS_MAX;
 
 /// Largest group-commit linger, microseconds.
 pub const LINGER_US_MAX: u64 = 100_000;
@@ -22,6 +23,8 @@ pub const CHECKPOINT_WRITES_MIN: u64 = 1;
 /// Largest `raft.checkpoint_writes`: the journal holds about 150 bytes a write, so this
 /// bounds it near 2.5 GiB and the log a restart re-applies to a few seconds.
 pub const CHECKPOINT_WRITES_MAX: u64 = 1 << 24;
+/// Largest `raft.leader_balance_interval_ms` (one hour).
+pub const LEADER_BALANCE_INTERVAL_MS_MAX: u64 = 3_600_000;
 
 /// A node's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -38,6 +41,10 @@ pub struct NodeConfig {
     /// Initial voters. The node with the smallest id here initialises a new cluster; on
     /// later starts the list is ignored. Empty: restart or join only.
     pub bootstrap: Vec<Member>,
+    /// Data shards of the cluster (`1..=SHARDS_MAX`), each its own Raft group hosted by
+    /// every bootstrap member. Fixed when the cluster is created: every node must be
+    /// given the same count, and a node refuses to start on data created with another.
+    pub shards: u32,
     /// Raft timing and log retention.
     pub raft: RaftConfig,
     /// Group commit.
@@ -81,6 +88,9 @@ pub struct RaftConfig {
     /// Ledger writes collected in memory before the state machine writes a checkpoint
     /// (`CHECKPOINT_WRITES_MIN..=CHECKPOINT_WRITES_MAX`).
     pub checkpoint_writes: u64,
+    /// How often a node hands the shards it leads but is not the preferred leader of to
+    /// their preferred node, milliseconds (`0..=LEADER_BALANCE_INTERVAL_MS_MAX`; 0 = never).
+    pub leader_balance_interval_ms: u64,
 }
 
 /// Group commit.
@@ -125,6 +135,7 @@ impl Default for NodeConfig {
             advertise_addr: String::new(),
             data_dir: PathBuf::from("tally-data"),
             bootstrap: Vec::new(),
+            shards: 1,
             raft: RaftConfig::default(),
             batch: BatchConfig::default(),
             request_timeout_ms: 10_000,
@@ -144,6 +155,7 @@ impl Default for RaftConfig {
             logs_to_keep_after_snapshot: 1_000,
             append_entries_max: 64,
             checkpoint_writes: 131_072,
+            leader_balance_interval_ms: 3_000,
         }
     }
 }
@@ -203,6 +215,8 @@ pub struct CliOverrides {
     pub data_dir: Option<PathBuf>,
     /// `--bootstrap` / `TALLY_BOOTSTRAP`, already parsed.
     pub bootstrap: Option<Vec<Member>>,
+    /// `--shards` / `TALLY_SHARDS`.
+    pub shards: Option<u32>,
     /// `--log-level` / `TALLY_LOG_LEVEL`.
     pub log_level: Option<String>,
     /// `--log-format` / `TALLY_LOG_FORMAT`.
@@ -256,6 +270,9 @@ impl NodeConfig {
         if let Some(v) = &o.bootstrap {
             self.bootstrap.clone_from(v);
         }
+        if let Some(v) = o.shards {
+            self.shards = v;
+        }
         if let Some(v) = &o.log_level {
             self.log.level.clone_from(v);
         }
@@ -280,6 +297,9 @@ impl NodeConfig {
         }
         check_host_port(&self.advertised_addr()).map_err(|r| invalid("advertise_addr", r))?;
         self.validate_bootstrap()?;
+        if !(1..=SHARDS_MAX).contains(&self.shards) {
+            return Err(invalid("shards", format!("must be 1..={SHARDS_MAX} (SHARDS_MAX)")));
+        }
         self.raft.validate()?;
         self.batch.validate()?;
         if !(1..=3_600_000).contains(&self.request_timeout_ms) {
@@ -383,6 +403,12 @@ impl RaftConfig {
                 format!("must be {CHECKPOINT_WRITES_MIN}..={CHECKPOINT_WRITES_MAX}"),
             ));
         }
+        if self.leader_balance_interval_ms > LEADER_BALANCE_INTERVAL_MS_MAX {
+            return Err(invalid(
+                "raft.leader_balance_interval_ms",
+                format!("must be at most {LEADER_BALANCE_INTERVAL_MS_MAX}"),
+            ));
+        }
         if !(1..=u64::from(RAFT_ENTRIES_PER_MESSAGE_MAX)).contains(&self.append_entries_max) {
             return Err(invalid(
                 "raft.append_entries_max",
@@ -446,13 +472,14 @@ impl fmt::Display for NodeConfig {
             self.bootstrap.iter().map(|m| format!("{}={}", m.id, m.addr)).collect();
         write!(
             f,
-            "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] \
+            "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
              request_timeout_ms={} pulse_interval_ms={} {} {} {} (no secrets in the config)",
             self.node_id,
             self.listen_addr,
             self.advertised_addr(),
             self.data_dir.display(),
             members.join(","),
+            self.shards,
             self.request_timeout_ms,
             self.pulse_interval_ms,
             self.raft,
@@ -469,14 +496,15 @@ impl fmt::Display for RaftConfig {
             "raft.heartbeat_interval_ms={} raft.election_timeout_min_ms={} \
              raft.election_timeout_max_ms={} raft.snapshot_logs_since_last={} \
              raft.logs_to_keep_after_snapshot={} raft.append_entries_max={} \
-             raft.checkpoint_writes={}",
+             raft.checkpoint_writes={} raft.leader_balance_interval_ms={}",
             self.heartbeat_interval_ms,
             self.election_timeout_min_ms,
             self.election_timeout_max_ms,
             self.snapshot_logs_since_last,
             self.logs_to_keep_after_snapshot,
             self.append_entries_max,
-            self.checkpoint_writes
+            self.checkpoint_writes,
+            self.leader_balance_interval_ms
         )
     }
 }
@@ -591,6 +619,7 @@ mod tests {
             ("[raft]\nappend_entries_max = 65", "raft.append_entries_max"),
             ("[raft]\ncheckpoint_writes = 0", "raft.checkpoint_writes"),
             ("[raft]\ncheckpoint_writes = 16777217", "raft.checkpoint_writes"),
+            ("[raft]\nleader_balance_interval_ms = 3600001", "raft.leader_balance_interval_ms"),
             ("[batch]\nlinger_us = 100001", "batch.linger_us"),
             ("[batch]\nevents_max = 0", "batch.events_max"),
             ("[batch]\nevents_max = 8191", "batch.events_max"),
@@ -598,11 +627,14 @@ mod tests {
             ("[batch]\nin_flight_entries_max = 0", "batch.in_flight_entries_max"),
             ("request_timeout_ms = 0", "request_timeout_ms"),
             ("pulse_interval_ms = 0", "pulse_interval_ms"),
+            ("shards = 0", "shards"),
+            ("shards = 1025", "shards"),
             ("[log]\nlevel = \"info,[\"", "log.level"),
         ] {
             assert_eq!(field_of(with(text)), field, "{text}");
         }
         with("[batch]\nlinger_us = 0").unwrap();
+        with("shards = 1024").unwrap();
         with("[batch]\nlinger_us = 100000").unwrap();
     }
 
@@ -692,6 +724,7 @@ mod tests {
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.request_timeout_ms, defaults.request_timeout_ms);
         assert_eq!(config.pulse_interval_ms, defaults.pulse_interval_ms);
+        assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.bootstrap.len(), 3);
     }
 
@@ -706,6 +739,7 @@ mod tests {
             "advertise_addr=127.0.0.1:7001",
             "data_dir=tally-data",
             "bootstrap=[]",
+            "shards=1",
             "request_timeout_ms=10000",
             "pulse_interval_ms=100",
             "raft.heartbeat_interval_ms=100",
@@ -715,6 +749,7 @@ mod tests {
             "raft.logs_to_keep_after_snapshot=1000",
             "raft.append_entries_max=64",
             "raft.checkpoint_writes=131072",
+            "raft.leader_balance_interval_ms=3000",
             "batch.linger_us=0",
             "batch.events_max=8190",
             "batch.queue_requests_max=16384",

@@ -46,13 +46,14 @@ const LOG_TAIL_LINES: usize = 8;
 /// The file in `data_dir` recording how the cluster was created.
 const MARKER_FILE: &str = "tally-dev.toml";
 /// Settings a node must not inherit from the caller's environment.
-const NODE_ENV_REMOVED: [&str; 8] = [
+const NODE_ENV_REMOVED: [&str; 9] = [
     "TALLY_CONFIG",
     "TALLY_NODE_ID",
     "TALLY_LISTEN_ADDR",
     "TALLY_ADVERTISE_ADDR",
     "TALLY_DATA_DIR",
     "TALLY_BOOTSTRAP",
+    "TALLY_SHARDS",
     "TALLY_LOG_LEVEL",
     "TALLY_LOG_FORMAT",
 ];
@@ -69,6 +70,9 @@ pub struct DevOptions {
     /// A config file every node starts with (its node id, addresses, data folder and
     /// bootstrap list are set by the dev cluster and override the file's).
     pub config: Option<PathBuf>,
+    /// Data shards of a new cluster (`--shards` of every node); `None` leaves it to the
+    /// config file or the default. A kept cluster must be started with its own count.
+    pub shards: Option<u32>,
 }
 
 /// Why the dev cluster did not start or stopped with an error.
@@ -177,7 +181,7 @@ pub async fn run_until(
     let addrs = node_addrs(options.base_port)?;
     check_ports_free(&addrs)?;
     prepare_data_dir(&options)?;
-    let mut nodes = spawn_all(&options.data_dir, options.config.as_deref(), &addrs).await?;
+    let mut nodes = spawn_all(&options, &addrs).await?;
     if let Err(e) = wait_ready(&mut nodes).await {
         stop_all(&mut nodes).await;
         return Err(e);
@@ -269,17 +273,13 @@ fn check_ports_free(addrs: &[String]) -> Result<(), DevError> {
     Ok(())
 }
 
-async fn spawn_all(
-    data_dir: &Path,
-    config: Option<&Path>,
-    addrs: &[String],
-) -> Result<Vec<DevNode>, DevError> {
+async fn spawn_all(options: &DevOptions, addrs: &[String]) -> Result<Vec<DevNode>, DevError> {
     let bootstrap: Vec<String> =
         (1..=DEV_NODES).zip(addrs).map(|(id, addr)| format!("{id}={addr}")).collect();
     let bootstrap = bootstrap.join(",");
     let mut nodes = Vec::new();
     for (id, addr) in (1..=DEV_NODES).zip(addrs) {
-        match spawn(data_dir, config, id, addr, &bootstrap) {
+        match spawn(options, id, addr, &bootstrap) {
             Ok(node) => nodes.push(node),
             Err(e) => {
                 stop_all(&mut nodes).await;
@@ -290,14 +290,8 @@ async fn spawn_all(
     Ok(nodes)
 }
 
-fn spawn(
-    data_dir: &Path,
-    config: Option<&Path>,
-    id: u16,
-    addr: &str,
-    bootstrap: &str,
-) -> Result<DevNode, DevError> {
-    let dir = data_dir.join(format!("node-{id}"));
+fn spawn(options: &DevOptions, id: u16, addr: &str, bootstrap: &str) -> Result<DevNode, DevError> {
+    let dir = options.data_dir.join(format!("node-{id}"));
     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
     let log = dir.join("tallyd.log");
     let stdout =
@@ -320,8 +314,11 @@ fn spawn(
     for name in NODE_ENV_REMOVED {
         command.env_remove(name);
     }
-    if let Some(config) = config {
+    if let Some(config) = &options.config {
         command.arg("--config").arg(config);
+    }
+    if let Some(shards) = options.shards {
+        command.arg("--shards").arg(shards.to_string());
     }
     let child = command.spawn().map_err(|e| DevError::Node {
         node: id,
@@ -473,7 +470,7 @@ mod tests {
     use super::*;
 
     fn options(dir: &Path, base_port: u16, fresh: bool) -> DevOptions {
-        DevOptions { data_dir: dir.to_path_buf(), base_port, fresh, config: None }
+        DevOptions { data_dir: dir.to_path_buf(), base_port, fresh, config: None, shards: None }
     }
 
     #[test]

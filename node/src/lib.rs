@@ -8,7 +8,9 @@
 //! - [`config`] — the one typed configuration tree (file < env < flags) and its validation.
 //! - [`storage`] — RocksDB: column families, key layout, the durable ledger store.
 //! - [`raft`] — openraft on RocksDB; the only module that names openraft types.
-//! - [`service`] — the gRPC services: public `tally.v1` ledger, group commit.
+//! - [`service`] — the gRPC services: public `tally.v1` ledger (routing by shard,
+//!   forwarding), admin, group commit, leader balancing.
+//! - [`shards_cli`] — `tallyd shards list|transfer-leader`.
 //! - [`server`] — assembles one node: storage, raft, services, shutdown.
 //! - [`dev`] — `tallyd dev`: a local three-process cluster on loopback.
 //!
@@ -21,4 +23,5 @@ pub mod ledger;
 pub mod raft;
 pub mod server;
 pub mod service;
+pub mod shards_cli;
 pub mod storage;

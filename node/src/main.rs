@@ -45,6 +45,33 @@ enum Command {
     /// answer the gRPC health check, prints the endpoints, and stops all three on Ctrl-C,
     /// SIGTERM or SIGHUP, or when one exits on its own (exit code 1).
     Dev(DevArgs),
+    /// Shows the cluster's shards (replicas, leaders) or moves a shard's leadership,
+    /// through any node's admin service.
+    #[command(subcommand)]
+    Shards(ShardsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ShardsCommand {
+    /// Lists every data shard: leader, preferred leader, term and replicas, as the node
+    /// at --endpoint knows them.
+    List {
+        /// A node's host:port.
+        #[arg(long, default_value = "127.0.0.1:7001", value_name = "HOST:PORT")]
+        endpoint: String,
+    },
+    /// Hands a shard's leadership to one of its voters and waits (up to 5 s) until it leads.
+    TransferLeader {
+        /// A node's host:port (any node: the request goes on to the shard's leader).
+        #[arg(long, default_value = "127.0.0.1:7001", value_name = "HOST:PORT")]
+        endpoint: String,
+        /// The shard, 1..=shards.
+        #[arg(long, value_name = "S")]
+        shard: u32,
+        /// The node id to lead it.
+        #[arg(long, value_name = "NODE")]
+        to: u64,
+    },
 }
 
 const START_AFTER_HELP: &str = "\
@@ -84,6 +111,10 @@ struct StartArgs {
     /// to restart or join. [file: bootstrap; default empty]
     #[arg(long, env = "TALLY_BOOTSTRAP", value_name = "ID=HOST:PORT,...")]
     bootstrap: Option<String>,
+    /// Data shards of the cluster (1..=1024), each its own Raft group; fixed when the
+    /// cluster is created, the same on every node. [file: shards; default 1]
+    #[arg(long, env = "TALLY_SHARDS", value_name = "N")]
+    shards: Option<u32>,
     /// Log filter (tracing EnvFilter), e.g. "info" or "info,openraft=warn". RUST_LOG, when
     /// set, takes precedence. [file: log.level; default info]
     #[arg(long, env = "TALLY_LOG_LEVEL", value_name = "FILTER")]
@@ -110,6 +141,11 @@ struct DevArgs {
     /// cluster sets each node's id, addresses, data folder and bootstrap list itself.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Data shards of a new cluster (1..=1024), each its own Raft group on all three nodes;
+    /// a kept cluster must be given the count it was created with. [default: the config
+    /// file's, else 1]
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
 }
 
 /// Writes a line to stderr, ignoring failure: unlike `eprintln!`, never panics (and so
@@ -140,6 +176,29 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => runtime.block_on(start(args)),
         Command::Dev(args) => runtime.block_on(dev_cluster(args)),
+        Command::Shards(command) => runtime.block_on(shards(command)),
+    }
+}
+
+async fn shards(command: ShardsCommand) -> ExitCode {
+    let outcome = match command {
+        ShardsCommand::List { endpoint } => tally_node::shards_cli::list(&endpoint).await,
+        ShardsCommand::TransferLeader { endpoint, shard, to } => {
+            tally_node::shards_cli::transfer_leader(&endpoint, shard, to).await
+        }
+    };
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say!("tallyd shards: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -180,6 +239,7 @@ fn load_config(args: StartArgs) -> Result<NodeConfig, String> {
         advertise_addr: args.advertise_addr,
         data_dir: args.data_dir,
         bootstrap,
+        shards: args.shards,
         log_level: args.log_level,
         log_format: args.log_format,
     };
@@ -192,6 +252,7 @@ async fn dev_cluster(args: DevArgs) -> ExitCode {
         base_port: args.base_port,
         fresh: args.fresh,
         config: args.config,
+        shards: args.shards,
     };
     match dev::run(options).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,10 +4,12 @@
 //! Served on `listen_addr` (one port): `tally.v1.LedgerService` (public),
 //! `tally.raft.v1.RaftService` (internal), `grpc.health.v1.Health` and server reflection.
 //!
-//! Shutdown (Ctrl-C / SIGTERM): stop accepting requests and let in-flight ones finish,
-//! stop the pulse timer, stop Raft, fsync the WAL.
+//! Shutdown (Ctrl-C / SIGTERM): hand the leadership of every shard this node leads to a
+//! caught-up voter (still serving meanwhile, at most `HANDOVER_WAIT`), stop accepting
+//! requests and let in-flight ones finish, stop the timers, stop Raft, persist the last
+//! checkpoints, fsync the WAL.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -24,17 +26,15 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::NodeConfig;
 use crate::raft::log_store::Syncer;
 use crate::raft::network::Channels;
+use crate::raft::node::Replica;
 use crate::raft::service::RaftServer;
 use crate::raft::{self};
 use crate::service::admin::AdminApi;
 use crate::service::batcher::Batcher;
-use crate::service::ledger::LedgerApi;
-use crate::service::pulse;
+use crate::service::ledger::{LedgerApi, LocalShard};
+use crate::service::{placement, pulse};
 use crate::storage::Storage;
 use crate::storage::keys::ShardId;
-
-/// The one shard every node hosts until sharding lands.
-pub const DEFAULT_SHARD: ShardId = ShardId(0);
 
 /// Why a node stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -82,24 +82,49 @@ pub async fn run(
         path: rocks_path.display().to_string(),
         source,
     })?;
+    storage.check_shard_count(config.shards).map_err(ServerError::Raft)?;
     let syncer = Syncer::start(storage.clone());
     let channels = Channels::default();
-    let replica =
-        raft::node::start(config.node_id, DEFAULT_SHARD, &storage, syncer, channels, &config.raft)
-            .await
-            .map_err(ServerError::Raft)?;
-    replica.bootstrap(config.node_id, &config.bootstrap).await.map_err(ServerError::Raft)?;
-
-    let (batcher, batcher_task) = Batcher::start(replica.clone(), &config.batch);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pulse_task = tokio::spawn(pulse::run(
-        replica.clone(),
-        Duration::from_millis(config.pulse_interval_ms),
-        stop_rx,
-    ));
-    let ledger =
-        LedgerApi::new(replica.clone(), batcher, Duration::from_millis(config.request_timeout_ms));
-    let raft_server = RaftServer::new(HashMap::from([(DEFAULT_SHARD, replica.raft.clone())]));
+    let mut local = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for shard in (1..=config.shards).map(ShardId) {
+        let replica = raft::node::start(
+            config.node_id,
+            shard,
+            &storage,
+            syncer.clone(),
+            channels.clone(),
+            &config.raft,
+        )
+        .await
+        .map_err(ServerError::Raft)?;
+        replica.bootstrap(config.node_id, &config.bootstrap).await.map_err(ServerError::Raft)?;
+        let (batcher, batcher_task) = Batcher::start(replica.clone(), &config.batch);
+        tasks.push(batcher_task);
+        tasks.push(tokio::spawn(pulse::run(
+            replica.clone(),
+            Duration::from_millis(config.pulse_interval_ms),
+            stop_rx.clone(),
+        )));
+        local.insert(shard, LocalShard { replica, batcher });
+    }
+    let replicas: Vec<Replica> = local.values().map(|l| l.replica.clone()).collect();
+    tasks.push(tokio::spawn(placement::run(
+        replicas.clone(),
+        Duration::from_millis(config.raft.leader_balance_interval_ms),
+        stop_rx.clone(),
+    )));
+    tracing::info!(node_id = config.node_id, shards = config.shards, "shards started");
+    let admin = AdminApi::new(config.node_id, config.shards, replicas.clone(), channels.clone());
+    let ledger = LedgerApi::new(
+        config.shards,
+        local,
+        channels,
+        Duration::from_millis(config.request_timeout_ms),
+    );
+    let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
+    let raft_server = RaftServer::new(groups);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<LedgerServiceServer<LedgerApi>>().await;
@@ -130,7 +155,7 @@ pub async fn run(
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
         )
-        .add_service(AdminServiceServer::new(AdminApi::new(config.node_id, vec![replica.clone()])))
+        .add_service(AdminServiceServer::new(admin))
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, async {
@@ -138,8 +163,11 @@ pub async fn run(
             // cannot write must exit (non-zero) so that it is seen and restarted, not go
             // on answering.
             tokio::select! {
-                () = shutdown => {}
-                e = replica.stopped() => {
+                () = shutdown => {
+                    // Still serving: the new leaders' messages must reach this node.
+                    futures_util::future::join_all(replicas.iter().map(Replica::hand_over)).await;
+                }
+                e = first_stopped(&replicas) => {
                     tracing::error!(node_id = config.node_id, error = %e, "raft stopped; the node exits");
                     *fatal.lock() = Some(e);
                 }
@@ -149,9 +177,10 @@ pub async fn run(
 
     tracing::info!(node_id = config.node_id, "stopping");
     let _ = stop_tx.send(true);
-    let _ = pulse_task.await;
-    replica.shutdown().await;
-    batcher_task.abort();
+    futures_util::future::join_all(replicas.iter().map(Replica::shutdown)).await;
+    for task in tasks {
+        task.abort();
+    }
     // Persist the last checkpoints (written without the WAL) so that a clean restart does
     // not re-apply the log since the last flush, then make the log's tail durable.
     if let Err(e) = storage.flush_state() {
@@ -160,9 +189,18 @@ pub async fn run(
     if let Err(e) = storage.sync() {
         tracing::error!(error = %e, "final WAL fsync failed");
     }
+    storage.stop_background_work();
     served?;
     match fatal.into_inner() {
         Some(e) => Err(ServerError::Raft(format!("raft stopped: {e}"))),
         None => Ok(()),
     }
+}
+
+/// Waits until one of `replicas` stops on its own (an I/O error) and says which and why.
+async fn first_stopped(replicas: &[Replica]) -> String {
+    let stops = replicas
+        .iter()
+        .map(|r| Box::pin(async move { format!("{}: {}", r.shard, r.stopped().await) }));
+    futures_util::future::select_all(stops).await.0
 }

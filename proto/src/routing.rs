@@ -7,6 +7,14 @@
 /// Data shards a cluster may have (fixed at creation); shard 0 is the metadata group.
 pub const SHARDS_MAX: u32 = 1024;
 
+/// gRPC metadata key of a **routed** ledger request: its value (a decimal shard id) says
+/// that every event of the request belongs to that shard. A node answers such a request
+/// only if it leads the shard (`UNAVAILABLE` `TALLY:NotLeader` with the leader's address
+/// otherwise) and refuses one whose events belong elsewhere (`INVALID_ARGUMENT`
+/// `TALLY:WrongShard`). Without it, the receiving node splits the request by shard itself
+/// and forwards each part to its shard's leader.
+pub const SHARD_METADATA_KEY: &str = "tally-shard";
+
 /// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
 const fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;

@@ -51,7 +51,11 @@ pub struct Channels {
 }
 
 impl Channels {
-    fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    /// The channel to `addr`, created (lazily connecting) on first use.
+    ///
+    /// # Errors
+    /// `addr` does not make a valid URI.
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut by_addr = self.by_addr.lock();
         if let Some(channel) = by_addr.get(addr) {
             return Ok(channel.clone());

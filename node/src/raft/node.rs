@@ -17,6 +17,13 @@ use crate::config::{Member, RaftConfig};
 use crate::storage::Storage;
 use crate::storage::keys::ShardId;
 
+/// How long a leader that shuts down waits for a voter to take its leadership over.
+pub const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Entries a voter may lag the leader's log by and still be handed leadership (by a
+/// shutdown, or by leader balancing).
+pub const CAUGHT_UP_LAG_MAX: u64 = 64;
+
 /// This node's replica of one shard.
 #[derive(Clone, Debug)]
 pub struct Replica {
@@ -273,7 +280,117 @@ impl Replica {
         }
     }
 
-    /// Stops the Raft group (after handing leadership away if this node leads).
+    /// The voters and their addresses, by node id.
+    #[must_use]
+    pub fn voters(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default()))
+            .collect()
+    }
+
+    /// The node that should lead this shard when all are up: leaders are spread evenly by
+    /// taking the `(shard - 1) mod n`-th voter by id (`None` before the group has voters).
+    #[must_use]
+    pub fn preferred_leader(&self) -> Option<NodeId> {
+        let mut voters: Vec<NodeId> = self.voters().into_iter().map(|(id, _)| id).collect();
+        voters.sort_unstable();
+        let index = (self.shard.0 as usize).saturating_sub(1).checked_rem(voters.len())?;
+        Some(voters[index])
+    }
+
+    /// The voters (other than this node) whose log matches this leader's to within
+    /// `lag_max` entries, most caught up first; empty unless this node leads.
+    #[must_use]
+    pub fn caught_up_voters(&self, lag_max: u64) -> Vec<NodeId> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        let mut matched: Vec<(u64, NodeId)> = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != metrics.id && voters.contains(id))
+            .map(|(id, log)| (log.as_ref().map_or(0, |l| l.index()), *id))
+            .filter(|(index, _)| index.saturating_add(lag_max) >= last)
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        matched.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Asks this node's group (if it leads) to hand leadership to `to`, and waits up to
+    /// `wait` until the group reports `to` as its leader. openraft's target takes over only
+    /// if its log holds the leader's last entry, so this first waits (within `wait`) until
+    /// replication reports `to` caught up, then triggers the transfer.
+    ///
+    /// # Errors
+    /// `NotLeader` if `to` did not take over within `wait` (the hint names the leader
+    /// then); `Stopped` if the group stopped.
+    pub async fn transfer_leader(
+        &self,
+        to: NodeId,
+        wait: std::time::Duration,
+    ) -> Result<(), ReplicaError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut metrics = self.raft.metrics();
+        let caught_up = async {
+            loop {
+                let done = {
+                    let m = metrics.borrow_watched();
+                    let matched =
+                        m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten());
+                    m.state != ServerState::Leader || matched.map(|l| l.index()) >= m.last_log_index
+                };
+                if done || metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, caught_up).await;
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| ReplicaError::Stopped(e.to_string()))?;
+        let took_over = async {
+            loop {
+                if metrics.borrow_watched().current_leader == Some(to) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, took_over).await;
+        if self.raft.metrics().borrow_watched().current_leader == Some(to) {
+            Ok(())
+        } else {
+            Err(ReplicaError::NotLeader(self.leader_hint()))
+        }
+    }
+
+    /// If this node leads, hands leadership to the most caught-up voter and waits at most
+    /// [`HANDOVER_WAIT`] until it takes over, so that clients see a new leader at once
+    /// rather than after an election timeout. Called before a graceful stop, while this
+    /// node still serves (the new leader's messages must reach it).
+    pub async fn hand_over(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        let Some(&to) = self.caught_up_voters(CAUGHT_UP_LAG_MAX).first() else {
+            tracing::warn!(shard = %self.shard, "no caught-up voter to hand leadership to");
+            return;
+        };
+        match self.transfer_leader(to, HANDOVER_WAIT).await {
+            Ok(()) => tracing::info!(shard = %self.shard, to, "leadership handed over"),
+            Err(e) => tracing::warn!(shard = %self.shard, to, error = %e, "handover"),
+        }
+    }
+
+    /// Stops the Raft group.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(shard = %self.shard, error = %e, "raft shutdown");

@@ -1,23 +1,42 @@
-//! `tally.v1.AdminService`: a node's local view of its shards, for SREs, tools and tests.
+//! `tally.v1.AdminService`: a node's local view of its shards, the shard map as it knows
+//! it, and leadership transfer, for SREs, tools and tests.
+
+use std::time::Duration;
 
 use tally_proto::v1;
+use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use crate::raft::node::{Replica, Role};
+use super::status;
+use crate::raft::network::Channels;
+use crate::raft::node::{Replica, ReplicaError, Role};
+
+/// How long `TransferLeader` waits for the target to take over.
+pub const TRANSFER_LEADER_WAIT: Duration = Duration::from_secs(5);
 
 /// The admin service of one node.
 #[derive(Clone, Debug)]
 pub struct AdminApi {
     node_id: u64,
+    shards: u32,
     replicas: Vec<Replica>,
+    channels: Channels,
 }
 
 impl AdminApi {
-    /// Reports on `replicas`.
+    /// Reports on `replicas` (this node's, one per shard of the cluster's `shards`);
+    /// forwards leadership transfers to other nodes over `channels`.
     #[must_use]
-    pub fn new(node_id: u64, replicas: Vec<Replica>) -> Self {
-        Self { node_id, replicas }
+    pub fn new(node_id: u64, shards: u32, replicas: Vec<Replica>, channels: Channels) -> Self {
+        Self { node_id, shards, replicas, channels }
+    }
+
+    fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
+        self.replicas
+            .iter()
+            .find(|r| r.shard.0 == shard_id)
+            .ok_or_else(|| status::unknown_shard(shard_id, self.shards))
     }
 }
 
@@ -59,5 +78,74 @@ impl AdminService for AdminApi {
             })
             .collect();
         Ok(Response::new(v1::NodeStatusReply { node_id: self.node_id, shards }))
+    }
+
+    async fn list_shards(
+        &self,
+        _request: Request<v1::ListShardsRequest>,
+    ) -> Result<Response<v1::ListShardsReply>, Status> {
+        let shard_infos = self
+            .replicas
+            .iter()
+            .map(|replica| {
+                let hint = replica.leader_hint();
+                v1::ShardInfo {
+                    shard_id: replica.shard.0,
+                    leader_id: hint.id.unwrap_or(0),
+                    leader_addr: hint.addr.unwrap_or_default(),
+                    replicas: replica
+                        .voters()
+                        .into_iter()
+                        .map(|(node_id, addr)| v1::ShardReplica { node_id, addr })
+                        .collect(),
+                    preferred_leader_id: replica.preferred_leader().unwrap_or(0),
+                    term: replica.status(false).term,
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::ListShardsReply {
+            shards: self.shards,
+            shard_infos,
+            node_id: self.node_id,
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderReply>, Status> {
+        let v1::TransferLeaderRequest { shard_id, to_node_id } = *request.get_ref();
+        let replica = self.replica(shard_id)?;
+        if !replica.voters().iter().any(|(id, _)| *id == to_node_id) {
+            return Err(Status::invalid_argument(format!(
+                "TALLY:InvalidRequest: node {to_node_id} is not a voter of shard {shard_id}"
+            )));
+        }
+        let hint = replica.leader_hint();
+        if hint.id == Some(to_node_id) {
+            return Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id }));
+        }
+        if !replica.is_leader() {
+            // Forward once to the leader; it answers for itself.
+            let Some(addr) = hint.addr.clone() else {
+                return Err(status::replica(&ReplicaError::NotLeader(hint)));
+            };
+            let channel = self
+                .channels
+                .get(&addr)
+                .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
+            let mut forwarded = Request::new(*request.get_ref());
+            forwarded.set_timeout(TRANSFER_LEADER_WAIT + Duration::from_secs(1));
+            return AdminServiceClient::new(channel).transfer_leader(forwarded).await;
+        }
+        match replica.transfer_leader(to_node_id, TRANSFER_LEADER_WAIT).await {
+            Ok(()) => Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id })),
+            Err(ReplicaError::NotLeader(hint)) => Err(Status::deadline_exceeded(format!(
+                "TALLY:Timeout: node {to_node_id} did not take over shard {shard_id} within \
+                 {TRANSFER_LEADER_WAIT:?} (leader now: {:?}); it may still, see ListShards",
+                hint.id
+            ))),
+            Err(e) => Err(status::replica(&e)),
+        }
     }
 }

@@ -2,65 +2,283 @@
 //!
 //! Writes: validated at the edge (a malformed request is refused whole, naming the event
 //! and field), encoded as ledger records, and handed to the shard's [`Batcher`]; the reply
-//! carries one result per event, in order. A follower answers `NotLeader` with the
-//! leader's address at once (before queueing).
+//! carries one result per event, in order.
 //!
-//! Reads are linearizable: each waits for a ReadIndex barrier (the leader confirms with a
-//! quorum that it still leads and waits until it has applied everything committed before
-//! the read began), then reads its own state machine. A follower answers `NotLeader`.
+//! Reads are linearizable: each waits for a ReadIndex barrier (the shard's leader confirms
+//! with a quorum that it still leads and waits until it has applied everything committed
+//! before the read began), then reads its own state machine.
 //!
-//! Every request is bounded by `request_timeout_ms` inside the node.
+//! **Shards** (`docs/SHARDING.md`). A request without the `tally-shard` metadata is split
+//! by shard ([`route`]): each part is served here if this node leads its shard, or
+//! forwarded, with `tally-shard` set, to the shard's leader (following at most
+//! [`FORWARD_ATTEMPTS_MAX`] leader hints); the parts run concurrently and the reply puts
+//! every result back in request order. `lookup_transfers` asks every shard (a transfer id
+//! does not say where it lives). A request *with* `tally-shard` (from another node, or a
+//! client that routes) is served only by that shard's leader: another node answers
+//! `NotLeader` with the leader's address, at once. If one part of a split request fails
+//! (e.g. its shard has no leader), the request fails with that part's error although other
+//! parts may have applied: resend it unchanged (ids are idempotency keys; an applied event
+//! then reads `exists`).
+//!
+//! Every request is bounded by `request_timeout_ms` inside the node, forwarding included.
 
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
+use tally_proto::limits::GRPC_MESSAGE_BYTES_MAX;
+use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1;
+use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 use tally_proto::v1::ledger_service_server::LedgerService;
+use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::batcher::{Batcher, Kind};
+use super::route::{self, RouteError};
 use super::status;
 use crate::convert;
+use crate::ledger::{StateMachine, TransferId};
+use crate::raft::network::Channels;
 use crate::raft::node::{Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
+use crate::storage::keys::ShardId;
 use crate::storage::records;
 
-/// The ledger service of one node (one shard for now).
+/// Leader hints a forwarded part follows before its error is returned to the caller (a
+/// leadership change while forwarding: the first hint was stale).
+pub const FORWARD_ATTEMPTS_MAX: u32 = 3;
+
+/// One shard this node hosts: its replica and its group-commit front.
+#[derive(Clone, Debug)]
+pub struct LocalShard {
+    /// The replica.
+    pub replica: Replica,
+    /// Group commit into the replica (used while this node leads the shard).
+    pub batcher: Batcher,
+}
+
+/// The ledger service of one node: every shard it hosts, and the way to the others.
 #[derive(Clone, Debug)]
 pub struct LedgerApi {
-    replica: Replica,
-    batcher: Batcher,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: u32,
+    local: BTreeMap<ShardId, LocalShard>,
+    channels: Channels,
     request_timeout: Duration,
 }
 
+/// `message` routed to `shard`, to be answered within `timeout`.
+fn routed<M>(message: M, shard: ShardId, timeout: Duration) -> Request<M> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(SHARD_METADATA_KEY, MetadataValue::from(shard.0));
+    request.set_timeout(timeout);
+    request
+}
+
+fn invalid_route(e: &RouteError) -> Status {
+    Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
+}
+
+/// Refuses a routed request holding an event that belongs to another shard.
+fn check_routed(shards: &[ShardId], routed: ShardId) -> Result<(), Status> {
+    match shards.iter().position(|&s| s != routed) {
+        None => Ok(()),
+        Some(index) => Err(status::wrong_shard(&format!(
+            "event {index} belongs to shard {}, not to the routed shard {}",
+            shards[index].0, routed.0
+        ))),
+    }
+}
+
+fn wire_status(code: u32) -> i32 {
+    i32::try_from(code).expect("status codes are small")
+}
+
+/// Puts each part's results back at their events' places. Each part's results are for
+/// its indexes, in order.
+fn merge<T: Default + Clone>(
+    events: usize,
+    parts: Vec<(&Vec<usize>, Vec<T>)>,
+) -> Result<Vec<T>, Status> {
+    let mut out = vec![T::default(); events];
+    for (indexes, results) in parts {
+        if results.len() != indexes.len() {
+            return Err(Status::internal(format!(
+                "TALLY:Internal: a shard answered {} results for {} events",
+                results.len(),
+                indexes.len()
+            )));
+        }
+        for (&index, result) in indexes.iter().zip(results) {
+            out[index] = result;
+        }
+    }
+    Ok(out)
+}
+
+/// Lookup results of several shards, in the order of `ids`: each shard's results are
+/// the ids it found, in the order asked; an id found nowhere is skipped.
+fn merge_found<T>(
+    ids: &[u128],
+    mut found: Vec<std::vec::IntoIter<T>>,
+    id_of: impl Fn(&T) -> u128,
+) -> Vec<T> {
+    let mut heads: Vec<Option<T>> = found.iter_mut().map(Iterator::next).collect();
+    let mut out = Vec::new();
+    for &id in ids {
+        for (head, rest) in heads.iter_mut().zip(found.iter_mut()) {
+            if head.as_ref().is_some_and(|h| id_of(h) == id) {
+                out.extend(std::mem::replace(head, rest.next()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
+    id.copied().map_or(0, u128::from)
+}
+
 impl LedgerApi {
-    /// Serves `replica` through `batcher`.
+    /// Serves the `local` shards of a cluster of `shards` data shards; reaches the other
+    /// nodes over `channels`.
     #[must_use]
-    pub fn new(replica: Replica, batcher: Batcher, request_timeout: Duration) -> Self {
-        Self { replica, batcher, request_timeout }
+    pub fn new(
+        shards: u32,
+        local: BTreeMap<ShardId, LocalShard>,
+        channels: Channels,
+        request_timeout: Duration,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { shards, local, channels, request_timeout }) }
     }
 
-    fn leader_check(&self) -> Result<(), Status> {
-        if self.replica.is_leader() {
-            return Ok(());
-        }
+    fn shard(&self, shard: ShardId) -> Result<&LocalShard, Status> {
+        self.inner
+            .local
+            .get(&shard)
+            .ok_or_else(|| status::unknown_shard(shard.0, self.inner.shards))
+    }
+
+    /// `tally-shard` of a request, if it is routed (to a shard this node hosts).
+    fn routed_shard<T>(&self, request: &Request<T>) -> Result<Option<ShardId>, Status> {
+        let Some(value) = request.metadata().get(SHARD_METADATA_KEY) else { return Ok(None) };
+        let shard =
+            value.to_str().ok().and_then(|v| v.parse().ok()).map(ShardId).ok_or_else(|| {
+                status::wrong_shard(&format!(
+                    "{SHARD_METADATA_KEY} must be a shard number, not {value:?}"
+                ))
+            })?;
+        self.shard(shard)?;
+        Ok(Some(shard))
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.request_timeout
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.inner.request_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn peer(&self, addr: &str) -> Result<LedgerServiceClient<Channel>, Status> {
+        let channel = self
+            .inner
+            .channels
+            .get(addr)
+            .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
+        Ok(LedgerServiceClient::new(channel)
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
+            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize))
+    }
+
+    fn leader_check(replica: &Replica) -> Result<(), Status> {
+        if replica.is_leader() { Ok(()) } else { Err(Self::not_leader(replica)) }
+    }
+
+    /// Why this node does not serve `replica`'s shard: stopped, or who leads.
+    fn not_leader(replica: &Replica) -> Status {
         // A group stopped by an I/O error still names its last leader (often itself):
         // say it stopped instead of sending the client back here.
-        if let Some(e) = self.replica.fatal() {
-            return Err(status::replica(&ReplicaError::Stopped(e)));
+        if let Some(e) = replica.fatal() {
+            return status::replica(&ReplicaError::Stopped(e));
         }
-        Err(status::replica(&ReplicaError::NotLeader(self.replica.leader_hint())))
+        status::replica(&ReplicaError::NotLeader(replica.leader_hint()))
     }
 
-    async fn write(
+    /// Serves a part on `shard`: here with `local` while this node leads it, else (if
+    /// `forward`) forwarded to the leader with `remote(client, time left)`.
+    async fn on_shard<T, L, LF, R, RF>(
         &self,
+        shard: ShardId,
+        deadline: Instant,
+        forward: bool,
+        local: L,
+        remote: R,
+    ) -> Result<T, Status>
+    where
+        L: Fn(LocalShard) -> LF,
+        LF: Future<Output = Result<T, Status>>,
+        R: Fn(LedgerServiceClient<Channel>, Duration) -> RF,
+        RF: Future<Output = Result<T, Status>>,
+    {
+        let here = self.shard(shard)?.clone();
+        let mut redirect: Option<String> = None;
+        for attempt in 1..=FORWARD_ATTEMPTS_MAX {
+            if here.replica.is_leader() {
+                return local(here.clone()).await;
+            }
+            if !forward {
+                return Err(Self::not_leader(&here.replica));
+            }
+            let target = match redirect.take() {
+                Some(addr) => addr,
+                None => match here.replica.leader_hint().addr {
+                    Some(addr) => addr,
+                    None => return Err(Self::not_leader(&here.replica)),
+                },
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(status::timeout(self.timeout_ms()));
+            }
+            // Bounded here too: a half-open connection would never answer.
+            let answer = tokio::time::timeout(left, remote(self.peer(&target)?, left))
+                .await
+                .map_err(|_| status::timeout(self.timeout_ms()))?;
+            match answer {
+                Ok(reply) => return Ok(reply),
+                Err(e) if attempt < FORWARD_ATTEMPTS_MAX && status::is_not_leader(&e) => {
+                    tracing::debug!(%shard, from = %target, "forward redirected");
+                    redirect = status::leader_addr(&e).filter(|a| *a != target);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Self::not_leader(&here.replica))
+    }
+
+    /// Group-commits `records` on `shard`, which this node must lead.
+    async fn write_local(
+        &self,
+        here: &LocalShard,
         kind: Kind,
         events: usize,
         records: Vec<u8>,
     ) -> Result<Vec<EventOutcome>, Status> {
-        self.leader_check()?;
+        Self::leader_check(&here.replica)?;
         let events = u32::try_from(events).expect("validated against BATCH_EVENTS_MAX");
-        let submit = self.batcher.submit(kind, events, records);
-        let outcome: RequestOutcome = tokio::time::timeout(self.request_timeout, submit)
+        let submit = here.batcher.submit(kind, events, records);
+        let outcome: RequestOutcome = tokio::time::timeout(self.inner.request_timeout, submit)
             .await
             .map_err(|_| status::timeout(self.timeout_ms()))?
             .map_err(|e| status::submit(&e))?;
@@ -69,20 +287,119 @@ impl LedgerApi {
         Ok(outcomes)
     }
 
-    async fn read_barrier(&self) -> Result<(), Status> {
-        tokio::time::timeout(self.request_timeout, self.replica.read_barrier())
+    /// Reads `shard`'s state machine after a linearizable barrier; this node must lead it.
+    async fn read_local<T>(
+        &self,
+        here: &LocalShard,
+        read: impl FnOnce(&StateMachine<crate::storage::ledger_store::DurableStore>) -> T,
+    ) -> Result<T, Status> {
+        tokio::time::timeout(self.inner.request_timeout, here.replica.read_barrier())
             .await
             .map_err(|_| status::timeout(self.timeout_ms()))?
-            .map_err(|e| status::replica(&e))
+            .map_err(|e| status::replica(&e))?;
+        Ok(read(&here.replica.ledger.read().machine))
     }
 
-    fn timeout_ms(&self) -> u64 {
-        u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX)
+    /// Creates `events` whose shards are `shards`: all here if the request was `routed`
+    /// (this node must lead that shard), else split by shard, each part group-committed
+    /// here if this node leads its shard or sent on with `forward(peer, time left, shard,
+    /// the part's indexes)`; the outcomes (timestamp, wire status) in request order.
+    async fn write_split<E, F, FF>(
+        &self,
+        kind: Kind,
+        events: &[E],
+        shards: &[ShardId],
+        routed: Option<ShardId>,
+        encode: impl Fn(&E, &mut Vec<u8>) + Copy,
+        forward: F,
+    ) -> Result<Vec<(u64, i32)>, Status>
+    where
+        F: Fn(LedgerServiceClient<Channel>, Duration, ShardId, &[usize]) -> FF + Copy,
+        FF: Future<Output = Result<Vec<(u64, i32)>, Status>>,
+    {
+        let local = |here: LocalShard, indexes: Vec<usize>| async move {
+            let mut records = Vec::with_capacity(indexes.len() * records::TRANSFER_BYTES);
+            for &i in &indexes {
+                encode(&events[i], &mut records);
+            }
+            let outcomes = self.write_local(&here, kind, indexes.len(), records).await?;
+            Ok(outcomes
+                .into_iter()
+                .map(|(timestamp, code)| (timestamp, wire_status(code)))
+                .collect())
+        };
+        if let Some(shard) = routed {
+            check_routed(shards, shard)?;
+            return local(self.shard(shard)?.clone(), (0..events.len()).collect()).await;
+        }
+        let deadline = self.deadline();
+        let groups = route::group(shards);
+        let parts = groups.iter().map(|(&shard, indexes)| async move {
+            let outcomes = self
+                .on_shard(
+                    shard,
+                    deadline,
+                    true,
+                    |here| local(here, indexes.clone()),
+                    |peer, left| forward(peer, left, shard, indexes),
+                )
+                .await?;
+            Ok::<_, Status>((indexes, outcomes))
+        });
+        merge(events.len(), try_join_all(parts).await?)
     }
-}
 
-fn wire_status(code: u32) -> i32 {
-    i32::try_from(code).expect("status codes are small")
+    /// Where each pending transfer of `ids` lives (the shard of its debit account), by
+    /// asking every shard.
+    async fn find_pending(
+        &self,
+        ids: &[TransferId],
+        deadline: Instant,
+    ) -> Result<HashMap<TransferId, u32>, Status> {
+        let wire: Vec<tally_proto::Uint128> = ids.iter().map(|id| id.0.into()).collect();
+        let found = self.lookup_transfers_everywhere(ids, &wire, deadline).await?;
+        Ok(found
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let id = TransferId(id_of(t.id.as_ref()));
+                (id, shard_of(id_of(t.debit_account_id.as_ref()), self.inner.shards))
+            })
+            .collect())
+    }
+
+    /// `lookup_transfers` of `ids` on every shard, one list per shard.
+    async fn lookup_transfers_everywhere(
+        &self,
+        ids: &[TransferId],
+        wire: &[tally_proto::Uint128],
+        deadline: Instant,
+    ) -> Result<Vec<std::vec::IntoIter<v1::Transfer>>, Status> {
+        let parts = (1..=self.inner.shards).map(|s| {
+            let shard = ShardId(s);
+            self.on_shard(
+                shard,
+                deadline,
+                true,
+                move |here| async move {
+                    let found = self.read_local(&here, |m| m.lookup_transfers(ids)).await?;
+                    Ok(v1::LookupTransfersReply {
+                        transfers: found.iter().map(convert::transfer_to_proto).collect(),
+                    })
+                },
+                move |mut peer, left| {
+                    let message = v1::LookupTransfersRequest { ids: wire.to_vec() };
+                    async move {
+                        peer.lookup_transfers(routed(message, shard, left))
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+        });
+        let replies = try_join_all(parts).await?;
+        Ok(replies.into_iter().map(|r| r.transfers.into_iter()).collect())
+    }
 }
 
 #[tonic::async_trait]
@@ -93,14 +410,34 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::CreateAccountsReply>, Status> {
         let accounts =
             convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
-        let records: Vec<u8> = accounts.iter().flat_map(records::account_encode).collect();
-        let outcomes = self.write(Kind::Accounts, accounts.len(), records).await?;
+        let shards =
+            route::account_shards(&accounts, self.inner.shards).map_err(|e| invalid_route(&e))?;
+        let wire = &request.get_ref().accounts;
+        let outcomes = self
+            .write_split(
+                Kind::Accounts,
+                &accounts,
+                &shards,
+                self.routed_shard(&request)?,
+                |a, out| out.extend_from_slice(&records::account_encode(a)),
+                |mut peer, left, shard, indexes| {
+                    let accounts = indexes.iter().map(|&i| wire[i]).collect();
+                    let message = v1::CreateAccountsRequest { accounts };
+                    async move {
+                        let reply = peer.create_accounts(routed(message, shard, left)).await?;
+                        Ok(reply
+                            .into_inner()
+                            .results
+                            .iter()
+                            .map(|r| (r.timestamp, r.status))
+                            .collect())
+                    }
+                },
+            )
+            .await?;
         let results = outcomes
             .into_iter()
-            .map(|(timestamp, code)| v1::CreateAccountResult {
-                timestamp,
-                status: wire_status(code),
-            })
+            .map(|(timestamp, status)| v1::CreateAccountResult { timestamp, status })
             .collect();
         Ok(Response::new(v1::CreateAccountsReply { results }))
     }
@@ -111,14 +448,48 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
-        let records: Vec<u8> = transfers.iter().flat_map(records::transfer_encode).collect();
-        let outcomes = self.write(Kind::Transfers, transfers.len(), records).await?;
+        let count = self.inner.shards;
+        let routed_to = self.routed_shard(&request)?;
+        let shards = match routed_to {
+            // The forwarding node found where each pending transfer lives.
+            Some(shard) => route::transfer_shards(&transfers, count, |_| Some(shard.0)),
+            None => {
+                let to_find = route::pending_to_find(&transfers, count);
+                let found = if to_find.is_empty() {
+                    HashMap::new()
+                } else {
+                    self.find_pending(&to_find, self.deadline()).await?
+                };
+                route::transfer_shards(&transfers, count, |id| found.get(&id).copied())
+            }
+        }
+        .map_err(|e| invalid_route(&e))?;
+        let wire = &request.get_ref().transfers;
+        let outcomes = self
+            .write_split(
+                Kind::Transfers,
+                &transfers,
+                &shards,
+                routed_to,
+                |t, out| out.extend_from_slice(&records::transfer_encode(t)),
+                |mut peer, left, shard, indexes| {
+                    let transfers = indexes.iter().map(|&i| wire[i]).collect();
+                    let message = v1::CreateTransfersRequest { transfers };
+                    async move {
+                        let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                        Ok(reply
+                            .into_inner()
+                            .results
+                            .iter()
+                            .map(|r| (r.timestamp, r.status))
+                            .collect())
+                    }
+                },
+            )
+            .await?;
         let results = outcomes
             .into_iter()
-            .map(|(timestamp, code)| v1::CreateTransferResult {
-                timestamp,
-                status: wire_status(code),
-            })
+            .map(|(timestamp, status)| v1::CreateTransferResult { timestamp, status })
             .collect();
         Ok(Response::new(v1::CreateTransfersReply { results }))
     }
@@ -129,9 +500,43 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::LookupAccountsReply>, Status> {
         let ids = convert::account_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
-        self.read_barrier().await?;
-        let found = self.replica.ledger.read().machine.lookup_accounts(&ids);
-        let accounts = found.iter().map(convert::account_to_proto).collect();
+        let count = self.inner.shards;
+        let shards: Vec<ShardId> = ids.iter().map(|id| ShardId(shard_of(id.0, count))).collect();
+        if let Some(shard) = self.routed_shard(&request)? {
+            check_routed(&shards, shard)?;
+            let found = self.read_local(self.shard(shard)?, |m| m.lookup_accounts(&ids)).await?;
+            let accounts = found.iter().map(convert::account_to_proto).collect();
+            return Ok(Response::new(v1::LookupAccountsReply { accounts }));
+        }
+        let deadline = self.deadline();
+        let groups = route::group(&shards);
+        let parts = groups.iter().map(|(&shard, indexes)| {
+            let (ids, wire) = (&ids, &request.get_ref().ids);
+            self.on_shard(
+                shard,
+                deadline,
+                true,
+                move |here| async move {
+                    let part: Vec<_> = indexes.iter().map(|&i| ids[i]).collect();
+                    let found = self.read_local(&here, |m| m.lookup_accounts(&part)).await?;
+                    let accounts = found.iter().map(convert::account_to_proto).collect();
+                    Ok(v1::LookupAccountsReply { accounts })
+                },
+                move |mut peer, left| {
+                    let message = v1::LookupAccountsRequest {
+                        ids: indexes.iter().map(|&i| wire[i]).collect(),
+                    };
+                    async move {
+                        peer.lookup_accounts(routed(message, shard, left))
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+        });
+        let found = try_join_all(parts).await?.into_iter().map(|r| r.accounts.into_iter());
+        let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
+        let accounts = merge_found(&order, found.collect(), |a| id_of(a.id.as_ref()));
         Ok(Response::new(v1::LookupAccountsReply { accounts }))
     }
 
@@ -141,9 +546,15 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::LookupTransfersReply>, Status> {
         let ids = convert::transfer_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
-        self.read_barrier().await?;
-        let found = self.replica.ledger.read().machine.lookup_transfers(&ids);
-        let transfers = found.iter().map(convert::transfer_to_proto).collect();
+        if let Some(shard) = self.routed_shard(&request)? {
+            let found = self.read_local(self.shard(shard)?, |m| m.lookup_transfers(&ids)).await?;
+            let transfers = found.iter().map(convert::transfer_to_proto).collect();
+            return Ok(Response::new(v1::LookupTransfersReply { transfers }));
+        }
+        let found =
+            self.lookup_transfers_everywhere(&ids, &request.get_ref().ids, self.deadline()).await?;
+        let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
+        let transfers = merge_found(&order, found, |t| id_of(t.id.as_ref()));
         Ok(Response::new(v1::LookupTransfersReply { transfers }))
     }
 
@@ -153,10 +564,33 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
-        self.read_barrier().await?;
-        let found = self.replica.ledger.read().machine.get_account_transfers(&filter);
-        let transfers = found.iter().map(convert::transfer_to_proto).collect();
-        Ok(Response::new(v1::GetAccountTransfersReply { transfers }))
+        let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
+        let routed_to = self.routed_shard(&request)?;
+        if let Some(routed) = routed_to {
+            check_routed(&[shard], routed)?;
+        }
+        let reply = self
+            .on_shard(
+                shard,
+                self.deadline(),
+                routed_to.is_none(),
+                |here| async move {
+                    let found =
+                        self.read_local(&here, |m| m.get_account_transfers(&filter)).await?;
+                    let transfers = found.iter().map(convert::transfer_to_proto).collect();
+                    Ok(v1::GetAccountTransfersReply { transfers })
+                },
+                |mut peer, left| {
+                    let message = *request.get_ref();
+                    async move {
+                        peer.get_account_transfers(routed(message, shard, left))
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn get_account_balances(
@@ -165,9 +599,31 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
-        self.read_barrier().await?;
-        let found = self.replica.ledger.read().machine.get_account_balances(&filter);
-        let balances = found.iter().map(convert::balance_to_proto).collect();
-        Ok(Response::new(v1::GetAccountBalancesReply { balances }))
+        let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
+        let routed_to = self.routed_shard(&request)?;
+        if let Some(routed) = routed_to {
+            check_routed(&[shard], routed)?;
+        }
+        let reply = self
+            .on_shard(
+                shard,
+                self.deadline(),
+                routed_to.is_none(),
+                |here| async move {
+                    let found = self.read_local(&here, |m| m.get_account_balances(&filter)).await?;
+                    let balances = found.iter().map(convert::balance_to_proto).collect();
+                    Ok(v1::GetAccountBalancesReply { balances })
+                },
+                |mut peer, left| {
+                    let message = *request.get_ref();
+                    async move {
+                        peer.get_account_balances(routed(message, shard, left))
+                            .await
+                            .map(Response::into_inner)
+                    }
+                },
+            )
+            .await?;
+        Ok(Response::new(reply))
     }
 }

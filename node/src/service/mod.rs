@@ -1,14 +1,18 @@
 //! The gRPC services a node serves (besides the internal raft service in [`crate::raft`]).
 //!
-//! - [`ledger`] — the public `tally.v1.LedgerService`: validation, writes through group
-//!   commit, linearizable reads.
+//! - [`ledger`] — the public `tally.v1.LedgerService`: validation, routing by shard (and
+//!   forwarding to other nodes), writes through group commit, linearizable reads.
+//! - [`route`] — which shard each event of a request belongs to.
 //! - [`admin`] — `tally.v1.AdminService`: a node's local view of its shards.
 //! - [`batcher`] — group commit of concurrent requests into one Raft entry.
 //! - [`status`] — cluster conditions as `tonic::Status` with stable codes and leader hints.
+//! - [`placement`] — leader balancing: each shard's leadership goes to its preferred node.
 //! - [`pulse`] — the leader's timer that expires pending transfers when no batch flows.
 
 pub mod admin;
 pub mod batcher;
 pub mod ledger;
+pub mod placement;
 pub mod pulse;
+pub mod route;
 pub mod status;

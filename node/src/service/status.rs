@@ -12,6 +12,8 @@
 //! | queue full | `RESOURCE_EXHAUSTED` | `Overloaded` | `tally-retry-after-ms` | back off, resend |
 //! | request timeout in the node | `DEADLINE_EXCEEDED` | `Timeout` | | resend, same ids |
 //! | whole batch refused by the ledger | `FAILED_PRECONDITION` | `BatchRefused` | | see message |
+//! | routed request with an event of another shard | `INVALID_ARGUMENT` | `WrongShard` | | fix the routing |
+//! | routed request for a shard this node does not host | `NOT_FOUND` | `UnknownShard` | | fix the routing |
 
 use tonic::Status;
 use tonic::metadata::MetadataValue;
@@ -43,6 +45,35 @@ fn with_hint(mut status: Status, hint: &LeaderHint) -> Status {
         status.metadata_mut().insert(LEADER_ADDR_KEY, addr);
     }
     status
+}
+
+/// Whether `status` is a `NotLeader` answer (then [`leader_addr`] may say where to go).
+#[must_use]
+pub fn is_not_leader(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message().starts_with("TALLY:NotLeader")
+}
+
+/// The leader address a status carries, if any.
+#[must_use]
+pub fn leader_addr(status: &Status) -> Option<String> {
+    let addr = status.metadata().get(LEADER_ADDR_KEY)?.to_str().ok()?;
+    (!addr.is_empty()).then(|| addr.to_owned())
+}
+
+/// A routed request (`tally-shard`) holding an event of another shard, or naming no shard
+/// this node hosts.
+#[must_use]
+pub fn wrong_shard(reason: &str) -> Status {
+    Status::invalid_argument(format!("TALLY:WrongShard: {reason}"))
+}
+
+/// A routed request for a shard this node does not host.
+#[must_use]
+pub fn unknown_shard(shard: u32, shards: u32) -> Status {
+    Status::not_found(format!(
+        "TALLY:UnknownShard: shard {shard} is not hosted here (the cluster has data shards \
+         1..={shards})"
+    ))
 }
 
 /// A replica-level failure.

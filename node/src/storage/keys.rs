@@ -51,6 +51,9 @@ pub enum MetaKind {
     Applied = 4,
     /// `applied`: the membership as of the last applied entry.
     Membership = 5,
+    /// `raft_meta`, under shard 0 (the node, not a group): the cluster's data-shard count,
+    /// recorded on first start.
+    ShardCount = 6,
 }
 
 /// A key made of the shard prefix and up to 32 more bytes, on the stack.

@@ -135,11 +135,93 @@ impl Storage {
         self.db.flush_cfs_opt(&families, &options)
     }
 
+    /// Records the cluster's data-shard count on this node's first start (durably) and,
+    /// on every later start, checks that `shards` is the recorded count: the count is
+    /// fixed when a cluster is created, since it decides where every account lives.
+    ///
+    /// # Errors
+    /// Another count is recorded; the data predates sharding (a single group under shard
+    /// 0); or RocksDB failed.
+    pub fn check_shard_count(&self, shards: u32) -> Result<(), String> {
+        let meta = self.cf(CF_RAFT_META);
+        let key = keys::meta(keys::ShardId(0), keys::MetaKind::ShardCount);
+        match self.db.get_cf(meta, key.as_bytes()).map_err(|e| e.to_string())? {
+            Some(bytes) => {
+                let recorded = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| format!("shard count record of {} bytes", bytes.len()))?;
+                if recorded == shards {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "this node's data belongs to a cluster of {recorded} data shards but                          `shards` is {shards}; the count is fixed when a cluster is created:                          set shards = {recorded}"
+                    ))
+                }
+            }
+            None => {
+                let (start, end) = keys::shard_range(keys::ShardId(0));
+                let mut old = self.db.iterator_cf(
+                    self.cf(CF_RAFT_LOG),
+                    rocksdb::IteratorMode::From(start.as_bytes(), rocksdb::Direction::Forward),
+                );
+                if old
+                    .next()
+                    .transpose()
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|(k, _)| k.as_ref() < end.as_bytes())
+                {
+                    return Err("this node's data was written by a tallyd without shards (one                                 Raft group, shard 0) and cannot be opened by this version;                                 start a new cluster in an empty data_dir"
+                        .into());
+                }
+                let mut options = WriteOptions::default();
+                options.set_sync(true);
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, key.as_bytes(), shards.to_be_bytes());
+                self.db.write_opt(batch, &options).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Stops RocksDB's background flushes and compactions, waiting for running ones: the
+    /// last step before the process exits, so that no background job is still running
+    /// when the C++ runtime's static objects are destroyed (which aborted the process
+    /// with `pthread lock: Invalid argument` after a clean stop).
+    pub fn stop_background_work(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Makes every write so far durable (fsync of the write-ahead log).
     ///
     /// # Errors
     /// The fsync failed; the caller must stop the node.
     pub fn sync(&self) -> Result<(), rocksdb::Error> {
         self.db.flush_wal(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shard_count_is_recorded_once_and_then_enforced() {
+        // First start records the count; the same count opens again; another is refused
+        // naming both; data from before sharding (a log under shard 0) is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.check_shard_count(4).unwrap();
+        storage.check_shard_count(4).unwrap();
+        let error = storage.check_shard_count(16).unwrap_err();
+        assert!(error.contains("cluster of 4 data shards") && error.contains("is 16"), "{error}");
+        drop(storage);
+        let reopened = Storage::open(dir.path()).unwrap();
+        reopened.check_shard_count(4).unwrap();
+
+        let old = tempfile::tempdir().unwrap();
+        let storage = Storage::open(old.path()).unwrap();
+        let key = keys::log_entry(keys::ShardId(0), 1);
+        storage.db().put_cf(storage.cf(CF_RAFT_LOG), key.as_bytes(), b"entry").unwrap();
+        let error = storage.check_shard_count(1).unwrap_err();
+        assert!(error.contains("without shards"), "{error}");
     }
 }

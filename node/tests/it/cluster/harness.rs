@@ -142,7 +142,16 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(exit) = child.try_wait().unwrap() {
-                assert!(exit.success(), "node {id} exited with {exit} after SIGTERM");
+                if !exit.success() {
+                    let log = self.node(id).data_dir.join("tallyd.log");
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!(
+                        "node {id} exited with {exit} after SIGTERM; its log ends:\n{}",
+                        tail.join("\n")
+                    );
+                }
                 return;
             }
             if Instant::now() > deadline {
@@ -151,6 +160,31 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Node `id`'s address.
+    pub fn addr(&self, id: u64) -> String {
+        self.node(id).addr.clone()
+    }
+
+    /// Node `id`'s data folder and the flags it is started with (for a test that starts
+    /// it by hand).
+    pub fn start_args(&self, id: u64) -> (PathBuf, Vec<String>) {
+        let node = self.node(id);
+        let args = [
+            "start",
+            "--config",
+            &self.config_path.display().to_string(),
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            &node.addr,
+            "--data-dir",
+            &node.data_dir.display().to_string(),
+            "--bootstrap",
+            &self.bootstrap,
+        ];
+        (node.data_dir.clone(), args.iter().map(|&a| a.to_owned()).collect())
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -166,12 +200,37 @@ impl Cluster {
             .unwrap()
     }
 
-    /// Node `id`'s own view of shard 0, or `None` if it does not answer.
+    /// Node `id`'s own view of its first shard, or `None` if it does not answer.
     pub async fn status(&self, id: u64, include_digest: bool) -> Option<v1::ShardStatus> {
-        let endpoint = format!("http://{}", self.node(id).addr);
-        let mut admin = AdminServiceClient::connect(endpoint).await.ok()?;
+        self.shard_status(id, 1, include_digest).await
+    }
+
+    /// Node `id`'s own view of `shard`, or `None` if it does not answer.
+    pub async fn shard_status(
+        &self,
+        id: u64,
+        shard: u32,
+        include_digest: bool,
+    ) -> Option<v1::ShardStatus> {
+        let mut admin = self.admin(id).await?;
         let reply = admin.node_status(v1::NodeStatusRequest { include_digest }).await.ok()?;
-        reply.into_inner().shards.into_iter().next()
+        reply.into_inner().shards.into_iter().find(|s| s.shard_id == shard)
+    }
+
+    /// An admin client of node `id`, or `None` if it does not answer.
+    pub async fn admin(&self, id: u64) -> Option<AdminServiceClient<tonic::transport::Channel>> {
+        AdminServiceClient::connect(format!("http://{}", self.node(id).addr)).await.ok()
+    }
+
+    /// Node `id`'s shard map, or `None` if it does not answer.
+    pub async fn list_shards(&self, id: u64) -> Option<v1::ListShardsReply> {
+        let mut admin = self.admin(id).await?;
+        Some(admin.list_shards(v1::ListShardsRequest {}).await.ok()?.into_inner())
+    }
+
+    /// Whether node `id` is running.
+    pub fn running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
     }
 
     /// Waits until a running node reports itself leader; returns its id.
@@ -191,10 +250,15 @@ impl Cluster {
     /// Waits until nodes `ids` have applied the same index, at least `min_applied`, and
     /// returns their common digest (asserting they agree).
     pub async fn wait_converged(&self, ids: &[u64], min_applied: u64) -> Vec<u8> {
+        self.wait_shard_converged(1, ids, min_applied).await
+    }
+
+    /// As [`Self::wait_converged`], for `shard`.
+    pub async fn wait_shard_converged(&self, shard: u32, ids: &[u64], min_applied: u64) -> Vec<u8> {
         eventually("replicas converge", Duration::from_secs(30), || async {
             let mut seen = Vec::new();
             for &id in ids {
-                seen.push(self.status(id, true).await?);
+                seen.push(self.shard_status(id, shard, true).await?);
             }
             let applied = seen[0].applied_index;
             if applied < min_applied || seen.iter().any(|s| s.applied_index != applied) {

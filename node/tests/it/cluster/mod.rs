@@ -5,4 +5,5 @@
 //! share two cores). Every wait polls a condition with a bound; nothing sleeps blindly.
 
 mod harness;
+mod shards;
 mod tests;

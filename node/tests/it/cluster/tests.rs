@@ -327,7 +327,19 @@ async fn malformed_requests_get_precise_errors_and_spare_their_batch() {
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     let follower_addr = cluster.nodes[usize::try_from(follower - 1).unwrap()].addr.clone();
     let mut raw = LedgerServiceClient::connect(format!("http://{follower_addr}")).await.unwrap();
+    // A follower forwards a request to the leader and answers with its results...
     let request = v1::CreateTransfersRequest { transfers: vec![transfer(40_000, 1, 2, 1)] };
+    let reply = raw.create_transfers(request).await.unwrap().into_inner();
+    assert_eq!(reply.results.len(), 1);
+    assert_eq!(reply.results[0].status, TS::Created as i32);
+    // ...but refuses one routed to the shard (`tally-shard`), pointing to the leader.
+    let mut request = tonic::Request::new(v1::CreateTransfersRequest {
+        transfers: vec![transfer(40_001, 1, 2, 1)],
+    });
+    request.metadata_mut().insert(
+        tally_proto::routing::SHARD_METADATA_KEY,
+        tonic::metadata::MetadataValue::from(1_u32),
+    );
     let status = raw.create_transfers(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().starts_with("TALLY:NotLeader"), "{status:?}");

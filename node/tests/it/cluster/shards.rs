@@ -1,0 +1,271 @@
+//! A cluster of several data shards: leaders spread and restored, requests split by shard
+//! and forwarded by whichever node receives them, routed requests, leadership transfer
+//! (on request and on graceful shutdown), and a fixed shard count.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tally_client::{Client, ClientError};
+use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
+use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+use tally_proto::v1::{self, CreateAccountStatus as AS, CreateTransferStatus as TS};
+use tally_proto::{u128_of, uint128};
+use tonic::metadata::MetadataValue;
+
+use super::harness::*;
+
+const SHARDS: u32 = 4;
+const LEDGER: u32 = 9;
+
+/// Four shards, fast elections, and leader balancing every 200 ms.
+const SHARDED: &str = "
+shards = 4
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+leader_balance_interval_ms = 200
+";
+
+fn account(id: u128) -> v1::Account {
+    v1::Account { id: uint128(id), ledger: LEDGER, code: 1, ..Default::default() }
+}
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u32) -> v1::Transfer {
+    v1::Transfer {
+        id: uint128(id),
+        debit_account_id: uint128(debit),
+        credit_account_id: uint128(credit),
+        amount: uint128(amount),
+        ledger: LEDGER,
+        code: 1,
+        flags,
+        ..Default::default()
+    }
+}
+
+/// Waits until every shard is led by its preferred node, as node `via` sees it.
+async fn wait_balanced(cluster: &Cluster, via: u64) -> v1::ListShardsReply {
+    eventually("every shard is led by its preferred node", Duration::from_secs(30), || async {
+        let map = cluster.list_shards(via).await?;
+        let balanced = map.shard_infos.len() == SHARDS as usize
+            && map
+                .shard_infos
+                .iter()
+                .all(|s| s.leader_id != 0 && s.leader_id == s.preferred_leader_id);
+        balanced.then_some(map)
+    })
+    .await
+}
+
+fn leader_of(map: &v1::ListShardsReply, shard: u32) -> u64 {
+    map.shard_infos.iter().find(|s| s.shard_id == shard).expect("shard listed").leader_id
+}
+
+fn routed<M>(message: M, shard: u32) -> tonic::Request<M> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(SHARD_METADATA_KEY, MetadataValue::from(shard));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let mut cluster = Cluster::start(3, SHARDED);
+
+    // Leaders spread: shard s is led by the ((s - 1) mod 3)-th node, every node a voter.
+    let map = wait_balanced(&cluster, 1).await;
+    assert_eq!(map.shards, SHARDS);
+    let preferred: Vec<u64> = map.shard_infos.iter().map(|s| s.preferred_leader_id).collect();
+    assert_eq!(preferred, vec![1, 2, 3, 1]);
+    for info in &map.shard_infos {
+        let replicas: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
+        assert_eq!(replicas, vec![1, 2, 3], "shard {}", info.shard_id);
+    }
+
+    // Three accounts on every shard, created in ONE request sent to node 2 only: node 2
+    // splits it, serves its own shard and forwards the others.
+    let mut by_shard: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
+    for id in 1_u128.. {
+        let ids = by_shard.entry(shard_of(id, SHARDS)).or_default();
+        if ids.len() < 3 {
+            ids.push(id);
+        }
+        if by_shard.len() == SHARDS as usize && by_shard.values().all(|v| v.len() == 3) {
+            break;
+        }
+    }
+    let ids: Vec<u128> = by_shard.values().flatten().copied().collect();
+    let mut shuffled = ids.clone();
+    shuffled.sort_unstable_by_key(|id| id.wrapping_mul(0x9e37_79b9) % 101);
+    let via_two =
+        Client::builder([cluster.addr(2)]).deadline(Duration::from_secs(30)).build().unwrap();
+    let results =
+        via_two.create_accounts(shuffled.iter().map(|&id| account(id)).collect()).await.unwrap();
+    assert_eq!(results.len(), ids.len());
+    assert!(results.iter().all(|r| r.status == AS::Created as i32), "{results:?}");
+
+    // One request with transfers on every shard (a linked chain on one of them), through
+    // node 3: results come back in request order, each shard numbering its own time.
+    let mut batch = Vec::new();
+    let mut next_id = 100_u128;
+    for accounts in by_shard.values() {
+        batch.push(transfer(next_id, accounts[0], accounts[1], 10, 0));
+        next_id += 1;
+    }
+    let chain_accounts = &by_shard[&1];
+    batch.push(transfer(
+        next_id,
+        chain_accounts[1],
+        chain_accounts[2],
+        3,
+        v1::TransferFlag::Linked as u32,
+    ));
+    batch.push(transfer(next_id + 1, chain_accounts[2], chain_accounts[0], 2, 0));
+    let via_three =
+        Client::builder([cluster.addr(3)]).deadline(Duration::from_secs(30)).build().unwrap();
+    let results = via_three.create_transfers(batch.clone()).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    assert!(results.iter().all(|r| r.timestamp > 0));
+
+    // Resending the same request applies nothing twice: every event reads `exists`, except
+    // the chain's second event, failed by its chain (TigerBeetle's rule: the chain fails
+    // at its first event's `exists`).
+    let again = via_two.create_transfers(batch.clone()).await.unwrap();
+    let statuses: Vec<i32> = again.iter().map(|r| r.status).collect();
+    let mut expected = vec![TS::Exists as i32; batch.len()];
+    expected[batch.len() - 1] = TS::LinkedEventFailed as i32;
+    assert_eq!(statuses, expected);
+
+    // Lookups across shards come back in the order asked, missing ids skipped.
+    let found = via_two.lookup_accounts(&shuffled).await.unwrap();
+    let found_ids: Vec<u128> = found.iter().map(|a| u128_of(a.id)).collect();
+    assert_eq!(found_ids, shuffled);
+    let balance = |id: u128| {
+        let a = found.iter().find(|a| u128_of(a.id) == id).unwrap();
+        (u128_of(a.debits_posted), u128_of(a.credits_posted))
+    };
+    for accounts in by_shard.values().filter(|a| a != &chain_accounts) {
+        assert_eq!(balance(accounts[0]), (10, 0));
+        assert_eq!(balance(accounts[1]), (0, 10));
+    }
+    assert_eq!(balance(chain_accounts[0]), (10, 2));
+    assert_eq!(balance(chain_accounts[2]), (2, 3));
+    let transfer_ids: Vec<u128> = vec![next_id + 1, 999, 100, 102, next_id, 101, 103];
+    let found = via_three.lookup_transfers(&transfer_ids).await.unwrap();
+    let found_ids: Vec<u128> = found.iter().map(|t| u128_of(t.id)).collect();
+    assert_eq!(found_ids, vec![next_id + 1, 100, 102, next_id, 101, 103]);
+
+    // A post that names only its pending transfer reaches the pending transfer's shard,
+    // whichever node receives it.
+    let (pa, pb) = (by_shard[&3][0], by_shard[&3][2]);
+    let pending = transfer(200, pa, pb, 40, v1::TransferFlag::Pending as u32);
+    assert_eq!(
+        via_two.create_transfers(vec![pending]).await.unwrap()[0].status,
+        TS::Created as i32
+    );
+    let mut post = transfer(201, 0, 0, 40, v1::TransferFlag::PostPendingTransfer as u32);
+    (post.ledger, post.code, post.pending_id) = (0, 0, uint128(200));
+    for via in [&via_two, &via_three] {
+        let status = via.create_transfers(vec![post]).await.unwrap()[0].status;
+        assert!(status == TS::Created as i32 || status == TS::Exists as i32, "{status}");
+    }
+    let posted = via_three.lookup_accounts(&[pb]).await.unwrap();
+    assert_eq!(u128_of(posted[0].credits_posted), 40);
+
+    // A transfer between shards is refused whole, naming it, until cross-shard
+    // transactions land; nothing of its request applies.
+    let across = vec![
+        transfer(300, by_shard[&2][0], by_shard[&2][1], 1, 0),
+        transfer(301, by_shard[&1][0], by_shard[&2][0], 1, 0),
+    ];
+    match via_two.create_transfers(across).await {
+        Err(ClientError::Rejected { code: tonic::Code::InvalidArgument, message }) => {
+            assert!(message.contains("transfer 1") && message.contains("cross-shard"), "{message}");
+        }
+        other => panic!("a cross-shard transfer was not refused: {other:?}"),
+    }
+    assert!(via_two.lookup_transfers(&[300]).await.unwrap().is_empty());
+
+    // Routed requests: served only by the shard's leader; another node points to it at
+    // once; an event of another shard, or an unknown shard, is refused.
+    let map = cluster.list_shards(1).await.unwrap();
+    let (shard, leader) = (2, leader_of(&map, 2));
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    let mut raw =
+        LedgerServiceClient::connect(format!("http://{}", cluster.addr(follower))).await.unwrap();
+    let lookup = v1::LookupAccountsRequest { ids: vec![by_shard[&shard][0].into()] };
+    let refused = raw.lookup_accounts(routed(lookup.clone(), shard)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().starts_with("TALLY:NotLeader"), "{refused:?}");
+    let hint = refused.metadata().get("tally-leader-addr").unwrap().to_str().unwrap();
+    assert_eq!(hint, cluster.addr(leader));
+    let mut raw_leader = LedgerServiceClient::connect(format!("http://{hint}")).await.unwrap();
+    let served = raw_leader.lookup_accounts(routed(lookup, shard)).await.unwrap().into_inner();
+    assert_eq!(served.accounts.len(), 1);
+    let elsewhere = v1::LookupAccountsRequest { ids: vec![by_shard[&1][0].into()] };
+    let wrong = raw_leader.lookup_accounts(routed(elsewhere.clone(), shard)).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
+    assert!(wrong.message().starts_with("TALLY:WrongShard"), "{wrong:?}");
+    let unknown = raw_leader.lookup_accounts(routed(elsewhere, 9)).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    // Leadership transfer on request, through a node that does not lead the shard; then
+    // balancing hands it back to the preferred node.
+    let mut admin = cluster.admin(3).await.unwrap();
+    let reply = admin
+        .transfer_leader(v1::TransferLeaderRequest { shard_id: 2, to_node_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.leader_id, 1);
+    let not_a_voter = admin
+        .transfer_leader(v1::TransferLeaderRequest { shard_id: 2, to_node_id: 7 })
+        .await
+        .unwrap_err();
+    assert_eq!(not_a_voter.code(), tonic::Code::InvalidArgument);
+    wait_balanced(&cluster, 3).await;
+
+    // A graceful stop hands node 2's shards over; writes to them go on; after the restart
+    // balancing gives them back.
+    cluster.stop(2);
+    let log = std::fs::read_to_string(cluster.start_args(2).0.join("tallyd.log")).unwrap();
+    assert!(log.contains("leadership handed over"), "node 2 handed nothing over:\n{log}");
+    let map = eventually("shard 2 has a new leader", Duration::from_secs(10), || async {
+        let map = cluster.list_shards(1).await?;
+        let leader = leader_of(&map, 2);
+        (leader == 1 || leader == 3).then_some(map)
+    })
+    .await;
+    assert_ne!(leader_of(&map, 2), 2);
+    let via_one = Client::builder([cluster.addr(1), cluster.addr(3)]).build().unwrap();
+    let (a, b) = (by_shard[&2][0], by_shard[&2][1]);
+    let results = via_one.create_transfers(vec![transfer(400, a, b, 5, 0)]).await.unwrap();
+    assert_eq!(results[0].status, TS::Created as i32);
+    cluster.spawn(2);
+    wait_balanced(&cluster, 2).await;
+
+    // Every shard's replicas converge to one state.
+    for shard in 1..=SHARDS {
+        let leader = leader_of(&cluster.list_shards(1).await.unwrap(), shard);
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+
+    // The shard count is fixed at creation: node 3 restarted with another count refuses
+    // to start, saying why.
+    cluster.stop(3);
+    let (_, mut args) = cluster.start_args(3);
+    args.extend(["--shards".to_owned(), "5".to_owned()]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        .args(&args)
+        .output()
+        .expect("run tallyd");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cluster of 4 data shards") && stderr.contains("shards = 4"),
+        "{stderr}"
+    );
+    assert!(cluster.running(1));
+}
