@@ -386,7 +386,13 @@ impl Replica {
         };
         match self.transfer_leader(to, HANDOVER_WAIT).await {
             Ok(()) => tracing::info!(shard = %self.shard, to, "leadership handed over"),
-            Err(e) => tracing::warn!(shard = %self.shard, to, error = %e, "handover"),
+            Err(e) => tracing::warn!(
+                shard = %self.shard,
+                to,
+                error = %e,
+                "handover not confirmed within {HANDOVER_WAIT:?} (the target may be stopping \
+                 too); the other voters elect a leader after their election timeout"
+            ),
         }
     }
 
