@@ -116,12 +116,20 @@ pub async fn run(
         stop_rx.clone(),
     )));
     tracing::info!(node_id = config.node_id, shards = config.shards, "shards started");
-    let admin = AdminApi::new(config.node_id, config.shards, replicas.clone(), channels.clone());
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let admin = AdminApi::new(
+        config.node_id,
+        config.shards,
+        replicas.clone(),
+        channels.clone(),
+        forwarded.clone(),
+    );
     let ledger = LedgerApi::new(
         config.shards,
         local,
         channels,
         Duration::from_millis(config.request_timeout_ms),
+        forwarded,
     );
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);

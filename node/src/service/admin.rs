@@ -1,6 +1,8 @@
 //! `tally.v1.AdminService`: a node's local view of its shards, the shard map as it knows
 //! it, and leadership transfer, for SREs, tools and tests.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tally_proto::v1;
@@ -22,14 +24,22 @@ pub struct AdminApi {
     shards: u32,
     replicas: Vec<Replica>,
     channels: Channels,
+    forwarded: Arc<AtomicU64>,
 }
 
 impl AdminApi {
-    /// Reports on `replicas` (this node's, one per shard of the cluster's `shards`);
-    /// forwards leadership transfers to other nodes over `channels`.
+    /// Reports on `replicas` (this node's, one per shard of the cluster's `shards`) and
+    /// the ledger service's `forwarded` parts count; forwards leadership transfers to
+    /// other nodes over `channels`.
     #[must_use]
-    pub fn new(node_id: u64, shards: u32, replicas: Vec<Replica>, channels: Channels) -> Self {
-        Self { node_id, shards, replicas, channels }
+    pub fn new(
+        node_id: u64,
+        shards: u32,
+        replicas: Vec<Replica>,
+        channels: Channels,
+        forwarded: Arc<AtomicU64>,
+    ) -> Self {
+        Self { node_id, shards, replicas, channels, forwarded }
     }
 
     fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
@@ -77,7 +87,11 @@ impl AdminService for AdminApi {
                 }
             })
             .collect();
-        Ok(Response::new(v1::NodeStatusReply { node_id: self.node_id, shards }))
+        Ok(Response::new(v1::NodeStatusReply {
+            node_id: self.node_id,
+            shards,
+            forwarded_parts: self.forwarded.load(Ordering::Relaxed),
+        }))
     }
 
     async fn list_shards(

@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -74,6 +75,8 @@ struct Inner {
     local: BTreeMap<ShardId, LocalShard>,
     channels: Channels,
     request_timeout: Duration,
+    /// Parts forwarded to another node (reported by `NodeStatus`).
+    forwarded: Arc<AtomicU64>,
 }
 
 /// `message` routed to `shard`, to be answered within `timeout`.
@@ -151,15 +154,16 @@ fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
 
 impl LedgerApi {
     /// Serves the `local` shards of a cluster of `shards` data shards; reaches the other
-    /// nodes over `channels`.
+    /// nodes over `channels`, counting each part it forwards in `forwarded`.
     #[must_use]
     pub fn new(
         shards: u32,
         local: BTreeMap<ShardId, LocalShard>,
         channels: Channels,
         request_timeout: Duration,
+        forwarded: Arc<AtomicU64>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { shards, local, channels, request_timeout }) }
+        Self { inner: Arc::new(Inner { shards, local, channels, request_timeout, forwarded }) }
     }
 
     fn shard(&self, shard: ShardId) -> Result<&LocalShard, Status> {
@@ -251,6 +255,7 @@ impl LedgerApi {
             if left.is_zero() {
                 return Err(status::timeout(self.timeout_ms()));
             }
+            self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
             // Bounded here too: a half-open connection would never answer.
             let answer = tokio::time::timeout(left, remote(self.peer(&target)?, left))
                 .await

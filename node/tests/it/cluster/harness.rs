@@ -222,6 +222,17 @@ impl Cluster {
         AdminServiceClient::connect(format!("http://{}", self.node(id).addr)).await.ok()
     }
 
+    /// Parts forwarded by all running nodes since they started.
+    pub async fn forwarded_parts(&self) -> u64 {
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let mut admin = self.admin(node.id).await.expect("node answers");
+            let request = v1::NodeStatusRequest { include_digest: false };
+            total += admin.node_status(request).await.unwrap().into_inner().forwarded_parts;
+        }
+        total
+    }
+
     /// Node `id`'s shard map, or `None` if it does not answer.
     pub async fn list_shards(&self, id: u64) -> Option<v1::ListShardsReply> {
         let mut admin = self.admin(id).await?;

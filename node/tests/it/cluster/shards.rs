@@ -137,6 +137,9 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
     expected[batch.len() - 1] = TS::LinkedEventFailed as i32;
     assert_eq!(statuses, expected);
 
+    // Node 2 forwarded the parts of the shards it does not lead.
+    assert!(cluster.forwarded_parts().await >= 3);
+
     // Lookups across shards come back in the order asked, missing ids skipped.
     let found = via_two.lookup_accounts(&shuffled).await.unwrap();
     let found_ids: Vec<u128> = found.iter().map(|a| u128_of(a.id)).collect();
@@ -155,6 +158,29 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
     let found = via_three.lookup_transfers(&transfer_ids).await.unwrap();
     let found_ids: Vec<u128> = found.iter().map(|t| u128_of(t.id)).collect();
     assert_eq!(found_ids, vec![next_id + 1, 100, 102, next_id, 101, 103]);
+
+    // A client of every node sends a single-shard request straight to its shard's leader
+    // once it has the shard map (fetched in the background): a round of one request per
+    // shard with nothing forwarded.
+    let routing = cluster.client();
+    let mut round = 0_u128;
+    eventually("single-shard requests reach their leaders", Duration::from_secs(10), || {
+        round += 1;
+        let (routing, by_shard, cluster) = (&routing, &by_shard, &cluster);
+        async move {
+            let before = cluster.forwarded_parts().await;
+            for (k, accounts) in by_shard.values().enumerate() {
+                let id = 10_000 + round * 100 + k as u128;
+                let one = vec![transfer(id, accounts[0], accounts[1], 1, 0)];
+                assert_eq!(
+                    routing.create_transfers(one).await.unwrap()[0].status,
+                    TS::Created as i32
+                );
+            }
+            (cluster.forwarded_parts().await == before).then_some(())
+        }
+    })
+    .await;
 
     // A post that names only its pending transfer reaches the pending transfer's shard,
     // whichever node receives it.
