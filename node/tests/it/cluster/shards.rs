@@ -2,7 +2,9 @@
 //! and forwarded by whichever node receives them, routed requests, leadership transfer
 //! (on request and on graceful shutdown), and a fixed shard count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tally_client::{Client, ClientError};
@@ -58,6 +60,21 @@ async fn wait_balanced(cluster: &Cluster, via: u64) -> v1::ListShardsReply {
     .await
 }
 
+/// `per_shard` account ids on each shard (the smallest such ids), by shard.
+fn accounts_on_each_shard(per_shard: usize) -> BTreeMap<u32, Vec<u128>> {
+    let mut by_shard: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
+    for id in 1_u128.. {
+        let ids = by_shard.entry(shard_of(id, SHARDS)).or_default();
+        if ids.len() < per_shard {
+            ids.push(id);
+        }
+        if by_shard.len() == SHARDS as usize && by_shard.values().all(|v| v.len() == per_shard) {
+            return by_shard;
+        }
+    }
+    unreachable!("ids are unbounded")
+}
+
 fn leader_of(map: &v1::ListShardsReply, shard: u32) -> u64 {
     map.shard_infos.iter().find(|s| s.shard_id == shard).expect("shard listed").leader_id
 }
@@ -85,16 +102,7 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
 
     // Three accounts on every shard, created in ONE request sent to node 2 only: node 2
     // splits it, serves its own shard and forwards the others.
-    let mut by_shard: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
-    for id in 1_u128.. {
-        let ids = by_shard.entry(shard_of(id, SHARDS)).or_default();
-        if ids.len() < 3 {
-            ids.push(id);
-        }
-        if by_shard.len() == SHARDS as usize && by_shard.values().all(|v| v.len() == 3) {
-            break;
-        }
-    }
+    let by_shard = accounts_on_each_shard(3);
     let ids: Vec<u128> = by_shard.values().flatten().copied().collect();
     let mut shuffled = ids.clone();
     shuffled.sort_unstable_by_key(|id| id.wrapping_mul(0x9e37_79b9) % 101);
@@ -294,4 +302,118 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
         "{stderr}"
     );
     assert!(cluster.running(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_shard_leader_loses_nothing_acknowledged_from_requests_that_span_shards() {
+    // Requests each holding one transfer per shard enter through node 1, which forwards
+    // three parts of each; node 2, leader of shard 2, is SIGKILLed mid-stream. Every request
+    // acknowledged is afterwards present, every transfer at most once, on every shard.
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let mut cluster = Cluster::start(3, SHARDED);
+    let map = wait_balanced(&cluster, 1).await;
+    let victim = leader_of(&map, 2);
+    assert_ne!(victim, 1, "the entry node must not be the victim");
+    let by_shard = accounts_on_each_shard(2);
+    let client =
+        Client::builder([cluster.addr(1)]).deadline(Duration::from_secs(30)).build().unwrap();
+    let accounts: Vec<_> = by_shard.values().flatten().map(|&id| account(id)).collect();
+    assert!(
+        client
+            .create_accounts(accounts)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.status == AS::Created as i32)
+    );
+
+    let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for task in 0..8_u128 {
+        let (client, stop, acked, by_shard) =
+            (client.clone(), stop.clone(), acked.clone(), by_shard.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen: HashMap<u128, bool> = HashMap::new();
+            for seq in 0..2_000_u128 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let base = 1_000_000 * (task + 1) + 10 * seq;
+                let batch: Vec<_> = by_shard
+                    .values()
+                    .zip(0..)
+                    .map(|(pair, k)| transfer(base + k, pair[0], pair[1], 1, 0))
+                    .collect();
+                let ok = match client.create_transfers(batch).await {
+                    Ok(results) => {
+                        for r in &results {
+                            assert!(
+                                r.status == TS::Created as i32 || r.status == TS::Exists as i32,
+                                "request {base}: {results:?}"
+                            );
+                        }
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Err(_) => false,
+                };
+                seen.insert(base, ok);
+            }
+            seen
+        }));
+    }
+    let wait_acked = |at_least: u64, what: &'static str| {
+        let acked = acked.clone();
+        async move {
+            eventually(what, Duration::from_secs(60), || async {
+                (acked.load(Ordering::Relaxed) >= at_least).then_some(())
+            })
+            .await;
+        }
+    };
+    wait_acked(100, "100 requests acknowledged before the kill").await;
+    cluster.kill(victim);
+    let at_kill = acked.load(Ordering::Relaxed);
+    wait_acked(at_kill + 100, "100 more acknowledged after the kill").await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = HashMap::new();
+    for task in tasks {
+        seen.extend(task.await.unwrap());
+    }
+    cluster.spawn(victim);
+    wait_balanced(&cluster, 1).await;
+    for shard in 1..=SHARDS {
+        let leader = leader_of(&cluster.list_shards(1).await.unwrap(), shard);
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+
+    // Every transfer of an acknowledged request is present; per shard, the balance counts
+    // each stored transfer exactly once.
+    let ids: Vec<u128> = seen.keys().flat_map(|&base| base..base + u128::from(SHARDS)).collect();
+    let mut present = HashMap::new();
+    for chunk in ids.chunks(8000) {
+        for t in client.lookup_transfers(chunk).await.unwrap() {
+            assert!(present.insert(u128_of(t.id), t).is_none(), "a transfer id appears twice");
+        }
+    }
+    let acknowledged: Vec<u128> = seen.iter().filter(|(_, ok)| **ok).map(|(b, _)| *b).collect();
+    assert!(acknowledged.len() >= 200, "only {} acknowledged", acknowledged.len());
+    for base in &acknowledged {
+        for (pair, k) in by_shard.values().zip(0..) {
+            let t = present
+                .get(&(base + k))
+                .unwrap_or_else(|| panic!("acknowledged {} lost", base + k));
+            assert_eq!(
+                (u128_of(t.debit_account_id), u128_of(t.credit_account_id)),
+                (pair[0], pair[1])
+            );
+        }
+    }
+    for (pair, k) in by_shard.values().zip(0..) {
+        let stored = present.keys().filter(|id| *id % 10 == k).count() as u128;
+        let found = client.lookup_accounts(pair).await.unwrap();
+        assert_eq!(u128_of(found[0].debits_posted), stored, "shard of account {}", pair[0]);
+        assert_eq!(u128_of(found[1].credits_posted), stored);
+    }
 }
