@@ -33,6 +33,17 @@ use crate::storage::keys::ShardId;
 /// How long a connection attempt to a peer may take.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// HTTP/2 keepalive on peer connections: a PING after this much silence (also while no
+/// call is in flight)...
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// ...and the connection is closed if the PING is not answered within this. So a peer that
+/// vanished without closing its connection (a half-open TCP connection: power loss, a
+/// partition) fails the calls in flight on it within about 15 s, and the next call
+/// reconnects, instead of a snapshot stream or a forwarded request waiting forever.
+/// (Generous on purpose: a peer starved of CPU at peak answers late, and closing its
+/// connection would fail every call in flight on it.)
+pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Least time an AppendEntries sent by replication may take. openraft gives replication
 /// RPCs one heartbeat interval (100 ms by default), which a full batch (megabytes, plus the
 /// follower's fsync), or even an empty append on a CPU-starved machine, can exceed: timing
@@ -64,6 +75,9 @@ impl Channels {
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_adaptive_window(true)
+            .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         by_addr.insert(addr.to_owned(), channel.clone());
         Ok(channel)
