@@ -23,6 +23,8 @@ pub const CHECKPOINT_WRITES_MIN: u64 = 1;
 /// Largest `raft.checkpoint_writes`: the journal holds about 150 bytes a write, so this
 /// bounds it near 2.5 GiB and the log a restart re-applies to a few seconds.
 pub const CHECKPOINT_WRITES_MAX: u64 = 1 << 24;
+/// Largest `txn_recovery_after_ms` (one day).
+pub const TXN_RECOVERY_AFTER_MS_MAX: u64 = 86_400_000;
 /// Largest `raft.leader_balance_interval_ms` (one hour).
 pub const LEADER_BALANCE_INTERVAL_MS_MAX: u64 = 3_600_000;
 
@@ -53,6 +55,10 @@ pub struct NodeConfig {
     pub request_timeout_ms: u64,
     /// How often the leader checks for due pending-transfer expiries, milliseconds.
     pub pulse_interval_ms: u64,
+    /// Age of a cross-shard transaction's marker after which a shard leader finishes the
+    /// transaction if its legs there are still unresolved (its coordinator presumably
+    /// crashed), milliseconds, `1..=TXN_RECOVERY_AFTER_MS_MAX`.
+    pub txn_recovery_after_ms: u64,
     /// Logging.
     pub log: LogConfig,
 }
@@ -140,6 +146,7 @@ impl Default for NodeConfig {
             batch: BatchConfig::default(),
             request_timeout_ms: 10_000,
             pulse_interval_ms: 100,
+            txn_recovery_after_ms: 30_000,
             log: LogConfig::default(),
         }
     }
@@ -308,6 +315,12 @@ impl NodeConfig {
         if !(1..=60_000).contains(&self.pulse_interval_ms) {
             return Err(invalid("pulse_interval_ms", "must be 1..=60000"));
         }
+        if !(1..=TXN_RECOVERY_AFTER_MS_MAX).contains(&self.txn_recovery_after_ms) {
+            return Err(invalid(
+                "txn_recovery_after_ms",
+                format!("must be 1..={TXN_RECOVERY_AFTER_MS_MAX}"),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
         }
@@ -473,7 +486,8 @@ impl fmt::Display for NodeConfig {
         write!(
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
-             request_timeout_ms={} pulse_interval_ms={} {} {} {} (no secrets in the config)",
+             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} \
+             (no secrets in the config)",
             self.node_id,
             self.listen_addr,
             self.advertised_addr(),
@@ -482,6 +496,7 @@ impl fmt::Display for NodeConfig {
             self.shards,
             self.request_timeout_ms,
             self.pulse_interval_ms,
+            self.txn_recovery_after_ms,
             self.raft,
             self.batch,
             self.log
@@ -627,6 +642,7 @@ mod tests {
             ("[batch]\nin_flight_entries_max = 0", "batch.in_flight_entries_max"),
             ("request_timeout_ms = 0", "request_timeout_ms"),
             ("pulse_interval_ms = 0", "pulse_interval_ms"),
+            ("txn_recovery_after_ms = 0", "txn_recovery_after_ms"),
             ("shards = 0", "shards"),
             ("shards = 1025", "shards"),
             ("[log]\nlevel = \"info,[\"", "log.level"),
@@ -724,6 +740,7 @@ mod tests {
         assert_eq!(config.log, defaults.log);
         assert_eq!(config.request_timeout_ms, defaults.request_timeout_ms);
         assert_eq!(config.pulse_interval_ms, defaults.pulse_interval_ms);
+        assert_eq!(config.txn_recovery_after_ms, defaults.txn_recovery_after_ms);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.bootstrap.len(), 3);
     }
@@ -742,6 +759,7 @@ mod tests {
             "shards=1",
             "request_timeout_ms=10000",
             "pulse_interval_ms=100",
+            "txn_recovery_after_ms=30000",
             "raft.heartbeat_interval_ms=100",
             "raft.election_timeout_min_ms=1000",
             "raft.election_timeout_max_ms=2000",

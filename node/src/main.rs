@@ -166,6 +166,9 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let cli = Cli::parse();
+    // Crash-test builds only: failpoints configured by the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

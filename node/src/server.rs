@@ -131,6 +131,12 @@ pub async fn run(
         Duration::from_millis(config.request_timeout_ms),
         forwarded,
     );
+    tasks.push(tokio::spawn(crate::service::xshard::recover(
+        ledger.clone(),
+        crate::service::xshard::RECOVERY_INTERVAL,
+        Duration::from_millis(config.txn_recovery_after_ms),
+        stop_rx.clone(),
+    )));
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);
 

@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status};
 use super::batcher::{Batcher, Kind};
 use super::route::{self, RouteError};
 use super::status;
+use super::xshard;
 use crate::convert;
 use crate::ledger::{StateMachine, TransferId};
 use crate::raft::network::Channels;
@@ -77,6 +78,8 @@ struct Inner {
     request_timeout: Duration,
     /// Parts forwarded to another node (reported by `NodeStatus`).
     forwarded: Arc<AtomicU64>,
+    /// Internal accounts known to exist, by shard (cross-shard transactions).
+    internal_ready: parking_lot::Mutex<std::collections::HashSet<(ShardId, u128)>>,
 }
 
 /// `message` routed to `shard`, to be answered within `timeout`.
@@ -91,15 +94,28 @@ fn invalid_route(e: &RouteError) -> Status {
     Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
 }
 
-/// Refuses a routed request holding an event that belongs to another shard.
-fn check_routed(shards: &[ShardId], routed: ShardId) -> Result<(), Status> {
-    match shards.iter().position(|&s| s != routed) {
+/// Refuses a routed request holding an event that belongs to another shard (or to a
+/// cross-shard transaction).
+fn check_routed(shards: &[Option<ShardId>], routed: ShardId) -> Result<(), Status> {
+    match shards.iter().position(|&s| s != Some(routed)) {
         None => Ok(()),
-        Some(index) => Err(status::wrong_shard(&format!(
-            "event {index} belongs to shard {}, not to the routed shard {}",
-            shards[index].0, routed.0
-        ))),
+        Some(index) => Err(status::wrong_shard(&match shards[index] {
+            Some(shard) => format!(
+                "event {index} belongs to shard {}, not to the routed shard {}",
+                shard.0, routed.0
+            ),
+            None => format!("event {index} belongs to a cross-shard transaction"),
+        })),
     }
+}
+
+/// A request naming an internal account (only nodes use them, in routed requests).
+fn reserved(index: usize) -> Status {
+    Status::invalid_argument(format!(
+        "TALLY:InvalidRequest: event {index} names an account id whose high 64 bits are \
+         {:#x}: those ids are reserved for Tally's internal accounts",
+        xshard::INTERNAL_ID_HI
+    ))
 }
 
 fn wire_status(code: u32) -> i32 {
@@ -163,7 +179,9 @@ impl LedgerApi {
         request_timeout: Duration,
         forwarded: Arc<AtomicU64>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { shards, local, channels, request_timeout, forwarded }) }
+        let internal_ready = parking_lot::Mutex::default();
+        let inner = Inner { shards, local, channels, request_timeout, forwarded, internal_ready };
+        Self { inner: Arc::new(inner) }
     }
 
     fn shard(&self, shard: ShardId) -> Result<&LocalShard, Status> {
@@ -313,7 +331,7 @@ impl LedgerApi {
         &self,
         kind: Kind,
         events: &[E],
-        shards: &[ShardId],
+        shards: &[Option<ShardId>],
         routed: Option<ShardId>,
         encode: impl Fn(&E, &mut Vec<u8>) + Copy,
         forward: F,
@@ -352,6 +370,124 @@ impl LedgerApi {
             Ok::<_, Status>((indexes, outcomes))
         });
         merge(events.len(), try_join_all(parts).await?)
+    }
+
+    /// The cluster's data-shard count.
+    pub(super) fn shard_count(&self) -> u32 {
+        self.inner.shards
+    }
+
+    /// The shards this node hosts.
+    pub(super) fn hosted(&self) -> impl Iterator<Item = &LocalShard> {
+        self.inner.local.values()
+    }
+
+    /// Whether internal account `id` is known to exist on `shard`; records it if `mark`.
+    pub(super) fn internal_ready(&self, shard: ShardId, id: u128, mark: bool) -> bool {
+        let mut ready = self.inner.internal_ready.lock();
+        if mark { !ready.insert((shard, id)) } else { ready.contains(&(shard, id)) }
+    }
+
+    /// Creates `transfers` on `shard` as one request (here if this node leads it, else at
+    /// its leader); the outcomes (timestamp, status) in order.
+    pub(super) async fn transfers_on(
+        &self,
+        shard: ShardId,
+        transfers: Vec<crate::ledger::Transfer>,
+        deadline: Instant,
+    ) -> Result<Vec<(u64, u32)>, Status> {
+        let transfers = &transfers;
+        self.on_shard(
+            shard,
+            deadline,
+            true,
+            |here| async move {
+                let records = transfers.iter().flat_map(records::transfer_encode).collect();
+                self.write_local(&here, Kind::Transfers, transfers.len(), records).await
+            },
+            |mut peer, left| {
+                let wire = transfers.iter().map(convert::transfer_to_proto).collect();
+                let message = v1::CreateTransfersRequest { transfers: wire };
+                async move {
+                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    Ok(reply
+                        .into_inner()
+                        .results
+                        .iter()
+                        .map(|r| (r.timestamp, u32::try_from(r.status).unwrap_or(u32::MAX)))
+                        .collect())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Creates `accounts` on `shard` as one request; the outcomes in order.
+    pub(super) async fn accounts_on(
+        &self,
+        shard: ShardId,
+        accounts: Vec<crate::ledger::Account>,
+        deadline: Instant,
+    ) -> Result<Vec<(u64, u32)>, Status> {
+        let accounts = &accounts;
+        self.on_shard(
+            shard,
+            deadline,
+            true,
+            |here| async move {
+                let records = accounts.iter().flat_map(records::account_encode).collect();
+                self.write_local(&here, Kind::Accounts, accounts.len(), records).await
+            },
+            |mut peer, left| {
+                let wire = accounts.iter().map(convert::account_to_proto).collect();
+                let message = v1::CreateAccountsRequest { accounts: wire };
+                async move {
+                    let reply = peer.create_accounts(routed(message, shard, left)).await?;
+                    Ok(reply
+                        .into_inner()
+                        .results
+                        .iter()
+                        .map(|r| (r.timestamp, u32::try_from(r.status).unwrap_or(u32::MAX)))
+                        .collect())
+                }
+            },
+        )
+        .await
+    }
+
+    /// The transfers found among `ids` on `shard` (linearizable), in the order of `ids`.
+    pub(super) async fn lookup_on(
+        &self,
+        shard: ShardId,
+        ids: Vec<TransferId>,
+        deadline: Instant,
+    ) -> Result<Vec<crate::ledger::Transfer>, Status> {
+        let ids = &ids;
+        self.on_shard(
+            shard,
+            deadline,
+            true,
+            |here| async move { self.read_local(&here, |m| m.lookup_transfers(ids)).await },
+            |mut peer, left| {
+                let message =
+                    v1::LookupTransfersRequest { ids: ids.iter().map(|id| id.0.into()).collect() };
+                async move {
+                    let reply = peer.lookup_transfers(routed(message, shard, left)).await?;
+                    reply
+                        .into_inner()
+                        .transfers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            convert::transfer_from_proto(i, t).map_err(|e| {
+                                Status::internal(format!("TALLY:Internal: a peer's transfer: {e}"))
+                            })
+                        })
+                        .collect()
+                }
+            },
+        )
+        .await
     }
 
     /// Where each pending transfer of `ids` lives (the shard of its debit account), by
@@ -415,15 +551,29 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::CreateAccountsReply>, Status> {
         let accounts =
             convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
-        let shards =
-            route::account_shards(&accounts, self.inner.shards).map_err(|e| invalid_route(&e))?;
+        let routed_to = self.routed_shard(&request)?;
+        if routed_to.is_none() {
+            if let Some(i) = accounts.iter().position(|a| route::is_internal(a.id.0)) {
+                return Err(reserved(i));
+            }
+        }
+        // Internal accounts exist on every shard: a routed request creates them there.
+        let shards: Vec<Option<ShardId>> = route::account_shards(&accounts, self.inner.shards)
+            .map_err(|e| invalid_route(&e))?
+            .into_iter()
+            .zip(&accounts)
+            .map(|(shard, a)| match routed_to {
+                Some(routed) if route::is_internal(a.id.0) => Some(routed),
+                _ => Some(shard),
+            })
+            .collect();
         let wire = &request.get_ref().accounts;
         let outcomes = self
             .write_split(
                 Kind::Accounts,
                 &accounts,
                 &shards,
-                self.routed_shard(&request)?,
+                routed_to,
                 |a, out| out.extend_from_slice(&records::account_encode(a)),
                 |mut peer, left, shard, indexes| {
                     let accounts = indexes.iter().map(|&i| wire[i]).collect();
@@ -455,9 +605,18 @@ impl LedgerService for LedgerApi {
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let count = self.inner.shards;
         let routed_to = self.routed_shard(&request)?;
-        let shards = match routed_to {
+        if routed_to.is_none() {
+            let internal = |t: &crate::ledger::Transfer| {
+                route::is_internal(t.debit_account_id.0)
+                    || route::is_internal(t.credit_account_id.0)
+            };
+            if let Some(i) = transfers.iter().position(internal) {
+                return Err(reserved(i));
+            }
+        }
+        let routes = match routed_to {
             // The forwarding node found where each pending transfer lives.
-            Some(shard) => route::transfer_shards(&transfers, count, |_| Some(shard.0)),
+            Some(shard) => route::transfer_routes(&transfers, count, |_| Some(shard.0)),
             None => {
                 let to_find = route::pending_to_find(&transfers, count);
                 let found = if to_find.is_empty() {
@@ -465,33 +624,35 @@ impl LedgerService for LedgerApi {
                 } else {
                     self.find_pending(&to_find, self.deadline()).await?
                 };
-                route::transfer_shards(&transfers, count, |id| found.get(&id).copied())
+                route::transfer_routes(&transfers, count, |id| found.get(&id).copied())
             }
-        }
-        .map_err(|e| invalid_route(&e))?;
+        };
         let wire = &request.get_ref().transfers;
-        let outcomes = self
-            .write_split(
-                Kind::Transfers,
-                &transfers,
-                &shards,
-                routed_to,
-                |t, out| out.extend_from_slice(&records::transfer_encode(t)),
-                |mut peer, left, shard, indexes| {
-                    let transfers = indexes.iter().map(|&i| wire[i]).collect();
-                    let message = v1::CreateTransfersRequest { transfers };
-                    async move {
-                        let reply = peer.create_transfers(routed(message, shard, left)).await?;
-                        Ok(reply
-                            .into_inner()
-                            .results
-                            .iter()
-                            .map(|r| (r.timestamp, r.status))
-                            .collect())
-                    }
-                },
-            )
-            .await?;
+        let single = self.write_split(
+            Kind::Transfers,
+            &transfers,
+            &routes.shards,
+            routed_to,
+            |t, out| out.extend_from_slice(&records::transfer_encode(t)),
+            |mut peer, left, shard, indexes| {
+                let transfers = indexes.iter().map(|&i| wire[i]).collect();
+                let message = v1::CreateTransfersRequest { transfers };
+                async move {
+                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
+                }
+            },
+        );
+        let deadline = self.deadline();
+        let transfers = &transfers;
+        let transactions = try_join_all(routes.transactions.iter().map(|range| async move {
+            let outcomes = self.run_transaction(&transfers[range.clone()], deadline).await?;
+            Ok::<_, Status>((range.clone(), outcomes))
+        }));
+        let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
+        for (range, results) in transactions {
+            outcomes[range].copy_from_slice(&results);
+        }
         let results = outcomes
             .into_iter()
             .map(|(timestamp, status)| v1::CreateTransferResult { timestamp, status })
@@ -506,7 +667,8 @@ impl LedgerService for LedgerApi {
         let ids = convert::account_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         let count = self.inner.shards;
-        let shards: Vec<ShardId> = ids.iter().map(|id| ShardId(shard_of(id.0, count))).collect();
+        let shards: Vec<Option<ShardId>> =
+            ids.iter().map(|id| Some(ShardId(shard_of(id.0, count)))).collect();
         if let Some(shard) = self.routed_shard(&request)? {
             check_routed(&shards, shard)?;
             let found = self.read_local(self.shard(shard)?, |m| m.lookup_accounts(&ids)).await?;
@@ -556,10 +718,25 @@ impl LedgerService for LedgerApi {
             let transfers = found.iter().map(convert::transfer_to_proto).collect();
             return Ok(Response::new(v1::LookupTransfersReply { transfers }));
         }
+        let deadline = self.deadline();
         let found =
-            self.lookup_transfers_everywhere(&ids, &request.get_ref().ids, self.deadline()).await?;
+            self.lookup_transfers_everywhere(&ids, &request.get_ref().ids, deadline).await?;
         let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
-        let transfers = merge_found(&order, found, |t| id_of(t.id.as_ref()));
+        let merged = merge_found(&order, found, |t| id_of(t.id.as_ref()));
+        // A transfer of a cross-shard transaction is found as its alias: rebuilt from its
+        // legs if the transaction was posted, left out otherwise.
+        let mut transfers = Vec::with_capacity(merged.len());
+        for t in merged {
+            let domain = convert::transfer_from_proto(0, &t)
+                .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
+            if xshard::is_alias(&domain) {
+                if let Some(original) = self.reconstruct(&domain, deadline).await? {
+                    transfers.push(convert::transfer_to_proto(&original));
+                }
+            } else {
+                transfers.push(t);
+            }
+        }
         Ok(Response::new(v1::LookupTransfersReply { transfers }))
     }
 
@@ -572,7 +749,7 @@ impl LedgerService for LedgerApi {
         let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
         let routed_to = self.routed_shard(&request)?;
         if let Some(routed) = routed_to {
-            check_routed(&[shard], routed)?;
+            check_routed(&[Some(shard)], routed)?;
         }
         let reply = self
             .on_shard(
@@ -607,7 +784,7 @@ impl LedgerService for LedgerApi {
         let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
         let routed_to = self.routed_shard(&request)?;
         if let Some(routed) = routed_to {
-            check_routed(&[shard], routed)?;
+            check_routed(&[Some(shard)], routed)?;
         }
         let reply = self
             .on_shard(

@@ -5,6 +5,8 @@
 //! - [`route`] — which shard each event of a request belongs to.
 //! - [`admin`] — `tally.v1.AdminService`: a node's local view of its shards.
 //! - [`batcher`] — group commit of concurrent requests into one Raft entry.
+//! - [`xshard`] — cross-shard transactions: two phases built from ledger primitives,
+//!   and their recovery.
 //! - [`status`] — cluster conditions as `tonic::Status` with stable codes and leader hints.
 //! - [`placement`] — leader balancing: each shard's leadership goes to its preferred node.
 //! - [`pulse`] — the leader's timer that expires pending transfers when no batch flows.
@@ -16,3 +18,4 @@ pub mod placement;
 pub mod pulse;
 pub mod route;
 pub mod status;
+pub mod xshard;

@@ -10,7 +10,8 @@
 //! - A linked chain stays whole: every event of a chain must belong to the chain's first
 //!   event's shard.
 //! - A transfer whose debit and credit accounts live on different shards, and a chain that
-//!   spans shards, are refused until cross-shard transactions land ([`RouteError`]).
+//!   spans shards, become a cross-shard transaction (`service::xshard`). A linked chain of
+//!   accounts spanning shards is refused ([`RouteError`]).
 
 use std::collections::BTreeMap;
 
@@ -22,19 +23,6 @@ use crate::storage::keys::ShardId;
 /// Why a request cannot be split into single-shard parts.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
-    /// A transfer between accounts of two shards.
-    #[error(
-        "transfer {index} debits an account of shard {debit} and credits one of shard {credit}: \
-         cross-shard transfers are not supported yet (docs/SHARDING.md §3)"
-    )]
-    CrossShard {
-        /// Index of the event in the request.
-        index: usize,
-        /// The debit account's shard.
-        debit: u32,
-        /// The credit account's shard.
-        credit: u32,
-    },
     /// A linked chain whose events belong to two shards.
     #[error(
         "event {index} belongs to shard {found} but its linked chain (from event {first}) to \
@@ -108,50 +96,106 @@ pub fn pending_to_find(transfers: &[Transfer], shards: u32) -> Vec<TransferId> {
     find
 }
 
-/// The shard of each transfer; `pending_shard` answers where the pending transfers of
-/// [`pending_to_find`] were found.
-///
-/// # Errors
-/// A cross-shard transfer or a chain spanning shards.
-pub fn transfer_shards(
+/// Where each transfer of a request goes: `shards[i]` is the shard of event `i`, or `None`
+/// if the event belongs to one of the cross-shard `transactions` (each a range of events:
+/// a transfer whose accounts are on two shards, or a linked chain spanning shards).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRoutes {
+    /// Each event's shard; `None` inside a transaction.
+    pub shards: Vec<Option<ShardId>>,
+    /// The cross-shard transactions, in request order.
+    pub transactions: Vec<std::ops::Range<usize>>,
+}
+
+/// The shard of one transfer, or `None` if its accounts are on two shards.
+fn transfer_shard(
+    transfers: &[Transfer],
+    i: usize,
+    shards: u32,
+    pending_shard: &impl Fn(TransferId) -> Option<u32>,
+) -> Option<u32> {
+    let t = &transfers[i];
+    if t.flags.resolves_pending() {
+        if t.debit_account_id.0 != 0 {
+            return Some(shard_of(t.debit_account_id.0, shards));
+        }
+        let earlier = transfers[..i]
+            .iter()
+            .find(|e| e.id == t.pending_id && !e.flags.resolves_pending())
+            .map(|e| shard_of(e.debit_account_id.0, shards));
+        let found = earlier.or_else(|| pending_shard(t.pending_id));
+        return Some(found.unwrap_or_else(|| shard_of(t.pending_id.0, shards)));
+    }
+    // Internal accounts (cross-shard transit, sinks) exist on every shard: an event
+    // follows its other account, or the routed shard if both are internal.
+    let (debit_internal, credit_internal) =
+        (is_internal(t.debit_account_id.0), is_internal(t.credit_account_id.0));
+    match (debit_internal, credit_internal) {
+        (true, true) => {
+            return Some(pending_shard(t.id).unwrap_or_else(|| shard_of(t.id.0, shards)));
+        }
+        (true, false) => return Some(shard_of(t.credit_account_id.0, shards)),
+        (false, true) => return Some(shard_of(t.debit_account_id.0, shards)),
+        (false, false) => {}
+    }
+    let debit = shard_of(t.debit_account_id.0, shards);
+    if t.debit_account_id.0 != 0 && t.credit_account_id.0 != 0 {
+        let credit = shard_of(t.credit_account_id.0, shards);
+        if credit != debit {
+            return None;
+        }
+    }
+    Some(debit)
+}
+
+/// Whether `id` is one of Tally's internal account ids (high half
+/// [`INTERNAL_ID_HI`](super::xshard::INTERNAL_ID_HI)).
+#[must_use]
+pub fn is_internal(id: u128) -> bool {
+    super::xshard::is_internal(id)
+}
+
+/// Routes the transfers of a request; `pending_shard` answers where the pending transfers
+/// of [`pending_to_find`] were found. A linked chain stays whole: on one shard if all its
+/// events are, else one cross-shard transaction.
+#[must_use]
+pub fn transfer_routes(
     transfers: &[Transfer],
     shards: u32,
     pending_shard: impl Fn(TransferId) -> Option<u32>,
-) -> Result<Vec<ShardId>, RouteError> {
-    by_chain(
-        transfers.len(),
-        |i| transfers[i].flags.contains(TransferFlags::LINKED),
-        |i| {
-            let t = &transfers[i];
-            if t.flags.resolves_pending() {
-                if t.debit_account_id.0 != 0 {
-                    return Ok(shard_of(t.debit_account_id.0, shards));
-                }
-                let earlier = transfers[..i]
-                    .iter()
-                    .find(|e| e.id == t.pending_id && !e.flags.resolves_pending())
-                    .map(|e| shard_of(e.debit_account_id.0, shards));
-                let found = earlier.or_else(|| pending_shard(t.pending_id));
-                return Ok(found.unwrap_or_else(|| shard_of(t.pending_id.0, shards)));
+) -> TransferRoutes {
+    let mut routes =
+        TransferRoutes { shards: Vec::with_capacity(transfers.len()), transactions: Vec::new() };
+    let mut start = 0;
+    while start < transfers.len() {
+        let mut end = start;
+        while end + 1 < transfers.len() && transfers[end].flags.contains(TransferFlags::LINKED) {
+            end += 1;
+        }
+        let chain: Vec<Option<u32>> =
+            (start..=end).map(|i| transfer_shard(transfers, i, shards, &pending_shard)).collect();
+        match chain[0] {
+            Some(first) if chain.iter().all(|&s| s == Some(first)) => {
+                routes.shards.extend(chain.iter().map(|_| Some(ShardId(first))));
             }
-            let debit = shard_of(t.debit_account_id.0, shards);
-            if t.debit_account_id.0 != 0 && t.credit_account_id.0 != 0 {
-                let credit = shard_of(t.credit_account_id.0, shards);
-                if credit != debit {
-                    return Err(RouteError::CrossShard { index: i, debit, credit });
-                }
+            _ => {
+                routes.shards.extend(chain.iter().map(|_| None));
+                routes.transactions.push(start..end + 1);
             }
-            Ok(debit)
-        },
-    )
+        }
+        start = end + 1;
+    }
+    routes
 }
 
-/// Event indexes by shard, each list in request order.
+/// Event indexes by shard, each list in request order (events without a shard skipped).
 #[must_use]
-pub fn group(shards: &[ShardId]) -> BTreeMap<ShardId, Vec<usize>> {
+pub fn group(shards: &[Option<ShardId>]) -> BTreeMap<ShardId, Vec<usize>> {
     let mut groups: BTreeMap<ShardId, Vec<usize>> = BTreeMap::new();
-    for (index, &shard) in shards.iter().enumerate() {
-        groups.entry(shard).or_default().push(index);
+    for (index, shard) in shards.iter().enumerate() {
+        if let Some(shard) = shard {
+            groups.entry(*shard).or_default().push(index);
+        }
     }
     groups
 }
@@ -184,33 +228,36 @@ mod tests {
 
     #[test]
     fn transfers_follow_their_debit_account_and_chains_stay_whole() {
-        // A transfer goes to its debit account's shard; a chain on one shard is kept; one
-        // leaving its shard, and a transfer across shards, are refused naming the event.
+        // A transfer goes to its debit account's shard and a chain on one shard stays
+        // there; a transfer across shards, or a chain leaving its shard, becomes one
+        // cross-shard transaction spanning the whole chain.
         let (a, b, c) = ids();
         let none = |_| None;
+        let (sa, sb) = (Some(ShardId(shard_of(a, 4))), Some(ShardId(shard_of(b, 4))));
         let ok = [
             transfer(10, a, c, TransferFlags::LINKED),
             transfer(11, c, a, TransferFlags::empty()),
             transfer(12, b, b, TransferFlags::empty()),
         ];
-        let shards = transfer_shards(&ok, 4, none).unwrap();
-        let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
-        assert_eq!(shards, vec![sa, sa, sb]);
-        assert_eq!(group(&shards), BTreeMap::from([(sa, vec![0, 1]), (sb, vec![2])]));
+        let routes = transfer_routes(&ok, 4, none);
+        assert_eq!(routes.shards, vec![sa, sa, sb]);
+        assert!(routes.transactions.is_empty());
+        let groups = group(&routes.shards);
+        assert_eq!(groups, BTreeMap::from([(sa.unwrap(), vec![0, 1]), (sb.unwrap(), vec![2])]));
 
-        let across = [transfer(10, a, b, TransferFlags::empty())];
-        assert!(matches!(
-            transfer_shards(&across, 4, none),
-            Err(RouteError::CrossShard { index: 0, .. })
-        ));
-        let chain =
-            [transfer(10, a, c, TransferFlags::LINKED), transfer(11, b, b, TransferFlags::empty())];
-        assert!(matches!(
-            transfer_shards(&chain, 4, none),
-            Err(RouteError::ChainSpansShards { first: 0, index: 1, .. })
-        ));
+        let mixed = [
+            transfer(10, b, b, TransferFlags::empty()),
+            transfer(11, a, b, TransferFlags::empty()),
+            transfer(12, a, c, TransferFlags::LINKED),
+            transfer(13, b, b, TransferFlags::empty()),
+        ];
+        let routes = transfer_routes(&mixed, 4, none);
+        assert_eq!(routes.shards, vec![sb, None, None, None]);
+        assert_eq!(routes.transactions, vec![1..2, 2..4]);
+        assert_eq!(group(&routes.shards), BTreeMap::from([(sb.unwrap(), vec![0])]));
         // One shard: everything is shard 1.
-        assert_eq!(transfer_shards(&across, 1, none).unwrap(), vec![ShardId(1)]);
+        let one = transfer_routes(&mixed, 1, none);
+        assert!(one.shards.iter().all(|s| *s == Some(ShardId(1))) && one.transactions.is_empty());
     }
 
     #[test]
@@ -223,15 +270,17 @@ mod tests {
         resolve.pending_id = TransferId(20);
         let same_request = [transfer(20, b, b, TransferFlags::PENDING), resolve];
         assert_eq!(pending_to_find(&same_request, 4), Vec::<TransferId>::new());
-        let sb = ShardId(shard_of(b, 4));
-        assert_eq!(transfer_shards(&same_request, 4, |_| None).unwrap(), vec![sb, sb]);
+        let sb = Some(ShardId(shard_of(b, 4)));
+        assert_eq!(transfer_routes(&same_request, 4, |_| None).shards, vec![sb, sb]);
 
         let alone = [resolve];
         assert_eq!(pending_to_find(&alone, 4), vec![TransferId(20)]);
         assert_eq!(pending_to_find(&alone, 1), Vec::<TransferId>::new());
         let found = |id: TransferId| (id == TransferId(20)).then_some(shard_of(a, 4));
-        assert_eq!(transfer_shards(&alone, 4, found).unwrap(), vec![ShardId(shard_of(a, 4))]);
-        assert_eq!(transfer_shards(&alone, 4, |_| None).unwrap(), vec![ShardId(shard_of(20, 4))]);
+        let routes = transfer_routes(&alone, 4, found);
+        assert_eq!(routes.shards, vec![Some(ShardId(shard_of(a, 4)))]);
+        let unknown = transfer_routes(&alone, 4, |_| None);
+        assert_eq!(unknown.shards, vec![Some(ShardId(shard_of(20, 4)))]);
     }
 
     #[test]

