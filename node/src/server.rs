@@ -194,7 +194,10 @@ pub async fn run(
     futures_util::future::join_all(replicas.iter().map(Replica::shutdown)).await;
     for task in tasks {
         task.abort();
+        let _ = task.await;
     }
+    drop(replicas);
+    drop(syncer);
     // Persist the last checkpoints (written without the WAL) so that a clean restart does
     // not re-apply the log since the last flush, then make the log's tail durable.
     if let Err(e) = storage.flush_state() {
@@ -203,11 +206,36 @@ pub async fn run(
     if let Err(e) = storage.sync() {
         tracing::error!(error = %e, "final WAL fsync failed");
     }
-    storage.stop_background_work();
+    close(storage).await;
     served?;
     match fatal.into_inner() {
         Some(e) => Err(ServerError::Raft(format!("raft stopped: {e}"))),
         None => Ok(()),
+    }
+}
+
+/// How long a stopping node waits for its last database handles to be released.
+pub const STORAGE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Closes the database once every other handle is gone (at most [`STORAGE_CLOSE_WAIT`];
+/// after that, stops its background work and leaves it open, with a warning).
+async fn close(mut storage: Storage) {
+    let deadline = tokio::time::Instant::now() + STORAGE_CLOSE_WAIT;
+    loop {
+        match storage.try_close() {
+            Ok(()) => return,
+            Err(still) if tokio::time::Instant::now() < deadline => {
+                storage = still;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(still) => {
+                tracing::warn!(
+                    "database handles still held at exit; stopping its background work only"
+                );
+                still.stop_background_work();
+                return;
+            }
+        }
     }
 }
 

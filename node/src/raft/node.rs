@@ -249,6 +249,24 @@ impl Replica {
         LeaderHint { id, addr }
     }
 
+    /// Waits at most `wait` until this node knows a leader of the shard (an election or a
+    /// leadership transfer is in progress otherwise); the hint then.
+    pub async fn wait_leader(&self, wait: std::time::Duration) -> LeaderHint {
+        let mut metrics = self.raft.metrics();
+        let known = async {
+            loop {
+                if metrics.borrow_watched().current_leader.is_some() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, known).await;
+        self.leader_hint()
+    }
+
     /// This node's local view of the shard.
     #[must_use]
     pub fn status(&self, include_digest: bool) -> ReplicaStatus {

@@ -55,6 +55,10 @@ use crate::storage::records;
 /// leadership change while forwarding: the first hint was stale).
 pub const FORWARD_ATTEMPTS_MAX: u32 = 3;
 
+/// How long a part waits for its shard to have a known leader (an election, a leadership
+/// transfer) before the request fails with `NotLeader`.
+pub const LEADER_WAIT: Duration = Duration::from_secs(1);
+
 /// One shard this node hosts: its replica and its group-commit front.
 #[derive(Clone, Debug)]
 pub struct LocalShard {
@@ -257,22 +261,34 @@ impl LedgerApi {
         let mut redirect: Option<String> = None;
         for attempt in 1..=FORWARD_ATTEMPTS_MAX {
             if here.replica.is_leader() {
-                return local(here.clone()).await;
+                match local(here.clone()).await {
+                    // Leadership moved before the part was proposed (nothing applied):
+                    // follow it like a stale hint.
+                    Err(e) if attempt < FORWARD_ATTEMPTS_MAX && status::is_not_leader(&e) => {
+                        redirect = status::leader_addr(&e);
+                        continue;
+                    }
+                    served => return served,
+                }
             }
             if !forward {
                 return Err(Self::not_leader(&here.replica));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(status::timeout(self.timeout_ms()));
             }
             let target = match redirect.take() {
                 Some(addr) => addr,
                 None => match here.replica.leader_hint().addr {
                     Some(addr) => addr,
-                    None => return Err(Self::not_leader(&here.replica)),
+                    // An election or a leadership transfer: wait a little for its outcome.
+                    None => match here.replica.wait_leader(left.min(LEADER_WAIT)).await.addr {
+                        Some(_) => continue,
+                        None => return Err(Self::not_leader(&here.replica)),
+                    },
                 },
             };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(status::timeout(self.timeout_ms()));
-            }
             self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
             // Bounded here too: a half-open connection would never answer.
             let answer = tokio::time::timeout(left, remote(self.peer(&target)?, left))
@@ -552,10 +568,10 @@ impl LedgerService for LedgerApi {
         let accounts =
             convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
-        if routed_to.is_none() {
-            if let Some(i) = accounts.iter().position(|a| route::is_internal(a.id.0)) {
-                return Err(reserved(i));
-            }
+        if let (None, Some(i)) =
+            (routed_to, accounts.iter().position(|a| route::is_internal(a.id.0)))
+        {
+            return Err(reserved(i));
         }
         // Internal accounts exist on every shard: a routed request creates them there.
         let shards: Vec<Option<ShardId>> = route::account_shards(&accounts, self.inner.shards)
@@ -727,14 +743,16 @@ impl LedgerService for LedgerApi {
         // legs if the transaction was posted, left out otherwise.
         let mut transfers = Vec::with_capacity(merged.len());
         for t in merged {
+            if t.ledger != xshard::INTERNAL_LEDGER {
+                transfers.push(t);
+                continue;
+            }
             let domain = convert::transfer_from_proto(0, &t)
                 .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
-            if xshard::is_alias(&domain) {
-                if let Some(original) = self.reconstruct(&domain, deadline).await? {
-                    transfers.push(convert::transfer_to_proto(&original));
-                }
-            } else {
+            if !xshard::is_alias(&domain) {
                 transfers.push(t);
+            } else if let Some(original) = self.reconstruct(&domain, deadline).await? {
+                transfers.push(convert::transfer_to_proto(&original));
             }
         }
         Ok(Response::new(v1::LookupTransfersReply { transfers }))

@@ -456,17 +456,24 @@ impl LedgerApi {
             .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
         self.ensure_internal(&plan, deadline).await?;
 
-        // 1. Prepare: aliases and legs, one request per shard.
+        // 1. Prepare: aliases and legs, one request per shard: the primary's first (it
+        // holds the decision leg), then the others together.
         let prepare = plan.prepare();
-        let replies = try_join_all(prepare.iter().map(|(&shard, events)| async move {
-            let sent = events.iter().map(|(_, t)| *t).collect();
-            let outcomes = self.transfers_on(shard, sent, deadline).await?;
-            if outcomes.len() != events.len() {
-                return Err(internal("a shard answered a different number of results"));
+        let on = |shard: ShardId| {
+            let events = &prepare[&shard];
+            async move {
+                let sent = events.iter().map(|(_, t)| *t).collect();
+                let outcomes = self.transfers_on(shard, sent, deadline).await?;
+                if outcomes.len() != events.len() {
+                    return Err(internal("a shard answered a different number of results"));
+                }
+                Ok(events.iter().map(|(place, _)| *place).zip(outcomes).collect::<Vec<_>>())
             }
-            Ok(events.iter().map(|(place, _)| *place).zip(outcomes).collect::<Vec<_>>())
-        }))
-        .await?;
+        };
+        let mut replies = vec![on(plan.primary).await?];
+        fail::fail_point!("coordinator::after_first_leg");
+        let others = prepare.keys().filter(|&&s| s != plan.primary).map(|&s| on(s));
+        replies.extend(try_join_all(others).await?);
         let mut aliases = vec![(0_u64, u32::MAX); plan.aliases.len()];
         let mut legs = vec![(0_u64, u32::MAX); plan.legs.len()];
         let mut markers_prepared = true;
@@ -477,7 +484,6 @@ impl LedgerApi {
                 Place::Marker => markers_prepared &= prepared(outcome.1),
             }
         }
-        fail::fail_point!("coordinator::after_first_leg");
         let all_prepared =
             markers_prepared && aliases.iter().chain(&legs).all(|(_, status)| prepared(*status));
 

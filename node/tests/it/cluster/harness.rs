@@ -103,6 +103,30 @@ impl Cluster {
 
     /// Starts (or restarts) node `id` on its data directory.
     pub fn spawn(&mut self, id: u64) {
+        self.spawn_with(id, &[]);
+    }
+
+    /// Waits (at most `limit`) until node `id` exits on its own; its exit status, or
+    /// `None` if it still runs. (Used by the `failpoints` crash tests.)
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    pub fn wait_exit(&mut self, id: u64, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let node = self.node_mut(id);
+        let child = node.child.as_mut().expect("node running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                node.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// As [`Self::spawn`], with extra environment variables (e.g. `FAILPOINTS`).
+    pub fn spawn_with(&mut self, id: u64, env: &[(&str, &str)]) {
         let (config, bootstrap) = (self.config_path.clone(), self.bootstrap.clone());
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already running");
@@ -120,6 +144,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--bootstrap", &bootstrap, "--log-level", "info"])
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tally_client::Client;
 use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
-use tally_proto::v1::{self, CreateAccountStatus as AS, CreateTransferStatus as TS};
+use tally_proto::v1::{self, CreateTransferStatus as TS};
 use tally_proto::{u128_of, uint128};
 use tonic::metadata::MetadataValue;
 
@@ -47,7 +47,7 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u32) -> v1
 }
 
 /// Waits until every shard is led by its preferred node, as node `via` sees it.
-async fn wait_balanced(cluster: &Cluster, via: u64) -> v1::ListShardsReply {
+pub async fn wait_balanced(cluster: &Cluster, via: u64) -> v1::ListShardsReply {
     eventually("every shard is led by its preferred node", Duration::from_secs(30), || async {
         let map = cluster.list_shards(via).await?;
         let balanced = map.shard_infos.len() == SHARDS as usize
@@ -111,7 +111,7 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
     let results =
         via_two.create_accounts(shuffled.iter().map(|&id| account(id)).collect()).await.unwrap();
     assert_eq!(results.len(), ids.len());
-    assert!(results.iter().all(|r| r.status == AS::Created as i32), "{results:?}");
+    assert!(results.iter().all(|r| tally_client::account_succeeded(r.status)), "{results:?}");
 
     // One request with transfers on every shard (a linked chain on one of them), through
     // node 3: results come back in request order, each shard numbering its own time.
@@ -314,14 +314,8 @@ async fn sigkill_of_a_shard_leader_loses_nothing_acknowledged_from_requests_that
     let client =
         Client::builder([cluster.addr(1)]).deadline(Duration::from_secs(30)).build().unwrap();
     let accounts: Vec<_> = by_shard.values().flatten().map(|&id| account(id)).collect();
-    assert!(
-        client
-            .create_accounts(accounts)
-            .await
-            .unwrap()
-            .iter()
-            .all(|r| r.status == AS::Created as i32)
-    );
+    let created = client.create_accounts(accounts).await.unwrap();
+    assert!(created.iter().all(|r| tally_client::account_succeeded(r.status)), "{created:?}");
 
     let (stop, acked) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let mut tasks = Vec::new();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tally_client::Client;
 use tally_proto::routing::shard_of;
-use tally_proto::v1::{self, CreateAccountStatus as AS, CreateTransferStatus as TS};
+use tally_proto::v1::{self, CreateTransferStatus as TS};
 use tally_proto::{u128_of, uint128};
 
 use super::harness::*;
@@ -64,8 +64,10 @@ pub async fn people(client: &Client) -> BTreeMap<u32, (u128, u128)> {
             })
         })
         .collect();
+    // `exists`: an earlier attempt of the client applied it (a part failed during the
+    // cluster's first leadership moves, and the client resent the request).
     let results = client.create_accounts(accounts).await.unwrap();
-    assert!(results.iter().all(|r| r.status == AS::Created as i32), "{results:?}");
+    assert!(results.iter().all(|r| tally_client::account_succeeded(r.status)), "{results:?}");
     by_shard.into_iter().map(|(s, ids)| (s, (ids[0], ids[1]))).collect()
 }
 
@@ -94,7 +96,8 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     let p = people(&client).await;
     let (m1, m2, m3, m4) = (p[&1].1, p[&2].1, p[&3].1, p[&4].1);
     let fund = transfer(1, p[&1].0, m1, 100, 0);
-    assert_eq!(client.create_transfers(vec![fund]).await.unwrap()[0].status, TS::Created as i32);
+    let funded = client.create_transfers(vec![fund]).await.unwrap()[0].status;
+    assert!(tally_client::transfer_succeeded(funded), "{funded}");
 
     // One transfer across shards: created; resent: exists; looked up as sent.
     let x = transfer(10, m1, m2, 30, 0);
@@ -155,4 +158,100 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
         let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
         cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
     }
+}
+
+/// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
+/// restarts it, and checks the transfer ends all or nothing (`applied` says which) with
+/// no reservation left on any shard.
+#[cfg(feature = "failpoints")]
+async fn crash_at(failpoint: &str, applied: bool) {
+    use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let mut cluster = Cluster::start(3, XSHARD);
+    let client = cluster.client();
+    let p = people(&client).await;
+    // Node 1 coordinates a chain of two transfers with legs on shards 2, 3 and 4.
+    let (m2, m3, m4) = (p[&2].1, p[&3].1, p[&4].1);
+    let fund = transfer(1, p[&2].0, m2, 100, 0);
+    let funded = client.create_transfers(vec![fund]).await.unwrap()[0].status;
+    assert!(tally_client::transfer_succeeded(funded), "{funded}");
+    cluster.stop(1);
+    cluster.spawn_with(1, &[("FAILPOINTS", &format!("{failpoint}=panic"))]);
+    super::shards::wait_balanced(&cluster, 1).await;
+    let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
+        let addr = format!("http://{}", cluster.addr(1));
+        async move { LedgerServiceClient::connect(addr).await.ok() }
+    })
+    .await;
+    let chain = vec![
+        transfer(50, m2, m3, 40, v1::TransferFlag::Linked as u32),
+        transfer(51, m2, m4, 10, 0),
+    ];
+    // Resent (same ids) if it failed before reaching the failpoint, e.g. during a
+    // leadership move; node 1 must crash at the failpoint within a few tries.
+    let mut exit = None;
+    for _ in 0..5 {
+        let request = v1::CreateTransfersRequest { transfers: chain.clone() };
+        let outcome = raw.create_transfers(request).await;
+        assert!(
+            outcome.is_err(),
+            "node 1 answered instead of crashing at {failpoint}: {outcome:?}"
+        );
+        exit = cluster.wait_exit(1, std::time::Duration::from_secs(3));
+        if exit.is_some() {
+            break;
+        }
+        eprintln!("resending after {outcome:?}");
+    }
+    let exit = exit.unwrap_or_else(|| panic!("node 1 never reached {failpoint}"));
+    assert!(!exit.success(), "node 1 exited with {exit}");
+    cluster.spawn(1);
+
+    // Recovery (after txn_recovery_after_ms) finishes the transaction: no reservation is
+    // left, and it applied entirely or not at all.
+    let expected = if applied {
+        vec![(0, 50, 0, 100), (0, 0, 0, 40), (0, 0, 0, 10)]
+    } else {
+        vec![(0, 0, 0, 100), (0, 0, 0, 0), (0, 0, 0, 0)]
+    };
+    eventually(
+        "the transaction is resolved on every shard",
+        std::time::Duration::from_secs(30),
+        || {
+            let (client, expected) = (&client, &expected);
+            async move { (sums(client, &[m2, m3, m4]).await == *expected).then_some(()) }
+        },
+    )
+    .await;
+    let found = client.lookup_transfers(&[50, 51]).await.unwrap();
+    assert_eq!(found.len(), if applied { 2 } else { 0 }, "{found:?}");
+    // Resending it reads the decided outcome and changes nothing.
+    let again = client.create_transfers(chain).await.unwrap();
+    for r in &again {
+        if applied {
+            assert_eq!(r.status, TS::Exists as i32, "{again:?}");
+        } else {
+            assert_ne!(r.status, TS::Created as i32, "{again:?}");
+        }
+    }
+    assert_eq!(sums(&client, &[m2, m3, m4]).await, expected);
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_crash_after_the_first_leg_voids_the_transaction() {
+    crash_at("coordinator::after_first_leg", false).await;
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_crash_after_the_decision_posts_the_transaction() {
+    crash_at("coordinator::after_decision", true).await;
+}
+
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_crash_between_resolutions_posts_the_transaction() {
+    crash_at("coordinator::between_resolutions", true).await;
 }
