@@ -58,6 +58,9 @@ pub const MARKER_CODE: u16 = u16::MAX - 1;
 /// Timeout of a transaction's decision leg, seconds: a transaction not decided by then is
 /// void (the ledger expires the decision leg).
 pub const TXN_TIMEOUT_S: u32 = 10;
+/// Cross-shard transactions of one request run at the same time, at most (each runs its
+/// own prepare, decision and resolution requests; they are not yet batched together).
+pub const TXN_CONCURRENCY_MAX: usize = 64;
 /// Transfers in one transaction, at most (a chain's length within `BATCH_EVENTS_MAX`).
 pub const TXN_TRANSFERS_MAX: usize = 1024;
 
@@ -95,10 +98,13 @@ pub fn leg_id(t: u128, k: u32, side: u8) -> TransferId {
     TransferId(derived(b"tally-leg", &[&t.to_le_bytes(), &k.to_le_bytes(), &[side]]))
 }
 
-/// The id of transaction `t`'s marker on `shard`.
+/// The id of the marker on `shard` of transaction `t` of `n` transfers.
 #[must_use]
-pub fn marker_id(t: u128, shard: ShardId) -> TransferId {
-    TransferId(derived(b"tally-marker", &[&t.to_le_bytes(), &shard.0.to_le_bytes()]))
+pub fn marker_id(t: u128, shard: ShardId, n: u32) -> TransferId {
+    TransferId(derived(
+        b"tally-marker",
+        &[&t.to_le_bytes(), &shard.0.to_le_bytes(), &n.to_le_bytes()],
+    ))
 }
 
 /// The id of the transfer that posts leg `leg`.
@@ -219,7 +225,7 @@ impl Plan {
         let mut markers = BTreeMap::new();
         for leg in &legs {
             markers.entry(leg.shard).or_insert_with(|| Transfer {
-                id: marker_id(t, leg.shard),
+                id: marker_id(t, leg.shard, n),
                 debit_account_id: transit(INTERNAL_LEDGER),
                 credit_account_id: sink(INTERNAL_LEDGER),
                 amount: 0,
@@ -265,9 +271,11 @@ impl Plan {
         out
     }
 
-    /// Per shard, the prepare request: its aliases, then one linked chain of its marker
-    /// and its legs (so no leg exists without the marker that lets recovery find it), with
-    /// each event's place (`Alias(k)`, `Marker`, `Leg(i)`).
+    /// Per shard, the prepare request: its aliases, its marker, then its legs, with each
+    /// event's place (`Alias(k)`, `Marker`, `Leg(i)`). Not linked: a resent prepare must
+    /// read `exists` for each event without failing the others. The marker comes first in
+    /// the same Raft entry, and its id covers the transaction's length (`marker_id(T,
+    /// shard, n)`), so every leg created has a marker naming it.
     #[must_use]
     pub fn prepare(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
         let mut out: BTreeMap<ShardId, Vec<(Place, Transfer)>> = BTreeMap::new();
@@ -276,21 +284,9 @@ impl Plan {
         }
         for (shard, marker) in &self.markers {
             let events = out.entry(*shard).or_default();
-            let mut chain = vec![(Place::Marker, *marker)];
-            chain.extend(
-                self.legs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| l.shard == *shard)
-                    .map(|(i, l)| (Place::Leg(i), l.transfer)),
-            );
-            let last = chain.len() - 1;
-            for (j, (_, t)) in chain.iter_mut().enumerate() {
-                if j < last {
-                    t.flags |= TransferFlags::LINKED;
-                }
-            }
-            events.extend(chain);
+            events.push((Place::Marker, *marker));
+            let legs = self.legs.iter().enumerate().filter(|(_, l)| l.shard == *shard);
+            events.extend(legs.map(|(i, l)| (Place::Leg(i), l.transfer)));
         }
         out
     }
@@ -817,8 +813,7 @@ mod tests {
             prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             vec![Place::Alias(1), Place::Marker, Place::Leg(1), Place::Leg(2)]
         );
-        assert!(prepare[&sb][1].1.flags.contains(TransferFlags::LINKED));
-        assert!(!prepare[&sb][3].1.flags.contains(TransferFlags::LINKED));
+        assert!(prepare[&sb].iter().all(|(_, t)| !t.flags.contains(TransferFlags::LINKED)));
         // Only single-phase transfers for now.
         let pending = [transfer(100, a, b, TransferFlags::PENDING)];
         assert!(Plan::new(&pending, 4).unwrap_err().contains("single-phase"));
