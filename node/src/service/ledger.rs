@@ -749,21 +749,37 @@ impl LedgerService for LedgerApi {
         let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
         let merged = merge_found(&order, found, |t| id_of(t.id.as_ref()));
         // A transfer of a cross-shard transaction is found as its alias: rebuilt from its
-        // legs if the transaction was posted, left out otherwise.
-        let mut transfers = Vec::with_capacity(merged.len());
-        for t in merged {
-            if t.ledger != xshard::INTERNAL_LEDGER {
-                transfers.push(t);
-                continue;
-            }
-            let domain = convert::transfer_from_proto(0, &t)
-                .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
-            if !xshard::is_alias(&domain) {
-                transfers.push(t);
-            } else if let Some(original) = self.reconstruct(&domain, deadline).await? {
-                transfers.push(convert::transfer_to_proto(&original));
-            }
+        // legs if the transaction was posted, left out otherwise (all aliases at once).
+        let mut aliases = Vec::new();
+        let mut places = Vec::with_capacity(merged.len());
+        for t in &merged {
+            let alias = if t.ledger == xshard::INTERNAL_LEDGER {
+                Some(
+                    convert::transfer_from_proto(0, t)
+                        .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?,
+                )
+                .filter(xshard::is_alias)
+            } else {
+                None
+            };
+            places.push(alias.map(|a| {
+                aliases.push(a);
+                aliases.len() - 1
+            }));
         }
+        let rebuilt = if aliases.is_empty() {
+            Vec::new()
+        } else {
+            self.reconstruct(&aliases, deadline).await?
+        };
+        let transfers = merged
+            .into_iter()
+            .zip(places)
+            .filter_map(|(t, place)| match place {
+                None => Some(t),
+                Some(i) => rebuilt[i].as_ref().map(convert::transfer_to_proto),
+            })
+            .collect();
         Ok(Response::new(v1::LookupTransfersReply { transfers }))
     }
 

@@ -45,6 +45,7 @@ use crate::ledger::{
     TransferFlags, TransferId,
 };
 use crate::storage::keys::ShardId;
+use tally_proto::limits::BATCH_EVENTS_MAX;
 use tally_proto::routing::shard_of;
 
 /// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
@@ -703,38 +704,55 @@ impl LedgerApi {
         Ok(recovered)
     }
 
-    /// The transfer an alias stands for, rebuilt from its legs if its transaction was
-    /// posted (`None` while undecided or if voided).
+    /// The transfers `aliases` stand for, each rebuilt from its legs if its transaction
+    /// was posted (`None` while undecided or if voided), in the order of `aliases`. One
+    /// lookup on every shard serves them all (in requests of at most `BATCH_EVENTS_MAX`
+    /// ids): rebuilding them one by one cost a fan-out per alias, and a lookup of a few
+    /// thousand ran past every deadline.
     pub(super) async fn reconstruct(
         &self,
-        alias: &Transfer,
+        aliases: &[Transfer],
         deadline: Instant,
-    ) -> Result<Option<Transfer>, Status> {
-        let (t, k, n) = alias_parts(alias);
-        let decision = leg_id(t, 0, 0);
-        let ids = vec![leg_id(t, k, 0), leg_id(t, k, 1), post_id(decision)];
-        let found = self.find_everywhere(&ids, deadline).await?;
-        let get = |id: TransferId| found.iter().find(|x| x.id == id).copied();
-        let (Some(debit), Some(_posted)) = (get(ids[0]), get(ids[2])) else { return Ok(None) };
-        let credit = get(ids[1]).map_or(debit.credit_account_id, |c| c.credit_account_id);
-        Ok(Some(Transfer {
-            id: alias.id,
-            credit_account_id: credit,
-            flags: if k + 1 < n { TransferFlags::LINKED } else { TransferFlags::empty() },
-            timeout: 0,
-            timestamp: alias.timestamp,
-            ..debit
-        }))
+    ) -> Result<Vec<Option<Transfer>>, Status> {
+        let wanted = |alias: &Transfer| {
+            let (t, k, _) = alias_parts(alias);
+            [leg_id(t, k, 0), leg_id(t, k, 1), post_id(leg_id(t, 0, 0))]
+        };
+        let mut ids: Vec<TransferId> = aliases.iter().flat_map(wanted).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found: std::collections::HashMap<TransferId, Transfer> =
+            self.find_everywhere(&ids, deadline).await?.into_iter().map(|x| (x.id, x)).collect();
+        Ok(aliases
+            .iter()
+            .map(|alias| {
+                let (_, k, n) = alias_parts(alias);
+                let [debit, credit, posted] = wanted(alias);
+                let (debit, _posted) = (found.get(&debit)?, found.get(&posted)?);
+                let credit =
+                    found.get(&credit).map_or(debit.credit_account_id, |c| c.credit_account_id);
+                Some(Transfer {
+                    id: alias.id,
+                    credit_account_id: credit,
+                    flags: if k + 1 < n { TransferFlags::LINKED } else { TransferFlags::empty() },
+                    timeout: 0,
+                    timestamp: alias.timestamp,
+                    ..*debit
+                })
+            })
+            .collect())
     }
 
-    /// `ids` looked up on every shard.
+    /// `ids` looked up on every shard, at most `BATCH_EVENTS_MAX` ids per request.
     async fn find_everywhere(
         &self,
         ids: &[TransferId],
         deadline: Instant,
     ) -> Result<Vec<Transfer>, Status> {
-        let all =
-            (1..=self.shard_count()).map(|s| self.lookup_on(ShardId(s), ids.to_vec(), deadline));
+        let chunks = ids.chunks(BATCH_EVENTS_MAX as usize);
+        let all = chunks.flat_map(|chunk| {
+            (1..=self.shard_count()).map(|s| self.lookup_on(ShardId(s), chunk.to_vec(), deadline))
+        });
         Ok(try_join_all(all).await?.into_iter().flatten().collect())
     }
 }

@@ -146,6 +146,22 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     assert_eq!(ids, vec![31, 30]);
     assert_eq!(found[1].flags, linked, "the chain's first transfer reads back linked");
 
+    // A lookup of many cross-shard transfers rebuilds them all with one lookup per shard
+    // (it used to cost a fan-out per transfer: a few thousand ran past every deadline).
+    let many: Vec<v1::Transfer> = (0..40).map(|i| transfer(100 + i, p[&1].0, m2, 1, 0)).collect();
+    let results = client.create_transfers(many).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    let ids: Vec<u128> = (100..140).rev().collect();
+    super::shards::wait_balanced(&cluster, 1).await;
+    let before = cluster.forwarded_parts().await;
+    let found = client.lookup_transfers(&ids).await.unwrap();
+    let forwarded = cluster.forwarded_parts().await - before;
+    assert_eq!(found.iter().map(|t| u128_of(t.id)).collect::<Vec<_>>(), ids);
+    assert!(found.iter().all(|t| u128_of(t.credit_account_id) == m2 && u128_of(t.amount) == 1));
+    // At most the lookup's own fan-out and the legs' fan-out, one part per shard each
+    // (one per transfer would be 40 times that).
+    assert!(forwarded <= u64::from(2 * SHARDS), "{forwarded} parts forwarded for one lookup");
+
     // Cross-shard transfers are single-phase for now: a pending one is refused whole.
     let pending = transfer(40, m1, m2, 1, v1::TransferFlag::Pending as u32);
     let refused = client.create_transfers(vec![pending]).await.unwrap_err();
