@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use futures_util::{StreamExt as _, TryStreamExt as _};
 use tally_proto::limits::GRPC_MESSAGE_BYTES_MAX;
 use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1;
@@ -661,22 +660,18 @@ impl LedgerService for LedgerApi {
             },
         );
         let deadline = self.deadline();
-        let transfers = &transfers;
-        // At most TXN_CONCURRENCY_MAX transactions of one request at a time: each costs
-        // several requests to other shards, and thousands at once overran the peers'
-        // HTTP/2 stream limits (their resets then closed the connections).
-        let ranges: Vec<std::ops::Range<usize>> = routes.transactions.clone();
-        let transactions = futures_util::stream::iter(ranges.into_iter().map(
-            |range: std::ops::Range<usize>| async move {
-                let outcomes = self.run_transaction(&transfers[range.clone()], deadline).await?;
-                Ok::<_, Status>((range, outcomes))
-            },
-        ))
-        .buffer_unordered(xshard::TXN_CONCURRENCY_MAX)
-        .try_collect::<Vec<_>>();
+        let chains: Vec<&[crate::ledger::Transfer]> =
+            routes.transactions.iter().map(|range| &transfers[range.clone()]).collect();
+        let transactions = async {
+            if chains.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.run_transactions(&chains, deadline).await
+            }
+        };
         let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
-        for (range, results) in transactions {
-            outcomes[range].copy_from_slice(&results);
+        for (range, results) in routes.transactions.iter().zip(transactions) {
+            outcomes[range.clone()].copy_from_slice(&results);
         }
         let results = outcomes
             .into_iter()

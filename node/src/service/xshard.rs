@@ -59,9 +59,6 @@ pub const MARKER_CODE: u16 = u16::MAX - 1;
 /// Timeout of a transaction's decision leg, seconds: a transaction not decided by then is
 /// void (the ledger expires the decision leg).
 pub const TXN_TIMEOUT_S: u32 = 10;
-/// Cross-shard transactions of one request run at the same time, at most (each runs its
-/// own prepare, decision and resolution requests; they are not yet batched together).
-pub const TXN_CONCURRENCY_MAX: usize = 64;
 /// Transfers in one transaction, at most (a chain's length within `BATCH_EVENTS_MAX`).
 pub const TXN_TRANSFERS_MAX: usize = 1024;
 
@@ -412,17 +409,89 @@ fn internal(e: &str) -> Status {
     Status::internal(format!("TALLY:Internal: cross-shard transaction: {e}"))
 }
 
+/// One transaction's progress through the steps.
+struct Progress {
+    plan: Plan,
+    /// Prepare outcomes (timestamp, status) of its aliases and legs.
+    aliases: Vec<(u64, u32)>,
+    legs: Vec<(u64, u32)>,
+    /// Whether every marker is in place.
+    markers: bool,
+    /// The decision, and the status of the decision leg's post (`Exists`: an earlier
+    /// attempt posted it).
+    decision: Decision,
+    post_status: u32,
+}
+
+impl Progress {
+    fn prepared(&self) -> bool {
+        self.markers && self.aliases.iter().chain(&self.legs).all(|(_, s)| prepared(*s))
+    }
+
+    /// The reply: one (timestamp, status) per transfer.
+    fn outcomes(&self) -> Vec<(u64, i32)> {
+        let n = self.aliases.len();
+        let results: Vec<(u64, u32)> = match self.decision {
+            Decision::Post => {
+                let retry = self.post_status == TS::Exists.code()
+                    && self.aliases.iter().all(|(_, s)| *s == TS::Exists.code());
+                let status = if retry { TS::Exists } else { TS::Created };
+                self.aliases.iter().map(|(timestamp, _)| (*timestamp, status.code())).collect()
+            }
+            Decision::Void => (0..n)
+                .map(|k| {
+                    let own = std::iter::once(self.aliases[k]).chain(
+                        self.plan
+                            .legs
+                            .iter()
+                            .zip(&self.legs)
+                            .filter(|(l, _)| l.k as usize == k)
+                            .map(|(_, o)| *o),
+                    );
+                    let linked = TS::LinkedEventFailed.code();
+                    let failed = own
+                        .clone()
+                        .find(|(_, status)| !prepared(*status) && *status != linked)
+                        .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
+                    let timestamp = self.aliases[k].0;
+                    match failed {
+                        Some((_, status)) => (timestamp, status),
+                        None if n > 1 => (timestamp, TS::LinkedEventFailed.code()),
+                        // Nothing of its own failed: the decision leg expired first.
+                        None => (timestamp, TS::PendingTransferExpired.code()),
+                    }
+                })
+                .collect(),
+        };
+        results
+            .into_iter()
+            .map(|(timestamp, status)| {
+                (timestamp, i32::try_from(status).expect("status codes are small"))
+            })
+            .collect()
+    }
+}
+
+/// Events to create, per shard, each with a tag saying what it is.
+type Wave<T> = BTreeMap<ShardId, Vec<(T, Transfer)>>;
+
 impl LedgerApi {
-    /// Makes sure every internal account `plan` needs exists on its shard.
-    async fn ensure_internal(&self, plan: &Plan, deadline: Instant) -> Result<(), Status> {
-        let needed = plan.internal_accounts();
-        let creates = needed.into_iter().filter_map(|(shard, accounts)| {
-            let missing: Vec<Account> = accounts
-                .into_iter()
-                .filter(|a| !self.internal_ready(shard, a.id.0, false))
-                .collect();
-            (!missing.is_empty()).then_some((shard, missing))
-        });
+    /// Makes sure every internal account `plans` need exists on its shard.
+    async fn ensure_internal(&self, plans: &[Plan], deadline: Instant) -> Result<(), Status> {
+        let mut needed: BTreeMap<ShardId, Vec<Account>> = BTreeMap::new();
+        for plan in plans {
+            for (shard, accounts) in plan.internal_accounts() {
+                let list = needed.entry(shard).or_default();
+                for account in accounts {
+                    if !self.internal_ready(shard, account.id.0, false)
+                        && !list.iter().any(|a| a.id == account.id)
+                    {
+                        list.push(account);
+                    }
+                }
+            }
+        }
+        let creates = needed.into_iter().filter(|(_, accounts)| !accounts.is_empty());
         let created = creates.map(|(shard, accounts)| async move {
             let outcomes = self.accounts_on(shard, accounts.clone(), deadline).await?;
             for (account, (_, status)) in accounts.iter().zip(outcomes) {
@@ -442,111 +511,123 @@ impl LedgerApi {
         try_join_all(created).await.map(|_| ())
     }
 
-    /// Runs the cross-shard transaction of `transfers`: its outcomes (timestamp, wire status)
-    /// in order.
-    pub(super) async fn run_transaction(
+    /// Creates every shard's events of `wave`, all shards at once, at most
+    /// `BATCH_EVENTS_MAX` events per request; each event's outcome with its tag.
+    async fn create_wave<T: Copy>(
         &self,
-        transfers: &[Transfer],
+        wave: &Wave<T>,
         deadline: Instant,
-    ) -> Result<Vec<(u64, i32)>, Status> {
-        let plan = Plan::new(transfers, self.shard_count())
-            .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
-        self.ensure_internal(&plan, deadline).await?;
-
-        // 1. Prepare: aliases and legs, one request per shard: the primary's first (it
-        // holds the decision leg), then the others together.
-        let prepare = plan.prepare();
-        let on = |shard: ShardId| {
-            let events = &prepare[&shard];
-            async move {
-                let sent = events.iter().map(|(_, t)| *t).collect();
+    ) -> Result<Vec<(T, (u64, u32))>, Status> {
+        let requests = wave.iter().flat_map(|(&shard, events)| {
+            events.chunks(BATCH_EVENTS_MAX as usize).map(move |chunk| async move {
+                let sent = chunk.iter().map(|(_, t)| *t).collect();
                 let outcomes = self.transfers_on(shard, sent, deadline).await?;
-                if outcomes.len() != events.len() {
+                if outcomes.len() != chunk.len() {
                     return Err(internal("a shard answered a different number of results"));
                 }
-                Ok(events.iter().map(|(place, _)| *place).zip(outcomes).collect::<Vec<_>>())
-            }
-        };
-        let mut replies = vec![on(plan.primary).await?];
-        fail::fail_point!("coordinator::after_first_leg");
-        let others = prepare.keys().filter(|&&s| s != plan.primary).map(|&s| on(s));
-        replies.extend(try_join_all(others).await?);
-        let mut aliases = vec![(0_u64, u32::MAX); plan.aliases.len()];
-        let mut legs = vec![(0_u64, u32::MAX); plan.legs.len()];
-        let mut markers_prepared = true;
-        for (place, outcome) in replies.into_iter().flatten() {
-            match place {
-                Place::Alias(k) => aliases[k] = outcome,
-                Place::Leg(i) => legs[i] = outcome,
-                Place::Marker => markers_prepared &= prepared(outcome.1),
+                Ok(chunk.iter().map(|(tag, _)| *tag).zip(outcomes).collect::<Vec<_>>())
+            })
+        });
+        Ok(try_join_all(requests).await?.into_iter().flatten().collect())
+    }
+
+    /// Runs the cross-shard transactions `chains` (each a transfer or a linked chain) of
+    /// one request together: one prepare request per shard for all of them, one decision
+    /// request per primary shard, then the resolutions, one request per shard (so a
+    /// request of many transactions costs four Raft commits in sequence, not four per
+    /// transaction). The outcomes (timestamp, wire status) of each chain, in order.
+    pub(super) async fn run_transactions(
+        &self,
+        chains: &[&[Transfer]],
+        deadline: Instant,
+    ) -> Result<Vec<Vec<(u64, i32)>>, Status> {
+        let plans = chains
+            .iter()
+            .map(|chain| Plan::new(chain, self.shard_count()))
+            .collect::<Result<Vec<Plan>, String>>()
+            .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
+        self.ensure_internal(&plans, deadline).await?;
+
+        // 1. Prepare: every shard's aliases, markers and legs of every transaction.
+        let mut wave: Wave<(usize, Place)> = BTreeMap::new();
+        for (i, plan) in plans.iter().enumerate() {
+            for (shard, events) in plan.prepare() {
+                let events = events.into_iter().map(|(place, t)| ((i, place), t));
+                wave.entry(shard).or_default().extend(events);
             }
         }
-        let all_prepared =
-            markers_prepared && aliases.iter().chain(&legs).all(|(_, status)| prepared(*status));
+        let prepared_wave = self.create_wave(&wave, deadline).await?;
+        let mut txns: Vec<Progress> = plans
+            .into_iter()
+            .map(|plan| Progress {
+                aliases: vec![(0, u32::MAX); plan.aliases.len()],
+                legs: vec![(0, u32::MAX); plan.legs.len()],
+                markers: true,
+                decision: Decision::Void,
+                post_status: u32::MAX,
+                plan,
+            })
+            .collect();
+        for ((i, place), outcome) in prepared_wave {
+            let txn = &mut txns[i];
+            match place {
+                Place::Alias(k) => txn.aliases[k] = outcome,
+                Place::Leg(l) => txn.legs[l] = outcome,
+                Place::Marker => txn.markers &= prepared(outcome.1),
+            }
+        }
+        fail::fail_point!("coordinator::after_first_leg");
 
-        // 2. Decide on the primary.
-        let (decision, post_status) = if all_prepared {
-            let leg = plan.legs[0].transfer.id;
-            let (_, status) = self.one(plan.primary, post_of(leg), deadline).await?;
-            match decided_by(status) {
-                _ if prepared(status) => (Decision::Post, status),
-                Some(decision) => (decision, status),
-                None => {
-                    return Err(internal(&format!("posting the decision leg: status {status}")));
-                }
-            }
-        } else {
-            let leg = &plan.legs[0].transfer;
-            match self.decide_void(plan.primary, leg.id, leg.ledger, deadline).await? {
+        // 2. Decide on each primary: post the decision leg if everything was prepared,
+        // else void it.
+        let mut wave: Wave<usize> = BTreeMap::new();
+        for (i, txn) in txns.iter().enumerate() {
+            let leg = txn.plan.legs[0].transfer.id;
+            let event = if txn.prepared() { post_of(leg) } else { void_of(leg) };
+            wave.entry(txn.plan.primary).or_default().push((i, event));
+        }
+        for (i, (_, status)) in self.create_wave(&wave, deadline).await? {
+            let txn = &mut txns[i];
+            let leg = txn.plan.legs[0].transfer;
+            (txn.decision, txn.post_status) = match (txn.prepared(), decided_by(status)) {
+                (true, _) if prepared(status) => (Decision::Post, status),
+                (true, Some(decision)) => (decision, status),
+                (false, _) if prepared(status) => (Decision::Void, u32::MAX),
                 // Posted by an earlier attempt: this one is a retry.
-                Decision::Post => (Decision::Post, TS::Exists.code()),
-                Decision::Void => (Decision::Void, u32::MAX),
-            }
-        };
+                (false, Some(Decision::Post)) => (Decision::Post, TS::Exists.code()),
+                (false, Some(Decision::Void)) if status != TS::PendingTransferNotFound.code() => {
+                    (Decision::Void, u32::MAX)
+                }
+                // Never created: occupy its id (rare; one transaction at a time).
+                (false, Some(Decision::Void)) => {
+                    match self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await? {
+                        Decision::Post => (Decision::Post, TS::Exists.code()),
+                        Decision::Void => (Decision::Void, u32::MAX),
+                    }
+                }
+                (_, None) => {
+                    return Err(internal(&format!(
+                        "deciding on the decision leg: status {status}"
+                    )));
+                }
+            };
+        }
         fail::fail_point!("coordinator::after_decision");
 
-        // 3. Resolve the other legs as decided.
-        self.resolve(&plan.legs[1..], decision, &legs[1..], deadline).await?;
-
-        // The reply.
-        let n = transfers.len();
-        let results: Vec<(u64, u32)> = match decision {
-            Decision::Post => {
-                let retry = post_status == TS::Exists.code()
-                    && aliases.iter().all(|(_, s)| *s == TS::Exists.code());
-                let status = if retry { TS::Exists } else { TS::Created };
-                aliases.iter().map(|(timestamp, _)| (*timestamp, status.code())).collect()
+        // 3. Resolve every other leg as decided.
+        let mut resolutions: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
+        for txn in &txns {
+            for (leg, (_, status)) in txn.plan.legs[1..].iter().zip(&txn.legs[1..]) {
+                let event = match txn.decision {
+                    Decision::Post => post_of(leg.transfer.id),
+                    Decision::Void if prepared(*status) => void_of(leg.transfer.id),
+                    Decision::Void => tombstone(leg.transfer.id, leg.transfer.ledger),
+                };
+                resolutions.entry(leg.shard).or_default().push(event);
             }
-            Decision::Void => (0..n)
-                .map(|k| {
-                    let own = std::iter::once(aliases[k]).chain(
-                        plan.legs
-                            .iter()
-                            .zip(&legs)
-                            .filter(|(l, _)| l.k as usize == k)
-                            .map(|(_, o)| *o),
-                    );
-                    let linked = TS::LinkedEventFailed.code();
-                    let failed = own
-                        .clone()
-                        .find(|(_, status)| !prepared(*status) && *status != linked)
-                        .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
-                    let timestamp = aliases[k].0;
-                    match failed {
-                        Some((_, status)) => (timestamp, status),
-                        None if n > 1 => (timestamp, TS::LinkedEventFailed.code()),
-                        // Nothing of its own failed: the decision leg expired first.
-                        None => (timestamp, TS::PendingTransferExpired.code()),
-                    }
-                })
-                .collect(),
-        };
-        Ok(results
-            .into_iter()
-            .map(|(timestamp, status): (u64, u32)| {
-                (timestamp, i32::try_from(status).expect("status codes are small"))
-            })
-            .collect())
+        }
+        self.resolve(resolutions, deadline).await?;
+        Ok(txns.iter().map(Progress::outcomes).collect())
     }
 
     /// Creates one transfer on `shard`; its outcome.
@@ -597,42 +678,41 @@ impl LedgerApi {
         Err(internal("the decision leg kept changing"))
     }
 
-    /// Posts or voids `legs` (their prepare outcomes in `outcomes`), tombstoning those that
-    /// were never created.
+    /// Creates the resolutions `by_shard` (posts, voids, tombstones): the first shard's,
+    /// then the others' together (the failpoint sits between). A tombstone that finds its
+    /// leg created after all voids the leg.
     async fn resolve(
         &self,
-        legs: &[Leg],
-        decision: Decision,
-        outcomes: &[(u64, u32)],
+        mut by_shard: BTreeMap<ShardId, Vec<Transfer>>,
         deadline: Instant,
     ) -> Result<(), Status> {
-        let mut by_shard: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
-        for (leg, (_, status)) in legs.iter().zip(outcomes) {
-            let event = match decision {
-                Decision::Post => post_of(leg.transfer.id),
-                Decision::Void if prepared(*status) => void_of(leg.transfer.id),
-                Decision::Void => tombstone(leg.transfer.id, leg.transfer.ledger),
-            };
-            by_shard.entry(leg.shard).or_default().push(event);
-        }
-        // One shard after another (the failpoint sits between two resolutions).
-        for (round, (shard, events)) in by_shard.into_iter().enumerate() {
+        let tag = |shard: ShardId, events: Vec<Transfer>| {
+            (shard, events.into_iter().map(|e| ((shard, e), e)).collect::<Vec<_>>())
+        };
+        let Some((shard, events)) = by_shard.pop_first() else { return Ok(()) };
+        let first: Wave<(ShardId, Transfer)> = BTreeMap::from([tag(shard, events)]);
+        let rest: Wave<(ShardId, Transfer)> =
+            by_shard.into_iter().map(|(s, e)| tag(s, e)).collect();
+        let mut late: Wave<()> = BTreeMap::new();
+        for (round, wave) in [first, rest].iter().enumerate() {
+            if wave.is_empty() {
+                continue;
+            }
             if round > 0 {
                 fail::fail_point!("coordinator::between_resolutions");
             }
-            let outcomes = self.transfers_on(shard, events.clone(), deadline).await?;
-            // A tombstone that found its leg created after all: void the leg.
-            let late: Vec<Transfer> = events
-                .iter()
-                .zip(&outcomes)
-                .filter(|(e, (_, s))| {
-                    e.code == INTERNAL_CODE && !prepared(*s) && *s != TS::IdAlreadyFailed.code()
-                })
-                .map(|(e, _)| void_of(e.id))
-                .collect();
-            if !late.is_empty() {
-                self.transfers_on(shard, late, deadline).await?;
+            let outcomes = self.create_wave(wave, deadline).await?;
+            for ((shard, event), (_, status)) in outcomes {
+                let tombstone_refused = event.code == INTERNAL_CODE
+                    && !prepared(status)
+                    && status != TS::IdAlreadyFailed.code();
+                if tombstone_refused {
+                    late.entry(shard).or_default().push(((), void_of(event.id)));
+                }
             }
+        }
+        if !late.is_empty() {
+            self.create_wave(&late, deadline).await?;
         }
         Ok(())
     }
