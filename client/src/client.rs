@@ -443,6 +443,19 @@ impl Client {
         self.create_transfers(batch.into_request().transfers).await
     }
 
+    /// Runs a swap (build it with [`crate::loyalty::swap`]): the give and receive
+    /// transfers' results, and the amount received. Retried like
+    /// [`Self::create_transfers`] (same ids: an applied swap reads back `EXISTS`). An
+    /// expired quote is an error (`FAILED_PRECONDITION`, `TALLY:QuoteExpired`).
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn swap(&self, request: v1::SwapRequest) -> Result<v1::SwapReply, ClientError> {
+        let member = request.member_a_account_id.map_or(0, u128::from);
+        let first = if member == 0 { None } else { self.leader_for(member) };
+        self.call_via(first, |mut c| async move { c.swap(request).await }).await
+    }
+
     /// The accounts found among `ids` (missing ids are skipped), linearizable.
     ///
     /// # Errors

@@ -5,6 +5,7 @@
 //! | earn | issuance account -> member (pending with a timeout while a return window runs) |
 //! | redeem | member -> merchant, linked with one unit of item stock -> member's item account |
 //! | expire | member -> expiry account, *balancing*: at most the points the member has |
+//! | swap | member (ledger A) -> pool A, linked with pool B -> member (ledger B), at a quoted rate ([`swap`], `LedgerService.Swap`) |
 //!
 //! Stock never oversells because the stock account is created with
 //! `debits_must_not_exceed_credits`: the unit leg fails when the stock is gone, and the
@@ -14,6 +15,65 @@
 //! so a retry after a timeout resends the same id and can never apply twice.
 
 use tally_proto::{uint128, v1};
+
+/// A member's exchange of points of institution A for points of institution B at a quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Swap {
+    /// The two transfers' ids (idempotency keys; distinct).
+    pub give_id: u128,
+    /// The receive transfer's id.
+    pub receive_id: u128,
+    /// The member's account on ledger A (debited `points`).
+    pub member_a_account: u128,
+    /// Institution A's pool on ledger A (credited).
+    pub pool_a_account: u128,
+    /// Ledger A (institution A's point currency) and the give transfer's code.
+    pub ledger_a: u32,
+    /// The give transfer's reason code.
+    pub code_a: u16,
+    /// Institution B's pool on ledger B (debited the points received).
+    pub pool_b_account: u128,
+    /// The member's account on ledger B (credited).
+    pub member_b_account: u128,
+    /// Ledger B.
+    pub ledger_b: u32,
+    /// The receive transfer's reason code.
+    pub code_b: u16,
+    /// Points given on ledger A.
+    pub points: u128,
+    /// Points received per point given: `rate.0 / rate.1`.
+    pub rate: (u64, u32),
+    /// How the points received are rounded.
+    pub rounding: v1::Rounding,
+    /// The quote the rate comes from and its expiry (ns since the Unix epoch).
+    pub quote_id: u128,
+    /// When the quote expires; a swap is refused after it (`TALLY:QuoteExpired`).
+    pub quote_expires_at: u64,
+}
+
+/// The request of a swap, for [`crate::Client::swap`]: both transfers apply or neither
+/// (across shards too); the amount received is computed by the node once and stored.
+#[must_use]
+pub fn swap(s: &Swap) -> v1::SwapRequest {
+    v1::SwapRequest {
+        give_id: uint128(s.give_id),
+        receive_id: uint128(s.receive_id),
+        member_a_account_id: uint128(s.member_a_account),
+        pool_a_account_id: uint128(s.pool_a_account),
+        ledger_a: s.ledger_a,
+        code_a: u32::from(s.code_a),
+        pool_b_account_id: uint128(s.pool_b_account),
+        member_b_account_id: uint128(s.member_b_account),
+        ledger_b: s.ledger_b,
+        code_b: u32::from(s.code_b),
+        amount: uint128(s.points),
+        rate_numerator: s.rate.0,
+        rate_denominator: s.rate.1,
+        rounding: s.rounding as i32,
+        quote_id: uint128(s.quote_id),
+        quote_expires_at: s.quote_expires_at,
+    }
+}
 
 /// Points earned by a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

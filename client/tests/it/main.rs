@@ -34,6 +34,10 @@ impl Fake {
 
 #[tonic::async_trait]
 impl LedgerService for Fake {
+    async fn swap(&self, _: Request<v1::SwapRequest>) -> Result<Response<v1::SwapReply>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn create_transfers(
         &self,
         request: Request<v1::CreateTransfersRequest>,

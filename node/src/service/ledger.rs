@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status};
 use super::batcher::{Batcher, Kind};
 use super::route::{self, RouteError};
 use super::status;
+use super::swap;
 use super::xshard;
 use crate::convert;
 use crate::ledger::{StateMachine, TransferId};
@@ -120,6 +121,14 @@ fn reserved(index: usize) -> Status {
          {:#x}: those ids are reserved for Tally's internal accounts",
         xshard::INTERNAL_ID_HI
     ))
+}
+
+/// Transfer results on the wire from (timestamp, status) outcomes.
+fn transfer_results(outcomes: Vec<(u64, i32)>) -> Vec<v1::CreateTransferResult> {
+    outcomes
+        .into_iter()
+        .map(|(timestamp, status)| v1::CreateTransferResult { timestamp, status })
+        .collect()
 }
 
 fn wire_status(code: u32) -> i32 {
@@ -388,6 +397,72 @@ impl LedgerApi {
         merge(events.len(), try_join_all(parts).await?)
     }
 
+    /// Creates validated `transfers` (`wire`: the same as sent, for forwarding): routed
+    /// to one shard, or split by shard, each cross-shard chain run as a transaction (not
+    /// posted after `not_after`, see [`LedgerApi::run_transactions`]); the outcomes in
+    /// request order.
+    async fn create(
+        &self,
+        transfers: &[crate::ledger::Transfer],
+        wire: &[v1::Transfer],
+        routed_to: Option<ShardId>,
+        not_after: Option<u64>,
+    ) -> Result<Vec<(u64, i32)>, Status> {
+        let count = self.inner.shards;
+        if routed_to.is_none() {
+            let internal = |t: &crate::ledger::Transfer| {
+                route::is_internal(t.debit_account_id.0)
+                    || route::is_internal(t.credit_account_id.0)
+            };
+            if let Some(i) = transfers.iter().position(internal) {
+                return Err(reserved(i));
+            }
+        }
+        let routes = match routed_to {
+            // The forwarding node found where each pending transfer lives.
+            Some(shard) => route::transfer_routes(transfers, count, |_| Some(shard.0)),
+            None => {
+                let to_find = route::pending_to_find(transfers, count);
+                let found = if to_find.is_empty() {
+                    HashMap::new()
+                } else {
+                    self.find_pending(&to_find, self.deadline()).await?
+                };
+                route::transfer_routes(transfers, count, |id| found.get(&id).copied())
+            }
+        };
+        let single = self.write_split(
+            Kind::Transfers,
+            transfers,
+            &routes.shards,
+            routed_to,
+            |t, out| out.extend_from_slice(&records::transfer_encode(t)),
+            |mut peer, left, shard, indexes| {
+                let transfers = indexes.iter().map(|&i| wire[i]).collect();
+                let message = v1::CreateTransfersRequest { transfers };
+                async move {
+                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
+                }
+            },
+        );
+        let deadline = self.deadline();
+        let chains: Vec<&[crate::ledger::Transfer]> =
+            routes.transactions.iter().map(|range| &transfers[range.clone()]).collect();
+        let transactions = async {
+            if chains.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.run_transactions(&chains, not_after, deadline).await
+            }
+        };
+        let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
+        for (range, results) in routes.transactions.iter().zip(transactions) {
+            outcomes[range.clone()].copy_from_slice(&results);
+        }
+        Ok(outcomes)
+    }
+
     /// The cluster's data-shard count.
     pub(super) fn shard_count(&self) -> u32 {
         self.inner.shards
@@ -619,65 +694,48 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
-        let count = self.inner.shards;
         let routed_to = self.routed_shard(&request)?;
-        if routed_to.is_none() {
-            let internal = |t: &crate::ledger::Transfer| {
-                route::is_internal(t.debit_account_id.0)
-                    || route::is_internal(t.credit_account_id.0)
-            };
-            if let Some(i) = transfers.iter().position(internal) {
-                return Err(reserved(i));
-            }
-        }
-        let routes = match routed_to {
-            // The forwarding node found where each pending transfer lives.
-            Some(shard) => route::transfer_routes(&transfers, count, |_| Some(shard.0)),
-            None => {
-                let to_find = route::pending_to_find(&transfers, count);
-                let found = if to_find.is_empty() {
-                    HashMap::new()
-                } else {
-                    self.find_pending(&to_find, self.deadline()).await?
-                };
-                route::transfer_routes(&transfers, count, |id| found.get(&id).copied())
-            }
-        };
-        let wire = &request.get_ref().transfers;
-        let single = self.write_split(
-            Kind::Transfers,
-            &transfers,
-            &routes.shards,
-            routed_to,
-            |t, out| out.extend_from_slice(&records::transfer_encode(t)),
-            |mut peer, left, shard, indexes| {
-                let transfers = indexes.iter().map(|&i| wire[i]).collect();
-                let message = v1::CreateTransfersRequest { transfers };
-                async move {
-                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
-                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
+        let outcomes =
+            self.create(&transfers, &request.get_ref().transfers, routed_to, None).await?;
+        Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(outcomes) }))
+    }
+
+    async fn swap(
+        &self,
+        request: Request<v1::SwapRequest>,
+    ) -> Result<Response<v1::SwapReply>, Status> {
+        let swap = swap::Swap::from_request(request.get_ref())?;
+        let amount_received = Some(swap.transfers[1].amount.into());
+        let now = super::batcher::cluster_time_now_ns();
+        match swap.check_quote(now) {
+            Ok(()) => {}
+            // Too late to start: a resend of a swap that was applied reads EXISTS.
+            Err(expired) => {
+                let ids = swap.transfers.map(|t| t.id.0.into()).to_vec();
+                let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
+                let found = found.await?.into_inner().transfers;
+                let found: Vec<crate::ledger::Transfer> = found
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| convert::transfer_from_proto(i, t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
+                if !swap.applied_as(&found) {
+                    return Err(expired);
                 }
-            },
-        );
-        let deadline = self.deadline();
-        let chains: Vec<&[crate::ledger::Transfer]> =
-            routes.transactions.iter().map(|range| &transfers[range.clone()]).collect();
-        let transactions = async {
-            if chains.is_empty() {
-                Ok(Vec::new())
-            } else {
-                self.run_transactions(&chains, deadline).await
+                let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
+                let results = found
+                    .iter()
+                    .map(|t| v1::CreateTransferResult { timestamp: t.timestamp, status: exists })
+                    .collect();
+                return Ok(Response::new(v1::SwapReply { results, amount_received }));
             }
         };
-        let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
-        for (range, results) in routes.transactions.iter().zip(transactions) {
-            outcomes[range.clone()].copy_from_slice(&results);
-        }
-        let results = outcomes
-            .into_iter()
-            .map(|(timestamp, status)| v1::CreateTransferResult { timestamp, status })
-            .collect();
-        Ok(Response::new(v1::CreateTransfersReply { results }))
+        let wire: Vec<v1::Transfer> =
+            swap.transfers.iter().map(convert::transfer_to_proto).collect();
+        let outcomes = self.create(&swap.transfers, &wire, None, Some(swap.expires_at)).await?;
+        let results = transfer_results(outcomes);
+        Ok(Response::new(v1::SwapReply { results, amount_received }))
     }
 
     async fn lookup_accounts(

@@ -18,4 +18,5 @@ pub mod placement;
 pub mod pulse;
 pub mod route;
 pub mod status;
+pub mod swap;
 pub mod xshard;

@@ -536,9 +536,14 @@ impl LedgerApi {
     /// request per primary shard, then the resolutions, one request per shard (so a
     /// request of many transactions costs four Raft commits in sequence, not four per
     /// transaction). The outcomes (timestamp, wire status) of each chain, in order.
+    ///
+    /// With `not_after` (a swap's quote expiry, ns of cluster time), a transaction not
+    /// yet decided when this node's clock passes it is decided void, and the request
+    /// fails with `TALLY:QuoteExpired` once its legs are resolved.
     pub(super) async fn run_transactions(
         &self,
         chains: &[&[Transfer]],
+        not_after: Option<u64>,
         deadline: Instant,
     ) -> Result<Vec<Vec<(u64, i32)>>, Status> {
         let plans = chains
@@ -580,8 +585,13 @@ impl LedgerApi {
 
         // 2. Decide on each primary: post the decision leg if everything was prepared,
         // else void it.
+        let now = super::batcher::cluster_time_now_ns();
+        let expired = not_after.filter(|&at| now > at);
         let mut wave: Wave<usize> = BTreeMap::new();
-        for (i, txn) in txns.iter().enumerate() {
+        for (i, txn) in txns.iter_mut().enumerate() {
+            if expired.is_some() {
+                txn.markers = false;
+            }
             let leg = txn.plan.legs[0].transfer.id;
             let event = if txn.prepared() { post_of(leg) } else { void_of(leg) };
             wave.entry(txn.plan.primary).or_default().push((i, event));
@@ -627,6 +637,11 @@ impl LedgerApi {
             }
         }
         self.resolve(resolutions, deadline).await?;
+        if let Some(at) = expired
+            && txns.iter().any(|txn| txn.decision == Decision::Void)
+        {
+            return Err(super::swap::quote_expired(at, now));
+        }
         Ok(txns.iter().map(Progress::outcomes).collect())
     }
 

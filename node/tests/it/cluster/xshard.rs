@@ -176,6 +176,130 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     }
 }
 
+/// A swap whose four accounts live on four shards: both transfers or neither, the rate's
+/// rounding and the quote stored, a resend reads `exists`, an expired quote is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
+    use tally_client::loyalty::{self, Swap};
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, XSHARD);
+    let client = cluster.client();
+    let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
+    // member A, pool A, pool B, member B on shards 1..=4; a bank beside member A and
+    // one beside pool B to fund them.
+    let on = |shard: u32, skip: u128| (skip..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
+    let (member_a, pool_a, pool_b, member_b) = (on(1, 1), on(2, 1), on(3, 1), on(4, 1));
+    let (bank_a, bank_b) = (on(1, member_a + 1), on(3, pool_b + 1));
+    let account = |id: u128, ledger: u32, flags: u32| v1::Account {
+        id: uint128(id),
+        ledger,
+        code: 1,
+        flags,
+        ..Default::default()
+    };
+    let accounts = vec![
+        account(member_a, ledger_a, DMNEC),
+        account(pool_a, ledger_a, 0),
+        account(bank_a, ledger_a, 0),
+        account(pool_b, ledger_b, DMNEC),
+        account(member_b, ledger_b, 0),
+        account(bank_b, ledger_b, 0),
+    ];
+    let created = client.create_accounts(accounts).await.unwrap();
+    assert!(created.iter().all(|r| tally_client::account_succeeded(r.status)), "{created:?}");
+    let fund = vec![
+        transfer(1, bank_a, member_a, 100, 0),
+        v1::Transfer { ledger: ledger_b, ..transfer(2, bank_b, pool_b, 1000, 0) },
+    ];
+    let funded = client.create_transfers(fund).await.unwrap();
+    assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
+
+    let now_ns = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        u64::try_from(since.as_nanos()).unwrap()
+    };
+    let swap = |give: u128, points: u128, rate: (u64, u32), rounding: v1::Rounding| Swap {
+        give_id: give,
+        receive_id: give + 1,
+        member_a_account: member_a,
+        pool_a_account: pool_a,
+        ledger_a,
+        code_a: 7,
+        pool_b_account: pool_b,
+        member_b_account: member_b,
+        ledger_b,
+        code_b: 8,
+        points,
+        rate,
+        rounding,
+        quote_id: 0xABC,
+        quote_expires_at: now_ns() + 60_000_000_000,
+    };
+    let balances = || async { sums(&client, &[member_a, pool_a, pool_b, member_b]).await };
+
+    // 31 points at 3/2 = 46.5, half-even: 46 received. Both transfers, all four shards.
+    let first = swap(10, 31, (3, 2), v1::Rounding::HalfEven);
+    let reply = client.swap(loyalty::swap(&first)).await.unwrap();
+    let statuses: Vec<i32> = reply.results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::Created as i32; 2], "{reply:?}");
+    assert_eq!(u128_of(reply.amount_received), 46);
+    let after_first = vec![(0, 31, 0, 100), (0, 0, 0, 31), (0, 46, 0, 1000), (0, 0, 0, 46)];
+    assert_eq!(balances().await, after_first);
+    // Stored as agreed: quote, expiry and rounding on the give transfer, the rate on the
+    // receive transfer.
+    let found = client.lookup_transfers(&[10, 11]).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let (give, receive) = (&found[0], &found[1]);
+    assert_eq!(
+        (u128_of(give.debit_account_id), u128_of(give.credit_account_id)),
+        (member_a, pool_a)
+    );
+    assert_eq!((u128_of(give.amount), give.ledger, give.code), (31, ledger_a, 7));
+    assert_eq!(u128_of(give.user_data_128), 0xABC);
+    assert_eq!(give.user_data_64, first.quote_expires_at);
+    assert_eq!(give.user_data_32, v1::Rounding::HalfEven as u32);
+    assert_eq!((u128_of(receive.amount), receive.ledger, receive.code), (46, ledger_b, 8));
+    assert_eq!((receive.user_data_64, receive.user_data_32), (3, 2));
+
+    // Resent: exists, nothing moves again.
+    let again = client.swap(loyalty::swap(&first)).await.unwrap();
+    assert!(again.results.iter().all(|r| r.status == TS::Exists as i32), "{again:?}");
+    assert_eq!(balances().await, after_first);
+
+    // The member cannot give more than they have; the pool cannot pay more than it
+    // holds: neither transfer applies, each result says why.
+    let too_much = client.swap(loyalty::swap(&swap(20, 70, (1, 1), v1::Rounding::Down))).await;
+    let statuses: Vec<i32> = too_much.unwrap().results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::ExceedsCredits as i32, TS::LinkedEventFailed as i32]);
+    let pool_short = client.swap(loyalty::swap(&swap(30, 10, (100, 1), v1::Rounding::Up))).await;
+    let statuses: Vec<i32> = pool_short.unwrap().results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::LinkedEventFailed as i32, TS::ExceedsCredits as i32]);
+    assert_eq!(balances().await, after_first);
+
+    // An expired quote is refused before anything is created.
+    let stale = Swap {
+        quote_expires_at: now_ns() - 1_000_000_000,
+        ..swap(40, 1, (1, 1), v1::Rounding::Down)
+    };
+    let refused = client.swap(loyalty::swap(&stale)).await.unwrap_err();
+    assert!(refused.to_string().contains("TALLY:QuoteExpired"), "{refused}");
+    assert!(client.lookup_transfers(&[40, 41]).await.unwrap().is_empty());
+    assert_eq!(balances().await, after_first);
+
+    // A swap with a bad rate is refused at the edge, naming the field.
+    let zero = client.swap(loyalty::swap(&swap(50, 1, (1, 0), v1::Rounding::Down))).await;
+    assert!(zero.unwrap_err().to_string().contains("rate_denominator"));
+
+    // Both pools and transit accounts balance: conservation per ledger on every shard.
+    for shard in 1..=SHARDS {
+        let map = cluster.list_shards(1).await.unwrap();
+        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+}
+
 /// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
 /// restarts it, and checks the transfer ends all or nothing (`applied` says which) with
 /// no reservation left on any shard.
