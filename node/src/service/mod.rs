@@ -19,4 +19,5 @@ pub mod pulse;
 pub mod route;
 pub mod status;
 pub mod swap;
+pub mod ticks;
 pub mod xshard;

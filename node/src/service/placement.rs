@@ -10,21 +10,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::ticks::Ticks;
 use crate::raft::node::{CAUGHT_UP_LAG_MAX, HANDOVER_WAIT, Replica};
 
 /// Runs until `stop` changes; does nothing if `interval` is zero.
-pub async fn run(replicas: Vec<Replica>, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(replicas: Vec<Replica>, interval: Duration, stop: watch::Receiver<bool>) {
     if interval.is_zero() {
         return;
     }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+    let mut ticks = Ticks::new(interval, stop);
+    while ticks.next().await {
         for replica in &replicas {
             if !replica.is_leader() {
                 continue;

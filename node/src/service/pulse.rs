@@ -9,18 +9,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::batcher::cluster_time_now_ns;
+use super::ticks::Ticks;
 use crate::raft::node::Replica;
 use crate::raft::{Command, Op};
 
 /// Runs until `stop` changes.
-pub async fn run(replica: Replica, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+pub async fn run(replica: Replica, interval: Duration, stop: watch::Receiver<bool>) {
+    let mut ticks = Ticks::new(interval, stop);
+    while ticks.next().await {
         if !replica.is_leader() {
             continue;
         }

@@ -8,22 +8,26 @@
 //! - **Legs**: if its accounts share a shard, one pending leg debit → credit there; else a
 //!   pending leg debit → transit on the debit shard and one transit → credit on the credit
 //!   shard (a per-ledger *transit* account on every shard; a sink beside it receives
-//!   tombstones). Leg ids are derived from (T, k, side). Legs have no timeout, except leg
+//!   tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
+//!   transfers (so another request reusing T's id gets legs of its own). Legs have no
+//!   timeout, except leg
 //!   (0, debit) on P, the **decision leg**, whose timeout is [`TXN_TIMEOUT_S`].
 //! - **Alias**: on the debit shard, a zero-amount transfer with `X_k`'s own id between two
-//!   internal accounts, `user_data_128 = T`, `user_data_64 = k | n << 32`, `user_data_32 =
+//!   internal accounts, `user_data_128 = D`, `user_data_64 = k | n << 32`, `user_data_32 =
 //!   P`. It claims the id (a later transfer with the same id gets `exists_*`), lets a
 //!   lookup of `X_k` find its legs, and names the legs for recovery.
 //!
 //! Steps: (1) prepare — each shard involved creates its aliases and legs in one request;
-//! (2) decide — if everything was created, **post the decision leg** (else void it); the
+//! (2) decide — if everything was created, **post the decision leg** (else void it, or
+//! claim its id with a tombstone if it was never created: a post or void is never sent to
+//! a leg that may not exist, since its `not found` would burn the post's or void's id); the
 //! ledger resolves a pending transfer exactly once and expires it at its timeout, so that
 //! single resolution is T's durable, create-once decision, whoever makes it first; (3)
 //! resolve — post (or void) every other leg; a leg that was never created gets a
 //! zero-amount *tombstone* under its id (transit → sink), so that a late prepare of it is
 //! refused. The reply says `created` only after the decision post is committed on P.
 //!
-//! Recovery ([`recover`]): every shard leader walks the aliases on its shard and, for each
+//! Recovery ([`recover`]): every shard leader walks the markers on its shard and, for each
 //! one old enough whose legs are still pending, decides T with "void unless posted" on P
 //! and resolves its legs accordingly.
 //!
@@ -90,13 +94,28 @@ fn derived(tag: &[u8], parts: &[&[u8]]) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
-/// The id of leg (`k`, `side`) of transaction `t` (side 0 = debit, 1 = credit).
+/// The digest that names a transaction: SHA-256 (truncated to 128 bits) of its transfers,
+/// every field as sent. Leg, marker and decision ids derive from it, not from the first
+/// transfer's id alone: a *different* request that reuses that id gets its own legs and
+/// its own decision (and `exists_with_different_*` on the reused ids), so it can never
+/// resolve, or be resolved by, another transaction's legs; a resend of the *same* request
+/// derives the same ids and reads `exists`.
+#[must_use]
+pub fn digest(transfers: &[Transfer]) -> u128 {
+    let encoded: Vec<[u8; crate::storage::records::TRANSFER_BYTES]> =
+        transfers.iter().map(crate::storage::records::transfer_encode).collect();
+    let parts: Vec<&[u8]> = encoded.iter().map(<[u8; _]>::as_slice).collect();
+    derived(b"tally-txn", &parts)
+}
+
+/// The id of leg (`k`, `side`) of transaction `t` (its [`digest`]; side 0 = debit, 1 =
+/// credit).
 #[must_use]
 pub fn leg_id(t: u128, k: u32, side: u8) -> TransferId {
     TransferId(derived(b"tally-leg", &[&t.to_le_bytes(), &k.to_le_bytes(), &[side]]))
 }
 
-/// The id of the marker on `shard` of transaction `t` of `n` transfers.
+/// The id of the marker on `shard` of transaction `t` (its [`digest`]) of `n` transfers.
 #[must_use]
 pub fn marker_id(t: u128, shard: ShardId, n: u32) -> TransferId {
     TransferId(derived(
@@ -133,7 +152,7 @@ pub struct Leg {
 /// A transaction's legs and aliases, computed from its transfers alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// T's id.
+    /// T's [`digest`] (what its leg, marker and decision ids derive from).
     pub t: u128,
     /// T's primary shard.
     pub primary: ShardId,
@@ -171,7 +190,7 @@ impl Plan {
             ));
         }
         let n = u32::try_from(transfers.len()).expect("bounded above");
-        let t = transfers[0].id.0;
+        let t = digest(transfers);
         let shard = |id: AccountId| ShardId(shard_of(id.0, shards));
         let primary = shard(transfers[0].debit_account_id);
         let mut legs = Vec::new();
@@ -346,15 +365,16 @@ pub fn tombstone(leg: TransferId, ledger: u32) -> Transfer {
     }
 }
 
-/// The decision a resolution of the decision leg reports: `Some` once it is decided.
+/// The decision a post or void of the (existing) decision leg reports: `Some` if it was
+/// already decided.
 #[must_use]
 pub fn decided_by(status: u32) -> Option<Decision> {
     match TS::from_code(status)? {
         TS::Created | TS::Exists => None,
         TS::PendingTransferAlreadyPosted => Some(Decision::Post),
         TS::PendingTransferAlreadyVoided | TS::PendingTransferExpired => Some(Decision::Void),
-        // Never created (its id failed, or nothing was prepared): nothing can post it.
-        TS::PendingTransferNotFound | TS::IdAlreadyFailed => Some(Decision::Void),
+        // A post or void is only ever sent to a leg known to exist (a `not found` would burn
+        // its id): anything else is not a decision.
         _ => None,
     }
 }
@@ -363,6 +383,27 @@ pub fn decided_by(status: u32) -> Option<Decision> {
 #[must_use]
 pub fn prepared(status: u32) -> bool {
     status == TS::Created.code() || status == TS::Exists.code()
+}
+
+/// Whether a create found its id taken by a transfer with other fields.
+#[must_use]
+pub fn exists_differently(status: u32) -> bool {
+    matches!(
+        TS::from_code(status),
+        Some(
+            TS::ExistsWithDifferentFlags
+                | TS::ExistsWithDifferentPendingId
+                | TS::ExistsWithDifferentTimeout
+                | TS::ExistsWithDifferentDebitAccountId
+                | TS::ExistsWithDifferentCreditAccountId
+                | TS::ExistsWithDifferentAmount
+                | TS::ExistsWithDifferentUserData128
+                | TS::ExistsWithDifferentUserData64
+                | TS::ExistsWithDifferentUserData32
+                | TS::ExistsWithDifferentLedger
+                | TS::ExistsWithDifferentCode
+        )
+    )
 }
 
 /// How often a node looks for transactions to recover on the shards it leads.
@@ -381,17 +422,12 @@ pub async fn recover(
     api: LedgerApi,
     interval: std::time::Duration,
     age: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
     let mut cursors: std::collections::HashMap<ShardId, u64> = std::collections::HashMap::new();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+    let mut ticks = super::ticks::Ticks::new(interval, stop);
+    while ticks.next().await {
         let hosted: Vec<LocalShard> = api.hosted().cloned().collect();
         for here in hosted {
             if !here.replica.is_leader() {
@@ -472,6 +508,38 @@ impl Progress {
     }
 }
 
+/// `events` cut into requests of at most `BATCH_EVENTS_MAX` events, never between two
+/// events of the same `group` (a group is contiguous and smaller than a request: a
+/// transaction's events on one shard are at most 3 × [`TXN_TRANSFERS_MAX`] + 1).
+fn requests_of<T>(
+    events: &[(T, Transfer)],
+    group: impl Fn(&T) -> Option<usize>,
+) -> Vec<&[(T, Transfer)]> {
+    let max = BATCH_EVENTS_MAX as usize;
+    let mut out = Vec::new();
+    let (mut start, mut group_start) = (0, 0);
+    for i in 0..events.len() {
+        let same = i > 0
+            && group(&events[i].0).is_some()
+            && group(&events[i].0) == group(&events[i - 1].0);
+        if !same {
+            group_start = i;
+        }
+        if i - start == max {
+            // Cut before the group this event belongs to (or here, if it starts one).
+            let cut = if group_start > start { group_start } else { i };
+            out.push(&events[start..cut]);
+            start = cut;
+        }
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
+}
+
+const _: () = assert!(3 * TXN_TRANSFERS_MAX < BATCH_EVENTS_MAX as usize);
+
 /// Events to create, per shard, each with a tag saying what it is.
 type Wave<T> = BTreeMap<ShardId, Vec<(T, Transfer)>>;
 
@@ -512,14 +580,18 @@ impl LedgerApi {
     }
 
     /// Creates every shard's events of `wave`, all shards at once, at most
-    /// `BATCH_EVENTS_MAX` events per request; each event's outcome with its tag.
+    /// `BATCH_EVENTS_MAX` events per request; each event's outcome with its tag. Events
+    /// with the same `group` (contiguous in `wave`) always go in the same request, i.e. the
+    /// same Raft entry: a transaction's marker and its legs on a shard are created together
+    /// or not at all (a leg without its marker would be invisible to recovery).
     async fn create_wave<T: Copy>(
         &self,
         wave: &Wave<T>,
         deadline: Instant,
+        group: impl Fn(&T) -> Option<usize> + Copy,
     ) -> Result<Vec<(T, (u64, u32))>, Status> {
         let requests = wave.iter().flat_map(|(&shard, events)| {
-            events.chunks(BATCH_EVENTS_MAX as usize).map(move |chunk| async move {
+            requests_of(events, group).into_iter().map(move |chunk| async move {
                 let sent = chunk.iter().map(|(_, t)| *t).collect();
                 let outcomes = self.transfers_on(shard, sent, deadline).await?;
                 if outcomes.len() != chunk.len() {
@@ -561,7 +633,7 @@ impl LedgerApi {
                 wave.entry(shard).or_default().extend(events);
             }
         }
-        let prepared_wave = self.create_wave(&wave, deadline).await?;
+        let prepared_wave = self.create_wave(&wave, deadline, |(i, _)| Some(*i)).await?;
         let mut txns: Vec<Progress> = plans
             .into_iter()
             .map(|plan| Progress {
@@ -583,8 +655,9 @@ impl LedgerApi {
         }
         fail::fail_point!("coordinator::after_first_leg");
 
-        // 2. Decide on each primary: post the decision leg if everything was prepared,
-        // else void it.
+        // 2. Decide on each primary: post the decision leg if everything was prepared; else
+        // void it if it was created, or claim its id with a tombstone if it was not (see
+        // `decide_void`).
         let now = super::batcher::cluster_time_now_ns();
         let expired = not_after.filter(|&at| now > at);
         let mut wave: Wave<usize> = BTreeMap::new();
@@ -592,35 +665,49 @@ impl LedgerApi {
             if expired.is_some() {
                 txn.markers = false;
             }
-            let leg = txn.plan.legs[0].transfer.id;
-            let event = if txn.prepared() { post_of(leg) } else { void_of(leg) };
+            let leg = txn.plan.legs[0].transfer;
+            let event = if txn.prepared() {
+                post_of(leg.id)
+            } else if prepared(txn.legs[0].1) {
+                void_of(leg.id)
+            } else {
+                tombstone(leg.id, leg.ledger)
+            };
             wave.entry(txn.plan.primary).or_default().push((i, event));
         }
-        for (i, (_, status)) in self.create_wave(&wave, deadline).await? {
+        let mut unsettled = Vec::new();
+        for (i, (_, status)) in self.create_wave(&wave, deadline, |_| None).await? {
             let txn = &mut txns[i];
-            let leg = txn.plan.legs[0].transfer;
-            (txn.decision, txn.post_status) = match (txn.prepared(), decided_by(status)) {
-                (true, _) if prepared(status) => (Decision::Post, status),
-                (true, Some(decision)) => (decision, status),
-                (false, _) if prepared(status) => (Decision::Void, u32::MAX),
-                // Posted by an earlier attempt: this one is a retry.
-                (false, Some(Decision::Post)) => (Decision::Post, TS::Exists.code()),
-                (false, Some(Decision::Void)) if status != TS::PendingTransferNotFound.code() => {
+            let posting = txn.prepared();
+            let voiding = !posting && prepared(txn.legs[0].1);
+            let tombstoning = !posting && !voiding;
+            (txn.decision, txn.post_status) = match decided_by(status) {
+                _ if posting && prepared(status) => (Decision::Post, status),
+                _ if voiding && prepared(status) => (Decision::Void, u32::MAX),
+                // The leg never existed and now never can (tombstoned, or its id burnt).
+                _ if tombstoning && (prepared(status) || status == TS::IdAlreadyFailed.code()) => {
                     (Decision::Void, u32::MAX)
                 }
-                // Never created: occupy its id (rare; one transaction at a time).
-                (false, Some(Decision::Void)) => {
-                    match self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await? {
-                        Decision::Post => (Decision::Post, TS::Exists.code()),
-                        Decision::Void => (Decision::Void, u32::MAX),
-                    }
+                // An earlier attempt of this same request (same digest) posted it.
+                Some(Decision::Post) if voiding => (Decision::Post, TS::Exists.code()),
+                Some(decision) if posting || voiding => (decision, status),
+                // The tombstone found the leg after all: decide as `decide_void` does.
+                _ if tombstoning && exists_differently(status) => {
+                    unsettled.push(i);
+                    continue;
                 }
-                (_, None) => {
+                _ => {
                     return Err(internal(&format!(
                         "deciding on the decision leg: status {status}"
                     )));
                 }
             };
+        }
+        for i in unsettled {
+            let txn = &mut txns[i];
+            let leg = txn.plan.legs[0].transfer;
+            txn.decision = self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await?;
+            txn.post_status = TS::Exists.code();
         }
         fail::fail_point!("coordinator::after_decision");
 
@@ -656,9 +743,13 @@ impl LedgerApi {
         outcomes.first().copied().ok_or_else(|| internal("no outcome"))
     }
 
-    /// Decides a transaction void unless it was already posted: voids its decision leg
-    /// (`decision`, of `ledger`, on `primary`), or occupies the leg's id with a tombstone if
-    /// it was never created.
+    /// Decides a transaction void unless it was already posted. First its decision leg's
+    /// id (`decision`, of `ledger`, on `primary`) is claimed with a tombstone: created (or
+    /// there from an earlier try), or the id burnt by a failed prepare, means the leg never
+    /// existed and now never can. Only if the id holds the leg is the leg voided, and the
+    /// ledger's answer (voided now, or already posted, voided or expired) is the decision.
+    /// A void is never sent to a leg that may not exist: its `not found` would burn the
+    /// void's id, and a later void of the same leg would read `id_already_failed`.
     async fn decide_void(
         &self,
         primary: ShardId,
@@ -666,31 +757,19 @@ impl LedgerApi {
         ledger: u32,
         deadline: Instant,
     ) -> Result<Decision, Status> {
-        for _ in 0..3 {
-            let (_, status) = self.one(primary, void_of(decision), deadline).await?;
-            if prepared(status) {
-                return Ok(Decision::Void);
-            }
-            match decided_by(status) {
-                Some(Decision::Post) => return Ok(Decision::Post),
-                Some(Decision::Void) if status != TS::PendingTransferNotFound.code() => {
-                    return Ok(Decision::Void);
-                }
-                Some(Decision::Void) => {
-                    // Never created: claim its id so that it never will be.
-                    let tomb = tombstone(decision, ledger);
-                    let (_, status) = self.one(primary, tomb, deadline).await?;
-                    if prepared(status) || status == TS::IdAlreadyFailed.code() {
-                        return Ok(Decision::Void);
-                    }
-                    // Created meanwhile: void it on the next round.
-                }
-                None => {
-                    return Err(internal(&format!("voiding the decision leg: status {status}")));
-                }
-            }
+        let (_, status) = self.one(primary, tombstone(decision, ledger), deadline).await?;
+        if prepared(status) || status == TS::IdAlreadyFailed.code() {
+            return Ok(Decision::Void);
         }
-        Err(internal("the decision leg kept changing"))
+        if !exists_differently(status) {
+            return Err(internal(&format!("tombstoning the decision leg: status {status}")));
+        }
+        let (_, status) = self.one(primary, void_of(decision), deadline).await?;
+        if prepared(status) {
+            return Ok(Decision::Void);
+        }
+        decided_by(status)
+            .ok_or_else(|| internal(&format!("voiding the decision leg: status {status}")))
     }
 
     /// Creates the resolutions `by_shard` (posts, voids, tombstones): the first shard's,
@@ -716,7 +795,7 @@ impl LedgerApi {
             if round > 0 {
                 fail::fail_point!("coordinator::between_resolutions");
             }
-            let outcomes = self.create_wave(wave, deadline).await?;
+            let outcomes = self.create_wave(wave, deadline, |_| None).await?;
             for ((shard, event), (_, status)) in outcomes {
                 let tombstone_refused = event.code == INTERNAL_CODE
                     && !prepared(status)
@@ -727,7 +806,7 @@ impl LedgerApi {
             }
         }
         if !late.is_empty() {
-            self.create_wave(&late, deadline).await?;
+            self.create_wave(&late, deadline, |_| None).await?;
         }
         Ok(())
     }
@@ -895,12 +974,12 @@ mod tests {
         ];
         let plan = Plan::new(&chain, 4).unwrap();
         let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
-        assert_eq!((plan.t, plan.primary), (100, sa));
+        assert_eq!((plan.t, plan.primary), (digest(&chain), sa));
         // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard.
         assert_eq!(plan.legs.len(), 3);
         let decision = plan.legs[0];
         assert_eq!((decision.shard, decision.k, decision.side), (sa, 0, 0));
-        assert_eq!(decision.transfer.id, leg_id(100, 0, 0));
+        assert_eq!(decision.transfer.id, leg_id(plan.t, 0, 0));
         assert_eq!(decision.transfer.timeout, TXN_TIMEOUT_S);
         assert_eq!(decision.transfer.credit_account_id, transit(3));
         assert_eq!(plan.legs[1].transfer.debit_account_id, transit(3));
@@ -914,7 +993,7 @@ mod tests {
         assert_eq!(plan.aliases[0].0, sa);
         assert_eq!(plan.aliases[1].0, sb);
         assert_eq!(plan.aliases[1].1.id, TransferId(101));
-        assert_eq!(plan.aliases[1].1.user_data_128, 100);
+        assert_eq!(plan.aliases[1].1.user_data_128, plan.t);
         assert_eq!(plan.aliases[1].1.user_data_64, 1 | (2 << 32));
         assert_eq!(plan.aliases[1].1.user_data_32, sa.0);
         // Internal accounts where needed; every shard's prepare holds its aliases first.
@@ -930,6 +1009,38 @@ mod tests {
         // Only single-phase transfers for now.
         let pending = [transfer(100, a, b, TransferFlags::PENDING)];
         assert!(Plan::new(&pending, 4).unwrap_err().contains("single-phase"));
+    }
+
+    #[test]
+    fn a_different_request_reusing_an_id_gets_its_own_legs() {
+        let x = transfer(100, 1, 2, TransferFlags::empty());
+        let other = Transfer { amount: 6, ..x };
+        assert_eq!(digest(&[x]), digest(&[x]), "a resend derives the same ids");
+        assert_ne!(digest(&[x]), digest(&[other]));
+        let longer = [
+            Transfer { flags: TransferFlags::LINKED, ..x },
+            transfer(101, 2, 3, TransferFlags::empty()),
+        ];
+        assert_ne!(digest(&longer[..1]), digest(&longer));
+        let (a, b) = (Plan::new(&[x], 4).unwrap(), Plan::new(&[other], 4).unwrap());
+        assert_ne!(a.legs[0].transfer.id, b.legs[0].transfer.id);
+        assert_eq!(a.aliases[0].1.id, b.aliases[0].1.id, "both claim the user's id");
+    }
+
+    #[test]
+    fn requests_never_split_a_group() {
+        let max = BATCH_EVENTS_MAX as usize;
+        // Groups of 3,000 events: two fit in a request, the third must not be cut.
+        let events: Vec<(Option<usize>, Transfer)> =
+            (0..4 * 3_000).map(|i| (Some(i / 3_000), Transfer::default())).collect();
+        let requests = requests_of(&events, |g| *g);
+        assert_eq!(requests.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![6_000, 6_000]);
+        // Ungrouped events fill requests up to the limit.
+        let loose: Vec<(Option<usize>, Transfer)> =
+            (0..2 * max + 5).map(|_| (None, Transfer::default())).collect();
+        let requests = requests_of(&loose, |g| *g);
+        assert_eq!(requests.iter().map(|r| r.len()).collect::<Vec<_>>(), vec![max, max, 5]);
+        assert!(requests_of::<Option<usize>>(&[], |g| *g).is_empty());
     }
 
     #[test]
@@ -951,5 +1062,10 @@ mod tests {
         assert_eq!(decided_by(TS::PendingTransferAlreadyVoided.code()), Some(Decision::Void));
         assert_eq!(decided_by(TS::PendingTransferExpired.code()), Some(Decision::Void));
         assert_eq!(decided_by(TS::Created.code()), None);
+        // Never taken as a decision: a void is only sent to a leg known to exist.
+        assert_eq!(decided_by(TS::PendingTransferNotFound.code()), None);
+        assert_eq!(decided_by(TS::IdAlreadyFailed.code()), None);
+        assert!(exists_differently(TS::ExistsWithDifferentFlags.code()));
+        assert!(!exists_differently(TS::Exists.code()));
     }
 }

@@ -105,6 +105,11 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     assert_eq!(first[0].status, TS::Created as i32, "{first:?}");
     let again = client.create_transfers(vec![x]).await.unwrap();
     assert_eq!(again[0].status, TS::Exists as i32, "{again:?}");
+    // A different transfer reusing the id: refused as such, nothing moves, nothing of the
+    // first one is touched (its own legs and decision derive from its content).
+    let reused = client.create_transfers(vec![transfer(10, m1, m3, 5, 0)]).await.unwrap();
+    let name = TS::try_from(reused[0].status).map(|s| s.as_str_name()).unwrap_or("?");
+    assert!(name.starts_with("CREATE_TRANSFER_STATUS_EXISTS_WITH_DIFFERENT"), "{reused:?}");
     let found = client.lookup_transfers(&[10]).await.unwrap();
     assert_eq!(found.len(), 1);
     let t = &found[0];
@@ -113,7 +118,10 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
         (u128_of(t.amount), t.ledger, t.code, t.user_data_64, t.flags),
         (30, LEDGER, 3, 42, 0)
     );
-    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 30, 0, 100), (0, 0, 0, 30)]);
+    assert_eq!(
+        sums(&client, &[m1, m2, m3]).await,
+        vec![(0, 30, 0, 100), (0, 0, 0, 30), (0, 0, 0, 0)]
+    );
 
     // A chain across three shards whose second transfer overdraws: nothing applies, no
     // reservation is left, each event says why.
