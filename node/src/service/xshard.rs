@@ -3,8 +3,8 @@
 //! Raft-replicated, idempotent create on one shard.
 //!
 //! A transaction T is a transfer whose accounts live on two shards, or a linked chain that
-//! spans shards; T's id is its first transfer's id, its primary shard P that transfer's
-//! debit account's shard. For each transfer `X_k` (k = 0..n):
+//! spans shards; T is named by the [`digest`] D of its transfers (shown in logs as
+//! `transaction`), its primary shard P is its first transfer's debit account's shard. For each transfer `X_k` (k = 0..n):
 //! - **Legs**: if its accounts share a shard, one pending leg debit → credit there; else a
 //!   pending leg debit → transit on the debit shard and one transit → credit on the credit
 //!   shard (a per-ledger *transit* account on every shard; a sink beside it receives
@@ -169,6 +169,26 @@ fn unsupported(transfers: &[Transfer]) -> Option<usize> {
     transfers.iter().position(|t| !(t.flags - TransferFlags::LINKED).is_empty())
 }
 
+/// The first transfer of `transfers` (a cross-shard chain) with a field the ledger would
+/// refuse on one shard but that the legs would not carry (their ids, timeouts and
+/// timestamps are Tally's own), with the reason.
+fn malformed(transfers: &[Transfer]) -> Option<(usize, &'static str)> {
+    let last = transfers.len() - 1;
+    transfers.iter().enumerate().find_map(|(i, t)| {
+        if t.timestamp != 0 {
+            Some((i, "timestamp must be zero"))
+        } else if t.timeout != 0 {
+            Some((i, "timeout must be zero (only pending transfers time out)"))
+        } else if t.pending_id.0 != 0 {
+            Some((i, "pending_id must be zero (only post and void name a pending transfer)"))
+        } else if i == last && t.flags.contains(TransferFlags::LINKED) {
+            Some((i, "the chain is open (its last transfer is linked)"))
+        } else {
+            None
+        }
+    })
+}
+
 impl Plan {
     /// Plans the transaction of `transfers` (a chain, or one transfer) in a cluster of
     /// `shards` data shards.
@@ -183,6 +203,9 @@ impl Plan {
                  closing and imported transfers must keep their accounts on one shard)",
                 transfers[i].flags.bits()
             ));
+        }
+        if let Some((i, reason)) = malformed(transfers) {
+            return Err(format!("transfer {i} of a cross-shard transaction: {reason}"));
         }
         if transfers.len() > TXN_TRANSFERS_MAX {
             return Err(format!(
@@ -476,13 +499,18 @@ impl Progress {
             }
             Decision::Void => (0..n)
                 .map(|k| {
+                    // A leg's id taken by another transfer can only be its tombstone
+                    // (recovery voided the transaction first): the transaction expired.
+                    let expired = TS::PendingTransferExpired.code();
                     let own = std::iter::once(self.aliases[k]).chain(
                         self.plan
                             .legs
                             .iter()
                             .zip(&self.legs)
                             .filter(|(l, _)| l.k as usize == k)
-                            .map(|(_, o)| *o),
+                            .map(|(_, (at, s))| {
+                                (*at, if exists_differently(*s) { expired } else { *s })
+                            }),
                     );
                     let linked = TS::LinkedEventFailed.code();
                     let failed = own
@@ -797,10 +825,17 @@ impl LedgerApi {
             }
             let outcomes = self.create_wave(wave, deadline, |_| None).await?;
             for ((shard, event), (_, status)) in outcomes {
-                let tombstone_refused = event.code == INTERNAL_CODE
+                let tombstone = event.code == INTERNAL_CODE;
+                if tombstone
                     && !prepared(status)
-                    && status != TS::IdAlreadyFailed.code();
-                if tombstone_refused {
+                    && status != TS::IdAlreadyFailed.code()
+                    && !exists_differently(status)
+                {
+                    // The leg's id is still free: a late prepare of it would be left to
+                    // recovery (its marker names it; the decision is void).
+                    tracing::warn!(%shard, leg = %format!("{:#x}", event.id.0), status, "tombstone refused");
+                }
+                if tombstone && exists_differently(status) {
                     late.entry(shard).or_default().push(((), void_of(event.id)));
                 }
             }
@@ -833,6 +868,8 @@ impl LedgerApi {
         };
         let markers = here.replica.ledger.read().machine.get_account_transfers(&filter);
         let mut recovered = 0;
+        // Once a transaction fails to recover, the cursor stays before it.
+        let mut held = false;
         for marker in markers {
             if marker.timestamp.saturating_add(age_ns) > now {
                 break;
@@ -857,23 +894,37 @@ impl LedgerApi {
             };
             if !open.is_empty() {
                 let primary = ShardId(marker.user_data_32);
-                let decision =
-                    self.decide_void(primary, leg_id(t, 0, 0), ledger0, deadline).await?;
-                let events: Vec<Transfer> = open
-                    .iter()
-                    .filter(|leg| **leg != leg_id(t, 0, 0))
-                    .map(|&leg| match decision {
-                        Decision::Post => post_of(leg),
-                        Decision::Void => void_of(leg),
-                    })
-                    .collect();
-                if !events.is_empty() {
-                    self.transfers_on(shard, events, deadline).await?;
+                let finish = async {
+                    let decision =
+                        self.decide_void(primary, leg_id(t, 0, 0), ledger0, deadline).await?;
+                    let events: Vec<Transfer> = open
+                        .iter()
+                        .filter(|leg| **leg != leg_id(t, 0, 0))
+                        .map(|&leg| match decision {
+                            Decision::Post => post_of(leg),
+                            Decision::Void => void_of(leg),
+                        })
+                        .collect();
+                    if !events.is_empty() {
+                        self.transfers_on(shard, events, deadline).await?;
+                    }
+                    Ok::<_, Status>(decision)
+                };
+                match finish.await {
+                    Ok(decision) => {
+                        tracing::info!(%shard, transaction = %format!("{t:#x}"), ?decision, legs = open.len(), "cross-shard transaction recovered");
+                        recovered += 1;
+                    }
+                    // Retried on the next pass; the markers after it are not held up.
+                    Err(e) => {
+                        tracing::warn!(%shard, transaction = %format!("{t:#x}"), error = %e, "cross-shard recovery of a transaction failed");
+                        held = true;
+                    }
                 }
-                tracing::info!(%shard, transaction = %format!("{t:#x}"), ?decision, legs = open.len(), "cross-shard transaction recovered");
-                recovered += 1;
             }
-            *cursor = marker.timestamp;
+            if !held {
+                *cursor = marker.timestamp;
+            }
         }
         Ok(recovered)
     }
@@ -1009,6 +1060,14 @@ mod tests {
         // Only single-phase transfers for now.
         let pending = [transfer(100, a, b, TransferFlags::PENDING)];
         assert!(Plan::new(&pending, 4).unwrap_err().contains("single-phase"));
+        // Fields the legs would not carry are refused, as the ledger refuses them on one
+        // shard.
+        let timed = [Transfer { timeout: 5, ..chain[1] }];
+        assert!(Plan::new(&timed, 4).unwrap_err().contains("timeout must be zero"));
+        let stamped = [Transfer { timestamp: 5, ..chain[1] }];
+        assert!(Plan::new(&stamped, 4).unwrap_err().contains("timestamp must be zero"));
+        let open = [chain[0]];
+        assert!(Plan::new(&open, 4).unwrap_err().contains("chain is open"));
     }
 
     #[test]
