@@ -707,30 +707,24 @@ impl LedgerService for LedgerApi {
         let swap = swap::Swap::from_request(request.get_ref())?;
         let amount_received = Some(swap.transfers[1].amount.into());
         let now = super::batcher::cluster_time_now_ns();
-        match swap.check_quote(now) {
-            Ok(()) => {}
-            // Too late to start: a resend of a swap that was applied reads EXISTS.
-            Err(expired) => {
-                let ids = swap.transfers.map(|t| t.id.0.into()).to_vec();
-                let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
-                let found = found.await?.into_inner().transfers;
-                let found: Vec<crate::ledger::Transfer> = found
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| convert::transfer_from_proto(i, t))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
-                if !swap.applied_as(&found) {
-                    return Err(expired);
-                }
-                let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
-                let results = found
-                    .iter()
-                    .map(|t| v1::CreateTransferResult { timestamp: t.timestamp, status: exists })
-                    .collect();
-                return Ok(Response::new(v1::SwapReply { results, amount_received }));
+        // Too late to start: a resend of a swap that was applied reads EXISTS.
+        if let Err(expired) = swap.check_quote(now) {
+            let ids = swap.transfers.map(|t| t.id.0.into()).to_vec();
+            let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
+            let found = found.await?.into_inner().transfers;
+            let found: Vec<crate::ledger::Transfer> = found
+                .iter()
+                .enumerate()
+                .map(|(i, t)| convert::transfer_from_proto(i, t))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
+            if !swap.applied_as(&found) {
+                return Err(expired);
             }
-        };
+            let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
+            let results = transfer_results(found.iter().map(|t| (t.timestamp, exists)).collect());
+            return Ok(Response::new(v1::SwapReply { results, amount_received }));
+        }
         let wire: Vec<v1::Transfer> =
             swap.transfers.iter().map(convert::transfer_to_proto).collect();
         let outcomes = self.create(&swap.transfers, &wire, None, Some(swap.expires_at)).await?;

@@ -568,6 +568,17 @@ fn requests_of<T>(
 
 const _: () = assert!(3 * TXN_TRANSFERS_MAX < BATCH_EVENTS_MAX as usize);
 
+/// What the decision wave does with a transaction's decision leg.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Everything was prepared (and no quote has expired): post it.
+    Post,
+    /// It was created but something else was not: void it.
+    Void,
+    /// It was never created: claim its id (see `decide_void`).
+    Tombstone,
+}
+
 /// Events to create, per shard, each with a tag saying what it is.
 type Wave<T> = BTreeMap<ShardId, Vec<(T, Transfer)>>;
 
@@ -688,27 +699,33 @@ impl LedgerApi {
         // `decide_void`).
         let now = super::batcher::cluster_time_now_ns();
         let expired = not_after.filter(|&at| now > at);
+        let actions: Vec<Step> = txns
+            .iter()
+            .map(|txn| {
+                if txn.prepared() && expired.is_none() {
+                    Step::Post
+                } else if prepared(txn.legs[0].1) {
+                    Step::Void
+                } else {
+                    Step::Tombstone
+                }
+            })
+            .collect();
         let mut wave: Wave<usize> = BTreeMap::new();
-        for (i, txn) in txns.iter_mut().enumerate() {
-            if expired.is_some() {
-                txn.markers = false;
-            }
+        for (i, (txn, action)) in txns.iter().zip(&actions).enumerate() {
             let leg = txn.plan.legs[0].transfer;
-            let event = if txn.prepared() {
-                post_of(leg.id)
-            } else if prepared(txn.legs[0].1) {
-                void_of(leg.id)
-            } else {
-                tombstone(leg.id, leg.ledger)
+            let event = match action {
+                Step::Post => post_of(leg.id),
+                Step::Void => void_of(leg.id),
+                Step::Tombstone => tombstone(leg.id, leg.ledger),
             };
             wave.entry(txn.plan.primary).or_default().push((i, event));
         }
         let mut unsettled = Vec::new();
         for (i, (_, status)) in self.create_wave(&wave, deadline, |_| None).await? {
             let txn = &mut txns[i];
-            let posting = txn.prepared();
-            let voiding = !posting && prepared(txn.legs[0].1);
-            let tombstoning = !posting && !voiding;
+            let (posting, voiding, tombstoning) =
+                (actions[i] == Step::Post, actions[i] == Step::Void, actions[i] == Step::Tombstone);
             (txn.decision, txn.post_status) = match decided_by(status) {
                 _ if posting && prepared(status) => (Decision::Post, status),
                 _ if voiding && prepared(status) => (Decision::Void, u32::MAX),
