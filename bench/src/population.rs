@@ -13,8 +13,10 @@
 //! -> item delivered): all or nothing, and stock never oversells because the stock account
 //! cannot go below zero. Items `0..hot_items` are the flash-sale items.
 //!
-//! Every id carries a per-run nonce in its high 64 bits, so runs against a long-lived
-//! cluster never collide with earlier runs.
+//! Every id carries a per-run nonce in its high 64 bits (below 2^48: the top 16 bits tag
+//! the spread accounts), so runs against a long-lived cluster never collide with earlier
+//! runs. Merchants, stock, delivered, issuance and supply accounts are **spread**: one
+//! slice per shard, so a redemption or an earn stays on its member's shard.
 
 use serde::Serialize;
 
@@ -99,7 +101,7 @@ impl Ids {
     #[must_use]
     pub fn new(nonce: u64) -> Self {
         assert_ne!(nonce, 0, "a zero nonce would give zero ids");
-        assert_ne!(nonce, u64::MAX, "an all-ones nonce could give u128::MAX ids");
+        assert!(nonce < 1 << 48, "the top 16 bits of an id tag spread accounts");
         Self { nonce }
     }
 
@@ -110,7 +112,12 @@ impl Ids {
     }
 
     fn account(&self, kind: Kind, index: u32) -> u128 {
-        (u128::from(self.nonce) << 64) | (u128::from(kind as u8) << 48) | u128::from(index)
+        let id =
+            (u128::from(self.nonce) << 64) | (u128::from(kind as u8) << 48) | u128::from(index);
+        // Every account a redemption or an earn shares with other members is spread (a
+        // slice on every shard), so each redemption and earn touches only its member's
+        // shard (`docs/SHARDING.md` §2).
+        if kind == Kind::Member { id } else { tally_proto::routing::spread_account_id(id) }
     }
 
     /// Member `index`'s points account.

@@ -420,8 +420,14 @@ impl Client {
         transfers: Vec<v1::Transfer>,
     ) -> Result<Vec<v1::CreateTransferResult>, ClientError> {
         check_size(transfers.len())?;
-        let debit = transfers[0].debit_account_id.map_or(0, u128::from);
-        let first = if debit == 0 { None } else { self.leader_for(debit) };
+        // The node that leads the first transfer's shard: its debit account's, or its
+        // credit account's when the debit account is spread (then it applies there).
+        let sides = [transfers[0].debit_account_id, transfers[0].credit_account_id];
+        let home = sides
+            .iter()
+            .map(|id| id.map_or(0, u128::from))
+            .find(|&id| id != 0 && !tally_proto::routing::is_spread(id));
+        let first = home.and_then(|id| self.leader_for(id));
         let request = v1::CreateTransfersRequest { transfers };
         let reply = self
             .call_via(first, |mut c| {

@@ -13,6 +13,12 @@
 //!
 //! Every id is the caller's idempotency key: derive it from the order or event id upstream,
 //! so a retry after a timeout resends the same id and can never apply twice.
+//!
+//! On a sharded cluster, give the accounts every member shares — merchants, item stock and
+//! delivered accounts, the issuance account — **spread** ids
+//! ([`tally_proto::routing::spread_account_id`]): they have a slice on every shard, so a
+//! redemption or an earn touches only the member's shard instead of running as a
+//! cross-shard transaction (`docs/SHARDING.md` §2).
 
 use tally_proto::{uint128, v1};
 

@@ -15,6 +15,26 @@ pub const SHARDS_MAX: u32 = 1024;
 /// and forwards each part to its shard's leader.
 pub const SHARD_METADATA_KEY: &str = "tally-shard";
 
+/// The top 16 bits of a **spread** account's id (`docs/SHARDING.md` §2): such an account has
+/// one slice, with the same id, on every data shard, and a transfer that names it applies
+/// to the slice on the shard of its other account. Whether an account is spread is a fixed
+/// function of its id, like its shard, so every node and client of any version routes a
+/// transfer the same way (no registry that could be stale).
+pub const SPREAD_ID_TAG: u16 = 0xFFFD;
+
+/// Whether `account_id` is a spread account's (its top 16 bits are [`SPREAD_ID_TAG`]).
+#[must_use]
+pub const fn is_spread(account_id: u128) -> bool {
+    (account_id >> 112) as u16 == SPREAD_ID_TAG
+}
+
+/// The spread account id made of `SPREAD_ID_TAG` and the low 112 bits of `n` (the caller's
+/// own numbering: a merchant, an item's stock).
+#[must_use]
+pub const fn spread_account_id(n: u128) -> u128 {
+    ((SPREAD_ID_TAG as u128) << 112) | (n & ((1 << 112) - 1))
+}
+
 /// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
 const fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
@@ -63,6 +83,15 @@ mod tests {
         ] {
             assert_eq!(shard_of(id, shards), shard, "account {id:#x} of {shards} shards");
         }
+    }
+
+    #[test]
+    fn spread_ids_are_tagged_in_their_top_16_bits() {
+        assert!(is_spread(spread_account_id(7)));
+        assert_eq!(spread_account_id(7), (0xFFFD << 112) | 7);
+        assert_eq!(spread_account_id(u128::MAX), u128::MAX >> 16 | (0xFFFD << 112));
+        assert!(!is_spread(7) && !is_spread(u128::MAX) && !is_spread(0xFFFE << 112));
+        assert!(!is_spread((0xFFFF_FFFF_FFFF_FFFE << 64) | 2), "internal ids are not spread");
     }
 
     #[test]

@@ -33,6 +33,22 @@ pub fn filter_from_proto(
     Ok(decoded)
 }
 
+/// Encodes a filter (to forward a query to another node).
+#[must_use]
+pub fn filter_to_proto(f: &AccountFilter) -> v1::AccountFilter {
+    v1::AccountFilter {
+        account_id: uint128(f.account_id.0),
+        user_data_128: uint128(f.user_data_128),
+        user_data_64: f.user_data_64,
+        user_data_32: f.user_data_32,
+        code: u32::from(f.code),
+        timestamp_min: f.timestamp_min,
+        timestamp_max: f.timestamp_max,
+        limit: f.limit,
+        flags: f.flags.bits(),
+    }
+}
+
 /// Encodes a historical balance.
 #[must_use]
 pub fn balance_to_proto(b: &AccountBalance) -> v1::AccountBalance {

@@ -17,7 +17,7 @@ use std::fmt;
 use tally_proto::limits::{BATCH_EVENTS_MAX, U16_FIELD_MAX};
 
 pub use account::{account_from_proto, account_to_proto, accounts_from_request};
-pub use filter::{balance_to_proto, filter_from_proto};
+pub use filter::{balance_to_proto, filter_from_proto, filter_to_proto};
 pub use result::{account_results_to_proto, transfer_results_to_proto};
 pub use transfer::{transfer_from_proto, transfer_to_proto, transfers_from_request};
 

@@ -279,6 +279,12 @@ fn amount_check(
         return fail(Status::OverflowsTimeout);
     }
     if dr.debits_exceed_credits(amount) {
+        // A spread account's slice (the same id on every shard, `docs/SHARDING.md` §2):
+        // other slices may still hold enough, so the id is not burnt and the node moves
+        // units here and retries. A pure function of the id: deterministic.
+        if tally_proto::routing::is_spread(dr.id.0) {
+            return fail(Status::SliceDry);
+        }
         return fail(Status::ExceedsCredits);
     }
     if cr.credits_exceed_debits(amount) {

@@ -151,6 +151,7 @@ statuses! {
         OverflowsTimeout = 53,
         ExceedsCredits = 54,
         ExceedsDebits = 55,
+        SliceDry = 1000,
     }
 }
 

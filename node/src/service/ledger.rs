@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 use tally_proto::limits::GRPC_MESSAGE_BYTES_MAX;
-use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
+use tally_proto::routing::{self, SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 use tally_proto::v1::ledger_service_server::LedgerService;
@@ -41,11 +41,12 @@ use tonic::{Request, Response, Status};
 
 use super::batcher::{Batcher, Kind};
 use super::route::{self, RouteError};
+use super::spread;
 use super::status;
 use super::swap;
 use super::xshard;
 use crate::convert;
-use crate::ledger::{StateMachine, TransferId};
+use crate::ledger::{AccountFlags, StateMachine, TransferId};
 use crate::raft::network::Channels;
 use crate::raft::node::{Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
@@ -85,6 +86,9 @@ struct Inner {
     forwarded: Arc<AtomicU64>,
     /// Internal accounts known to exist, by shard (cross-shard transactions).
     internal_ready: parking_lot::Mutex<std::collections::HashSet<(ShardId, u128)>>,
+    /// One lock per (spread account, shard) being refilled: concurrent dry redemptions
+    /// wait for one refill instead of each moving units.
+    refills: spread::Refills,
 }
 
 /// `message` routed to `shard`, to be answered within `timeout`.
@@ -177,6 +181,19 @@ fn merge_found<T>(
     out
 }
 
+/// Records a peer sent, decoded (a peer's malformed record is an internal error).
+fn peer_decoded<W, T>(
+    wire: &[W],
+    decode: fn(usize, &W) -> Result<T, convert::RequestError>,
+) -> Result<Vec<T>, Status> {
+    wire.iter()
+        .enumerate()
+        .map(|(i, w)| {
+            decode(i, w).map_err(|e| Status::internal(format!("TALLY:Internal: from a peer: {e}")))
+        })
+        .collect()
+}
+
 fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
     id.copied().map_or(0, u128::from)
 }
@@ -193,7 +210,9 @@ impl LedgerApi {
         forwarded: Arc<AtomicU64>,
     ) -> Self {
         let internal_ready = parking_lot::Mutex::default();
-        let inner = Inner { shards, local, channels, request_timeout, forwarded, internal_ready };
+        let refills = spread::Refills::default();
+        let inner =
+            Inner { shards, local, channels, request_timeout, forwarded, internal_ready, refills };
         Self { inner: Arc::new(inner) }
     }
 
@@ -217,7 +236,7 @@ impl LedgerApi {
         Ok(Some(shard))
     }
 
-    fn deadline(&self) -> Instant {
+    pub(super) fn deadline(&self) -> Instant {
         Instant::now() + self.inner.request_timeout
     }
 
@@ -431,24 +450,16 @@ impl LedgerApi {
                 route::transfer_routes(transfers, count, |id| found.get(&id).copied())
             }
         };
-        let single = self.write_split(
-            Kind::Transfers,
-            transfers,
-            &routes.shards,
-            routed_to,
-            |t, out| out.extend_from_slice(&records::transfer_encode(t)),
-            |mut peer, left, shard, indexes| {
-                let transfers = indexes.iter().map(|&i| wire[i]).collect();
-                let message = v1::CreateTransfersRequest { transfers };
-                async move {
-                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
-                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
-                }
-            },
-        );
+        let single = self.write_transfers(transfers, wire, &routes.shards, routed_to);
         let deadline = self.deadline();
-        let chains: Vec<&[crate::ledger::Transfer]> =
-            routes.transactions.iter().map(|range| &transfers[range.clone()]).collect();
+        let chains: Vec<xshard::Placed<'_>> = routes
+            .transactions
+            .iter()
+            .map(|range| {
+                let chain = &transfers[range.clone()];
+                (chain, route::placement(chain, count))
+            })
+            .collect();
         let transactions = async {
             if chains.is_empty() {
                 Ok(Vec::new())
@@ -460,12 +471,47 @@ impl LedgerApi {
         for (range, results) in routes.transactions.iter().zip(transactions) {
             outcomes[range.clone()].copy_from_slice(&results);
         }
+        if outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
+            self.settle_dry(transfers, wire, &routes.shards, routed_to, &mut outcomes).await?;
+        }
         Ok(outcomes)
+    }
+
+    /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as
+    /// [`Self::write_split`] does.
+    pub(super) async fn write_transfers(
+        &self,
+        transfers: &[crate::ledger::Transfer],
+        wire: &[v1::Transfer],
+        shards: &[Option<ShardId>],
+        routed_to: Option<ShardId>,
+    ) -> Result<Vec<(u64, i32)>, Status> {
+        self.write_split(
+            Kind::Transfers,
+            transfers,
+            shards,
+            routed_to,
+            |t, out| out.extend_from_slice(&records::transfer_encode(t)),
+            |mut peer, left, shard, indexes| {
+                let transfers = indexes.iter().map(|&i| wire[i]).collect();
+                let message = v1::CreateTransfersRequest { transfers };
+                async move {
+                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
+                }
+            },
+        )
+        .await
     }
 
     /// The cluster's data-shard count.
     pub(super) fn shard_count(&self) -> u32 {
         self.inner.shards
+    }
+
+    /// The refill locks of spread accounts' slices.
+    pub(super) fn refills(&self) -> &spread::Refills {
+        &self.inner.refills
     }
 
     /// The shards this node hosts.
@@ -564,25 +610,64 @@ impl LedgerApi {
                     v1::LookupTransfersRequest { ids: ids.iter().map(|id| id.0.into()).collect() };
                 async move {
                     let reply = peer.lookup_transfers(routed(message, shard, left)).await?;
-                    reply
-                        .into_inner()
-                        .transfers
-                        .iter()
-                        .enumerate()
-                        .map(|(i, t)| {
-                            convert::transfer_from_proto(i, t).map_err(|e| {
-                                Status::internal(format!("TALLY:Internal: a peer's transfer: {e}"))
-                            })
-                        })
-                        .collect()
+                    peer_decoded(&reply.into_inner().transfers, convert::transfer_from_proto)
                 }
             },
         )
         .await
     }
 
-    /// Where each pending transfer of `ids` lives (the shard of its debit account), by
-    /// asking every shard.
+    /// The accounts found among `ids` on `shard` (linearizable), in the order of `ids`.
+    pub(super) async fn lookup_accounts_on(
+        &self,
+        shard: ShardId,
+        ids: Vec<crate::ledger::AccountId>,
+        deadline: Instant,
+    ) -> Result<Vec<crate::ledger::Account>, Status> {
+        let ids = &ids;
+        self.on_shard(
+            shard,
+            deadline,
+            true,
+            |here| async move { self.read_local(&here, |m| m.lookup_accounts(ids)).await },
+            |mut peer, left| {
+                let message =
+                    v1::LookupAccountsRequest { ids: ids.iter().map(|id| id.0.into()).collect() };
+                async move {
+                    let reply = peer.lookup_accounts(routed(message, shard, left)).await?;
+                    peer_decoded(&reply.into_inner().accounts, convert::account_from_proto)
+                }
+            },
+        )
+        .await
+    }
+
+    /// `get_account_transfers` with `filter` on `shard` (linearizable).
+    pub(super) async fn account_transfers_on(
+        &self,
+        shard: ShardId,
+        filter: crate::ledger::AccountFilter,
+        deadline: Instant,
+    ) -> Result<Vec<crate::ledger::Transfer>, Status> {
+        self.on_shard(
+            shard,
+            deadline,
+            true,
+            |here| async move { self.read_local(&here, |m| m.get_account_transfers(&filter)).await },
+            |mut peer, left| {
+                let message =
+                    v1::GetAccountTransfersRequest { filter: Some(convert::filter_to_proto(&filter)) };
+                async move {
+                    let reply = peer.get_account_transfers(routed(message, shard, left)).await?;
+                    peer_decoded(&reply.into_inner().transfers, convert::transfer_from_proto)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Where each pending transfer of `ids` lives (the shard it was found on), by asking
+    /// every shard.
     async fn find_pending(
         &self,
         ids: &[TransferId],
@@ -590,13 +675,9 @@ impl LedgerApi {
     ) -> Result<HashMap<TransferId, u32>, Status> {
         let wire: Vec<tally_proto::Uint128> = ids.iter().map(|id| id.0.into()).collect();
         let found = self.lookup_transfers_everywhere(ids, &wire, deadline).await?;
-        Ok(found
-            .into_iter()
-            .flatten()
-            .map(|t| {
-                let id = TransferId(id_of(t.id.as_ref()));
-                (id, shard_of(id_of(t.debit_account_id.as_ref()), self.inner.shards))
-            })
+        Ok((1..=self.inner.shards)
+            .zip(found)
+            .flat_map(|(shard, on)| on.map(move |t| (TransferId(id_of(t.id.as_ref())), shard)))
             .collect())
     }
 
@@ -648,39 +729,60 @@ impl LedgerService for LedgerApi {
         {
             return Err(reserved(i));
         }
-        // Internal accounts exist on every shard: a routed request creates them there.
+        // Internal and spread accounts exist on every shard: a routed request creates them
+        // there; else a spread account is created on every shard (`create_spread`).
+        let spread_ids: Vec<usize> = (0..accounts.len())
+            .filter(|&i| routing::is_spread(accounts[i].id.0) && routed_to.is_none())
+            .collect();
+        for &i in &spread_ids {
+            let linked = |j: usize| accounts[j].flags.contains(AccountFlags::LINKED);
+            if linked(i) || (i > 0 && linked(i - 1)) {
+                return Err(status::invalid_because(&format!(
+                    "account {i} is spread (its id's top 16 bits are {:#x}) and cannot be part \
+                     of a linked chain: its slices are created on every shard, one request each",
+                    routing::SPREAD_ID_TAG
+                )));
+            }
+        }
         let shards: Vec<Option<ShardId>> = route::account_shards(&accounts, self.inner.shards)
             .map_err(|e| invalid_route(&e))?
             .into_iter()
             .zip(&accounts)
             .map(|(shard, a)| match routed_to {
-                Some(routed) if route::is_internal(a.id.0) => Some(routed),
+                Some(routed) if route::floats(a.id.0) => Some(routed),
+                None if routing::is_spread(a.id.0) => None,
                 _ => Some(shard),
             })
             .collect();
+        let deadline = self.deadline();
+        let spread: Vec<crate::ledger::Account> = spread_ids.iter().map(|&i| accounts[i]).collect();
+        let spread_outcomes = async {
+            if spread.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.create_spread(&spread, deadline).await
+            }
+        };
         let wire = &request.get_ref().accounts;
-        let outcomes = self
-            .write_split(
-                Kind::Accounts,
-                &accounts,
-                &shards,
-                routed_to,
-                |a, out| out.extend_from_slice(&records::account_encode(a)),
-                |mut peer, left, shard, indexes| {
-                    let accounts = indexes.iter().map(|&i| wire[i]).collect();
-                    let message = v1::CreateAccountsRequest { accounts };
-                    async move {
-                        let reply = peer.create_accounts(routed(message, shard, left)).await?;
-                        Ok(reply
-                            .into_inner()
-                            .results
-                            .iter()
-                            .map(|r| (r.timestamp, r.status))
-                            .collect())
-                    }
-                },
-            )
-            .await?;
+        let single = self.write_split(
+            Kind::Accounts,
+            &accounts,
+            &shards,
+            routed_to,
+            |a, out| out.extend_from_slice(&records::account_encode(a)),
+            |mut peer, left, shard, indexes| {
+                let accounts = indexes.iter().map(|&i| wire[i]).collect();
+                let message = v1::CreateAccountsRequest { accounts };
+                async move {
+                    let reply = peer.create_accounts(routed(message, shard, left)).await?;
+                    Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
+                }
+            },
+        );
+        let (mut outcomes, spread_outcomes) = tokio::try_join!(single, spread_outcomes)?;
+        for (&i, outcome) in spread_ids.iter().zip(spread_outcomes) {
+            outcomes[i] = outcome;
+        }
         let results = outcomes
             .into_iter()
             .map(|(timestamp, status)| v1::CreateAccountResult { timestamp, status })
@@ -739,9 +841,17 @@ impl LedgerService for LedgerApi {
         let ids = convert::account_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         let count = self.inner.shards;
-        let shards: Vec<Option<ShardId>> =
-            ids.iter().map(|id| Some(ShardId(shard_of(id.0, count)))).collect();
-        if let Some(shard) = self.routed_shard(&request)? {
+        let routed_to = self.routed_shard(&request)?;
+        // A spread account is the sum of its slices (a routed request reads one slice).
+        let shards: Vec<Option<ShardId>> = ids
+            .iter()
+            .map(|id| match routed_to {
+                Some(routed) if routing::is_spread(id.0) => Some(routed),
+                None if routing::is_spread(id.0) => None,
+                _ => Some(ShardId(shard_of(id.0, count))),
+            })
+            .collect();
+        if let Some(shard) = routed_to {
             check_routed(&shards, shard)?;
             let found = self.read_local(self.shard(shard)?, |m| m.lookup_accounts(&ids)).await?;
             let accounts = found.iter().map(convert::account_to_proto).collect();
@@ -773,9 +883,22 @@ impl LedgerService for LedgerApi {
                 },
             )
         });
-        let found = try_join_all(parts).await?.into_iter().map(|r| r.accounts.into_iter());
+        let spread: Vec<crate::ledger::AccountId> =
+            ids.iter().copied().filter(|id| routing::is_spread(id.0)).collect();
+        let sums = async {
+            if spread.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                self.spread_sums(&spread, deadline).await
+            }
+        };
+        let (found, sums) = tokio::try_join!(try_join_all(parts), sums)?;
+        let mut found: Vec<_> = found.into_iter().map(|r| r.accounts.into_iter()).collect();
+        // In the order asked, as `merge_found` expects of every part.
+        let summed = spread.iter().filter_map(|id| sums.get(&id.0));
+        found.push(summed.map(convert::account_to_proto).collect::<Vec<_>>().into_iter());
         let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
-        let accounts = merge_found(&order, found.collect(), |a| id_of(a.id.as_ref()));
+        let accounts = merge_found(&order, found, |a| id_of(a.id.as_ref()));
         Ok(Response::new(v1::LookupAccountsReply { accounts }))
     }
 
@@ -836,9 +959,19 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
-        let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
+        let spread = routing::is_spread(filter.account_id.0);
         let routed_to = self.routed_shard(&request)?;
+        if spread && routed_to.is_none() {
+            let found = self.spread_transfers(&filter, self.deadline()).await?;
+            let transfers = found.iter().map(convert::transfer_to_proto).collect();
+            return Ok(Response::new(v1::GetAccountTransfersReply { transfers }));
+        }
+        let mut shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
         if let Some(routed) = routed_to {
+            // A routed request for a spread account reads that shard's slice.
+            if spread {
+                shard = routed;
+            }
             check_routed(&[Some(shard)], routed)?;
         }
         let reply = self
@@ -871,6 +1004,13 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
+        if routing::is_spread(filter.account_id.0) {
+            return Err(status::invalid_because(
+                "a spread account's balance history is kept per slice (one per shard) and \
+                 has no single running balance: use lookup_accounts for its balances (the sum \
+                 of its slices) or get_account_transfers for its history",
+            ));
+        }
         let shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
         let routed_to = self.routed_shard(&request)?;
         if let Some(routed) = routed_to {

@@ -3,6 +3,7 @@
 //! - [`ledger`] — the public `tally.v1.LedgerService`: validation, routing by shard (and
 //!   forwarding to other nodes), writes through group commit, linearizable reads.
 //! - [`route`] — which shard each event of a request belongs to.
+//! - [`spread`] — spread accounts: a slice on every shard, refilled from the others.
 //! - [`admin`] — `tally.v1.AdminService`: a node's local view of its shards.
 //! - [`batcher`] — group commit of concurrent requests into one Raft entry.
 //! - [`xshard`] — cross-shard transactions: two phases built from ledger primitives,
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod placement;
 pub mod pulse;
 pub mod route;
+pub mod spread;
 pub mod status;
 pub mod swap;
 pub mod ticks;

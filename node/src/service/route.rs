@@ -107,45 +107,69 @@ pub struct TransferRoutes {
     pub transactions: Vec<std::ops::Range<usize>>,
 }
 
-/// The shard of one transfer, or `None` if its accounts are on two shards.
-fn transfer_shard(
+/// Whether account `id` exists on every shard (an internal account, or a spread
+/// account's slices): a transfer's side on such an account *floats* to the shard of its
+/// other side.
+#[must_use]
+pub fn floats(id: u128) -> bool {
+    is_internal(id) || tally_proto::routing::is_spread(id)
+}
+
+/// Where one event of a chain goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lands {
+    /// On this shard.
+    On(u32),
+    /// Its accounts are on two shards.
+    Across,
+    /// Both its accounts float: wherever its chain goes.
+    Floats,
+}
+
+/// The shards of a transfer's debit and credit sides (`None` for a side that floats and
+/// has no other side to follow).
+fn sides(t: &Transfer, shards: u32) -> (Option<u32>, Option<u32>) {
+    let at = |id: u128| (!floats(id)).then(|| shard_of(id, shards));
+    let (debit, credit) = (at(t.debit_account_id.0), at(t.credit_account_id.0));
+    (debit.or(credit), credit.or(debit))
+}
+
+/// The shard of one transfer.
+fn transfer_lands(
     transfers: &[Transfer],
     i: usize,
     shards: u32,
     pending_shard: &impl Fn(TransferId) -> Option<u32>,
-) -> Option<u32> {
+) -> Lands {
     let t = &transfers[i];
     if t.flags.resolves_pending() {
-        if t.debit_account_id.0 != 0 {
-            return Some(shard_of(t.debit_account_id.0, shards));
+        // A post or void goes where its pending transfer is: its accounts' shard if it
+        // names one that does not float, else an earlier event of the request, else
+        // where a lookup found it, else the pending id's shard (which answers not found).
+        let named = [t.debit_account_id.0, t.credit_account_id.0]
+            .into_iter()
+            .find(|&id| id != 0 && !floats(id));
+        if let Some(id) = named {
+            return Lands::On(shard_of(id, shards));
         }
         let earlier = transfers[..i]
             .iter()
-            .find(|e| e.id == t.pending_id && !e.flags.resolves_pending())
-            .map(|e| shard_of(e.debit_account_id.0, shards));
-        let found = earlier.or_else(|| pending_shard(t.pending_id));
-        return Some(found.unwrap_or_else(|| shard_of(t.pending_id.0, shards)));
+            .enumerate()
+            .rev()
+            .find(|(_, e)| e.id == t.pending_id && !e.flags.resolves_pending())
+            .map(|(j, _)| transfer_lands(transfers, j, shards, pending_shard));
+        return match earlier {
+            Some(Lands::On(shard)) => Lands::On(shard),
+            _ => Lands::On(
+                pending_shard(t.pending_id).unwrap_or_else(|| shard_of(t.pending_id.0, shards)),
+            ),
+        };
     }
-    // Internal accounts (cross-shard transit, sinks) exist on every shard: an event
-    // follows its other account, or the routed shard if both are internal.
-    let (debit_internal, credit_internal) =
-        (is_internal(t.debit_account_id.0), is_internal(t.credit_account_id.0));
-    match (debit_internal, credit_internal) {
-        (true, true) => {
-            return Some(pending_shard(t.id).unwrap_or_else(|| shard_of(t.id.0, shards)));
-        }
-        (true, false) => return Some(shard_of(t.credit_account_id.0, shards)),
-        (false, true) => return Some(shard_of(t.debit_account_id.0, shards)),
-        (false, false) => {}
+    match sides(t, shards) {
+        (Some(debit), Some(credit)) if debit == credit => Lands::On(debit),
+        (Some(_), Some(_)) => Lands::Across,
+        _ => Lands::Floats,
     }
-    let debit = shard_of(t.debit_account_id.0, shards);
-    if t.debit_account_id.0 != 0 && t.credit_account_id.0 != 0 {
-        let credit = shard_of(t.credit_account_id.0, shards);
-        if credit != debit {
-            return None;
-        }
-    }
-    Some(debit)
 }
 
 /// Whether `id` is one of Tally's internal account ids (high half
@@ -155,9 +179,40 @@ pub fn is_internal(id: u128) -> bool {
     super::xshard::is_internal(id)
 }
 
+/// The shard of a chain whose every account floats: where a lookup found its first
+/// transfer (a routed request: the routed shard), else its first transfer id's shard.
+fn floating_home(
+    chain: &[Transfer],
+    shards: u32,
+    pending_shard: &impl Fn(TransferId) -> Option<u32>,
+) -> u32 {
+    pending_shard(chain[0].id).unwrap_or_else(|| shard_of(chain[0].id.0, shards))
+}
+
+/// The (debit, credit) shard of each transfer of a cross-shard `chain`: each account's
+/// own shard; a floating side follows its transfer's other side, and a transfer whose
+/// both sides float goes to the chain's first shard (that of its first account that does
+/// not float). A pure function of the chain, so a resend plans the same legs.
+#[must_use]
+pub fn placement(chain: &[Transfer], shards: u32) -> Vec<(ShardId, ShardId)> {
+    let home = chain
+        .iter()
+        .flat_map(|t| [t.debit_account_id.0, t.credit_account_id.0])
+        .find(|&id| !floats(id))
+        .map_or_else(|| shard_of(chain[0].id.0, shards), |id| shard_of(id, shards));
+    chain
+        .iter()
+        .map(|t| {
+            let (debit, credit) = sides(t, shards);
+            (ShardId(debit.unwrap_or(home)), ShardId(credit.unwrap_or(home)))
+        })
+        .collect()
+}
+
 /// Routes the transfers of a request; `pending_shard` answers where the pending transfers
 /// of [`pending_to_find`] were found. A linked chain stays whole: on one shard if all its
-/// events are, else one cross-shard transaction.
+/// events are (a transfer whose accounts all float follows its chain), else one
+/// cross-shard transaction.
 #[must_use]
 pub fn transfer_routes(
     transfers: &[Transfer],
@@ -172,16 +227,21 @@ pub fn transfer_routes(
         while end + 1 < transfers.len() && transfers[end].flags.contains(TransferFlags::LINKED) {
             end += 1;
         }
-        let chain: Vec<Option<u32>> =
-            (start..=end).map(|i| transfer_shard(transfers, i, shards, &pending_shard)).collect();
-        match chain[0] {
-            Some(first) if chain.iter().all(|&s| s == Some(first)) => {
-                routes.shards.extend(chain.iter().map(|_| Some(ShardId(first))));
-            }
-            _ => {
-                routes.shards.extend(chain.iter().map(|_| None));
-                routes.transactions.push(start..end + 1);
-            }
+        let chain: Vec<Lands> =
+            (start..=end).map(|i| transfer_lands(transfers, i, shards, &pending_shard)).collect();
+        let mut on = chain.iter().filter_map(|l| match l {
+            Lands::On(shard) => Some(*shard),
+            _ => None,
+        });
+        let first = on.next();
+        let across = chain.contains(&Lands::Across) || on.any(|s| Some(s) != first);
+        if across {
+            routes.shards.extend(chain.iter().map(|_| None));
+            routes.transactions.push(start..end + 1);
+        } else {
+            let shard = first
+                .unwrap_or_else(|| floating_home(&transfers[start..=end], shards, &pending_shard));
+            routes.shards.extend(chain.iter().map(|_| Some(ShardId(shard))));
         }
         start = end + 1;
     }
@@ -281,6 +341,46 @@ mod tests {
         assert_eq!(routes.shards, vec![Some(ShardId(shard_of(a, 4)))]);
         let unknown = transfer_routes(&alone, 4, |_| None);
         assert_eq!(unknown.shards, vec![Some(ShardId(shard_of(20, 4)))]);
+    }
+
+    #[test]
+    fn a_spread_account_follows_its_other_account() {
+        // Member a, member b on another shard; merchant, stock and delivered spread.
+        use tally_proto::routing::spread_account_id;
+        let (a, b, _) = ids();
+        let (merchant, stock, delivered) =
+            (spread_account_id(1), spread_account_id(2), spread_account_id(3));
+        let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
+        let none = |_| None;
+        // A redemption (points leg linked with the unit leg) stays on the member's shard,
+        // whatever the spread ids' own shards are; so does a refund from the merchant.
+        let redeem = [
+            transfer(10, a, merchant, TransferFlags::LINKED),
+            transfer(11, stock, delivered, TransferFlags::empty()),
+            transfer(12, merchant, b, TransferFlags::empty()),
+        ];
+        let routes = transfer_routes(&redeem, 4, none);
+        assert_eq!(routes.shards, vec![Some(sa), Some(sa), Some(sb)]);
+        assert!(routes.transactions.is_empty());
+        // Two spread accounts alone: the transfer id's shard.
+        let alone = [transfer(13, stock, delivered, TransferFlags::empty())];
+        assert_eq!(transfer_routes(&alone, 4, none).shards, vec![Some(ShardId(shard_of(13, 4)))]);
+        // A chain over two members' shards is one transaction; each spread side is placed
+        // beside its transfer's member, a transfer between spread accounts on the chain's
+        // first shard.
+        let chain = [
+            transfer(14, a, merchant, TransferFlags::LINKED),
+            transfer(15, stock, delivered, TransferFlags::LINKED),
+            transfer(16, merchant, b, TransferFlags::empty()),
+        ];
+        let routes = transfer_routes(&chain, 4, none);
+        assert_eq!(routes.transactions, vec![0..3]);
+        assert_eq!(placement(&chain, 4), vec![(sa, sa), (sa, sa), (sb, sb)]);
+        // A post names no account: it follows its pending transfer to the member's shard.
+        let mut post = transfer(18, 0, 0, TransferFlags::POST_PENDING_TRANSFER);
+        post.pending_id = TransferId(17);
+        let two_phase = [transfer(17, merchant, b, TransferFlags::PENDING), post];
+        assert_eq!(transfer_routes(&two_phase, 4, none).shards, vec![Some(sb), Some(sb)]);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub fn invalid(e: &RequestError) -> Status {
     Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
 }
 
+/// A request Tally cannot serve as asked, with the reason.
+#[must_use]
+pub fn invalid_because(reason: &str) -> Status {
+    Status::invalid_argument(format!("TALLY:InvalidRequest: {reason}"))
+}
+
 fn with_hint(mut status: Status, hint: &LeaderHint) -> Status {
     if let Some(id) = hint.id {
         status.metadata_mut().insert(LEADER_ID_KEY, MetadataValue::from(id));

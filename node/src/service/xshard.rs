@@ -50,7 +50,6 @@ use crate::ledger::{
 };
 use crate::storage::keys::ShardId;
 use tally_proto::limits::BATCH_EVENTS_MAX;
-use tally_proto::routing::shard_of;
 
 /// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
 pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
@@ -136,6 +135,9 @@ pub fn void_id(leg: TransferId) -> TransferId {
     TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
 }
 
+/// A chain of transfers with the (debit, credit) shard of each (`route::placement`).
+pub type Placed<'a> = (&'a [Transfer], Vec<(ShardId, ShardId)>);
+
 /// One leg of a planned transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leg {
@@ -190,12 +192,14 @@ fn malformed(transfers: &[Transfer]) -> Option<(usize, &'static str)> {
 }
 
 impl Plan {
-    /// Plans the transaction of `transfers` (a chain, or one transfer) in a cluster of
-    /// `shards` data shards.
+    /// Plans the transaction of `transfers` (a chain, or one transfer) whose debit and
+    /// credit sides are on `placement`'s shards (`route::placement`; a rebalancing move
+    /// between two slices of a spread account names them itself).
     ///
     /// # Errors
     /// A transfer with flags other than `linked`, or too many transfers.
-    pub fn new(transfers: &[Transfer], shards: u32) -> Result<Self, String> {
+    pub fn new(transfers: &[Transfer], placement: &[(ShardId, ShardId)]) -> Result<Self, String> {
+        assert_eq!(transfers.len(), placement.len(), "one placement per transfer");
         if let Some(i) = unsupported(transfers) {
             return Err(format!(
                 "transfer {i} of a cross-shard transaction has flags {:#x}: cross-shard \
@@ -214,11 +218,10 @@ impl Plan {
         }
         let n = u32::try_from(transfers.len()).expect("bounded above");
         let t = digest(transfers);
-        let shard = |id: AccountId| ShardId(shard_of(id.0, shards));
-        let primary = shard(transfers[0].debit_account_id);
+        let primary = placement[0].0;
         let mut legs = Vec::new();
         let mut aliases = Vec::new();
-        for (k, x) in (0..n).zip(transfers) {
+        for ((k, x), &(ds, cs)) in (0..n).zip(transfers).zip(placement) {
             let pending = |id: TransferId, debit: AccountId, credit: AccountId| Transfer {
                 id,
                 debit_account_id: debit,
@@ -234,7 +237,6 @@ impl Plan {
                 flags: TransferFlags::PENDING,
                 timestamp: 0,
             };
-            let (ds, cs) = (shard(x.debit_account_id), shard(x.credit_account_id));
             if ds == cs {
                 let leg = pending(leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
                 legs.push(Leg { shard: ds, k, side: 0, transfer: leg });
@@ -519,6 +521,11 @@ impl Progress {
                         .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
                     let timestamp = self.aliases[k].0;
                     match failed {
+                        // A dry slice in a transaction is not refilled (the transaction is
+                        // decided already): the client sees what one shard would say.
+                        Some((_, status)) if status == TS::SliceDry.code() => {
+                            (timestamp, TS::ExceedsCredits.code())
+                        }
                         Some((_, status)) => (timestamp, status),
                         None if n > 1 => (timestamp, TS::LinkedEventFailed.code()),
                         // Nothing of its own failed: the decision leg expired first.
@@ -653,13 +660,13 @@ impl LedgerApi {
     /// fails with `TALLY:QuoteExpired` once its legs are resolved.
     pub(super) async fn run_transactions(
         &self,
-        chains: &[&[Transfer]],
+        chains: &[Placed<'_>],
         not_after: Option<u64>,
         deadline: Instant,
     ) -> Result<Vec<Vec<(u64, i32)>>, Status> {
         let plans = chains
             .iter()
-            .map(|chain| Plan::new(chain, self.shard_count()))
+            .map(|(chain, placement)| Plan::new(chain, placement))
             .collect::<Result<Vec<Plan>, String>>()
             .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
         self.ensure_internal(&plans, deadline).await?;
@@ -1016,6 +1023,11 @@ pub fn is_alias(t: &Transfer) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tally_proto::routing::shard_of;
+
+    fn plan4(chain: &[Transfer]) -> Result<Plan, String> {
+        Plan::new(chain, &crate::service::route::placement(chain, 4))
+    }
 
     fn transfer(id: u128, debit: u128, credit: u128, flags: TransferFlags) -> Transfer {
         Transfer {
@@ -1040,7 +1052,7 @@ mod tests {
             transfer(100, a, b, TransferFlags::LINKED),
             transfer(101, b, c, TransferFlags::empty()),
         ];
-        let plan = Plan::new(&chain, 4).unwrap();
+        let plan = plan4(&chain).unwrap();
         let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
         assert_eq!((plan.t, plan.primary), (digest(&chain), sa));
         // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard.
@@ -1076,15 +1088,15 @@ mod tests {
         assert!(prepare[&sb].iter().all(|(_, t)| !t.flags.contains(TransferFlags::LINKED)));
         // Only single-phase transfers for now.
         let pending = [transfer(100, a, b, TransferFlags::PENDING)];
-        assert!(Plan::new(&pending, 4).unwrap_err().contains("single-phase"));
+        assert!(plan4(&pending).unwrap_err().contains("single-phase"));
         // Fields the legs would not carry are refused, as the ledger refuses them on one
         // shard.
         let timed = [Transfer { timeout: 5, ..chain[1] }];
-        assert!(Plan::new(&timed, 4).unwrap_err().contains("timeout must be zero"));
+        assert!(plan4(&timed).unwrap_err().contains("timeout must be zero"));
         let stamped = [Transfer { timestamp: 5, ..chain[1] }];
-        assert!(Plan::new(&stamped, 4).unwrap_err().contains("timestamp must be zero"));
+        assert!(plan4(&stamped).unwrap_err().contains("timestamp must be zero"));
         let open = [chain[0]];
-        assert!(Plan::new(&open, 4).unwrap_err().contains("chain is open"));
+        assert!(plan4(&open).unwrap_err().contains("chain is open"));
     }
 
     #[test]
@@ -1098,7 +1110,7 @@ mod tests {
             transfer(101, 2, 3, TransferFlags::empty()),
         ];
         assert_ne!(digest(&longer[..1]), digest(&longer));
-        let (a, b) = (Plan::new(&[x], 4).unwrap(), Plan::new(&[other], 4).unwrap());
+        let (a, b) = (plan4(&[x]).unwrap(), plan4(&[other]).unwrap());
         assert_ne!(a.legs[0].transfer.id, b.legs[0].transfer.id);
         assert_eq!(a.aliases[0].1.id, b.aliases[0].1.id, "both claim the user's id");
     }

@@ -123,7 +123,31 @@ fn cases() -> Vec<Case> {
         c(S::OverflowsTimeout, |l| l.now = TIMESTAMP_MAX - 4_000_000_000_000_000_000, |_| one(pending(100, 2, 1, 1, u32::MAX)), 0),
         c(S::ExceedsCredits, nothing, |_| one(transfer(100, 1, 2, 1000)), 0),
         c(S::ExceedsDebits, nothing, |_| one(transfer(100, 2, 4, 1)), 0),
+        c(S::SliceDry, spread_stock, |_| one(transfer(100, SPREAD, 2, 1)), 0),
     ]
+}
+
+/// A spread account's slice (`docs/SHARDING.md` §2) that may not go below zero, empty.
+const SPREAD: u128 = (0xFFFD << 112) | 7;
+
+fn spread_stock(ledger: &mut L) {
+    let slice = account(SPREAD, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
+    assert_eq!(ledger.create_accounts(&[slice]), vec![tally_node::ledger::CreateAccountStatus::Created]);
+}
+
+/// A dry slice does not burn the transfer's id (the node refills the slice and resends);
+/// an ordinary account's `exceeds_credits` does.
+#[test]
+fn a_dry_slice_leaves_the_id_free_for_a_retry() {
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    spread_stock(&mut ledger);
+    assert_eq!(ledger.transfer(transfer(100, SPREAD, 2, 5)), S::SliceDry);
+    assert_eq!(ledger.transfer(transfer(101, 2, SPREAD, 5)), S::Created);
+    assert_eq!(ledger.transfer(transfer(100, SPREAD, 2, 5)), S::Created);
+    assert_eq!(ledger.transfer(transfer(102, 1, 2, 1000)), S::ExceedsCredits);
+    assert_eq!(ledger.transfer(transfer(102, 1, 2, 1)), S::IdAlreadyFailed);
+    ledger.audit();
 }
 
 /// Every case produces exactly its status, and the ledger stays consistent afterwards.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tally_client::Client;
 use tally_proto::routing::shard_of;
-use tally_proto::v1::{self, CreateTransferStatus as TS};
+use tally_proto::v1::{self, CreateAccountStatus as AS, CreateTransferStatus as TS};
 use tally_proto::{u128_of, uint128};
 
 use super::harness::*;
@@ -303,6 +303,142 @@ async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
     assert!(zero.unwrap_err().to_string().contains("rate_denominator"));
 
     // Both pools and transit accounts balance: conservation per ledger on every shard.
+    for shard in 1..=SHARDS {
+        let map = cluster.list_shards(1).await.unwrap();
+        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
+    use tally_proto::routing::spread_account_id;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, XSHARD);
+    super::shards::wait_balanced(&cluster, 1).await;
+    let client = cluster.client();
+    let p = people(&client).await;
+    let units = LEDGER + 1;
+    let (merchant, stock, delivered, supply) =
+        (spread_account_id(1), spread_account_id(2), spread_account_id(3), spread_account_id(4));
+    let spread = |id: u128, ledger: u32, flags: u32| v1::Account {
+        id: uint128(id),
+        ledger,
+        code: 1,
+        flags,
+        ..Default::default()
+    };
+    let accounts = vec![
+        spread(merchant, LEDGER, 0),
+        spread(stock, units, DMNEC),
+        spread(delivered, units, 0),
+        spread(supply, units, 0),
+    ];
+    // Created on every shard; a resend reads `exists`; a spread account cannot be linked.
+    let created = client.create_accounts(accounts.clone()).await.unwrap();
+    assert!(created.iter().all(|r| r.status == AS::Created as i32), "{created:?}");
+    let again = client.create_accounts(accounts).await.unwrap();
+    assert!(again.iter().all(|r| r.status == AS::Exists as i32), "{again:?}");
+    let linked = v1::Account { flags: v1::AccountFlag::Linked as u32, ..spread(9 << 100, 1, 0) };
+    let chained = vec![linked, spread(spread_account_id(5), 1, 0)];
+    let refused = client.create_accounts(chained).await.unwrap_err().to_string();
+    assert!(refused.contains("spread") && refused.contains("linked"), "{refused}");
+
+    // 5 units into one slice (two spread accounts: the transfer id's shard); 100 points
+    // to each member on its own shard.
+    let stocked = v1::Transfer { ledger: units, ..transfer(1, supply, stock, 5, 0) };
+    let mut setup = vec![stocked];
+    for (i, (bank, member)) in p.values().enumerate() {
+        setup.push(transfer(10 + i as u128, *bank, *member, 100, 0));
+    }
+    let done = client.create_transfers(setup).await.unwrap();
+    assert!(done.iter().all(|r| r.status == TS::Created as i32), "{done:?}");
+    assert_eq!(sums(&client, &[stock]).await, vec![(0, 0, 0, 5)]);
+
+    // 8 redemptions of 10 points and one unit, two per member on four shards, at once:
+    // 3 slices start dry, so redemptions there wait for units moved from the stocked
+    // slice; exactly 5 succeed, and the other 3 are refused as sold out.
+    let linked = v1::TransferFlag::Linked as u32;
+    let redemption = |n: u128, member: u128| {
+        vec![
+            transfer(100 + 2 * n, member, merchant, 10, linked),
+            v1::Transfer { ledger: units, ..transfer(101 + 2 * n, stock, delivered, 1, 0) },
+        ]
+    };
+    let members: Vec<u128> = p.values().map(|(_, member)| *member).collect();
+    let orders: Vec<Vec<v1::Transfer>> =
+        (0..8).map(|n| redemption(n, members[n as usize % 4])).collect();
+    let replies = futures_util::future::join_all(
+        orders.iter().map(|order| client.create_transfers(order.clone())),
+    )
+    .await;
+    let mut sold = 0;
+    let mut refused = Vec::new();
+    for (order, reply) in orders.iter().zip(replies) {
+        let statuses: Vec<i32> = reply.unwrap().iter().map(|r| r.status).collect();
+        if statuses == [TS::Created as i32; 2] {
+            sold += 1;
+        } else {
+            let sold_out = [TS::LinkedEventFailed as i32, TS::ExceedsCredits as i32];
+            assert_eq!(statuses, sold_out, "a redemption is sold or sold out");
+            refused.push(order.clone());
+        }
+    }
+    assert_eq!((sold, refused.len()), (5, 3));
+    // Sums: 50 points to the merchant, 5 units delivered, none left; the stock's debits
+    // and credits both count the units moved between its slices.
+    let totals = sums(&client, &[merchant, delivered, stock]).await;
+    assert_eq!(&totals[..2], &[(0, 0, 0, 50), (0, 0, 0, 5)]);
+    let (pending_out, out, pending_in, into) = totals[2];
+    assert_eq!((pending_out, pending_in, into - out), (0, 0, 0), "{totals:?}");
+    assert!(out >= 5, "{totals:?}");
+    // A refused redemption's unit leg burnt its id, as on one shard: a resend cannot sell
+    // later, even after a restock.
+    let restock = v1::Transfer { ledger: units, ..transfer(2, supply, stock, 5, 0) };
+    assert_eq!(client.create_transfers(vec![restock]).await.unwrap()[0].status, 0);
+    let resent: Vec<i32> = client
+        .create_transfers(refused[0].clone())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(resent, [TS::LinkedEventFailed as i32, TS::IdAlreadyFailed as i32]);
+
+    // Each redemption ran on its member's shard: the member's history holds the points
+    // leg itself (a cross-shard transaction would show its legs, with other ids).
+    let history = client
+        .get_account_transfers(v1::AccountFilter {
+            account_id: uint128(members[0]),
+            limit: 10,
+            flags: v1::AccountFilterFlag::Debits as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<u128> = history.iter().map(|t| u128_of(t.id)).collect();
+    let first_orders: Vec<u128> = orders
+        .iter()
+        .step_by(4)
+        .map(|o| u128_of(o[0].id))
+        .filter(|id| !refused.iter().any(|r| u128_of(r[0].id) == *id))
+        .collect();
+    assert!(first_orders.iter().all(|id| ids.contains(id)), "{ids:x?} {first_orders:x?}");
+    // The spread merchant's history merges its slices: every sold points leg.
+    let credits = client
+        .get_account_transfers(v1::AccountFilter {
+            account_id: uint128(merchant),
+            limit: 100,
+            flags: v1::AccountFilterFlag::Credits as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(credits.len(), 5, "{credits:?}");
+    assert!(credits.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    // Every shard converges (conservation per ledger is checked by the replicas' digest).
     for shard in 1..=SHARDS {
         let map = cluster.list_shards(1).await.unwrap();
         let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;

@@ -1,0 +1,444 @@
+//! Spread accounts (`docs/SHARDING.md` §2): an account whose id carries
+//! [`SPREAD_ID_TAG`](tally_proto::routing::SPREAD_ID_TAG) has one **slice**, with the same
+//! id and fields, on every data shard. A transfer that names it applies to the slice on the
+//! shard of its other account ([`route`](super::route)), so a redemption (member →
+//! merchant, item stock → delivered) touches only the member's shard.
+//!
+//! - **Creation** goes to every shard (one request per shard, all at once); the result is
+//!   `created` if any slice was created and the others existed, `exists` if all existed,
+//!   else the first refusal (the home shard's first).
+//! - **Lookups** return the sum of the slices' balances; `get_account_transfers` merges
+//!   the slices' histories by timestamp.
+//! - **Dry slices.** A slice whose debit would exceed its credits answers `slice_dry`
+//!   (the ledger's rule for spread ids; it does not burn the transfer id). The node that
+//!   applied it then **refills** the slice from the others ([`LedgerApi::refill`]: half of
+//!   each richest slice's available units, at least what is missing, each move an atomic
+//!   cross-shard transaction) and retries the chain (at most [`REFILL_ROUNDS_MAX`] rounds).
+//!   When the slices together hold too little, the transfer's id is burnt (a transfer with
+//!   that id from an account that never exists: `debit_account_not_found` records the id as
+//!   failed) and the client gets `exceeds_credits`, exactly as on one shard: a resend reads
+//!   `id_already_failed`. A slice's balance flags hold on every slice, so the sum never
+//!   goes below zero: stock never oversells.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::try_join_all;
+use tally_proto::routing::shard_of;
+use tally_proto::v1;
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::ledger::LedgerApi;
+use super::route;
+use super::xshard::{self, INTERNAL_ID_HI};
+use crate::ledger::{
+    Account, AccountFilter, AccountFilterFlags, AccountFlags, AccountId, CreateAccountStatus as AS,
+    CreateTransferStatus as TS, Transfer, TransferFlags, TransferId,
+};
+use crate::storage::keys::ShardId;
+
+/// `slice_dry` on the wire (never sent to a client: see the module's documentation).
+#[allow(clippy::cast_possible_wrap)] // 1000 fits.
+pub const SLICE_DRY: i32 = TS::SliceDry.code() as i32;
+/// Refill-and-retry rounds a request may spend on its dry slices (each round ends with
+/// units moved, or with a slice found sold out); past it the request fails, retryably.
+pub const REFILL_ROUNDS_MAX: usize = 16;
+/// Code of the transfers that move units between two slices of a spread account.
+pub const REBALANCE_CODE: u16 = u16::MAX - 2;
+
+/// The account a burn transfer debits: an internal id no account ever has.
+#[must_use]
+pub fn burn_account() -> AccountId {
+    AccountId((u128::from(INTERNAL_ID_HI) << 64) | u128::from(u64::MAX - 1))
+}
+
+/// The lock a refill of one slice holds.
+type SliceLock = Arc<tokio::sync::Mutex<()>>;
+
+/// One lock per (spread account, shard) being refilled (at most spread accounts × shards
+/// entries).
+#[derive(Debug, Default)]
+pub struct Refills {
+    locks: parking_lot::Mutex<HashMap<(u128, ShardId), SliceLock>>,
+    moves: AtomicU64,
+}
+
+impl Refills {
+    fn lock_for(&self, account: u128, shard: ShardId) -> SliceLock {
+        self.locks.lock().entry((account, shard)).or_default().clone()
+    }
+
+    /// A fresh id for a move between slices: unique per process (a counter) and across
+    /// nodes and restarts (a random key and the clock). Read by the node, never by the
+    /// state machine.
+    fn move_id(&self, account: u128, from: ShardId, to: ShardId) -> TransferId {
+        use std::hash::BuildHasher as _;
+        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        let key = KEY.get_or_init(std::collections::hash_map::RandomState::new);
+        let n = self.moves.fetch_add(1, Ordering::Relaxed);
+        let now = super::batcher::cluster_time_now_ns();
+        let hi = key.hash_one((account, from.0, to.0, n, now));
+        let lo = key.hash_one((n, now, hi));
+        TransferId((u128::from(hi) << 64) | u128::from(lo))
+    }
+}
+
+/// Units a slice can still give: credits posted less debits posted and pending.
+#[must_use]
+pub fn available(slice: &Account) -> u128 {
+    slice.credits_posted.saturating_sub(slice.debits_posted.saturating_add(slice.debits_pending))
+}
+
+/// The slices' sum: balances added, the other fields the home slice's (or the first one
+/// found's).
+#[must_use]
+pub fn sum(slices: &[(ShardId, Account)], home: ShardId) -> Option<Account> {
+    let base = slices.iter().find(|(s, _)| *s == home).or_else(|| slices.first())?.1;
+    let add = |f: fn(&Account) -> u128| {
+        slices.iter().fold(0_u128, |total, (_, a)| total.saturating_add(f(a)))
+    };
+    Some(Account {
+        debits_pending: add(|a| a.debits_pending),
+        debits_posted: add(|a| a.debits_posted),
+        credits_pending: add(|a| a.credits_pending),
+        credits_posted: add(|a| a.credits_posted),
+        ..base
+    })
+}
+
+/// The linked chains of `transfers`, as index ranges.
+fn chains_of(transfers: &[Transfer]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, t) in transfers.iter().enumerate() {
+        if !t.flags.contains(TransferFlags::LINKED) || i + 1 == transfers.len() {
+            out.push(start..i + 1);
+            start = i + 1;
+        }
+    }
+    out
+}
+
+/// Events answered `slice_dry` on one shard, for a client's own transfer (legs and moves
+/// of cross-shard transactions are the coordinator's to handle).
+fn dry_events(
+    transfers: &[Transfer],
+    shards: &[Option<ShardId>],
+    outcomes: &[(u64, i32)],
+) -> Vec<usize> {
+    (0..transfers.len())
+        .filter(|&i| outcomes[i].1 == SLICE_DRY && shards[i].is_some())
+        .filter(|&i| {
+            let t = &transfers[i];
+            !route::is_internal(t.debit_account_id.0) && !route::is_internal(t.credit_account_id.0)
+        })
+        .collect()
+}
+
+impl LedgerApi {
+    /// Refills the dry slices of `outcomes` and retries their chains until none is dry,
+    /// then refuses, with `exceeds_credits`, the transfers whose slices together hold too
+    /// little (burning each one's id). `shards` are the events' shards as routed. A refill
+    /// lost to concurrent redemptions of the same slice is retried, at most
+    /// [`REFILL_ROUNDS_MAX`] rounds within the request's deadline; past either, the request
+    /// fails with `TALLY:Timeout` (retryable: nothing dry was burnt; a resend reads
+    /// `exists` for what did apply).
+    pub(super) async fn settle_dry(
+        &self,
+        transfers: &[Transfer],
+        wire: &[v1::Transfer],
+        shards: &[Option<ShardId>],
+        routed_to: Option<ShardId>,
+        outcomes: &mut [(u64, i32)],
+    ) -> Result<(), Status> {
+        let deadline = self.deadline();
+        let chains = chains_of(transfers);
+        let slice =
+            |i: usize| (transfers[i].debit_account_id.0, shards[i].expect("dry on a shard"));
+        let mut sold_out: HashSet<(u128, ShardId)> = HashSet::new();
+        for round in 0.. {
+            let dry: Vec<usize> = dry_events(transfers, shards, outcomes)
+                .into_iter()
+                .filter(|&i| !sold_out.contains(&slice(i)))
+                .collect();
+            if dry.is_empty() {
+                break;
+            }
+            if round == REFILL_ROUNDS_MAX || Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "TALLY:Timeout: {} transfers still find their spread account's slice dry \
+                     after {round} refills while other slices hold units (concurrent \
+                     redemptions took them); resend the request unchanged",
+                    dry.len()
+                )));
+            }
+            // Per slice: the smallest and the total amount its dry transfers need.
+            let mut needed: BTreeMap<(u128, ShardId), (u128, u128)> = BTreeMap::new();
+            for &i in &dry {
+                let amount = transfers[i].amount;
+                let (least, total) = needed.entry(slice(i)).or_insert((amount, 0));
+                *least = (*least).min(amount);
+                *total = total.saturating_add(amount);
+            }
+            let refills = needed.iter().map(|(&(account, shard), &(least, total))| async move {
+                let refilled = self.refill(account, shard, least, total, deadline).await?;
+                Ok::<_, Status>(((account, shard), refilled))
+            });
+            for (key, refilled) in try_join_all(refills).await? {
+                if !refilled {
+                    sold_out.insert(key);
+                }
+            }
+            let indexes: Vec<usize> = chains
+                .iter()
+                .filter(|chain| {
+                    dry.iter().any(|&i| chain.contains(&i) && !sold_out.contains(&slice(i)))
+                })
+                .flat_map(Clone::clone)
+                .collect();
+            if indexes.is_empty() {
+                break;
+            }
+            let sub: Vec<Transfer> = indexes.iter().map(|&i| transfers[i]).collect();
+            let sub_wire: Vec<v1::Transfer> = indexes.iter().map(|&i| wire[i]).collect();
+            let sub_shards: Vec<Option<ShardId>> = indexes.iter().map(|&i| shards[i]).collect();
+            let again = self.write_transfers(&sub, &sub_wire, &sub_shards, routed_to).await?;
+            for (&i, outcome) in indexes.iter().zip(again) {
+                outcomes[i] = outcome;
+            }
+        }
+        // What is still dry is sold out: the slices together hold less than it needs.
+        let dry = dry_events(transfers, shards, outcomes);
+        let mut burns: BTreeMap<ShardId, Vec<usize>> = BTreeMap::new();
+        for &i in &dry {
+            burns.entry(slice(i).1).or_default().push(i);
+        }
+        let burnt = burns.into_iter().map(|(shard, indexes)| async move {
+            let events = indexes
+                .iter()
+                .map(|&i| Transfer { debit_account_id: burn_account(), ..transfers[i] });
+            let results = self.transfers_on(shard, events.collect(), deadline).await?;
+            Ok::<_, Status>(indexes.into_iter().zip(results).collect::<Vec<_>>())
+        });
+        for (i, (timestamp, status)) in try_join_all(burnt).await?.into_iter().flatten() {
+            let answer = if xshard::exists_differently(status) {
+                // A resend of the same transfer got through in the meantime.
+                TS::Exists
+            } else {
+                if status != TS::DebitAccountNotFound.code() && status != TS::IdAlreadyFailed.code()
+                {
+                    tracing::warn!(transfer = %format!("{:#x}", transfers[i].id.0), status, "burning a dry transfer's id");
+                }
+                TS::ExceedsCredits
+            };
+            outcomes[i] = (timestamp, i32::try_from(answer.code()).expect("small"));
+        }
+        Ok(())
+    }
+
+    /// Refills the slice of spread `account` on `shard`, whose dry transfers need `least`
+    /// units each at least and `needed` in all: moves half of each richest other slice's
+    /// available units (at least what is missing, at most what they hold), each move a
+    /// cross-shard transaction from that slice to this one. `true` if a retry may now
+    /// succeed (units moved, or the slice already holds `least`); `false` when the slices
+    /// together hold less than `least` (sold out) or the account does not limit its debits.
+    pub(super) async fn refill(
+        &self,
+        account: u128,
+        shard: ShardId,
+        least: u128,
+        needed: u128,
+        deadline: Instant,
+    ) -> Result<bool, Status> {
+        let lock = self.refills().lock_for(account, shard);
+        let _one_at_a_time = lock.lock().await;
+        let slices = self.slices(AccountId(account), deadline).await?;
+        let Some(target) = slices.iter().find(|(s, _)| *s == shard).map(|(_, a)| *a) else {
+            return Ok(false);
+        };
+        if !target.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+            return Ok(false);
+        }
+        let here = available(&target);
+        if here >= least {
+            return Ok(true);
+        }
+        let missing = needed - here;
+        let mut donors: Vec<(ShardId, u128)> = slices
+            .iter()
+            .filter(|(s, _)| *s != shard)
+            .map(|(s, a)| (*s, available(a)))
+            .filter(|(_, units)| *units > 0)
+            .collect();
+        donors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        if donors.iter().fold(here, |total, d| total.saturating_add(d.1)) < least {
+            return Ok(false);
+        }
+        let mut moves = Vec::new();
+        let mut remaining = missing;
+        for (donor, units) in donors {
+            if remaining == 0 {
+                break;
+            }
+            let take = units.div_ceil(2).max(remaining).min(units);
+            moves.push(Transfer {
+                id: self.refills().move_id(account, donor, shard),
+                debit_account_id: AccountId(account),
+                credit_account_id: AccountId(account),
+                amount: take,
+                user_data_32: donor.0,
+                ledger: target.ledger,
+                code: REBALANCE_CODE,
+                ..Transfer::default()
+            });
+            remaining -= take.min(remaining);
+        }
+        let chains: Vec<xshard::Placed<'_>> = moves
+            .iter()
+            .map(|t| (std::slice::from_ref(t), vec![(ShardId(t.user_data_32), shard)]))
+            .collect();
+        let outcomes = self.run_transactions(&chains, None, deadline).await?;
+        for (t, outcome) in moves.iter().zip(outcomes) {
+            tracing::debug!(account = %format!("{account:#x}"), from = t.user_data_32, to = %shard, units = t.amount, status = outcome[0].1, "slice refill");
+        }
+        Ok(true)
+    }
+
+    /// Every slice of spread account `id` found, with its shard (linearizable reads).
+    pub(super) async fn slices(
+        &self,
+        id: AccountId,
+        deadline: Instant,
+    ) -> Result<Vec<(ShardId, Account)>, Status> {
+        let parts = (1..=self.shard_count()).map(|s| async move {
+            let found = self.lookup_accounts_on(ShardId(s), vec![id], deadline).await?;
+            Ok::<_, Status>(found.into_iter().map(move |a| (ShardId(s), a)))
+        });
+        Ok(try_join_all(parts).await?.into_iter().flatten().collect())
+    }
+
+    /// The sums of the spread accounts `ids` (each looked up on every shard); missing if no
+    /// slice exists.
+    pub(super) async fn spread_sums(
+        &self,
+        ids: &[AccountId],
+        deadline: Instant,
+    ) -> Result<HashMap<u128, Account>, Status> {
+        let parts = (1..=self.shard_count()).map(|s| async move {
+            let found = self.lookup_accounts_on(ShardId(s), ids.to_vec(), deadline).await?;
+            Ok::<_, Status>(found.into_iter().map(move |a| (ShardId(s), a)))
+        });
+        let mut by_id: HashMap<u128, Vec<(ShardId, Account)>> = HashMap::new();
+        for (shard, account) in try_join_all(parts).await?.into_iter().flatten() {
+            by_id.entry(account.id.0).or_default().push((shard, account));
+        }
+        let count = self.shard_count();
+        Ok(by_id
+            .into_iter()
+            .filter_map(|(id, slices)| Some((id, sum(&slices, ShardId(shard_of(id, count)))?)))
+            .collect())
+    }
+
+    /// Creates the spread `accounts` (none linked) on every shard; one (timestamp, wire
+    /// status) per account, merged as the module's documentation says.
+    pub(super) async fn create_spread(
+        &self,
+        accounts: &[Account],
+        deadline: Instant,
+    ) -> Result<Vec<(u64, i32)>, Status> {
+        let parts = (1..=self.shard_count()).map(|s| async move {
+            self.accounts_on(ShardId(s), accounts.to_vec(), deadline).await
+        });
+        let per_shard = try_join_all(parts).await?;
+        let count = self.shard_count();
+        let ok = |status: u32| status == AS::Created.code() || status == AS::Exists.code();
+        Ok(accounts
+            .iter()
+            .enumerate()
+            .map(|(i, account)| {
+                let home = shard_of(account.id.0, count) as usize - 1;
+                let (home_ts, home_status) = per_shard[home][i];
+                let refused = std::iter::once(per_shard[home][i])
+                    .chain(per_shard.iter().map(|outcomes| outcomes[i]))
+                    .find(|(_, status)| !ok(*status));
+                let (timestamp, status) = match refused {
+                    Some(refusal) => refusal,
+                    None if per_shard.iter().any(|o| o[i].1 == AS::Created.code()) => {
+                        (home_ts, AS::Created.code())
+                    }
+                    None => (home_ts, home_status),
+                };
+                (timestamp, i32::try_from(status).expect("small"))
+            })
+            .collect())
+    }
+
+    /// `get_account_transfers` of spread account `filter.account_id`: every slice's
+    /// answer, merged by timestamp (newest first if `reversed`), at most `filter.limit`.
+    pub(super) async fn spread_transfers(
+        &self,
+        filter: &AccountFilter,
+        deadline: Instant,
+    ) -> Result<Vec<Transfer>, Status> {
+        let parts = (1..=self.shard_count())
+            .map(|s| self.account_transfers_on(ShardId(s), *filter, deadline));
+        let mut all: Vec<Transfer> = try_join_all(parts).await?.into_iter().flatten().collect();
+        all.sort_by_key(|t| (t.timestamp, t.id));
+        if filter.flags.contains(AccountFilterFlags::REVERSED) {
+            all.reverse();
+        }
+        all.truncate(filter.limit as usize);
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(credits: u128, debits: u128, pending: u128) -> Account {
+        Account {
+            id: AccountId(tally_proto::routing::spread_account_id(9)),
+            credits_posted: credits,
+            debits_posted: debits,
+            debits_pending: pending,
+            ledger: 2,
+            code: 1,
+            flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
+            ..Account::default()
+        }
+    }
+
+    #[test]
+    fn a_spread_account_is_the_sum_of_its_slices() {
+        let slices = [(ShardId(2), slice(10, 3, 1)), (ShardId(1), slice(5, 5, 0))];
+        let total = sum(&slices, ShardId(1)).unwrap();
+        assert_eq!((total.credits_posted, total.debits_posted, total.debits_pending), (15, 8, 1));
+        assert_eq!(available(&slices[0].1), 6);
+        assert_eq!(available(&slices[1].1), 0);
+        assert_eq!(available(&slice(1, 3, 0)), 0, "never negative");
+        assert!(sum(&[], ShardId(1)).is_none());
+    }
+
+    #[test]
+    fn chains_are_cut_after_each_unlinked_transfer() {
+        let t = |linked: bool| Transfer {
+            flags: if linked { TransferFlags::LINKED } else { TransferFlags::empty() },
+            ..Transfer::default()
+        };
+        assert_eq!(chains_of(&[t(true), t(false), t(false), t(true)]), vec![0..2, 2..3, 3..4]);
+    }
+
+    #[test]
+    fn the_burn_account_is_internal_and_never_a_transit_or_sink() {
+        assert!(route::is_internal(burn_account().0));
+        for ledger in [0, 1, u32::MAX] {
+            assert_ne!(burn_account(), xshard::transit(ledger));
+            assert_ne!(burn_account(), xshard::sink(ledger));
+        }
+    }
+}
