@@ -94,6 +94,7 @@ enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ids {
     nonce: u64,
+    spread: bool,
 }
 
 impl Ids {
@@ -102,7 +103,13 @@ impl Ids {
     pub fn new(nonce: u64) -> Self {
         assert_ne!(nonce, 0, "a zero nonce would give zero ids");
         assert!(nonce < 1 << 48, "the top 16 bits of an id tag spread accounts");
-        Self { nonce }
+        Self { nonce, spread: true }
+    }
+
+    /// The same ids with the shared accounts spread (the default) or ordinary.
+    #[must_use]
+    pub fn with_spread(self, spread: bool) -> Self {
+        Self { spread, ..self }
     }
 
     /// The run's nonce.
@@ -117,7 +124,11 @@ impl Ids {
         // Every account a redemption or an earn shares with other members is spread (a
         // slice on every shard), so each redemption and earn touches only its member's
         // shard (`docs/SHARDING.md` §2).
-        if kind == Kind::Member { id } else { tally_proto::routing::spread_account_id(id) }
+        if kind == Kind::Member || !self.spread {
+            id
+        } else {
+            tally_proto::routing::spread_account_id(id)
+        }
     }
 
     /// Member `index`'s points account.
@@ -172,6 +183,19 @@ impl Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_accounts_are_spread_unless_asked_otherwise() {
+        use tally_proto::routing::is_spread;
+        let ids = Ids::new(7);
+        let shared = |ids: Ids| {
+            [ids.merchant(1), ids.stock(1), ids.delivered(1), ids.issuance(), ids.supply()]
+        };
+        assert!(shared(ids).iter().all(|&id| is_spread(id)));
+        assert!(!is_spread(ids.member(1)));
+        assert!(!shared(ids.with_spread(false)).iter().any(|&id| is_spread(id)));
+        assert_eq!(ids.with_spread(false).member(1), ids.member(1));
+    }
 
     #[test]
     fn ids_are_distinct_across_kinds_and_legs() {

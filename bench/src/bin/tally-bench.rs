@@ -61,6 +61,11 @@ struct Args {
     /// Keep the local cluster's data in this folder (default: a temporary folder, removed).
     #[arg(long)]
     local_data_dir: Option<PathBuf>,
+    /// Give merchants, stock, delivered, issuance and supply ordinary (not spread) ids:
+    /// on a cluster of several shards most redemptions and earns then become cross-shard
+    /// transactions (to measure those).
+    #[arg(long)]
+    no_spread: bool,
     /// A tallyd config file for every node of the --local cluster (settings to try).
     #[arg(long)]
     local_config: Option<PathBuf>,
@@ -265,7 +270,8 @@ async fn run(args: Args) -> Result<bool, BenchError> {
 async fn drive(args: &Args, local: Option<Vec<String>>, charts: bool) -> Result<bool, BenchError> {
     let spec = args.population();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let ids = Ids::new(u64::try_from(now.as_millis()).unwrap_or(1).max(1));
+    let ids =
+        Ids::new(u64::try_from(now.as_millis()).unwrap_or(1).max(1)).with_spread(!args.no_spread);
     let mut report = Report {
         started_unix_s: now.as_secs(),
         command: std::env::args().collect::<Vec<_>>().join(" "),

@@ -86,8 +86,8 @@ struct Inner {
     forwarded: Arc<AtomicU64>,
     /// Internal accounts known to exist, by shard (cross-shard transactions).
     internal_ready: parking_lot::Mutex<std::collections::HashSet<(ShardId, u128)>>,
-    /// One lock per (spread account, shard) being refilled: concurrent dry redemptions
-    /// wait for one refill instead of each moving units.
+    /// One lock per spread account being refilled: concurrent dry redemptions wait for
+    /// one refill instead of each moving units.
     refills: spread::Refills,
 }
 

@@ -46,6 +46,9 @@ pub const SLICE_DRY: i32 = TS::SliceDry.code() as i32;
 /// Refill-and-retry rounds a request may spend on its dry slices (each round ends with
 /// units moved, or with a slice found sold out); past it the request fails, retryably.
 pub const REFILL_ROUNDS_MAX: usize = 16;
+/// How long a refill waits when the units it needs are in flight between other slices
+/// (pending moves started by other nodes) before the request retries.
+pub const REFILL_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 /// Code of the transfers that move units between two slices of a spread account.
 pub const REBALANCE_CODE: u16 = u16::MAX - 2;
 
@@ -55,20 +58,19 @@ pub fn burn_account() -> AccountId {
     AccountId((u128::from(INTERNAL_ID_HI) << 64) | u128::from(u64::MAX - 1))
 }
 
-/// The lock a refill of one slice holds.
+/// The lock a refill of one spread account holds.
 type SliceLock = Arc<tokio::sync::Mutex<()>>;
 
-/// One lock per (spread account, shard) being refilled (at most spread accounts × shards
-/// entries).
+/// One lock per spread account being refilled (at most one entry per spread account).
 #[derive(Debug, Default)]
 pub struct Refills {
-    locks: parking_lot::Mutex<HashMap<(u128, ShardId), SliceLock>>,
+    locks: parking_lot::Mutex<HashMap<u128, SliceLock>>,
     moves: AtomicU64,
 }
 
 impl Refills {
-    fn lock_for(&self, account: u128, shard: ShardId) -> SliceLock {
-        self.locks.lock().entry((account, shard)).or_default().clone()
+    fn lock_for(&self, account: u128) -> SliceLock {
+        self.locks.lock().entry(account).or_default().clone()
     }
 
     /// A fresh id for a move between slices: unique per process (a counter) and across
@@ -85,6 +87,16 @@ impl Refills {
         let lo = key.hash_one((n, now, hi));
         TransferId((u128::from(hi) << 64) | u128::from(lo))
     }
+}
+
+/// Units a slice holds counting pending credits too (a move between slices is pending on
+/// both sides until it is decided): what decides that an account is sold out.
+#[must_use]
+pub fn held(slice: &Account) -> u128 {
+    slice
+        .credits_posted
+        .saturating_add(slice.credits_pending)
+        .saturating_sub(slice.debits_posted.saturating_add(slice.debits_pending))
 }
 
 /// Units a slice can still give: credits posted less debits posted and pending.
@@ -254,13 +266,17 @@ impl LedgerApi {
         needed: u128,
         deadline: Instant,
     ) -> Result<bool, Status> {
-        let lock = self.refills().lock_for(account, shard);
+        // One refill of an account at a time on this node: each one reads the slices as
+        // the previous left them (moves are resolved before it returns).
+        let lock = self.refills().lock_for(account);
         let _one_at_a_time = lock.lock().await;
         let slices = self.slices(AccountId(account), deadline).await?;
         let Some(target) = slices.iter().find(|(s, _)| *s == shard).map(|(_, a)| *a) else {
+            tracing::warn!(account = %format!("{account:#x}"), %shard, "refill: no slice on the dry shard");
             return Ok(false);
         };
         if !target.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
+            tracing::warn!(account = %format!("{account:#x}"), %shard, "refill: the slice does not limit its debits");
             return Ok(false);
         }
         let here = available(&target);
@@ -275,8 +291,17 @@ impl LedgerApi {
             .filter(|(_, units)| *units > 0)
             .collect();
         donors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        if donors.iter().fold(here, |total, d| total.saturating_add(d.1)) < least {
+        // Units moving between slices (another node's refill) are pending on both sides:
+        // counted here, so they never make the account look sold out.
+        let held = slices.iter().fold(0_u128, |total, (_, a)| total.saturating_add(held(a)));
+        if held < least {
+            tracing::info!(account = %format!("{account:#x}"), %shard, held, least, slices = slices.len(), "spread account sold out");
             return Ok(false);
+        }
+        if donors.iter().fold(here, |total, d| total.saturating_add(d.1)) < least {
+            // The units are in flight between other slices: let them land, then retry.
+            tokio::time::sleep(REFILL_WAIT).await;
+            return Ok(true);
         }
         let mut moves = Vec::new();
         let mut remaining = missing;
@@ -421,6 +446,10 @@ mod tests {
         assert_eq!(available(&slices[0].1), 6);
         assert_eq!(available(&slices[1].1), 0);
         assert_eq!(available(&slice(1, 3, 0)), 0, "never negative");
+        // A move in flight: pending on the giving slice and on the receiving one.
+        let receiving = Account { credits_pending: 4, ..slice(0, 0, 0) };
+        assert_eq!((available(&receiving), held(&receiving)), (0, 4));
+        assert_eq!((available(&slice(4, 0, 4)), held(&slice(4, 0, 4))), (0, 0));
         assert!(sum(&[], ShardId(1)).is_none());
     }
 
