@@ -85,7 +85,7 @@ pub fn pending_to_find(transfers: &[Transfer], shards: u32) -> Vec<TransferId> {
     let mut created: Vec<TransferId> = Vec::new();
     let mut find = Vec::new();
     for t in transfers {
-        if t.flags.resolves_pending() && t.debit_account_id.0 == 0 {
+        if t.flags.resolves_pending() && names_home(t).is_none() {
             if !created.contains(&t.pending_id) && !find.contains(&t.pending_id) {
                 find.push(t.pending_id);
             }
@@ -134,36 +134,44 @@ fn sides(t: &Transfer, shards: u32) -> (Option<u32>, Option<u32>) {
     (debit.or(credit), credit.or(debit))
 }
 
-/// The shard of one transfer.
+/// The first account a transfer names that lives on one shard (not zero, not floating).
+fn names_home(t: &Transfer) -> Option<u128> {
+    [t.debit_account_id.0, t.credit_account_id.0].into_iter().find(|&id| id != 0 && !floats(id))
+}
+
+/// The shard of event `i`; `assigned` holds the shards of the events of earlier chains.
 fn transfer_lands(
     transfers: &[Transfer],
     i: usize,
     shards: u32,
+    assigned: &[Option<ShardId>],
     pending_shard: &impl Fn(TransferId) -> Option<u32>,
 ) -> Lands {
     let t = &transfers[i];
     if t.flags.resolves_pending() {
         // A post or void goes where its pending transfer is: its accounts' shard if it
-        // names one that does not float, else an earlier event of the request, else
-        // where a lookup found it, else the pending id's shard (which answers not found).
-        let named = [t.debit_account_id.0, t.credit_account_id.0]
-            .into_iter()
-            .find(|&id| id != 0 && !floats(id));
-        if let Some(id) = named {
+        // names one that does not float, else where an earlier event of the request that
+        // creates it went (or goes, in this chain), else where a lookup found it, else the
+        // pending id's shard (which answers not found).
+        if let Some(id) = names_home(t) {
             return Lands::On(shard_of(id, shards));
         }
         let earlier = transfers[..i]
             .iter()
-            .enumerate()
-            .rev()
-            .find(|(_, e)| e.id == t.pending_id && !e.flags.resolves_pending())
-            .map(|(j, _)| transfer_lands(transfers, j, shards, pending_shard));
-        return match earlier {
-            Some(Lands::On(shard)) => Lands::On(shard),
-            _ => Lands::On(
-                pending_shard(t.pending_id).unwrap_or_else(|| shard_of(t.pending_id.0, shards)),
-            ),
+            .rposition(|e| e.id == t.pending_id && !e.flags.resolves_pending());
+        let found = match earlier {
+            Some(j) if j < assigned.len() => assigned[j].map(|s| Lands::On(s.0)),
+            Some(j) => match transfer_lands(transfers, j, shards, assigned, pending_shard) {
+                Lands::Across => None,
+                lands => Some(lands),
+            },
+            None => None,
         };
+        return found.unwrap_or_else(|| {
+            Lands::On(
+                pending_shard(t.pending_id).unwrap_or_else(|| shard_of(t.pending_id.0, shards)),
+            )
+        });
     }
     match sides(t, shards) {
         (Some(debit), Some(credit)) if debit == credit => Lands::On(debit),
@@ -179,14 +187,20 @@ pub fn is_internal(id: u128) -> bool {
     super::xshard::is_internal(id)
 }
 
-/// The shard of a chain whose every account floats: where a lookup found its first
-/// transfer (a routed request: the routed shard), else its first transfer id's shard.
+/// The shard of a chain whose every account floats: its first transfer id's shard, for a
+/// client's request however it was routed (so a resend routed differently lands on the
+/// same shard, where the id is already taken); a node's own events between internal
+/// accounts (legs, aliases, markers, burns, sent routed) go where they were sent.
 fn floating_home(
     chain: &[Transfer],
     shards: u32,
     pending_shard: &impl Fn(TransferId) -> Option<u32>,
 ) -> u32 {
-    pending_shard(chain[0].id).unwrap_or_else(|| shard_of(chain[0].id.0, shards))
+    let internal = chain
+        .iter()
+        .any(|t| is_internal(t.debit_account_id.0) || is_internal(t.credit_account_id.0));
+    let sent_to = if internal { pending_shard(chain[0].id) } else { None };
+    sent_to.unwrap_or_else(|| shard_of(chain[0].id.0, shards))
 }
 
 /// The (debit, credit) shard of each transfer of a cross-shard `chain`: each account's
@@ -227,8 +241,9 @@ pub fn transfer_routes(
         while end + 1 < transfers.len() && transfers[end].flags.contains(TransferFlags::LINKED) {
             end += 1;
         }
-        let chain: Vec<Lands> =
-            (start..=end).map(|i| transfer_lands(transfers, i, shards, &pending_shard)).collect();
+        let chain: Vec<Lands> = (start..=end)
+            .map(|i| transfer_lands(transfers, i, shards, &routes.shards, &pending_shard))
+            .collect();
         let mut on = chain.iter().filter_map(|l| match l {
             Lands::On(shard) => Some(*shard),
             _ => None,
@@ -381,6 +396,20 @@ mod tests {
         post.pending_id = TransferId(17);
         let two_phase = [transfer(17, merchant, b, TransferFlags::PENDING), post];
         assert_eq!(transfer_routes(&two_phase, 4, none).shards, vec![Some(sb), Some(sb)]);
+        // A transfer between spread accounts lands on its id's shard also in a request
+        // routed elsewhere (a resend routed differently must find its id taken)...
+        let routed_elsewhere = |_| Some(shard_of(13, 4) % 4 + 1);
+        let routes = transfer_routes(&alone, 4, routed_elsewhere);
+        assert_eq!(routes.shards, vec![Some(ShardId(shard_of(13, 4)))]);
+        // ... and a post that names only spread accounts is looked up, or follows the
+        // event that created its pending transfer, wherever that went.
+        let mut post_spread = transfer(20, stock, delivered, TransferFlags::POST_PENDING_TRANSFER);
+        post_spread.pending_id = TransferId(19);
+        assert_eq!(pending_to_find(&[post_spread], 4), vec![TransferId(19)]);
+        let pending = transfer(19, stock, delivered, TransferFlags::PENDING);
+        let request = [transfer(18, a, merchant, TransferFlags::LINKED), pending, post_spread];
+        assert!(pending_to_find(&request, 4).is_empty());
+        assert_eq!(transfer_routes(&request, 4, none).shards, vec![Some(sa); 3]);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! shard of its other account ([`route`](super::route)), so a redemption (member →
 //! merchant, item stock → delivered) touches only the member's shard.
 //!
-//! - **Creation** goes to every shard (one request per shard, all at once); the result is
-//!   `created` if any slice was created and the others existed, `exists` if all existed,
-//!   else the first refusal (the home shard's first).
+//! - **Creation** goes first to the account's home shard (`shard_of(id)`), then, if that
+//!   slice was created or exists with the same fields, to every other shard (one request
+//!   per shard, all at once): so no slice is ever created with fields that differ from the
+//!   home slice's. The result is `created` if any slice was created and the others
+//!   existed, `exists` if all existed, else the refusal (the home shard's first).
 //! - **Lookups** return the sum of the slices' balances; `get_account_transfers` merges
 //!   the slices' histories by timestamp.
 //! - **Dry slices.** A slice whose debit would exceed its credits answers `slice_dry`
@@ -188,10 +190,16 @@ impl LedgerApi {
                     dry.len()
                 )));
             }
-            // Per slice: the smallest and the total amount its dry transfers need.
+            // Per slice: the smallest and the total amount its dry chains need from it (a
+            // chain may debit the slice more than once: all of them count).
             let mut needed: BTreeMap<(u128, ShardId), (u128, u128)> = BTreeMap::new();
             for &i in &dry {
-                let amount = transfers[i].amount;
+                let chain = chains.iter().find(|c| c.contains(&i)).expect("every event has one");
+                let (account, _) = slice(i);
+                let amount = transfers[chain.clone()]
+                    .iter()
+                    .filter(|t| t.debit_account_id.0 == account)
+                    .fold(0_u128, |sum, t| sum.saturating_add(t.amount));
                 let (least, total) = needed.entry(slice(i)).or_insert((amount, 0));
                 *least = (*least).min(amount);
                 *total = total.saturating_add(amount);
@@ -230,9 +238,13 @@ impl LedgerApi {
             burns.entry(slice(i).1).or_default().push(i);
         }
         let burnt = burns.into_iter().map(|(shard, indexes)| async move {
-            let events = indexes
-                .iter()
-                .map(|&i| Transfer { debit_account_id: burn_account(), ..transfers[i] });
+            // Each burn alone (not linked): a linked burn would read `linked_event_chain_open`
+            // or `linked_event_failed`, which burn nothing.
+            let events = indexes.iter().map(|&i| Transfer {
+                debit_account_id: burn_account(),
+                flags: transfers[i].flags - TransferFlags::LINKED,
+                ..transfers[i]
+            });
             let results = self.transfers_on(shard, events.collect(), deadline).await?;
             Ok::<_, Status>(indexes.into_iter().zip(results).collect::<Vec<_>>())
         });
@@ -240,12 +252,18 @@ impl LedgerApi {
             let answer = if xshard::exists_differently(status) {
                 // A resend of the same transfer got through in the meantime.
                 TS::Exists
-            } else {
-                if status != TS::DebitAccountNotFound.code() && status != TS::IdAlreadyFailed.code()
-                {
-                    tracing::warn!(transfer = %format!("{:#x}", transfers[i].id.0), status, "burning a dry transfer's id");
-                }
+            } else if status == TS::DebitAccountNotFound.code()
+                || status == TS::IdAlreadyFailed.code()
+            {
                 TS::ExceedsCredits
+            } else {
+                // The id is not burnt: saying `exceeds_credits` would let a resend succeed
+                // after the client was told it failed.
+                return Err(Status::internal(format!(
+                    "TALLY:Internal: transfer {:#x} found its spread account sold out, but its \
+                     id could not be marked failed (status {status}); resend the request",
+                    transfers[i].id.0
+                )));
             };
             outcomes[i] = (timestamp, i32::try_from(answer.code()).expect("small"));
         }
@@ -293,10 +311,21 @@ impl LedgerApi {
         donors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         // Units moving between slices (another node's refill) are pending on both sides:
         // counted here, so they never make the account look sold out.
-        let held = slices.iter().fold(0_u128, |total, (_, a)| total.saturating_add(held(a)));
-        if held < least {
-            tracing::info!(account = %format!("{account:#x}"), %shard, held, least, slices = slices.len(), "spread account sold out");
-            return Ok(false);
+        let held_now = |slices: &[(ShardId, Account)]| {
+            slices.iter().fold(0_u128, |total, (_, a)| total.saturating_add(held(a)))
+        };
+        if held_now(&slices) < least {
+            // The slices are read one shard at a time: a move between two of them can be
+            // seen on neither side (its debit leg read after it was created, its credit
+            // leg read before). Confirm after the moves in flight have had time to land.
+            tokio::time::sleep(REFILL_WAIT).await;
+            let again = self.slices(AccountId(account), deadline).await?;
+            let held = held_now(&again);
+            if held < least {
+                tracing::info!(account = %format!("{account:#x}"), %shard, held, least, slices = again.len(), "spread account sold out");
+                return Ok(false);
+            }
+            return Ok(true);
         }
         if donors.iter().fold(here, |total, d| total.saturating_add(d.1)) < least {
             // The units are in flight between other slices: let them land, then retry.
@@ -353,8 +382,12 @@ impl LedgerApi {
         ids: &[AccountId],
         deadline: Instant,
     ) -> Result<HashMap<u128, Account>, Status> {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let unique = &unique;
         let parts = (1..=self.shard_count()).map(|s| async move {
-            let found = self.lookup_accounts_on(ShardId(s), ids.to_vec(), deadline).await?;
+            let found = self.lookup_accounts_on(ShardId(s), unique.clone(), deadline).await?;
             Ok::<_, Status>(found.into_iter().map(move |a| (ShardId(s), a)))
         });
         let mut by_id: HashMap<u128, Vec<(ShardId, Account)>> = HashMap::new();
@@ -375,30 +408,49 @@ impl LedgerApi {
         accounts: &[Account],
         deadline: Instant,
     ) -> Result<Vec<(u64, i32)>, Status> {
-        let parts = (1..=self.shard_count()).map(|s| async move {
-            self.accounts_on(ShardId(s), accounts.to_vec(), deadline).await
-        });
-        let per_shard = try_join_all(parts).await?;
         let count = self.shard_count();
+        let home = |a: &Account| ShardId(shard_of(a.id.0, count));
         let ok = |status: u32| status == AS::Created.code() || status == AS::Exists.code();
-        Ok(accounts
-            .iter()
-            .enumerate()
-            .map(|(i, account)| {
-                let home = shard_of(account.id.0, count) as usize - 1;
-                let (home_ts, home_status) = per_shard[home][i];
-                let refused = std::iter::once(per_shard[home][i])
-                    .chain(per_shard.iter().map(|outcomes| outcomes[i]))
-                    .find(|(_, status)| !ok(*status));
-                let (timestamp, status) = match refused {
-                    Some(refusal) => refusal,
-                    None if per_shard.iter().any(|o| o[i].1 == AS::Created.code()) => {
-                        (home_ts, AS::Created.code())
-                    }
-                    None => (home_ts, home_status),
-                };
-                (timestamp, i32::try_from(status).expect("small"))
-            })
+        // 1. The home slices: a request whose fields differ from an existing account is
+        // refused here, before any other slice is created with those fields.
+        let mut by_home: BTreeMap<ShardId, Vec<usize>> = BTreeMap::new();
+        for (i, account) in accounts.iter().enumerate() {
+            by_home.entry(home(account)).or_default().push(i);
+        }
+        let homes = by_home.iter().map(|(&shard, indexes)| async move {
+            let part = indexes.iter().map(|&i| accounts[i]).collect();
+            let outcomes = self.accounts_on(shard, part, deadline).await?;
+            Ok::<_, Status>(indexes.iter().copied().zip(outcomes).collect::<Vec<_>>())
+        });
+        let mut at_home = vec![(0, 0); accounts.len()];
+        for (i, outcome) in try_join_all(homes).await?.into_iter().flatten() {
+            at_home[i] = outcome;
+        }
+        // 2. The other slices, with the fields the home slice holds (created or equal).
+        let parts = (1..=count).map(ShardId).map(|shard| {
+            let indexes: Vec<usize> = (0..accounts.len())
+                .filter(|&i| ok(at_home[i].1) && home(&accounts[i]) != shard)
+                .collect();
+            async move {
+                if indexes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let part = indexes.iter().map(|&i| accounts[i]).collect();
+                let outcomes = self.accounts_on(shard, part, deadline).await?;
+                Ok::<_, Status>(indexes.into_iter().zip(outcomes).collect::<Vec<_>>())
+            }
+        });
+        let mut result: Vec<(u64, u32)> = at_home.clone();
+        for (i, (timestamp, status)) in try_join_all(parts).await?.into_iter().flatten() {
+            if !ok(status) && ok(result[i].1) {
+                result[i] = (timestamp, status);
+            } else if status == AS::Created.code() && result[i].1 == AS::Exists.code() {
+                result[i] = (at_home[i].0, status);
+            }
+        }
+        Ok(result
+            .into_iter()
+            .map(|(timestamp, status)| (timestamp, i32::try_from(status).expect("small")))
             .collect())
     }
 

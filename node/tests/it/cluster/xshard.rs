@@ -407,6 +407,35 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
         .collect();
     assert_eq!(resent, [TS::LinkedEventFailed as i32, TS::IdAlreadyFailed as i32]);
 
+    // Orders whose chain takes two units, unit legs first (linked): a dry slice is refilled
+    // with both; with 5 units, two orders are sold and the third, finding 1 unit, is sold
+    // out: the dry leg (whichever of the two) is refused and its id burnt although it is
+    // linked to the rest of its chain.
+    let member = members[1];
+    let double = |n: u128| {
+        vec![
+            v1::Transfer { ledger: units, ..transfer(200 + 3 * n, stock, delivered, 1, linked) },
+            v1::Transfer { ledger: units, ..transfer(201 + 3 * n, stock, delivered, 1, linked) },
+            transfer(202 + 3 * n, member, merchant, 10, 0),
+        ]
+    };
+    for n in 0..2 {
+        let done = client.create_transfers(double(n)).await.unwrap();
+        assert!(done.iter().all(|r| r.status == TS::Created as i32), "{done:?}");
+    }
+    let statuses = |results: Vec<v1::CreateTransferResult>| -> Vec<i32> {
+        results.iter().map(|r| r.status).collect()
+    };
+    let third = statuses(client.create_transfers(double(2)).await.unwrap());
+    let dry = third.iter().position(|&s| s == TS::ExceedsCredits as i32).expect("sold out");
+    assert!(dry < 2, "{third:?}");
+    let others = (0..3).filter(|&i| i != dry).map(|i| third[i]);
+    assert!(others.clone().all(|s| s == TS::LinkedEventFailed as i32), "{third:?}");
+    let again = statuses(client.create_transfers(double(2)).await.unwrap());
+    assert_eq!(again[dry], TS::IdAlreadyFailed as i32, "{again:?}");
+    let (_, out, _, into) = sums(&client, &[stock]).await[0];
+    assert_eq!(into - out, 1, "one unit left");
+
     // Each redemption ran on its member's shard: the member's history holds the points
     // leg itself (a cross-shard transaction would show its legs, with other ids).
     let history = client
@@ -436,7 +465,7 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
         })
         .await
         .unwrap();
-    assert_eq!(credits.len(), 5, "{credits:?}");
+    assert_eq!(credits.len(), 7, "5 redemptions and 2 double orders: {credits:?}");
     assert!(credits.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
     // Every shard converges (conservation per ledger is checked by the replicas' digest).
     for shard in 1..=SHARDS {
