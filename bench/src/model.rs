@@ -56,6 +56,12 @@ pub enum Role {
     Issuance,
     /// The stock supply account.
     Supply,
+    /// A member's account at institution B (swaps).
+    MemberB,
+    /// Institution A's swap pool.
+    PoolA,
+    /// Institution B's swap pool.
+    PoolB,
 }
 
 impl Role {
@@ -69,6 +75,9 @@ impl Role {
             Self::Delivered => ids.delivered(index),
             Self::Issuance => ids.issuance(),
             Self::Supply => ids.supply(),
+            Self::MemberB => ids.member_b(index),
+            Self::PoolA => ids.pool_a(),
+            Self::PoolB => ids.pool_b(),
         }
     }
 }
@@ -83,6 +92,8 @@ pub struct Model {
     delivered: Vec<Balance>,
     issuance: Balance,
     supply: Balance,
+    members_b: Vec<Balance>,
+    pools: [Balance; 2],
     applied: u64,
 }
 
@@ -103,6 +114,8 @@ impl Model {
             delivered: vec![Balance::default(); spec.items as usize],
             issuance: Balance { debits: members * points, credits: 0 },
             supply: Balance { debits: items * stock, credits: 0 },
+            members_b: vec![Balance::default(); if spec.swaps { spec.members as usize } else { 0 }],
+            pools: [Balance::default(); 2],
             applied: 0,
         }
     }
@@ -134,6 +147,14 @@ impl Model {
                 self.issuance.debits += points;
                 self.members[member as usize].credits += points;
             }
+            Op::Swap { member, points, .. } => {
+                let points = u128::from(points);
+                let received = swap_received(points);
+                self.members[member as usize].debits += points;
+                self.pools[0].credits += points;
+                self.pools[1].debits += received;
+                self.members_b[member as usize].credits += received;
+            }
             Op::Lookup { .. } => return,
         }
         self.applied += 1;
@@ -150,6 +171,9 @@ impl Model {
             .chain(role(Role::Delivered, &self.delivered))
             .chain(role(Role::Issuance, std::slice::from_ref(&self.issuance)))
             .chain(role(Role::Supply, std::slice::from_ref(&self.supply)))
+            .chain(role(Role::MemberB, &self.members_b))
+            .chain(role(Role::PoolA, if self.spec.swaps { &self.pools[..1] } else { &[] }))
+            .chain(role(Role::PoolB, if self.spec.swaps { &self.pools[1..] } else { &[] }))
     }
 
     /// Every account of the population with its id and expected totals.
@@ -161,6 +185,14 @@ impl Model {
             balance,
         })
     }
+}
+
+/// Points received for `points` given, at [`SWAP_RATE`](crate::population::SWAP_RATE)
+/// rounded down (what the node computes and stores).
+#[must_use]
+pub fn swap_received(points: u128) -> u128 {
+    let (numerator, denominator) = crate::population::SWAP_RATE;
+    points * u128::from(numerator) / u128::from(denominator)
 }
 
 /// The result of one verification check.
@@ -415,6 +447,7 @@ mod tests {
             hot_items: 1,
             member_points: 50,
             stock: 4,
+            swaps: false,
         }
     }
 
@@ -434,6 +467,23 @@ mod tests {
         assert_eq!(member2.balance, Balance { debits: 30, credits: 50 });
         let delivered1 = accounts.iter().find(|a| a.id == ids.delivered(1)).unwrap();
         assert_eq!((delivered1.role, delivered1.balance.credits), (Role::Delivered, 1));
+    }
+
+    #[test]
+    fn a_swap_moves_points_between_two_ledgers_at_the_rate() {
+        let spec = PopulationSpec { swaps: true, ..spec() };
+        let mut model = Model::new(spec);
+        let quote_expires_at = 1;
+        model.apply(&Op::Swap { seq: 1, member: 1, points: 7, quote_expires_at });
+        let ids = Ids::new(9);
+        let accounts: Vec<Expected> = model.accounts(&ids).collect();
+        assert_eq!(accounts.len() as u64, spec.accounts());
+        let balance = |id: u128| accounts.iter().find(|a| a.id == id).unwrap().balance;
+        // 7 x 3/2 = 10.5, rounded down.
+        assert_eq!(balance(ids.member(1)), Balance { debits: 7, credits: 50 });
+        assert_eq!(balance(ids.pool_a()), Balance { debits: 0, credits: 7 });
+        assert_eq!(balance(ids.pool_b()), Balance { debits: 10, credits: 0 });
+        assert_eq!(balance(ids.member_b(1)), Balance { debits: 0, credits: 10 });
     }
 
     fn redeem(seq: u64) -> Op {

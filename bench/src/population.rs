@@ -24,6 +24,15 @@ use serde::Serialize;
 pub const POINTS_LEDGER: u32 = 1;
 /// Item units.
 pub const UNITS_LEDGER: u32 = 2;
+/// A second institution's points (what a swap receives).
+pub const POINTS_B_LEDGER: u32 = 3;
+/// Transfer codes of a swap's two transfers.
+pub const CODE_SWAP_GIVE: u16 = 40;
+/// See [`CODE_SWAP_GIVE`].
+pub const CODE_SWAP_RECEIVE: u16 = 41;
+/// Points of institution B received per point of A given (`numerator / denominator`),
+/// rounded down.
+pub const SWAP_RATE: (u64, u32) = (3, 2);
 /// Transfer code of a redemption's points leg.
 pub const CODE_REDEEM: u16 = 10;
 /// Transfer code of a redemption's unit leg.
@@ -48,6 +57,9 @@ pub struct PopulationSpec {
     pub member_points: u64,
     /// Units of stock each item starts with.
     pub stock: u64,
+    /// Whether swaps run: each member then also has an account on ledger B, and the two
+    /// institutions a pool each.
+    pub swaps: bool,
 }
 
 impl PopulationSpec {
@@ -71,7 +83,12 @@ impl PopulationSpec {
     /// Accounts the population has in all.
     #[must_use]
     pub fn accounts(&self) -> u64 {
-        u64::from(self.members) + u64::from(self.merchants) + 2 * u64::from(self.items) + 2
+        let swappers = if self.swaps { u64::from(self.members) + 2 } else { 0 };
+        u64::from(self.members)
+            + u64::from(self.merchants)
+            + 2 * u64::from(self.items)
+            + 2
+            + swappers
     }
 }
 
@@ -88,6 +105,9 @@ enum Kind {
     Delivered = 4,
     Issuance = 5,
     Supply = 6,
+    MemberB = 7,
+    PoolA = 8,
+    PoolB = 9,
 }
 
 /// The ids of one run's accounts and transfers.
@@ -124,7 +144,7 @@ impl Ids {
         // Every account a redemption or an earn shares with other members is spread (a
         // slice on every shard), so each redemption and earn touches only its member's
         // shard (`docs/SHARDING.md` §2).
-        if kind == Kind::Member || !self.spread {
+        if matches!(kind, Kind::Member | Kind::MemberB) || !self.spread {
             id
         } else {
             tally_proto::routing::spread_account_id(id)
@@ -159,6 +179,24 @@ impl Ids {
     #[must_use]
     pub fn issuance(&self) -> u128 {
         self.account(Kind::Issuance, 0)
+    }
+
+    /// Member `index`'s account at institution B (ledger B; credited by swaps).
+    #[must_use]
+    pub fn member_b(&self, index: u32) -> u128 {
+        self.account(Kind::MemberB, index)
+    }
+
+    /// Institution A's swap pool (ledger A; credited by swaps).
+    #[must_use]
+    pub fn pool_a(&self) -> u128 {
+        self.account(Kind::PoolA, 0)
+    }
+
+    /// Institution B's swap pool (ledger B; debited by swaps, no balance limit).
+    #[must_use]
+    pub fn pool_b(&self) -> u128 {
+        self.account(Kind::PoolB, 0)
     }
 
     /// The supply account that stock comes from.
@@ -226,6 +264,7 @@ mod tests {
             hot_items: 6,
             member_points: 1,
             stock: 1,
+            swaps: false,
         };
         assert!(spec.validate().unwrap_err().contains("--hot-items"));
         assert_eq!(PopulationSpec { hot_items: 5, ..spec }.accounts(), 10 + 1 + 10 + 2);

@@ -14,6 +14,10 @@ use crate::population::PopulationSpec;
 /// Points per redemption or earn are drawn uniformly from `1..=POINTS_PER_OP_MAX`.
 pub const POINTS_PER_OP_MAX: u32 = 100;
 
+/// How long a swap's quote is valid from when the operation is drawn (a run is at most
+/// an hour, and an open-loop operation is drawn before its intended send time).
+pub const QUOTE_VALIDITY_NS: u64 = 600 * 1_000_000_000;
+
 /// A workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -28,6 +32,11 @@ pub enum Workload {
     Earn,
     /// Earn 30%, redeem (uniform) 60%, balance lookup 10%.
     Mixed,
+    /// Swaps: a uniform member gives points on ledger A for points on ledger B (its own
+    /// account at institution B) at [`SWAP_RATE`](crate::population::SWAP_RATE), through
+    /// the two institutions' (spread) pools: usually a cross-shard transaction, since the
+    /// member's two accounts live on different shards. Tally only.
+    Swap,
 }
 
 impl Workload {
@@ -40,6 +49,7 @@ impl Workload {
             Self::FlashSale => "flash-sale",
             Self::Earn => "earn",
             Self::Mixed => "mixed",
+            Self::Swap => "swap",
         }
     }
 }
@@ -70,6 +80,18 @@ pub enum Op {
         /// Points earned.
         points: u32,
     },
+    /// A member swaps `points` of ledger A for ledger B's at a quote expiring at
+    /// `quote_expires_at` (ns since the epoch; the quote id is `seq`).
+    Swap {
+        /// Operation number.
+        seq: u64,
+        /// Member index.
+        member: u32,
+        /// Points given.
+        points: u32,
+        /// The quote's expiry.
+        quote_expires_at: u64,
+    },
     /// A linearizable read of a member's balance.
     Lookup {
         /// Member index.
@@ -88,7 +110,7 @@ impl Op {
     #[must_use]
     pub fn transfers(&self) -> u64 {
         match self {
-            Self::Redeem { .. } => 2,
+            Self::Redeem { .. } | Self::Swap { .. } => 2,
             Self::Earn { .. } => 1,
             Self::Lookup { .. } => 0,
         }
@@ -153,6 +175,14 @@ impl OpGenerator {
         Op::Earn { seq: self.seq(), member, points: self.points() }
     }
 
+    fn swap(&mut self) -> Op {
+        let member = self.uniform_member();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let now_ns = now.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let quote_expires_at = now_ns.saturating_add(QUOTE_VALIDITY_NS);
+        Op::Swap { seq: self.seq(), member, points: self.points(), quote_expires_at }
+    }
+
     /// The next operation.
     pub fn next_op(&mut self) -> Op {
         match self.workload {
@@ -173,6 +203,7 @@ impl OpGenerator {
                 self.redeem(member, 0, item)
             }
             Workload::Earn => self.earn(),
+            Workload::Swap => self.swap(),
             Workload::Mixed => match self.rng.random_range(0..100) {
                 0..30 => self.earn(),
                 30..90 => self.redeem_uniform(),
@@ -199,6 +230,7 @@ mod tests {
             hot_items: 3,
             member_points: 100,
             stock: 10,
+            swaps: false,
         }
     }
 
@@ -233,6 +265,20 @@ mod tests {
     }
 
     #[test]
+    fn swaps_carry_a_quote_valid_for_the_run() {
+        let ops = generate(Workload::Swap, 4, 100);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let now_ns = u64::try_from(now.as_nanos()).unwrap();
+        for op in ops {
+            let Op::Swap { member, points, quote_expires_at, .. } = op else {
+                panic!("{op:?} is not a swap")
+            };
+            assert!(member < 1000 && (1..=POINTS_PER_OP_MAX).contains(&points));
+            assert!(quote_expires_at > now_ns + QUOTE_VALIDITY_NS / 2, "{quote_expires_at}");
+        }
+    }
+
+    #[test]
     fn mixed_has_the_documented_shares() {
         let ops = generate(Workload::Mixed, 3, 10_000);
         let earns = ops.iter().filter(|op| matches!(op, Op::Earn { .. })).count();
@@ -242,7 +288,7 @@ mod tests {
         let seqs: std::collections::HashSet<u64> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Redeem { seq, .. } | Op::Earn { seq, .. } => Some(*seq),
+                Op::Redeem { seq, .. } | Op::Earn { seq, .. } | Op::Swap { seq, .. } => Some(*seq),
                 Op::Lookup { .. } => None,
             })
             .collect();

@@ -146,6 +146,7 @@ impl Args {
             hot_items: self.hot_items,
             member_points: self.member_points,
             stock: self.stock,
+            swaps: self.workloads.contains(&Workload::Swap),
         }
     }
 
@@ -177,6 +178,10 @@ impl Args {
         }
         if self.targets.contains(&TargetName::Tally) && !self.local && self.endpoints.is_empty() {
             return Err("driving tally needs --local or --endpoints".into());
+        }
+        if self.targets.contains(&TargetName::Postgres) && self.workloads.contains(&Workload::Swap)
+        {
+            return Err("the swap workload runs against tally only (--targets tally)".into());
         }
         if self.targets.is_empty() || self.workloads.is_empty() {
             return Err("--targets and --workloads need at least one entry".into());

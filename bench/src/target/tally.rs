@@ -12,10 +12,12 @@ use tally_proto::limits::BATCH_EVENTS_MAX;
 use tally_proto::{u128_of, uint128};
 
 use crate::BenchError;
-use crate::model::{AccountChecks, Balance, Check, Found, Model, Outcome, ReadBack, Role};
+use crate::model::{
+    AccountChecks, Balance, Check, Found, Model, Outcome, ReadBack, Role, swap_received,
+};
 use crate::population::{
-    CODE_DELIVER, CODE_EARN, CODE_REDEEM, CODE_RESTOCK, Ids, POINTS_LEDGER, PopulationSpec,
-    UNITS_LEDGER,
+    CODE_DELIVER, CODE_EARN, CODE_REDEEM, CODE_RESTOCK, CODE_SWAP_GIVE, CODE_SWAP_RECEIVE, Ids,
+    POINTS_B_LEDGER, POINTS_LEDGER, PopulationSpec, SWAP_RATE, UNITS_LEDGER,
 };
 use crate::scenario::Op;
 
@@ -90,6 +92,13 @@ impl TallyTarget {
         accounts.extend((0..spec.merchants).map(|i| account(ids.merchant(i), POINTS_LEDGER, free)));
         accounts.extend((0..spec.items).map(|i| account(ids.stock(i), UNITS_LEDGER, limited)));
         accounts.extend((0..spec.items).map(|i| account(ids.delivered(i), UNITS_LEDGER, free)));
+        if spec.swaps {
+            accounts.push(account(ids.pool_a(), POINTS_LEDGER, free));
+            accounts.push(account(ids.pool_b(), POINTS_B_LEDGER, free));
+            let members_b =
+                (0..spec.members).map(|i| account(ids.member_b(i), POINTS_B_LEDGER, free));
+            accounts.extend(members_b);
+        }
         bulk(
             &accounts,
             |chunk| self.client.create_accounts(chunk),
@@ -166,8 +175,63 @@ impl TallyTarget {
                 pending_timeout_s: 0,
                 reference: u128::from(seq),
             })],
+            Op::Swap { .. } => {
+                let request = self.swap_of(op);
+                let give = v1::Transfer {
+                    id: request.give_id,
+                    debit_account_id: request.member_a_account_id,
+                    credit_account_id: request.pool_a_account_id,
+                    amount: request.amount,
+                    user_data_128: request.quote_id,
+                    user_data_64: request.quote_expires_at,
+                    user_data_32: u32::try_from(request.rounding).unwrap_or(0),
+                    ledger: request.ledger_a,
+                    code: request.code_a,
+                    flags: v1::TransferFlag::Linked as u32,
+                    ..Default::default()
+                };
+                let received = swap_received(u128_of(request.amount));
+                let receive = v1::Transfer {
+                    id: request.receive_id,
+                    debit_account_id: request.pool_b_account_id,
+                    credit_account_id: request.member_b_account_id,
+                    amount: uint128(received),
+                    user_data_128: request.quote_id,
+                    user_data_64: request.rate_numerator,
+                    user_data_32: request.rate_denominator,
+                    ledger: request.ledger_b,
+                    code: request.code_b,
+                    ..Default::default()
+                };
+                vec![give, receive]
+            }
             Op::Lookup { .. } => Vec::new(),
         }
+    }
+
+    /// The `Swap` request of a swap operation.
+    fn swap_of(&self, op: &Op) -> v1::SwapRequest {
+        let Op::Swap { seq, member, points, quote_expires_at } = *op else {
+            unreachable!("only for swaps")
+        };
+        let ids = &self.ids;
+        loyalty::swap(&loyalty::Swap {
+            give_id: ids.transfer(seq),
+            receive_id: ids.transfer_second(seq),
+            member_a_account: ids.member(member),
+            pool_a_account: ids.pool_a(),
+            ledger_a: POINTS_LEDGER,
+            code_a: CODE_SWAP_GIVE,
+            pool_b_account: ids.pool_b(),
+            member_b_account: ids.member_b(member),
+            ledger_b: POINTS_B_LEDGER,
+            code_b: CODE_SWAP_RECEIVE,
+            points: u128::from(points),
+            rate: SWAP_RATE,
+            rounding: v1::Rounding::Down,
+            quote_id: u128::from(seq),
+            quote_expires_at,
+        })
     }
 
     /// Sends `ops` as at most one create request and one lookup request, concurrently,
@@ -176,11 +240,17 @@ impl TallyTarget {
         let mut transfers = Vec::new();
         let mut spans = Vec::with_capacity(ops.len());
         let mut lookups = Vec::new();
+        // A swap is its own request (`LedgerService.Swap` takes one); they run at once.
+        let mut swaps = Vec::new();
         for op in ops {
             match op {
                 Op::Lookup { member } => {
                     spans.push(None);
                     lookups.push(self.ids.member(*member));
+                }
+                Op::Swap { .. } => {
+                    spans.push(None);
+                    swaps.push(self.swap_of(op));
                 }
                 _ => {
                     let legs = self.transfers_of(op);
@@ -201,16 +271,26 @@ impl TallyTarget {
             }
             self.client.lookup_accounts(&lookups).await
         };
-        let (writes, reads) = tokio::join!(writes, reads);
+        let swapped = futures_util::future::join_all(
+            swaps.into_iter().map(|request| self.client.swap(request)),
+        );
+        let (writes, reads, swapped) = tokio::join!(writes, reads, swapped);
+        let mut swapped = swapped.into_iter().map(|reply| match reply {
+            Ok(reply) => outcome_of(&reply.results),
+            Err(_) => Outcome::Unknown,
+        });
         let read_outcome = match reads {
             Ok(found) if found.len() == lookups.len() => Outcome::Ok,
             // An account of the population missing: refused with "not found".
             Ok(_) => Outcome::Failed(v1::CreateTransferStatus::DebitAccountNotFound as u32),
             Err(_) => Outcome::Unknown,
         };
-        spans
-            .into_iter()
-            .map(|span| match (span, &writes) {
+        ops.iter()
+            .zip(spans)
+            .map(|(op, span)| match (span, &writes) {
+                (None, _) if matches!(op, Op::Swap { .. }) => {
+                    swapped.next().expect("one reply per swap")
+                }
                 (None, _) => read_outcome,
                 (Some(_), Err(_)) => Outcome::Unknown,
                 (Some((start, len)), Ok(results)) => outcome_of(&results[start..start + len]),
