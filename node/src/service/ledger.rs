@@ -99,6 +99,12 @@ fn routed<M>(message: M, shard: ShardId, timeout: Duration) -> Request<M> {
     request
 }
 
+/// gRPC metadata key a node sets on a routed `CreateTransfers` of its own steps (a
+/// cross-shard transaction's legs, posts, voids, tombstones; burns): applied exactly as
+/// sent, so a leg on a dry spread slice comes back `slice_dry` to the coordinator, which
+/// refills it, instead of being refilled, resent or burnt by the shard's leader.
+pub const RAW_METADATA_KEY: &str = "tally-raw";
+
 fn invalid_route(e: &RouteError) -> Status {
     Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
 }
@@ -426,6 +432,7 @@ impl LedgerApi {
         wire: &[v1::Transfer],
         routed_to: Option<ShardId>,
         not_after: Option<u64>,
+        raw: bool,
     ) -> Result<Vec<(u64, i32)>, Status> {
         let count = self.inner.shards;
         if routed_to.is_none() {
@@ -464,14 +471,14 @@ impl LedgerApi {
             if chains.is_empty() {
                 Ok(Vec::new())
             } else {
-                self.run_transactions(&chains, not_after, deadline).await
+                self.run_transactions(&chains, not_after, true, deadline).await
             }
         };
         let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
         for (range, results) in routes.transactions.iter().zip(transactions) {
             outcomes[range.clone()].copy_from_slice(&results);
         }
-        if outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
+        if !raw && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
             self.settle_dry(transfers, wire, &routes.shards, routed_to, &mut outcomes).await?;
         }
         Ok(outcomes)
@@ -545,8 +552,10 @@ impl LedgerApi {
             |mut peer, left| {
                 let wire = transfers.iter().map(convert::transfer_to_proto).collect();
                 let message = v1::CreateTransfersRequest { transfers: wire };
+                let mut request = routed(message, shard, left);
+                request.metadata_mut().insert(RAW_METADATA_KEY, MetadataValue::from(1_u32));
                 async move {
-                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    let reply = peer.create_transfers(request).await?;
                     Ok(reply
                         .into_inner()
                         .results
@@ -797,8 +806,10 @@ impl LedgerService for LedgerApi {
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
+        // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
+        let raw = routed_to.is_some() && request.metadata().get(RAW_METADATA_KEY).is_some();
         let outcomes =
-            self.create(&transfers, &request.get_ref().transfers, routed_to, None).await?;
+            self.create(&transfers, &request.get_ref().transfers, routed_to, None, raw).await?;
         Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(outcomes) }))
     }
 
@@ -829,7 +840,8 @@ impl LedgerService for LedgerApi {
         }
         let wire: Vec<v1::Transfer> =
             swap.transfers.iter().map(convert::transfer_to_proto).collect();
-        let outcomes = self.create(&swap.transfers, &wire, None, Some(swap.expires_at)).await?;
+        let outcomes =
+            self.create(&swap.transfers, &wire, None, Some(swap.expires_at), false).await?;
         let results = transfer_results(outcomes);
         Ok(Response::new(v1::SwapReply { results, amount_received }))
     }

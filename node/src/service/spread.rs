@@ -355,7 +355,9 @@ impl LedgerApi {
             .iter()
             .map(|t| (std::slice::from_ref(t), vec![(ShardId(t.user_data_32), shard)]))
             .collect();
-        let outcomes = self.run_transactions(&chains, None, deadline).await?;
+        // A move that finds its giving slice dry is not refilled in turn (this refill
+        // holds the account's lock): it is voided, and the next round reads again.
+        let outcomes = self.run_transactions(&chains, None, false, deadline).await?;
         for (t, outcome) in moves.iter().zip(outcomes) {
             tracing::debug!(account = %format!("{account:#x}"), from = t.user_data_32, to = %shard, units = t.amount, status = outcome[0].1, "slice refill");
         }

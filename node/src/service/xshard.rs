@@ -521,8 +521,8 @@ impl Progress {
                         .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
                     let timestamp = self.aliases[k].0;
                     match failed {
-                        // A dry slice in a transaction is not refilled (the transaction is
-                        // decided already): the client sees what one shard would say.
+                        // A slice still dry after its refills (sold out): the client sees
+                        // what one shard would say.
                         Some((_, status)) if status == TS::SliceDry.code() => {
                             (timestamp, TS::ExceedsCredits.code())
                         }
@@ -662,6 +662,7 @@ impl LedgerApi {
         &self,
         chains: &[Placed<'_>],
         not_after: Option<u64>,
+        refill_dry: bool,
         deadline: Instant,
     ) -> Result<Vec<Vec<(u64, i32)>>, Status> {
         let plans = chains
@@ -698,6 +699,9 @@ impl LedgerApi {
                 Place::Leg(l) => txn.legs[l] = outcome,
                 Place::Marker => txn.markers &= prepared(outcome.1),
             }
+        }
+        if refill_dry {
+            self.refill_legs(&mut txns, deadline).await?;
         }
         fail::fail_point!("coordinator::after_first_leg");
 
@@ -782,6 +786,72 @@ impl LedgerApi {
             return Err(super::swap::quote_expired(at, now));
         }
         Ok(txns.iter().map(Progress::outcomes).collect())
+    }
+
+    /// Legs refused `slice_dry` (their debit is a spread account's slice that holds too
+    /// little): the slices are refilled from the others (`spread`) and the legs created
+    /// again under the same ids (`slice_dry` burns no id; each leg's marker is already in
+    /// place), at most `spread::REFILL_ROUNDS_MAX` rounds; a leg whose account is sold out
+    /// stays refused, and its transaction is decided void.
+    async fn refill_legs(&self, txns: &mut [Progress], deadline: Instant) -> Result<(), Status> {
+        let dry_code = TS::SliceDry.code();
+        let mut sold_out: std::collections::HashSet<(u128, ShardId)> =
+            std::collections::HashSet::new();
+        for _ in 0..super::spread::REFILL_ROUNDS_MAX {
+            let dry: Vec<(usize, usize)> = txns
+                .iter()
+                .enumerate()
+                .flat_map(|(i, txn)| {
+                    let legs = txn.legs.iter().enumerate();
+                    legs.filter(|(_, (_, status))| *status == dry_code).map(move |(l, _)| (i, l))
+                })
+                .filter(|&(i, l)| {
+                    let leg = &txns[i].plan.legs[l];
+                    !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard))
+                })
+                .collect();
+            if dry.is_empty() {
+                return Ok(());
+            }
+            // Per slice: the smallest and the total a dry transaction needs from it.
+            let mut needed: BTreeMap<(u128, ShardId), (u128, u128)> = BTreeMap::new();
+            for &(i, l) in &dry {
+                let leg = &txns[i].plan.legs[l];
+                let key = (leg.transfer.debit_account_id.0, leg.shard);
+                let amount = txns[i]
+                    .plan
+                    .legs
+                    .iter()
+                    .filter(|other| (other.transfer.debit_account_id.0, other.shard) == key)
+                    .fold(0_u128, |sum, other| sum.saturating_add(other.transfer.amount));
+                let (least, total) = needed.entry(key).or_insert((amount, 0));
+                *least = (*least).min(amount);
+                *total = total.saturating_add(amount);
+            }
+            let refills = needed.iter().map(|(&(account, shard), &(least, total))| async move {
+                let refilled = self.refill(account, shard, least, total, deadline).await?;
+                Ok::<_, Status>(((account, shard), refilled))
+            });
+            for (key, refilled) in try_join_all(refills).await? {
+                if !refilled {
+                    sold_out.insert(key);
+                }
+            }
+            let mut wave: Wave<(usize, usize)> = BTreeMap::new();
+            for &(i, l) in &dry {
+                let leg = &txns[i].plan.legs[l];
+                if !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard)) {
+                    wave.entry(leg.shard).or_default().push(((i, l), leg.transfer));
+                }
+            }
+            if wave.is_empty() {
+                return Ok(());
+            }
+            for ((i, l), outcome) in self.create_wave(&wave, deadline, |_| None).await? {
+                txns[i].legs[l] = outcome;
+            }
+        }
+        Ok(())
     }
 
     /// Creates one transfer on `shard`; its outcome.

@@ -436,6 +436,55 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
     let (_, out, _, into) = sums(&client, &[stock]).await[0];
     assert_eq!(into - out, 1, "one unit left");
 
+    // A swap through spread pools, B's pool limited to what it holds: the receive leg
+    // draws on B's pool's slice beside the member's B account (another shard than the
+    // member's A account: a cross-shard transaction), refilled from the slice that holds
+    // the pool's points; a swap the whole pool cannot pay is refused.
+    let ledger_b = LEDGER + 2;
+    let (pool_a, pool_b, bank_b) =
+        (spread_account_id(6), spread_account_id(7), spread_account_id(8));
+    let giver = members[2];
+    // Not the giver's shard, nor the shard the pool's funding lands on (two spread
+    // accounts: the transfer id's shard), so the slice it draws on starts dry.
+    let member_b = (1000..)
+        .find(|&id| ![shard_of(giver, SHARDS), shard_of(3, SHARDS)].contains(&shard_of(id, SHARDS)))
+        .unwrap();
+    let institutions = vec![
+        spread(pool_a, LEDGER, 0),
+        spread(pool_b, ledger_b, DMNEC),
+        spread(bank_b, ledger_b, 0),
+        v1::Account { id: uint128(member_b), ledger: ledger_b, code: 1, ..Default::default() },
+    ];
+    let created = client.create_accounts(institutions).await.unwrap();
+    assert!(created.iter().all(|r| r.status == AS::Created as i32), "{created:?}");
+    let fund = v1::Transfer { ledger: ledger_b, ..transfer(3, bank_b, pool_b, 30, 0) };
+    assert_eq!(client.create_transfers(vec![fund]).await.unwrap()[0].status, 0);
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let swap = |give: u128, points: u128| tally_client::loyalty::Swap {
+        give_id: give,
+        receive_id: give + 1,
+        member_a_account: giver,
+        pool_a_account: pool_a,
+        ledger_a: LEDGER,
+        code_a: 7,
+        pool_b_account: pool_b,
+        member_b_account: member_b,
+        ledger_b,
+        code_b: 8,
+        points,
+        rate: (1, 1),
+        rounding: v1::Rounding::Down,
+        quote_id: give,
+        quote_expires_at: u64::try_from(expires.as_nanos()).unwrap() + 60_000_000_000,
+    };
+    let paid = client.swap(tally_client::loyalty::swap(&swap(300, 10))).await.unwrap();
+    assert_eq!(statuses(paid.results), [TS::Created as i32; 2]);
+    let unpaid = client.swap(tally_client::loyalty::swap(&swap(302, 25))).await.unwrap();
+    assert_eq!(statuses(unpaid.results), [TS::LinkedEventFailed as i32, TS::ExceedsCredits as i32]);
+    let pools = sums(&client, &[pool_b, member_b]).await;
+    let (pending_out, out, pending_in, into) = pools[0];
+    assert_eq!((pending_out, pending_in, into - out, pools[1]), (0, 0, 20, (0, 0, 0, 10)));
+
     // Each redemption ran on its member's shard: the member's history holds the points
     // leg itself (a cross-shard transaction would show its legs, with other ids).
     let history = client
