@@ -153,7 +153,41 @@ fn dry_events(
         .collect()
 }
 
+/// What dry requests need from each slice (spread account, shard): the least one of them
+/// needs and the total.
+#[derive(Debug, Default)]
+pub(super) struct Needs(BTreeMap<(u128, ShardId), (u128, u128)>);
+
+impl Needs {
+    /// A dry chain (or transaction) needs `amount` from `slice`.
+    pub(super) fn add(&mut self, slice: (u128, ShardId), amount: u128) {
+        let (least, total) = self.0.entry(slice).or_insert((amount, 0));
+        *least = (*least).min(amount);
+        *total = total.saturating_add(amount);
+    }
+}
+
 impl LedgerApi {
+    /// Refills every slice of `needed` at once; adds to `sold_out` those whose account
+    /// holds too little.
+    pub(super) async fn refill_all(
+        &self,
+        needed: &Needs,
+        sold_out: &mut HashSet<(u128, ShardId)>,
+        deadline: Instant,
+    ) -> Result<(), Status> {
+        let refills = needed.0.iter().map(|(&(account, shard), &(least, total))| async move {
+            let refilled = self.refill(account, shard, least, total, deadline).await?;
+            Ok::<_, Status>(((account, shard), refilled))
+        });
+        for (key, refilled) in try_join_all(refills).await? {
+            if !refilled {
+                sold_out.insert(key);
+            }
+        }
+        Ok(())
+    }
+
     /// Refills the dry slices of `outcomes` and retries their chains until none is dry,
     /// then refuses, with `exceeds_credits`, the transfers whose slices together hold too
     /// little (burning each one's id). `shards` are the events' shards as routed. A refill
@@ -192,7 +226,7 @@ impl LedgerApi {
             }
             // Per slice: the smallest and the total amount its dry chains need from it (a
             // chain may debit the slice more than once: all of them count).
-            let mut needed: BTreeMap<(u128, ShardId), (u128, u128)> = BTreeMap::new();
+            let mut needed = Needs::default();
             for &i in &dry {
                 let chain = chains.iter().find(|c| c.contains(&i)).expect("every event has one");
                 let (account, _) = slice(i);
@@ -200,19 +234,9 @@ impl LedgerApi {
                     .iter()
                     .filter(|t| t.debit_account_id.0 == account)
                     .fold(0_u128, |sum, t| sum.saturating_add(t.amount));
-                let (least, total) = needed.entry(slice(i)).or_insert((amount, 0));
-                *least = (*least).min(amount);
-                *total = total.saturating_add(amount);
+                needed.add(slice(i), amount);
             }
-            let refills = needed.iter().map(|(&(account, shard), &(least, total))| async move {
-                let refilled = self.refill(account, shard, least, total, deadline).await?;
-                Ok::<_, Status>(((account, shard), refilled))
-            });
-            for (key, refilled) in try_join_all(refills).await? {
-                if !refilled {
-                    sold_out.insert(key);
-                }
-            }
+            self.refill_all(&needed, &mut sold_out, deadline).await?;
             let indexes: Vec<usize> = chains
                 .iter()
                 .filter(|chain| {

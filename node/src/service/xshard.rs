@@ -814,7 +814,7 @@ impl LedgerApi {
                 return Ok(());
             }
             // Per slice: the smallest and the total a dry transaction needs from it.
-            let mut needed: BTreeMap<(u128, ShardId), (u128, u128)> = BTreeMap::new();
+            let mut needed = super::spread::Needs::default();
             for &(i, l) in &dry {
                 let leg = &txns[i].plan.legs[l];
                 let key = (leg.transfer.debit_account_id.0, leg.shard);
@@ -824,19 +824,9 @@ impl LedgerApi {
                     .iter()
                     .filter(|other| (other.transfer.debit_account_id.0, other.shard) == key)
                     .fold(0_u128, |sum, other| sum.saturating_add(other.transfer.amount));
-                let (least, total) = needed.entry(key).or_insert((amount, 0));
-                *least = (*least).min(amount);
-                *total = total.saturating_add(amount);
+                needed.add(key, amount);
             }
-            let refills = needed.iter().map(|(&(account, shard), &(least, total))| async move {
-                let refilled = self.refill(account, shard, least, total, deadline).await?;
-                Ok::<_, Status>(((account, shard), refilled))
-            });
-            for (key, refilled) in try_join_all(refills).await? {
-                if !refilled {
-                    sold_out.insert(key);
-                }
-            }
+            self.refill_all(&needed, &mut sold_out, deadline).await?;
             let mut wave: Wave<(usize, usize)> = BTreeMap::new();
             for &(i, l) in &dry {
                 let leg = &txns[i].plan.legs[l];
