@@ -445,6 +445,12 @@ impl LedgerApi {
             }
         }
         let routes = match routed_to {
+            // A node's own steps: applied where they were sent (a leg between two spread
+            // accounts would otherwise be routed by its own id).
+            Some(shard) if raw => route::TransferRoutes {
+                shards: vec![Some(shard); transfers.len()],
+                transactions: Vec::new(),
+            },
             // The forwarding node found where each pending transfer lives.
             Some(shard) => route::transfer_routes(transfers, count, |_| Some(shard.0)),
             None => {
@@ -471,7 +477,7 @@ impl LedgerApi {
             if chains.is_empty() {
                 Ok(Vec::new())
             } else {
-                self.run_transactions(&chains, not_after, true, deadline).await
+                self.run_transactions(&chains, not_after, !raw, deadline).await
             }
         };
         let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;

@@ -797,7 +797,7 @@ impl LedgerApi {
         let dry_code = TS::SliceDry.code();
         let mut sold_out: std::collections::HashSet<(u128, ShardId)> =
             std::collections::HashSet::new();
-        for _ in 0..super::spread::REFILL_ROUNDS_MAX {
+        for round in 0.. {
             let dry: Vec<(usize, usize)> = txns
                 .iter()
                 .enumerate()
@@ -813,17 +813,36 @@ impl LedgerApi {
             if dry.is_empty() {
                 return Ok(());
             }
-            // Per slice: the smallest and the total a dry transaction needs from it.
+            if round == super::spread::REFILL_ROUNDS_MAX || Instant::now() >= deadline {
+                // Not sold out, only not refilled in time: deciding now would refuse for good
+                // what the account can pay. The request fails retryably; legs created so far
+                // are resolved by a resend (same ids) or by recovery.
+                return Err(Status::deadline_exceeded(format!(
+                    "TALLY:Timeout: {} legs of cross-shard transactions still find their spread \
+                     account's slice dry after {round} refills; resend the request unchanged",
+                    dry.len()
+                )));
+            }
+            // Per slice: the smallest and the total a dry transaction needs from it: its legs
+            // on that slice still dry (those created already hold their units).
             let mut needed = super::spread::Needs::default();
+            let mut counted = std::collections::HashSet::new();
             for &(i, l) in &dry {
                 let leg = &txns[i].plan.legs[l];
                 let key = (leg.transfer.debit_account_id.0, leg.shard);
+                if !counted.insert((i, key)) {
+                    continue;
+                }
                 let amount = txns[i]
                     .plan
                     .legs
                     .iter()
-                    .filter(|other| (other.transfer.debit_account_id.0, other.shard) == key)
-                    .fold(0_u128, |sum, other| sum.saturating_add(other.transfer.amount));
+                    .zip(&txns[i].legs)
+                    .filter(|(other, (_, status))| {
+                        *status == dry_code
+                            && (other.transfer.debit_account_id.0, other.shard) == key
+                    })
+                    .fold(0_u128, |sum, (other, _)| sum.saturating_add(other.transfer.amount));
                 needed.add(key, amount);
             }
             self.refill_all(&needed, &mut sold_out, deadline).await?;
