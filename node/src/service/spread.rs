@@ -394,20 +394,16 @@ impl LedgerApi {
         id: AccountId,
         deadline: Instant,
     ) -> Result<Vec<(ShardId, Account)>, Status> {
-        let parts = (1..=self.shard_count()).map(|s| async move {
-            let found = self.lookup_accounts_on(ShardId(s), vec![id], deadline).await?;
-            Ok::<_, Status>(found.into_iter().map(move |a| (ShardId(s), a)))
-        });
-        Ok(try_join_all(parts).await?.into_iter().flatten().collect())
+        Ok(self.slices_of(&[id], deadline).await?.remove(&id.0).unwrap_or_default())
     }
 
-    /// The sums of the spread accounts `ids` (each looked up on every shard); missing if no
-    /// slice exists.
-    pub(super) async fn spread_sums(
+    /// The slices of each of the spread accounts `ids` found, with their shards: one
+    /// linearizable lookup per shard for all of them (each id asked once).
+    async fn slices_of(
         &self,
         ids: &[AccountId],
         deadline: Instant,
-    ) -> Result<HashMap<u128, Account>, Status> {
+    ) -> Result<HashMap<u128, Vec<(ShardId, Account)>>, Status> {
         let mut unique = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -420,8 +416,19 @@ impl LedgerApi {
         for (shard, account) in try_join_all(parts).await?.into_iter().flatten() {
             by_id.entry(account.id.0).or_default().push((shard, account));
         }
+        Ok(by_id)
+    }
+
+    /// The sums of the spread accounts `ids`; missing if no slice exists.
+    pub(super) async fn spread_sums(
+        &self,
+        ids: &[AccountId],
+        deadline: Instant,
+    ) -> Result<HashMap<u128, Account>, Status> {
         let count = self.shard_count();
-        Ok(by_id
+        Ok(self
+            .slices_of(ids, deadline)
+            .await?
             .into_iter()
             .filter_map(|(id, slices)| Some((id, sum(&slices, ShardId(shard_of(id, count)))?)))
             .collect())

@@ -88,6 +88,17 @@ pub async fn sums(client: &Client, ids: &[u128]) -> Vec<(u128, u128, u128, u128)
         .collect()
 }
 
+/// Waits until every replica of every shard has applied what its leader had applied
+/// (the replicas' digests then agree: conservation per ledger on every shard).
+async fn converge_every_shard(cluster: &Cluster) {
+    for shard in 1..=SHARDS {
+        let map = cluster.list_shards(1).await.unwrap();
+        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
+        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
+        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
@@ -178,12 +189,7 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     assert!(refused.to_string().contains("single-phase"), "{refused}");
 
     // Every shard's replicas agree.
-    for shard in 1..=SHARDS {
-        let map = cluster.list_shards(1).await.unwrap();
-        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
-        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
-        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
-    }
+    converge_every_shard(&cluster).await;
 }
 
 /// A swap whose four accounts live on four shards: both transfers or neither, the rate's
@@ -303,12 +309,7 @@ async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
     assert!(zero.unwrap_err().to_string().contains("rate_denominator"));
 
     // Both pools and transit accounts balance: conservation per ledger on every shard.
-    for shard in 1..=SHARDS {
-        let map = cluster.list_shards(1).await.unwrap();
-        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
-        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
-        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
-    }
+    converge_every_shard(&cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,12 +518,7 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
     assert_eq!(credits.len(), 7, "5 redemptions and 2 double orders: {credits:?}");
     assert!(credits.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
     // Every shard converges (conservation per ledger is checked by the replicas' digest).
-    for shard in 1..=SHARDS {
-        let map = cluster.list_shards(1).await.unwrap();
-        let leader = map.shard_infos.iter().find(|s| s.shard_id == shard).unwrap().leader_id;
-        let applied = cluster.shard_status(leader, shard, false).await.unwrap().applied_index;
-        cluster.wait_shard_converged(shard, &[1, 2, 3], applied).await;
-    }
+    converge_every_shard(&cluster).await;
 }
 
 /// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
