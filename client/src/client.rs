@@ -14,7 +14,10 @@
 //! than [`SHARD_MAP_MAX_AGE`], and sends each request first to the leader of the shard of
 //! its first event (the account's, or the first transfer's debit account's): a
 //! single-shard request then reaches its leader directly. Any node takes any request (it
-//! forwards the parts of other shards), so a stale map costs one hop, never an error.
+//! forwards the parts of other shards), so a stale leader costs one hop, never an error.
+//! Every request carries the map's version (`tally-map-version`); a node whose map is newer
+//! (a shard's replicas were moved) answers `FAILED_PRECONDITION` `TALLY:StaleShardMap` with
+//! its version, and the client fetches the map again and resends the same request.
 //!
 //! A retry resends the identical request — the same transfer and account ids. Ids are
 //! idempotency keys, so an event that an earlier attempt applied (whose reply was lost)
@@ -28,7 +31,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX};
-use tally_proto::routing::shard_of;
+use tally_proto::routing::{MAP_VERSION_METADATA_KEY, shard_of};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -165,6 +168,8 @@ struct Node {
 /// The client's copy of the shard map.
 #[derive(Debug)]
 struct ShardMap {
+    /// The map's version (`ListShards.map_version`; the highest seen).
+    version: u64,
     /// The cluster's data-shard count.
     shards: u32,
     /// Each shard's leader address (index `shard - 1`), empty if unknown.
@@ -191,8 +196,28 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// The shard map version a request is sent with (`tally-map-version`), once the map is
+/// known.
+#[derive(Clone, Copy, Debug)]
+struct Stamp(Option<u64>);
+
+impl Stamp {
+    fn on<M>(self, message: M) -> tonic::Request<M> {
+        let mut request = tonic::Request::new(message);
+        if let Some(version) = self.0 {
+            request.metadata_mut().insert(MAP_VERSION_METADATA_KEY, version.into());
+        }
+        request
+    }
+}
+
+/// Start of the message of a `FAILED_PRECONDITION` that asks for a newer shard map.
+const STALE_SHARD_MAP: &str = "TALLY:StaleShardMap";
+
 /// What to do after a failed attempt.
 enum Next {
+    /// Fetch the shard map (at least this version) and resend.
+    RefreshMap(u64),
     Redirect(String),
     OtherNode,
     SameNodeAfter(Duration),
@@ -208,6 +233,11 @@ fn classify(status: &tonic::Status) -> Next {
             Some(addr) if !addr.is_empty() => Next::Redirect(addr),
             _ => Next::OtherNode,
         },
+        Code::FailedPrecondition if status.message().starts_with(STALE_SHARD_MAP) => {
+            Next::RefreshMap(
+                metadata(MAP_VERSION_METADATA_KEY).and_then(|v| v.parse().ok()).unwrap_or(0),
+            )
+        }
         Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::Unknown => Next::OtherNode,
         Code::ResourceExhausted => {
             let ms = metadata(RETRY_AFTER_MS_KEY).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -278,7 +308,7 @@ impl Client {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let client = self.clone();
                 runtime.spawn(async move {
-                    client.fetch_shard_map().await;
+                    client.fetch_shard_map(client.inner.current.load(Ordering::Relaxed)).await;
                     client.inner.fetching.store(false, Ordering::Release);
                 });
             } else {
@@ -288,10 +318,16 @@ impl Client {
         addr.map(|a| self.index_of(&a))
     }
 
-    /// Fetches the shard map from the endpoint that last answered (failures are only
-    /// logged: requests still work without it, through any node).
-    async fn fetch_shard_map(&self) {
-        let (_, node) = self.node_at(self.inner.current.load(Ordering::Relaxed));
+    /// The version of the cached shard map, if one was fetched.
+    fn map_version(&self) -> Option<u64> {
+        self.inner.map.read().as_ref().map(|m| m.version)
+    }
+
+    /// Fetches the shard map from endpoint `index` (failures are only logged: requests
+    /// still work without it, through any node). The version kept is the highest seen (a
+    /// node that lags may answer with an older one).
+    async fn fetch_shard_map(&self, index: usize) {
+        let (_, node) = self.node_at(index);
         let mut admin = AdminServiceClient::new(node.channel);
         let fetch = admin.list_shards(v1::ListShardsRequest {});
         match tokio::time::timeout(SHARD_MAP_FETCH_TIMEOUT, fetch).await {
@@ -309,8 +345,14 @@ impl Client {
                         slot.clone_from(&info.leader_addr);
                     }
                 }
-                *self.inner.map.write() =
-                    Some(ShardMap { shards: reply.shards, leaders, fetched: Instant::now() });
+                let mut map = self.inner.map.write();
+                let version = map.as_ref().map_or(0, |m| m.version).max(reply.map_version);
+                *map = Some(ShardMap {
+                    version,
+                    shards: reply.shards,
+                    leaders,
+                    fetched: Instant::now(),
+                });
             }
             Ok(Err(status)) => tracing::debug!(node = %node.addr, %status, "shard map not fetched"),
             Err(_) => tracing::debug!(node = %node.addr, "shard map fetch timed out"),
@@ -321,7 +363,7 @@ impl Client {
     /// deadline passes. `rpc` must send the same request every time.
     async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, ClientError>
     where
-        F: Fn(LedgerServiceClient<Channel>) -> Fut,
+        F: Fn(LedgerServiceClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.call_via(None, rpc).await
@@ -330,7 +372,7 @@ impl Client {
     /// As [`Self::call`], trying endpoint `first` first if given.
     async fn call_via<T, F, Fut>(&self, first: Option<usize>, rpc: F) -> Result<T, ClientError>
     where
-        F: Fn(LedgerServiceClient<Channel>) -> Fut,
+        F: Fn(LedgerServiceClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let settings = &self.inner.settings;
@@ -344,7 +386,8 @@ impl Client {
             let (at, node) = self.node_at(index);
             let timeout =
                 settings.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let status = match tokio::time::timeout(timeout, rpc(node.client)).await {
+            let stamp = Stamp(self.map_version());
+            let status = match tokio::time::timeout(timeout, rpc(node.client, stamp)).await {
                 Ok(Ok(reply)) => {
                     self.inner.current.store(at, Ordering::Relaxed);
                     return Ok(reply.into_inner());
@@ -356,6 +399,16 @@ impl Client {
             };
             last_error = format!("{}: {:?} {}", node.addr, status.code(), status.message());
             let wait = match classify(&status) {
+                Next::RefreshMap(version) => {
+                    tracing::debug!(node = %node.addr, version, "shard map stale: fetching it");
+                    self.fetch_shard_map(at).await;
+                    index = at;
+                    if self.map_version().is_some_and(|v| v >= version) {
+                        Duration::ZERO
+                    } else {
+                        backoff
+                    }
+                }
                 Next::Fail => {
                     return Err(ClientError::Rejected {
                         code: status.code(),
@@ -403,8 +456,8 @@ impl Client {
         let first = self.leader_for(accounts[0].id.map_or(0, u128::from));
         let request = v1::CreateAccountsRequest { accounts };
         let reply = self
-            .call_via(first, |mut c| {
-                let r = request.clone();
+            .call_via(first, |mut c, stamp| {
+                let r = stamp.on(request.clone());
                 async move { c.create_accounts(r).await }
             })
             .await?;
@@ -430,8 +483,8 @@ impl Client {
         let first = home.and_then(|id| self.leader_for(id));
         let request = v1::CreateTransfersRequest { transfers };
         let reply = self
-            .call_via(first, |mut c| {
-                let r = request.clone();
+            .call_via(first, |mut c, stamp| {
+                let r = stamp.on(request.clone());
                 async move { c.create_transfers(r).await }
             })
             .await?;
@@ -459,7 +512,7 @@ impl Client {
     pub async fn swap(&self, request: v1::SwapRequest) -> Result<v1::SwapReply, ClientError> {
         let member = request.member_a_account_id.map_or(0, u128::from);
         let first = if member == 0 { None } else { self.leader_for(member) };
-        self.call_via(first, |mut c| async move { c.swap(request).await }).await
+        self.call_via(first, |mut c, stamp| async move { c.swap(stamp.on(request)).await }).await
     }
 
     /// The accounts found among `ids` (missing ids are skipped), linearizable.
@@ -473,8 +526,8 @@ impl Client {
             ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
         };
         let reply = self
-            .call_via(first, |mut c| {
-                let r = request.clone();
+            .call_via(first, |mut c, stamp| {
+                let r = stamp.on(request.clone());
                 async move { c.lookup_accounts(r).await }
             })
             .await?;
@@ -491,8 +544,8 @@ impl Client {
             ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
         };
         let reply = self
-            .call(|mut c| {
-                let r = request.clone();
+            .call(|mut c, stamp| {
+                let r = stamp.on(request.clone());
                 async move { c.lookup_transfers(r).await }
             })
             .await?;
@@ -510,7 +563,9 @@ impl Client {
         let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountTransfersRequest { filter: Some(filter) };
         let reply = self
-            .call_via(first, |mut c| async move { c.get_account_transfers(request).await })
+            .call_via(first, |mut c, stamp| async move {
+                c.get_account_transfers(stamp.on(request)).await
+            })
             .await?;
         Ok(reply.transfers)
     }
@@ -526,7 +581,9 @@ impl Client {
         let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountBalancesRequest { filter: Some(filter) };
         let reply = self
-            .call_via(first, |mut c| async move { c.get_account_balances(request).await })
+            .call_via(first, |mut c, stamp| async move {
+                c.get_account_balances(stamp.on(request)).await
+            })
             .await?;
         Ok(reply.balances)
     }

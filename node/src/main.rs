@@ -45,8 +45,8 @@ enum Command {
     /// answer the gRPC health check, prints the endpoints, and stops all three on Ctrl-C,
     /// SIGTERM or SIGHUP, or when one exits on its own (exit code 1).
     Dev(DevArgs),
-    /// Shows the cluster's shards (replicas, leaders) or moves a shard's leadership,
-    /// through any node's admin service.
+    /// Shows the cluster's shards (replicas, leaders, map version), moves a shard's
+    /// leadership or assigns its replicas, through any node's admin service.
     #[command(subcommand)]
     Shards(ShardsCommand),
 }
@@ -71,6 +71,20 @@ enum ShardsCommand {
         /// The node id to lead it.
         #[arg(long, value_name = "NODE")]
         to: u64,
+    },
+    /// Assigns a shard's replicas to a set of nodes (a new shard map version); the shard's
+    /// leader then adds the new nodes as learners, lets them catch up, makes them voters
+    /// and removes the others. Refused if the map changed between reading and writing it.
+    SetReplicas {
+        /// A node's host:port (any node: the change goes on to the metadata group's leader).
+        #[arg(long, default_value = "127.0.0.1:7001", value_name = "HOST:PORT")]
+        endpoint: String,
+        /// The shard, 1..=shards.
+        #[arg(long, value_name = "S")]
+        shard: u32,
+        /// The node ids to hold its replicas, comma-separated (e.g. 1,2,3).
+        #[arg(long, value_name = "NODES", value_delimiter = ',', required = true)]
+        nodes: Vec<u64>,
     },
 }
 
@@ -188,6 +202,9 @@ async fn shards(command: ShardsCommand) -> ExitCode {
         ShardsCommand::List { endpoint } => tally_node::shards_cli::list(&endpoint).await,
         ShardsCommand::TransferLeader { endpoint, shard, to } => {
             tally_node::shards_cli::transfer_leader(&endpoint, shard, to).await
+        }
+        ShardsCommand::SetReplicas { endpoint, shard, nodes } => {
+            tally_node::shards_cli::set_replicas(&endpoint, shard, &nodes).await
         }
     };
     match outcome {

@@ -1,5 +1,5 @@
-//! One node: opens storage, starts the Raft group of each hosted shard, serves gRPC, and
-//! shuts down in one order.
+//! One node: opens storage, starts the Raft group of the metadata group (shard 0, the shard
+//! map) and of each data shard, serves gRPC, and shuts down in one order.
 //!
 //! Served on `listen_addr` (one port): `tally.v1.LedgerService` (public),
 //! `tally.raft.v1.RaftService` (internal), `grpc.health.v1.Health` and server reflection.
@@ -32,6 +32,7 @@ use crate::raft::{self};
 use crate::service::admin::AdminApi;
 use crate::service::batcher::Batcher;
 use crate::service::ledger::{LedgerApi, LocalShard};
+use crate::service::shard_map::{self, MAP_SHARD, Metadata};
 use crate::service::{placement, pulse};
 use crate::storage::Storage;
 use crate::storage::keys::ShardId;
@@ -88,18 +89,27 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut local = BTreeMap::new();
     let mut tasks = Vec::new();
+    // Starts (and on a new cluster bootstraps) this node's replica of `shard`.
+    let start = |shard: ShardId| {
+        let (storage, syncer, channels) = (&storage, syncer.clone(), channels.clone());
+        let config = &config;
+        async move {
+            let replica =
+                raft::node::start(config.node_id, shard, storage, syncer, channels, &config.raft)
+                    .await
+                    .map_err(ServerError::Raft)?;
+            replica
+                .bootstrap(config.node_id, &config.bootstrap)
+                .await
+                .map_err(ServerError::Raft)?;
+            Ok::<_, ServerError>(replica)
+        }
+    };
+    // The metadata group (shard 0): the shard map.
+    let map_replica = start(MAP_SHARD).await?;
+    let meta = Metadata::new(map_replica.clone(), &config.bootstrap, config.shards);
     for shard in (1..=config.shards).map(ShardId) {
-        let replica = raft::node::start(
-            config.node_id,
-            shard,
-            &storage,
-            syncer.clone(),
-            channels.clone(),
-            &config.raft,
-        )
-        .await
-        .map_err(ServerError::Raft)?;
-        replica.bootstrap(config.node_id, &config.bootstrap).await.map_err(ServerError::Raft)?;
+        let replica = start(shard).await?;
         let (batcher, batcher_task) = Batcher::start(replica.clone(), &config.batch);
         tasks.push(batcher_task);
         tasks.push(tokio::spawn(pulse::run(
@@ -109,7 +119,15 @@ pub async fn run(
         )));
         local.insert(shard, LocalShard { replica, batcher });
     }
-    let replicas: Vec<Replica> = local.values().map(|l| l.replica.clone()).collect();
+    let data_replicas: Vec<Replica> = local.values().map(|l| l.replica.clone()).collect();
+    let replicas: Vec<Replica> =
+        std::iter::once(map_replica).chain(data_replicas.iter().cloned()).collect();
+    tasks.push(tokio::spawn(shard_map::reconcile(
+        meta.clone(),
+        data_replicas.clone(),
+        shard_map::RECONCILE_INTERVAL,
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(placement::run(
         replicas.clone(),
         Duration::from_millis(config.raft.leader_balance_interval_ms),
@@ -120,13 +138,15 @@ pub async fn run(
     let admin = AdminApi::new(
         config.node_id,
         config.shards,
-        replicas.clone(),
+        data_replicas,
+        meta.clone(),
         channels.clone(),
         forwarded.clone(),
     );
     let ledger = LedgerApi::new(
         config.shards,
         local,
+        meta,
         channels,
         Duration::from_millis(config.request_timeout_ms),
         forwarded,

@@ -1,5 +1,5 @@
-//! `tallyd shards`: the shard map and leadership transfer from the command line, through
-//! any node's `tally.v1.AdminService`.
+//! `tallyd shards`: the shard map, leadership transfer and replica assignment from the
+//! command line, through any node's `tally.v1.AdminService`.
 
 use std::time::Duration;
 
@@ -45,15 +45,24 @@ pub async fn list(endpoint: &str) -> Result<String, String> {
 #[must_use]
 pub fn render(reply: &v1::ListShardsReply) -> String {
     let mut out = format!(
-        "{} data shards (as node {} knows them)\nshard  leader  preferred  term  replicas\n",
-        reply.shards, reply.node_id
+        "{} data shards, shard map version {} (as node {} knows them)\n\
+         shard  leader  preferred  term  replicas  [assigned: nodes, while a change is under way]\n",
+        reply.shards, reply.map_version, reply.node_id
     );
     for s in &reply.shard_infos {
         let leader = if s.leader_id == 0 { "-".to_owned() } else { s.leader_id.to_string() };
         let replicas: Vec<String> =
             s.replicas.iter().map(|r| format!("{}={}", r.node_id, r.addr)).collect();
+        let mut ids: Vec<u64> = s.replicas.iter().map(|r| r.node_id).collect();
+        ids.sort_unstable();
+        let moving = if ids == s.assigned_node_ids {
+            String::new()
+        } else {
+            let assigned: Vec<String> = s.assigned_node_ids.iter().map(u64::to_string).collect();
+            format!("  [assigned: {}]", assigned.join(","))
+        };
         out.push_str(&format!(
-            "{:>5}  {:>6}  {:>9}  {:>4}  {}\n",
+            "{:>5}  {:>6}  {:>9}  {:>4}  {}{moving}\n",
             s.shard_id,
             leader,
             s.preferred_leader_id,
@@ -78,6 +87,34 @@ pub async fn transfer_leader(endpoint: &str, shard: u32, to: u64) -> Result<Stri
     Ok(format!("shard {shard}: node {} leads", reply.leader_id))
 }
 
+/// Assigns `shard`'s replicas to `nodes` through `endpoint`: reads the map's version, then
+/// changes it if nobody changed it meanwhile; returns the line to print.
+///
+/// # Errors
+/// The node cannot be reached, or refuses the change (the message says which and why).
+pub async fn set_replicas(endpoint: &str, shard: u32, nodes: &[u64]) -> Result<String, String> {
+    let mut admin = connect(endpoint).await?;
+    let map = admin
+        .list_shards(v1::ListShardsRequest {})
+        .await
+        .map_err(|s| rejected(endpoint, &s))?
+        .into_inner();
+    let reply = admin
+        .set_shard_replicas(v1::SetShardReplicasRequest {
+            shard_id: shard,
+            node_ids: nodes.to_vec(),
+            expected_map_version: map.map_version,
+        })
+        .await
+        .map_err(|s| rejected(endpoint, &s))?
+        .into_inner();
+    Ok(format!(
+        "shard {shard}: assigned to nodes {nodes:?} (shard map version {}); its leader now \
+         moves the replicas: `tallyd shards list` shows them once done",
+        reply.map_version
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,16 +131,27 @@ mod tests {
                     preferred_leader_id: 1,
                     term: 3,
                     replicas: vec![v1::ShardReplica { node_id: 1, addr: "a:1".into() }],
+                    assigned_node_ids: vec![1],
                     ..Default::default()
                 },
-                v1::ShardInfo { shard_id: 2, preferred_leader_id: 2, ..Default::default() },
+                v1::ShardInfo {
+                    shard_id: 2,
+                    preferred_leader_id: 2,
+                    assigned_node_ids: vec![2],
+                    ..Default::default()
+                },
             ],
+            map_version: 7,
         };
         let table = render(&reply);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
-        assert!(lines[0].starts_with("2 data shards"), "{table}");
+        assert!(lines[0].starts_with("2 data shards, shard map version 7"), "{table}");
         assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["1", "1", "1", "3", "1=a:1"]);
-        assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["2", "-", "2", "0"]);
+        assert_eq!(
+            lines[3].split_whitespace().collect::<Vec<_>>(),
+            ["2", "-", "2", "0", "[assigned:", "2]"],
+            "a shard whose replicas are not yet where the map assigns them says so"
+        );
     }
 }

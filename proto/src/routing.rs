@@ -15,6 +15,13 @@ pub const SHARDS_MAX: u32 = 1024;
 /// and forwards each part to its shard's leader.
 pub const SHARD_METADATA_KEY: &str = "tally-shard";
 
+/// gRPC metadata key of the shard map version (decimal) a client routed a ledger request
+/// with. A node whose map is newer refuses the request with `FAILED_PRECONDITION`
+/// `TALLY:StaleShardMap`, its own version under this key in the status's metadata; the
+/// client fetches the map again (`AdminService.ListShards`) and resends the same request.
+/// A request without it is not checked.
+pub const MAP_VERSION_METADATA_KEY: &str = "tally-map-version";
+
 /// The top 16 bits of a **spread** account's id (`docs/SHARDING.md` §2): such an account has
 /// one slice, with the same id, on every data shard, and a transfer that names it applies
 /// to the slice on the shard of its other account. Whether an account is spread is a fixed

@@ -1,14 +1,18 @@
 //! `tally-client` against fake ledger servers on loopback: redirects, retries with the same
-//! ids, backoff, non-retried rejections, deadlines and local validation.
+//! ids, backoff, a stale shard map refreshed, non-retried rejections, deadlines and local
+//! validation.
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tally_client::{Client, ClientError};
+use tally_proto::routing::MAP_VERSION_METADATA_KEY;
+use tally_proto::v1::admin_service_server::{AdminService, AdminServiceServer};
 use tally_proto::v1::ledger_service_server::{LedgerService, LedgerServiceServer};
 use tally_proto::v1::{self, CreateTransferStatus};
 use tally_proto::{u128_of, uint128};
@@ -16,11 +20,15 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 /// A ledger server that answers `CreateTransfers` from a script (then OK for ever) and
-/// records every request it receives.
+/// records every request it receives. With `map_version` set it also serves
+/// `ListShards` (one shard, that version) and refuses a `CreateTransfers` routed with an
+/// older (or no) map version with `TALLY:StaleShardMap`, recording the versions sent.
 #[derive(Clone, Default)]
 struct Fake {
     script: Arc<Mutex<VecDeque<Status>>>,
     seen: Arc<Mutex<Vec<Vec<u128>>>>,
+    map_version: Option<Arc<AtomicU64>>,
+    versions: Arc<Mutex<Vec<Option<u64>>>>,
 }
 
 impl Fake {
@@ -44,6 +52,19 @@ impl LedgerService for Fake {
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
         let ids: Vec<u128> = request.get_ref().transfers.iter().map(|t| u128_of(t.id)).collect();
         self.seen.lock().push(ids.clone());
+        if let Some(current) = &self.map_version {
+            let sent = request
+                .metadata()
+                .get(MAP_VERSION_METADATA_KEY)
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            self.versions.lock().push(sent);
+            let current = current.load(Ordering::SeqCst);
+            if sent.is_none_or(|v| v < current) {
+                let mut stale = Status::failed_precondition("TALLY:StaleShardMap: map moved");
+                stale.metadata_mut().insert(MAP_VERSION_METADATA_KEY, MetadataValue::from(current));
+                return Err(stale);
+            }
+        }
         if let Some(status) = self.script.lock().pop_front() {
             return Err(status);
         }
@@ -88,6 +109,39 @@ impl LedgerService for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl AdminService for Fake {
+    async fn node_status(
+        &self,
+        _: Request<v1::NodeStatusRequest>,
+    ) -> Result<Response<v1::NodeStatusReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_shards(
+        &self,
+        _: Request<v1::ListShardsRequest>,
+    ) -> Result<Response<v1::ListShardsReply>, Status> {
+        let Some(version) = &self.map_version else { return Err(Status::unimplemented("fake")) };
+        Ok(Response::new(v1::ListShardsReply {
+            shards: 1,
+            map_version: version.load(Ordering::SeqCst),
+            ..Default::default()
+        }))
+    }
+    async fn transfer_leader(
+        &self,
+        _: Request<v1::TransferLeaderRequest>,
+    ) -> Result<Response<v1::TransferLeaderReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_shard_replicas(
+        &self,
+        _: Request<v1::SetShardReplicasRequest>,
+    ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+}
+
 /// Serves `fake` on a fresh loopback port; returns its address.
 async fn serve(fake: Fake) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,7 +149,8 @@ async fn serve(fake: Fake) -> String {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(LedgerServiceServer::new(fake))
+            .add_service(LedgerServiceServer::new(fake.clone()))
+            .add_service(AdminServiceServer::new(fake))
             .serve_with_incoming(incoming),
     );
     addr
@@ -177,6 +232,25 @@ async fn overloaded_backs_off_and_resends_to_the_same_node() {
     c.create_transfers(transfers(&[5])).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(20), "waited the suggested time");
     assert_eq!(node.requests(), vec![vec![5], vec![5]]);
+}
+
+#[tokio::test]
+async fn a_stale_shard_map_is_fetched_again_and_the_same_ids_resent() {
+    let version = Arc::new(AtomicU64::new(3));
+    let node = Fake { map_version: Some(version.clone()), ..Fake::default() };
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    // The first call may go out before the map is known (no version: refused), or after
+    // the background fetch (version 3); either way it ends accepted with version 3.
+    c.create_transfers(transfers(&[1])).await.unwrap();
+    assert_eq!(node.versions.lock().last(), Some(&Some(3)));
+    // The map moves on: the next call is sent with 3, refused with 4, the map fetched
+    // again, and the same ids resent with 4.
+    version.store(4, Ordering::SeqCst);
+    let before = node.versions.lock().len();
+    c.create_transfers(transfers(&[2, 3])).await.unwrap();
+    assert_eq!(node.versions.lock()[before..], [Some(3), Some(4)]);
+    let seen = node.requests();
+    assert_eq!(seen[seen.len() - 2..], [vec![2, 3], vec![2, 3]]);
 }
 
 #[tokio::test]

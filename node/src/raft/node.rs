@@ -390,6 +390,44 @@ impl Replica {
         }
     }
 
+    /// Makes `target` (node id → address) the group's voters, if this node leads: each new
+    /// node joins as a learner and catches up (at most `learner_wait` each), then one joint
+    /// membership change replaces the voters; removed nodes leave the group (a removed
+    /// leader steps down once the change commits). Safe to call again after a failure:
+    /// a learner already added is kept, and a change already made is a no-op.
+    ///
+    /// # Errors
+    /// Not the leader, a learner that did not catch up in time, a change already in
+    /// progress, or a stopped group (each with its reason).
+    pub async fn change_voters(
+        &self,
+        target: &BTreeMap<NodeId, String>,
+        learner_wait: std::time::Duration,
+    ) -> Result<(), String> {
+        if !self.is_leader() {
+            return Err("not the leader".into());
+        }
+        let current: Vec<NodeId> = self.voters().into_iter().map(|(id, _)| id).collect();
+        for (&id, addr) in target.iter().filter(|(id, _)| !current.contains(id)) {
+            tracing::info!(shard = %self.shard, node = id, "adding a learner");
+            let add = self.raft.add_learner(id, BasicNode::new(addr.clone()), true);
+            match tokio::time::timeout(learner_wait, add).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("adding node {id} as a learner: {e}")),
+                Err(_) => {
+                    return Err(format!("node {id} did not catch up within {learner_wait:?}"));
+                }
+            }
+        }
+        let voters = target.keys().copied().collect::<std::collections::BTreeSet<_>>();
+        tracing::info!(shard = %self.shard, ?voters, "changing the voters");
+        self.raft
+            .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("membership change: {e}"))
+    }
+
     /// If this node leads, hands leadership to the most caught-up voter and waits at most
     /// [`HANDOVER_WAIT`] until it takes over, so that clients see a new leader at once
     /// rather than after an election timeout. Called before a graceful stop, while this

@@ -8,8 +8,10 @@ use std::time::Duration;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::admin_service_server::AdminService;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::shard_map::{MAP_WRITE_WAIT, Metadata};
 use super::status;
 use crate::raft::network::Channels;
 use crate::raft::node::{Replica, ReplicaError, Role};
@@ -23,23 +25,34 @@ pub struct AdminApi {
     node_id: u64,
     shards: u32,
     replicas: Vec<Replica>,
+    meta: Metadata,
     channels: Channels,
     forwarded: Arc<AtomicU64>,
 }
 
 impl AdminApi {
-    /// Reports on `replicas` (this node's, one per shard of the cluster's `shards`) and
-    /// the ledger service's `forwarded` parts count; forwards leadership transfers to
-    /// other nodes over `channels`.
+    /// Reports on `replicas` (this node's, one per data shard of the cluster's `shards`),
+    /// the shard map (`meta`, whose group also appears in `NodeStatus` as shard 0) and the
+    /// ledger service's `forwarded` parts count; forwards leadership transfers and map
+    /// changes to other nodes over `channels`.
     #[must_use]
     pub fn new(
         node_id: u64,
         shards: u32,
         replicas: Vec<Replica>,
+        meta: Metadata,
         channels: Channels,
         forwarded: Arc<AtomicU64>,
     ) -> Self {
-        Self { node_id, shards, replicas, channels, forwarded }
+        Self { node_id, shards, replicas, meta, channels, forwarded }
+    }
+
+    fn admin_peer(&self, addr: &str) -> Result<AdminServiceClient<Channel>, Status> {
+        let channel = self
+            .channels
+            .get(addr)
+            .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
+        Ok(AdminServiceClient::new(channel))
     }
 
     fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
@@ -67,9 +80,8 @@ impl AdminService for AdminApi {
         request: Request<v1::NodeStatusRequest>,
     ) -> Result<Response<v1::NodeStatusReply>, Status> {
         let include_digest = request.get_ref().include_digest;
-        let shards = self
-            .replicas
-            .iter()
+        let shards = std::iter::once(self.meta.replica())
+            .chain(&self.replicas)
             .map(|replica| {
                 let s = replica.status(include_digest);
                 v1::ShardStatus {
@@ -98,6 +110,7 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<v1::ListShardsRequest>,
     ) -> Result<Response<v1::ListShardsReply>, Status> {
+        let view = self.meta.view();
         let shard_infos = self
             .replicas
             .iter()
@@ -114,6 +127,11 @@ impl AdminService for AdminApi {
                         .collect(),
                     preferred_leader_id: replica.preferred_leader().unwrap_or(0),
                     term: replica.status(false).term,
+                    assigned_node_ids: self
+                        .meta
+                        .nodes_of(&view, replica.shard.0)
+                        .into_iter()
+                        .collect(),
                 }
             })
             .collect();
@@ -121,6 +139,7 @@ impl AdminService for AdminApi {
             shards: self.shards,
             shard_infos,
             node_id: self.node_id,
+            map_version: view.version,
         }))
     }
 
@@ -144,13 +163,9 @@ impl AdminService for AdminApi {
             let Some(addr) = hint.addr.clone() else {
                 return Err(status::replica(&ReplicaError::NotLeader(hint)));
             };
-            let channel = self
-                .channels
-                .get(&addr)
-                .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
             let mut forwarded = Request::new(*request.get_ref());
             forwarded.set_timeout(TRANSFER_LEADER_WAIT + Duration::from_secs(1));
-            return AdminServiceClient::new(channel).transfer_leader(forwarded).await;
+            return self.admin_peer(&addr)?.transfer_leader(forwarded).await;
         }
         match replica.transfer_leader(to_node_id, TRANSFER_LEADER_WAIT).await {
             Ok(()) => Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id })),
@@ -161,5 +176,33 @@ impl AdminService for AdminApi {
             ))),
             Err(e) => Err(status::replica(&e)),
         }
+    }
+
+    async fn set_shard_replicas(
+        &self,
+        request: Request<v1::SetShardReplicasRequest>,
+    ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
+        let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
+            request.get_ref();
+        let nodes = self.meta.validate(*shard_id, node_ids)?;
+        let replica = self.meta.replica();
+        if !replica.is_leader() {
+            // Forward once to the metadata group's leader; it answers for itself.
+            let addr = match replica.leader_hint().addr {
+                Some(addr) => Some(addr),
+                None => replica.wait_leader(MAP_WRITE_WAIT).await.addr,
+            };
+            if !replica.is_leader() {
+                let Some(addr) = addr else {
+                    return Err(status::replica(&ReplicaError::NotLeader(replica.leader_hint())));
+                };
+                let mut forwarded = Request::new(request.get_ref().clone());
+                forwarded.set_timeout(MAP_WRITE_WAIT * 2);
+                return self.admin_peer(&addr)?.set_shard_replicas(forwarded).await;
+            }
+        }
+        let map_version = self.meta.set_replicas(*shard_id, &nodes, *expected_map_version).await?;
+        tracing::info!(shard = shard_id, ?nodes, map_version, "shard map changed");
+        Ok(Response::new(v1::SetShardReplicasReply { map_version }))
     }
 }

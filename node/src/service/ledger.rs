@@ -41,6 +41,7 @@ use tonic::{Request, Response, Status};
 
 use super::batcher::{Batcher, Kind};
 use super::route::{self, RouteError};
+use super::shard_map::Metadata;
 use super::spread;
 use super::status;
 use super::swap;
@@ -80,6 +81,8 @@ pub struct LedgerApi {
 struct Inner {
     shards: u32,
     local: BTreeMap<ShardId, LocalShard>,
+    /// The shard map (its version is checked against `tally-map-version`).
+    meta: Metadata,
     channels: Channels,
     request_timeout: Duration,
     /// Parts forwarded to another node (reported by `NodeStatus`).
@@ -205,20 +208,30 @@ fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
 }
 
 impl LedgerApi {
-    /// Serves the `local` shards of a cluster of `shards` data shards; reaches the other
-    /// nodes over `channels`, counting each part it forwards in `forwarded`.
+    /// Serves the `local` shards of a cluster of `shards` data shards, refusing requests
+    /// routed with a map older than `meta`'s; reaches the other nodes over `channels`,
+    /// counting each part it forwards in `forwarded`.
     #[must_use]
     pub fn new(
         shards: u32,
         local: BTreeMap<ShardId, LocalShard>,
+        meta: Metadata,
         channels: Channels,
         request_timeout: Duration,
         forwarded: Arc<AtomicU64>,
     ) -> Self {
         let internal_ready = parking_lot::Mutex::default();
         let refills = spread::Refills::default();
-        let inner =
-            Inner { shards, local, channels, request_timeout, forwarded, internal_ready, refills };
+        let inner = Inner {
+            shards,
+            local,
+            meta,
+            channels,
+            request_timeout,
+            forwarded,
+            internal_ready,
+            refills,
+        };
         Self { inner: Arc::new(inner) }
     }
 
@@ -294,7 +307,11 @@ impl LedgerApi {
         let here = self.shard(shard)?.clone();
         let mut redirect: Option<String> = None;
         for attempt in 1..=FORWARD_ATTEMPTS_MAX {
-            if here.replica.is_leader() {
+            // After this node's own attempt was redirected, follow the redirect even if the
+            // replica still says it leads: a leader removed from the voters stays `Leader`
+            // of its old term until it steps down, refusing writes with a hint (seen in the
+            // shard-map test; three local attempts then failed the part).
+            if here.replica.is_leader() && redirect.is_none() {
                 match local(here.clone()).await {
                     // Leadership moved before the part was proposed (nothing applied):
                     // follow it like a stale hint.
@@ -736,6 +753,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::CreateAccountsRequest>,
     ) -> Result<Response<v1::CreateAccountsReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let accounts =
             convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
@@ -809,6 +827,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::CreateTransfersRequest>,
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
@@ -823,6 +842,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::SwapRequest>,
     ) -> Result<Response<v1::SwapReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let swap = swap::Swap::from_request(request.get_ref())?;
         let amount_received = Some(swap.transfers[1].amount.into());
         let now = super::batcher::cluster_time_now_ns();
@@ -856,6 +876,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupAccountsRequest>,
     ) -> Result<Response<v1::LookupAccountsReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let ids = convert::account_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         let count = self.inner.shards;
@@ -924,6 +945,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupTransfersRequest>,
     ) -> Result<Response<v1::LookupTransfersReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let ids = convert::transfer_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         if let Some(shard) = self.routed_shard(&request)? {
@@ -975,6 +997,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::GetAccountTransfersRequest>,
     ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
         let spread = routing::is_spread(filter.account_id.0);
@@ -1020,6 +1043,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::GetAccountBalancesRequest>,
     ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
+        self.inner.meta.check_version(request.metadata())?;
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
         if routing::is_spread(filter.account_id.0) {

@@ -9,6 +9,8 @@
 //! - [`xshard`] — cross-shard transactions: two phases built from ledger primitives,
 //!   and their recovery.
 //! - [`status`] — cluster conditions as `tonic::Status` with stable codes and leader hints.
+//! - [`shard_map`] — the metadata group (shard 0): the versioned shard map and the
+//!   reconciler that moves each shard's replicas where the map says.
 //! - [`placement`] — leader balancing: each shard's leadership goes to its preferred node.
 //! - [`pulse`] — the leader's timer that expires pending transfers when no batch flows.
 
@@ -18,6 +20,7 @@ pub mod ledger;
 pub mod placement;
 pub mod pulse;
 pub mod route;
+pub mod shard_map;
 pub mod spread;
 pub mod status;
 pub mod swap;
