@@ -10,9 +10,10 @@
 //! - any other code: not retried, [`ClientError::Rejected`].
 //!
 //! **Shards.** The client keeps a copy of the cluster's shard map (`AdminService.ListShards`:
-//! the shard count and each shard's leader), fetched in the background when it is older
-//! than [`SHARD_MAP_MAX_AGE`], and sends each request first to the leader of the shard of
-//! its first event (the account's, or the first transfer's debit account's): a
+//! the shard count and each shard's leader), fetched in the background by the first call
+//! and by any call once it is older than [`SHARD_MAP_MAX_AGE`] (or
+//! [`ClientBuilder::shard_map_max_age`]), and sends each request first to the leader of the
+//! shard of its first event (the account's, or the first transfer's debit account's): a
 //! single-shard request then reaches its leader directly. Any node takes any request (it
 //! forwards the parts of other shards), so a stale leader costs one hop, never an error.
 //! Every request carries the map's version (`tally-map-version`); a node whose map is newer
@@ -48,7 +49,7 @@ pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
 pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
 /// Most endpoints a client keeps (configured plus learned from redirects).
 pub const ENDPOINTS_MAX: usize = 64;
-/// Age after which the client fetches the shard map again (in the background).
+/// Age after which the client fetches the shard map again (in the background), by default.
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
 /// How long fetching the shard map may take.
 pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,6 +78,7 @@ pub struct ClientBuilder {
     deadline: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
+    shard_map_max_age: Duration,
 }
 
 impl ClientBuilder {
@@ -103,6 +105,15 @@ impl ClientBuilder {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max;
+        self
+    }
+
+    /// Age after which the shard map is fetched again in the background (default
+    /// [`SHARD_MAP_MAX_AGE`]). A map moved meanwhile is fetched at once anyway: the first
+    /// node with a newer map refuses the request with `TALLY:StaleShardMap`.
+    #[must_use]
+    pub fn shard_map_max_age(mut self, value: Duration) -> Self {
+        self.shard_map_max_age = value;
         self
     }
 
@@ -216,8 +227,8 @@ const STALE_SHARD_MAP: &str = "TALLY:StaleShardMap";
 
 /// What to do after a failed attempt.
 enum Next {
-    /// Fetch the shard map (at least this version) and resend.
-    RefreshMap(u64),
+    /// Fetch the shard map (at least this version, if the node said) and resend.
+    RefreshMap(Option<u64>),
     Redirect(String),
     OtherNode,
     SameNodeAfter(Duration),
@@ -234,9 +245,7 @@ fn classify(status: &tonic::Status) -> Next {
             _ => Next::OtherNode,
         },
         Code::FailedPrecondition if status.message().starts_with(STALE_SHARD_MAP) => {
-            Next::RefreshMap(
-                metadata(MAP_VERSION_METADATA_KEY).and_then(|v| v.parse().ok()).unwrap_or(0),
-            )
+            Next::RefreshMap(metadata(MAP_VERSION_METADATA_KEY).and_then(|v| v.parse().ok()))
         }
         Code::DeadlineExceeded | Code::Cancelled | Code::Aborted | Code::Unknown => Next::OtherNode,
         Code::ResourceExhausted => {
@@ -262,6 +271,7 @@ impl Client {
             deadline: Duration::from_secs(30),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
+            shard_map_max_age: SHARD_MAP_MAX_AGE,
         }
     }
 
@@ -290,21 +300,28 @@ impl Client {
     }
 
     /// The endpoint to try first for a request whose first event belongs to the shard of
-    /// `account_id`: that shard's leader if the map knows it. Starts a background fetch of
-    /// the map when it is missing or older than [`SHARD_MAP_MAX_AGE`].
+    /// `account_id`: that shard's leader if the map knows it.
     fn leader_for(&self, account_id: u128) -> Option<usize> {
-        let (stale, addr) = {
+        let addr = {
             let map = self.inner.map.read();
-            match map.as_ref() {
-                None => (true, None),
-                Some(m) => {
-                    let shard = shard_of(account_id, m.shards) as usize;
-                    let addr = m.leaders.get(shard - 1).filter(|a| !a.is_empty()).cloned();
-                    (m.fetched.elapsed() > SHARD_MAP_MAX_AGE, addr)
-                }
-            }
+            let m = map.as_ref()?;
+            let shard = shard_of(account_id, m.shards) as usize;
+            m.leaders.get(shard - 1).filter(|a| !a.is_empty()).cloned()
         };
-        if stale && !self.inner.fetching.swap(true, Ordering::AcqRel) {
+        addr.map(|a| self.index_of(&a))
+    }
+
+    /// Starts a background fetch of the shard map when it is missing or older than
+    /// [`ClientBuilder::shard_map_max_age`] (one fetch at a time). Every call runs it, so
+    /// a client whose requests name no routable account still learns the map's version.
+    fn refresh_map_if_old(&self) {
+        let old = self
+            .inner
+            .map
+            .read()
+            .as_ref()
+            .is_none_or(|m| m.fetched.elapsed() > self.inner.settings.shard_map_max_age);
+        if old && !self.inner.fetching.swap(true, Ordering::AcqRel) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let client = self.clone();
                 runtime.spawn(async move {
@@ -315,11 +332,12 @@ impl Client {
                 self.inner.fetching.store(false, Ordering::Release);
             }
         }
-        addr.map(|a| self.index_of(&a))
     }
 
-    /// The version of the cached shard map, if one was fetched.
-    fn map_version(&self) -> Option<u64> {
+    /// The version of the shard map this client holds (the highest it fetched), `None`
+    /// before its first fetch; every request carries it (`tally-map-version`).
+    #[must_use]
+    pub fn shard_map_version(&self) -> Option<u64> {
         self.inner.map.read().as_ref().map(|m| m.version)
     }
 
@@ -375,6 +393,7 @@ impl Client {
         F: Fn(LedgerServiceClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.refresh_map_if_old();
         let settings = &self.inner.settings;
         let deadline = Instant::now() + settings.deadline;
         let mut backoff = settings.backoff_initial;
@@ -386,7 +405,7 @@ impl Client {
             let (at, node) = self.node_at(index);
             let timeout =
                 settings.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let stamp = Stamp(self.map_version());
+            let stamp = Stamp(self.shard_map_version());
             let status = match tokio::time::timeout(timeout, rpc(node.client, stamp)).await {
                 Ok(Ok(reply)) => {
                     self.inner.current.store(at, Ordering::Relaxed);
@@ -399,15 +418,15 @@ impl Client {
             };
             last_error = format!("{}: {:?} {}", node.addr, status.code(), status.message());
             let wait = match classify(&status) {
-                Next::RefreshMap(version) => {
-                    tracing::debug!(node = %node.addr, version, "shard map stale: fetching it");
+                Next::RefreshMap(wanted) => {
+                    tracing::debug!(node = %node.addr, ?wanted, "shard map stale: fetching it");
                     self.fetch_shard_map(at).await;
                     index = at;
-                    if self.map_version().is_some_and(|v| v >= version) {
-                        Duration::ZERO
-                    } else {
-                        backoff
-                    }
+                    // Resend at once only with a newer map than the one refused (and as new
+                    // as the node asked for); otherwise back off like any retry.
+                    let fetched = self.shard_map_version();
+                    let newer = fetched > stamp.0 && fetched >= wanted.or(stamp.0);
+                    if newer { Duration::ZERO } else { backoff }
                 }
                 Next::Fail => {
                     return Err(ClientError::Rejected {

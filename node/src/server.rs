@@ -107,7 +107,14 @@ pub async fn run(
     };
     // The metadata group (shard 0): the shard map.
     let map_replica = start(MAP_SHARD).await?;
-    let meta = Metadata::new(map_replica.clone(), &config.bootstrap, config.shards);
+    let meta = Metadata::new(
+        config.node_id,
+        map_replica.clone(),
+        &config.bootstrap,
+        config.shards,
+        channels.clone(),
+    );
+    tasks.push(tokio::spawn(meta.clone().track(stop_rx.clone())));
     for shard in (1..=config.shards).map(ShardId) {
         let replica = start(shard).await?;
         let (batcher, batcher_task) = Batcher::start(replica.clone(), &config.batch);
@@ -146,7 +153,7 @@ pub async fn run(
     let ledger = LedgerApi::new(
         config.shards,
         local,
-        meta,
+        meta.clone(),
         channels,
         Duration::from_millis(config.request_timeout_ms),
         forwarded,
@@ -157,6 +164,9 @@ pub async fn run(
         Duration::from_millis(config.txn_recovery_after_ms),
         stop_rx.clone(),
     )));
+    // Every ledger request routed with an older shard map is refused before it is served.
+    let map_check =
+        move |request: tonic::Request<()>| meta.check_version(request.metadata()).map(|()| request);
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);
 
@@ -180,9 +190,12 @@ pub async fn run(
     let fatal = parking_lot::Mutex::new(None::<String>);
     let served = tonic::transport::Server::builder()
         .add_service(
-            LedgerServiceServer::new(ledger)
-                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize),
+            tonic::service::interceptor::InterceptedService::new(
+                LedgerServiceServer::new(ledger)
+                    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
+                    .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize),
+                map_check,
+            ),
         )
         .add_service(
             RaftServiceServer::new(raft_server)

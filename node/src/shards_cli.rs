@@ -87,15 +87,16 @@ pub async fn transfer_leader(endpoint: &str, shard: u32, to: u64) -> Result<Stri
     Ok(format!("shard {shard}: node {} leads", reply.leader_id))
 }
 
-/// Assigns `shard`'s replicas to `nodes` through `endpoint`: reads the map's version, then
-/// changes it if nobody changed it meanwhile; returns the line to print.
+/// Assigns `shard`'s replicas to `nodes` through `endpoint`: reads the map's committed
+/// version (`GetShardMap`), then changes it if nobody changed it meanwhile; returns the
+/// line to print.
 ///
 /// # Errors
 /// The node cannot be reached, or refuses the change (the message says which and why).
 pub async fn set_replicas(endpoint: &str, shard: u32, nodes: &[u64]) -> Result<String, String> {
     let mut admin = connect(endpoint).await?;
     let map = admin
-        .list_shards(v1::ListShardsRequest {})
+        .get_shard_map(v1::GetShardMapRequest {})
         .await
         .map_err(|s| rejected(endpoint, &s))?
         .into_inner();

@@ -21,8 +21,9 @@ use tonic::{Request, Response, Status};
 
 /// A ledger server that answers `CreateTransfers` from a script (then OK for ever) and
 /// records every request it receives. With `map_version` set it also serves
-/// `ListShards` (one shard, that version) and refuses a `CreateTransfers` routed with an
-/// older (or no) map version with `TALLY:StaleShardMap`, recording the versions sent.
+/// `ListShards` (one shard, that version) and, like a node, refuses a `CreateTransfers`
+/// routed with an older map version with `TALLY:StaleShardMap` (one sent without a version
+/// is not checked), recording the versions sent.
 #[derive(Clone, Default)]
 struct Fake {
     script: Arc<Mutex<VecDeque<Status>>>,
@@ -59,7 +60,7 @@ impl LedgerService for Fake {
                 .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
             self.versions.lock().push(sent);
             let current = current.load(Ordering::SeqCst);
-            if sent.is_none_or(|v| v < current) {
+            if sent.is_some_and(|v| v < current) {
                 let mut stale = Status::failed_precondition("TALLY:StaleShardMap: map moved");
                 stale.metadata_mut().insert(MAP_VERSION_METADATA_KEY, MetadataValue::from(current));
                 return Err(stale);
@@ -138,6 +139,12 @@ impl AdminService for Fake {
         &self,
         _: Request<v1::SetShardReplicasRequest>,
     ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_shard_map(
+        &self,
+        _: Request<v1::GetShardMapRequest>,
+    ) -> Result<Response<v1::GetShardMapReply>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
@@ -239,9 +246,16 @@ async fn a_stale_shard_map_is_fetched_again_and_the_same_ids_resent() {
     let version = Arc::new(AtomicU64::new(3));
     let node = Fake { map_version: Some(version.clone()), ..Fake::default() };
     let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
-    // The first call may go out before the map is known (no version: refused), or after
-    // the background fetch (version 3); either way it ends accepted with version 3.
-    c.create_transfers(transfers(&[1])).await.unwrap();
+    // A call goes out before the map is known (no version, not checked) or after the
+    // background fetch (version 3); accepted either way.
+    // (The first fetch runs in the background: poll, bounded, until calls carry it.)
+    for id in 100..150 {
+        c.create_transfers(transfers(&[id])).await.unwrap();
+        if node.versions.lock().last() == Some(&Some(3)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(node.versions.lock().last(), Some(&Some(3)));
     // The map moves on: the next call is sent with 3, refused with 4, the map fetched
     // again, and the same ids resent with 4.
@@ -251,6 +265,27 @@ async fn a_stale_shard_map_is_fetched_again_and_the_same_ids_resent() {
     assert_eq!(node.versions.lock()[before..], [Some(3), Some(4)]);
     let seen = node.requests();
     assert_eq!(seen[seen.len() - 2..], [vec![2, 3], vec![2, 3]]);
+}
+
+#[tokio::test]
+async fn a_stale_shard_map_refusal_without_a_version_backs_off() {
+    // A node that says StaleShardMap but names no version, while the map it serves does
+    // not move: the client resends at once only once (the first map it fetched is newer
+    // than none), then backs off until its deadline rather than spinning.
+    let refusal = || Status::failed_precondition("TALLY:StaleShardMap: map moved");
+    let node = Fake {
+        map_version: Some(Arc::new(AtomicU64::new(5))),
+        ..Fake::answering((0..10_000).map(|_| refusal()).collect())
+    };
+    let c = client(vec![serve(node.clone()).await], Duration::from_millis(300));
+    let error = c.create_transfers(transfers(&[1])).await.unwrap_err();
+    let ClientError::DeadlineExceeded { attempts, .. } = error else {
+        panic!("expected DeadlineExceeded, got {error:?}");
+    };
+    // Backoff 5, 10, 20, 40, 50, 50… ms within 300 ms: about ten attempts; a resend
+    // without waiting would make hundreds.
+    assert!((2..=20).contains(&attempts), "{attempts} attempts");
+    assert_eq!(node.requests().len(), attempts as usize);
 }
 
 #[tokio::test]

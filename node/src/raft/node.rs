@@ -309,6 +309,13 @@ impl Replica {
             .collect()
     }
 
+    /// Every node of the group: voters and learners.
+    #[must_use]
+    pub fn members(&self) -> std::collections::BTreeSet<NodeId> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+    }
+
     /// The node that should lead this shard when all are up: leaders are spread evenly by
     /// taking the `(shard - 1) mod n`-th voter by id (`None` before the group has voters).
     #[must_use]
@@ -390,11 +397,12 @@ impl Replica {
         }
     }
 
-    /// Makes `target` (node id → address) the group's voters, if this node leads: each new
-    /// node joins as a learner and catches up (at most `learner_wait` each), then one joint
-    /// membership change replaces the voters; removed nodes leave the group (a removed
-    /// leader steps down once the change commits). Safe to call again after a failure:
-    /// a learner already added is kept, and a change already made is a no-op.
+    /// Makes `target` (node id → address) the group's nodes, all voters, if this node leads:
+    /// each new node joins as a learner and catches up (at most `learner_wait` each), then
+    /// one joint membership change replaces the voters; removed voters leave the group (a
+    /// removed leader steps down once the change commits), and so do learners `target` does
+    /// not name (left by an earlier target that was superseded). Safe to call again after a
+    /// failure: a learner already added is kept, and a change already made is skipped.
     ///
     /// # Errors
     /// Not the leader, a learner that did not catch up in time, a change already in
@@ -420,12 +428,24 @@ impl Replica {
             }
         }
         let voters = target.keys().copied().collect::<std::collections::BTreeSet<_>>();
-        tracing::info!(shard = %self.shard, ?voters, "changing the voters");
-        self.raft
-            .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters), false)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("membership change: {e}"))
+        let current: std::collections::BTreeSet<NodeId> = current.into_iter().collect();
+        if current != voters {
+            tracing::info!(shard = %self.shard, ?voters, "changing the voters");
+            self.raft
+                .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                .await
+                .map_err(|e| format!("membership change: {e}"))?;
+        }
+        let strays: std::collections::BTreeSet<NodeId> =
+            self.members().difference(&voters).copied().collect();
+        if !strays.is_empty() {
+            tracing::info!(shard = %self.shard, ?strays, "removing learners the map does not assign");
+            self.raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(strays), false)
+                .await
+                .map_err(|e| format!("removing learners: {e}"))?;
+        }
+        Ok(())
     }
 
     /// If this node leads, hands leadership to the most caught-up voter and waits at most

@@ -47,20 +47,23 @@ impl AdminApi {
         Self { node_id, shards, replicas, meta, channels, forwarded }
     }
 
-    fn admin_peer(&self, addr: &str) -> Result<AdminServiceClient<Channel>, Status> {
-        let channel = self
-            .channels
-            .get(addr)
-            .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
-        Ok(AdminServiceClient::new(channel))
-    }
-
     fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
         self.replicas
             .iter()
             .find(|r| r.shard.0 == shard_id)
             .ok_or_else(|| status::unknown_shard(shard_id, self.shards))
     }
+}
+
+/// The admin service of the node at `addr`, over this node's shared channels.
+///
+/// # Errors
+/// `UNAVAILABLE` `TALLY:Unreachable` for an address that is not a valid URI.
+pub fn peer(channels: &Channels, addr: &str) -> Result<AdminServiceClient<Channel>, Status> {
+    let channel = channels
+        .get(addr)
+        .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
+    Ok(AdminServiceClient::new(channel))
 }
 
 fn role(r: Role) -> v1::ReplicaRole {
@@ -115,6 +118,18 @@ impl AdminService for AdminApi {
             .replicas
             .iter()
             .map(|replica| {
+                let assigned_node_ids: Vec<u64> =
+                    self.meta.nodes_of(&view, replica.shard.0).into_iter().collect();
+                if self.meta.departed(replica.shard.0).is_some() {
+                    // The map moved this shard off this node: its leftover replica knows
+                    // nothing current. Report the assignment and no leader.
+                    return v1::ShardInfo {
+                        shard_id: replica.shard.0,
+                        replicas: self.meta.replicas_of(&assigned_node_ids),
+                        assigned_node_ids,
+                        ..v1::ShardInfo::default()
+                    };
+                }
                 let hint = replica.leader_hint();
                 v1::ShardInfo {
                     shard_id: replica.shard.0,
@@ -127,11 +142,7 @@ impl AdminService for AdminApi {
                         .collect(),
                     preferred_leader_id: replica.preferred_leader().unwrap_or(0),
                     term: replica.status(false).term,
-                    assigned_node_ids: self
-                        .meta
-                        .nodes_of(&view, replica.shard.0)
-                        .into_iter()
-                        .collect(),
+                    assigned_node_ids,
                 }
             })
             .collect();
@@ -159,13 +170,16 @@ impl AdminService for AdminApi {
             return Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id }));
         }
         if !replica.is_leader() {
-            // Forward once to the leader; it answers for itself.
-            let Some(addr) = hint.addr.clone() else {
+            // Forward once to the leader; it answers for itself (a forwarded request that
+            // finds leadership moved on is refused, not forwarded again).
+            let Some(addr) = hint.addr.clone().filter(|_| !status::was_forwarded(&request)) else {
                 return Err(status::replica(&ReplicaError::NotLeader(hint)));
             };
-            let mut forwarded = Request::new(*request.get_ref());
-            forwarded.set_timeout(TRANSFER_LEADER_WAIT + Duration::from_secs(1));
-            return self.admin_peer(&addr)?.transfer_leader(forwarded).await;
+            let forwarded = status::forwarded(
+                *request.get_ref(),
+                TRANSFER_LEADER_WAIT + Duration::from_secs(1),
+            );
+            return peer(&self.channels, &addr)?.transfer_leader(forwarded).await;
         }
         match replica.transfer_leader(to_node_id, TRANSFER_LEADER_WAIT).await {
             Ok(()) => Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id })),
@@ -185,24 +199,29 @@ impl AdminService for AdminApi {
         let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
             request.get_ref();
         let nodes = self.meta.validate(*shard_id, node_ids)?;
-        let replica = self.meta.replica();
-        if !replica.is_leader() {
-            // Forward once to the metadata group's leader; it answers for itself.
-            let addr = match replica.leader_hint().addr {
-                Some(addr) => Some(addr),
-                None => replica.wait_leader(MAP_WRITE_WAIT).await.addr,
-            };
-            if !replica.is_leader() {
-                let Some(addr) = addr else {
-                    return Err(status::replica(&ReplicaError::NotLeader(replica.leader_hint())));
-                };
-                let mut forwarded = Request::new(request.get_ref().clone());
-                forwarded.set_timeout(MAP_WRITE_WAIT * 2);
-                return self.admin_peer(&addr)?.set_shard_replicas(forwarded).await;
+        if let Some(addr) = self.meta.leader_elsewhere().await? {
+            // Forward once to the metadata group's leader; it answers for itself (a
+            // forwarded request that finds leadership moved on is refused).
+            if status::was_forwarded(&request) {
+                let hint = self.meta.replica().leader_hint();
+                return Err(status::replica(&ReplicaError::NotLeader(hint)));
             }
+            let forwarded = status::forwarded(request.get_ref().clone(), MAP_WRITE_WAIT * 2);
+            return peer(&self.channels, &addr)?.set_shard_replicas(forwarded).await;
         }
         let map_version = self.meta.set_replicas(*shard_id, &nodes, *expected_map_version).await?;
         tracing::info!(shard = shard_id, ?nodes, map_version, "shard map changed");
         Ok(Response::new(v1::SetShardReplicasReply { map_version }))
+    }
+
+    async fn get_shard_map(
+        &self,
+        request: Request<v1::GetShardMapRequest>,
+    ) -> Result<Response<v1::GetShardMapReply>, Status> {
+        let view = self.meta.current_view(!status::was_forwarded(&request)).await?;
+        Ok(Response::new(v1::GetShardMapReply {
+            map_version: view.version,
+            assignments: self.meta.assignments(&view),
+        }))
     }
 }

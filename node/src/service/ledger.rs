@@ -49,7 +49,7 @@ use super::xshard;
 use crate::convert;
 use crate::ledger::{AccountFlags, StateMachine, TransferId};
 use crate::raft::network::Channels;
-use crate::raft::node::{Replica, ReplicaError};
+use crate::raft::node::{LeaderHint, Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
 use crate::storage::keys::ShardId;
 use crate::storage::records;
@@ -81,7 +81,7 @@ pub struct LedgerApi {
 struct Inner {
     shards: u32,
     local: BTreeMap<ShardId, LocalShard>,
-    /// The shard map (its version is checked against `tally-map-version`).
+    /// The shard map: a shard it moved off this node is served by the nodes it names.
     meta: Metadata,
     channels: Channels,
     request_timeout: Duration,
@@ -208,9 +208,11 @@ fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
 }
 
 impl LedgerApi {
-    /// Serves the `local` shards of a cluster of `shards` data shards, refusing requests
-    /// routed with a map older than `meta`'s; reaches the other nodes over `channels`,
-    /// counting each part it forwards in `forwarded`.
+    /// Serves the `local` shards of a cluster of `shards` data shards, sending the parts of
+    /// a shard the map (`meta`) moved off this node to the nodes it names; reaches the other
+    /// nodes over `channels`, counting each part it forwards in `forwarded`. (The shard map
+    /// version of requests is checked before they reach it: `Metadata::check_version` as
+    /// the service's interceptor.)
     #[must_use]
     pub fn new(
         shards: u32,
@@ -274,18 +276,26 @@ impl LedgerApi {
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize))
     }
 
-    fn leader_check(replica: &Replica) -> Result<(), Status> {
-        if replica.is_leader() { Ok(()) } else { Err(Self::not_leader(replica)) }
+    fn leader_check(&self, replica: &Replica) -> Result<(), Status> {
+        if replica.is_leader() { Ok(()) } else { Err(self.not_leader(replica)) }
     }
 
-    /// Why this node does not serve `replica`'s shard: stopped, or who leads.
-    fn not_leader(replica: &Replica) -> Status {
+    /// Why this node does not serve `replica`'s shard: stopped, or who leads (for a shard
+    /// the map moved off this node, a node it names: the leftover replica here knows no
+    /// current leader).
+    fn not_leader(&self, replica: &Replica) -> Status {
         // A group stopped by an I/O error still names its last leader (often itself):
         // say it stopped instead of sending the client back here.
         if let Some(e) = replica.fatal() {
             return status::replica(&ReplicaError::Stopped(e));
         }
-        status::replica(&ReplicaError::NotLeader(replica.leader_hint()))
+        let hint = match self.inner.meta.departed(replica.shard.0) {
+            Some(addrs) if !addrs.is_empty() => {
+                LeaderHint { id: None, addr: addrs.first().cloned() }
+            }
+            _ => replica.leader_hint(),
+        };
+        status::replica(&ReplicaError::NotLeader(hint))
     }
 
     /// Serves a part on `shard`: here with `local` while this node leads it, else (if
@@ -305,6 +315,11 @@ impl LedgerApi {
         RF: Future<Output = Result<T, Status>>,
     {
         let here = self.shard(shard)?.clone();
+        // The map moved this shard off this node: unless the replica here still leads (the
+        // move is under way), it is a leftover that hears of no leader, or of a stale one (a
+        // removed leader names itself, with no address). The nodes the map names take the
+        // part then (and redirect it to their leader).
+        let elsewhere = self.inner.meta.departed(shard.0).filter(|addrs| !addrs.is_empty());
         let mut redirect: Option<String> = None;
         for attempt in 1..=FORWARD_ATTEMPTS_MAX {
             // After this node's own attempt was redirected, follow the redirect even if the
@@ -323,20 +338,21 @@ impl LedgerApi {
                 }
             }
             if !forward {
-                return Err(Self::not_leader(&here.replica));
+                return Err(self.not_leader(&here.replica));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(status::timeout(self.timeout_ms()));
             }
-            let target = match redirect.take() {
-                Some(addr) => addr,
-                None => match here.replica.leader_hint().addr {
+            let target = match (redirect.take(), &elsewhere) {
+                (Some(addr), _) => addr,
+                (None, Some(addrs)) => addrs[(attempt as usize - 1) % addrs.len()].clone(),
+                (None, None) => match here.replica.leader_hint().addr {
                     Some(addr) => addr,
                     // An election or a leadership transfer: wait a little for its outcome.
                     None => match here.replica.wait_leader(left.min(LEADER_WAIT)).await.addr {
                         Some(_) => continue,
-                        None => return Err(Self::not_leader(&here.replica)),
+                        None => return Err(self.not_leader(&here.replica)),
                     },
                 },
             };
@@ -354,7 +370,7 @@ impl LedgerApi {
                 Err(e) => return Err(e),
             }
         }
-        Err(Self::not_leader(&here.replica))
+        Err(self.not_leader(&here.replica))
     }
 
     /// Group-commits `records` on `shard`, which this node must lead.
@@ -365,7 +381,7 @@ impl LedgerApi {
         events: usize,
         records: Vec<u8>,
     ) -> Result<Vec<EventOutcome>, Status> {
-        Self::leader_check(&here.replica)?;
+        self.leader_check(&here.replica)?;
         let events = u32::try_from(events).expect("validated against BATCH_EVENTS_MAX");
         let submit = here.batcher.submit(kind, events, records);
         let outcome: RequestOutcome = tokio::time::timeout(self.inner.request_timeout, submit)
@@ -386,7 +402,10 @@ impl LedgerApi {
         tokio::time::timeout(self.inner.request_timeout, here.replica.read_barrier())
             .await
             .map_err(|_| status::timeout(self.timeout_ms()))?
-            .map_err(|e| status::replica(&e))?;
+            .map_err(|e| match e {
+                ReplicaError::NotLeader(_) => self.not_leader(&here.replica),
+                e => status::replica(&e),
+            })?;
         Ok(read(&here.replica.ledger.read().machine))
     }
 
@@ -753,7 +772,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::CreateAccountsRequest>,
     ) -> Result<Response<v1::CreateAccountsReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let accounts =
             convert::accounts_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
@@ -827,7 +845,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::CreateTransfersRequest>,
     ) -> Result<Response<v1::CreateTransfersReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
@@ -842,7 +859,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::SwapRequest>,
     ) -> Result<Response<v1::SwapReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let swap = swap::Swap::from_request(request.get_ref())?;
         let amount_received = Some(swap.transfers[1].amount.into());
         let now = super::batcher::cluster_time_now_ns();
@@ -876,7 +892,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupAccountsRequest>,
     ) -> Result<Response<v1::LookupAccountsReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let ids = convert::account_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         let count = self.inner.shards;
@@ -945,7 +960,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::LookupTransfersRequest>,
     ) -> Result<Response<v1::LookupTransfersReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let ids = convert::transfer_ids_from_proto(&request.get_ref().ids)
             .map_err(|e| status::invalid(&e))?;
         if let Some(shard) = self.routed_shard(&request)? {
@@ -997,7 +1011,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::GetAccountTransfersRequest>,
     ) -> Result<Response<v1::GetAccountTransfersReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
         let spread = routing::is_spread(filter.account_id.0);
@@ -1043,7 +1056,6 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<v1::GetAccountBalancesRequest>,
     ) -> Result<Response<v1::GetAccountBalancesReply>, Status> {
-        self.inner.meta.check_version(request.metadata())?;
         let filter = convert::filter_from_proto(request.get_ref().filter.as_ref())
             .map_err(|e| status::invalid(&e))?;
         if routing::is_spread(filter.account_id.0) {

@@ -17,9 +17,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver as _;
+
 use tally_proto::routing::MAP_VERSION_METADATA_KEY;
+use tally_proto::v1;
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
@@ -31,6 +35,7 @@ use crate::ledger::{
     Account, AccountId, CreateAccountStatus as AS, CreateTransferStatus as TS, StateMachine,
     Transfer, TransferFlags, TransferId,
 };
+use crate::raft::network::Channels;
 use crate::raft::node::{Replica, ReplicaError};
 use crate::raft::{Command, NodeId, Op};
 use crate::storage::keys::ShardId;
@@ -117,25 +122,43 @@ fn version_of(machine: &StateMachine<DurableStore>) -> u64 {
 /// This node's replica of the metadata group and what it needs to read and change the map.
 #[derive(Clone, Debug)]
 pub struct Metadata {
+    node_id: NodeId,
     replica: Replica,
     members: BTreeMap<NodeId, String>,
     shards: u32,
+    channels: Channels,
+    /// The map version this node has applied, kept up to date by [`Self::track`]: the check
+    /// of every ledger request reads it without taking shard 0's ledger lock (which a
+    /// snapshot install holds).
+    applied: Arc<AtomicU64>,
     cache: Arc<parking_lot::Mutex<Arc<MapView>>>,
     /// One change at a time from this node (the compare-and-set makes it safe anyway).
     writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Metadata {
-    /// The map over `replica` (shard 0) for a cluster of `members` and `shards` data shards.
+    /// The map over `replica` (shard 0) on node `node_id` of a cluster of `members` and
+    /// `shards` data shards; reaches the metadata group's leader over `channels`.
     #[must_use]
-    pub fn new(replica: Replica, members: &[Member], shards: u32) -> Self {
-        Self {
+    pub fn new(
+        node_id: NodeId,
+        replica: Replica,
+        members: &[Member],
+        shards: u32,
+        channels: Channels,
+    ) -> Self {
+        let meta = Self {
+            node_id,
             replica,
             members: members.iter().map(|m| (m.id, m.addr.clone())).collect(),
             shards,
+            channels,
+            applied: Arc::default(),
             cache: Arc::default(),
             writing: Arc::default(),
-        }
+        };
+        meta.refresh();
+        meta
     }
 
     /// The metadata group's replica on this node.
@@ -144,35 +167,144 @@ impl Metadata {
         &self.replica
     }
 
-    /// The cluster's nodes (id → address), as created.
-    #[must_use]
-    pub fn members(&self) -> &BTreeMap<NodeId, String> {
-        &self.members
-    }
-
     /// The map version this node has applied (it may lag the metadata group's leader).
     #[must_use]
     pub fn version(&self) -> u64 {
-        version_of(&self.replica.ledger.read().machine)
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Reads the map from shard 0's ledger and publishes it (version and view).
+    fn refresh(&self) -> Arc<MapView> {
+        let view = Arc::new(MapView::read(&self.replica.ledger.read().machine));
+        self.applied.fetch_max(view.version, Ordering::AcqRel);
+        let mut cache = self.cache.lock();
+        if cache.version < view.version {
+            *cache = view.clone();
+        }
+        view
     }
 
     /// The map as this node has applied it.
     #[must_use]
     pub fn view(&self) -> Arc<MapView> {
-        let version = self.version();
         let cached = self.cache.lock().clone();
-        if cached.version == version {
-            return cached;
+        if cached.version >= self.version() { cached } else { self.refresh() }
+    }
+
+    /// Keeps [`Self::version`] and [`Self::view`] up to date with what shard 0 applies,
+    /// until `stop`.
+    pub async fn track(self, mut stop: watch::Receiver<bool>) {
+        let mut metrics = self.replica.raft.metrics();
+        let mut seen = None;
+        loop {
+            let applied = metrics.borrow_watched().last_applied.as_ref().map(|l| l.index());
+            if applied != seen {
+                seen = applied;
+                self.refresh();
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = stop.changed() => return,
+            }
         }
-        let view = Arc::new(MapView::read(&self.replica.ledger.read().machine));
-        *self.cache.lock() = view.clone();
-        view
     }
 
     /// The nodes `shard`'s replicas belong on: assigned by the map, else every member.
     #[must_use]
     pub fn nodes_of(&self, view: &MapView, shard: u32) -> BTreeSet<NodeId> {
         view.assigned(shard).cloned().unwrap_or_else(|| self.members.keys().copied().collect())
+    }
+
+    /// If the map (as applied here) assigns `shard` to other nodes than this one, their
+    /// addresses: this node's replica of it is then a leftover that hears of no leader or
+    /// of a stale one, and requests for the shard go to those nodes instead.
+    #[must_use]
+    pub fn departed(&self, shard: u32) -> Option<Vec<String>> {
+        if self.version() == 0 {
+            return None;
+        }
+        let view = self.view();
+        let nodes = view.assigned(shard)?;
+        if nodes.contains(&self.node_id) {
+            return None;
+        }
+        Some(nodes.iter().filter_map(|n| self.members.get(n).cloned()).collect())
+    }
+
+    /// `nodes` with their addresses (as the cluster was created).
+    #[must_use]
+    pub fn replicas_of(&self, nodes: &[NodeId]) -> Vec<v1::ShardReplica> {
+        nodes
+            .iter()
+            .map(|&node_id| v1::ShardReplica {
+                node_id,
+                addr: self.members.get(&node_id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Every data shard with the nodes `view` assigns it, for `GetShardMap`.
+    #[must_use]
+    pub fn assignments(&self, view: &MapView) -> Vec<v1::ShardAssignment> {
+        (1..=self.shards)
+            .map(|shard_id| v1::ShardAssignment {
+                shard_id,
+                node_ids: self.nodes_of(view, shard_id).into_iter().collect(),
+            })
+            .collect()
+    }
+
+    /// The address of the metadata group's leader if another node leads it (waiting at
+    /// most [`MAP_WRITE_WAIT`] for an election), `None` if this node does.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` `TALLY:NotLeader` when no leader is known.
+    pub async fn leader_elsewhere(&self) -> Result<Option<String>, Status> {
+        let replica = &self.replica;
+        if replica.is_leader() {
+            return Ok(None);
+        }
+        let hint = match replica.leader_hint() {
+            hint if hint.addr.is_some() => hint,
+            _ => replica.wait_leader(MAP_WRITE_WAIT).await,
+        };
+        if replica.is_leader() {
+            return Ok(None);
+        }
+        match hint.addr.as_ref() {
+            Some(addr) if hint.id != Some(self.node_id) => Ok(Some(addr.clone())),
+            _ => Err(status::replica(&ReplicaError::NotLeader(hint))),
+        }
+    }
+
+    /// The map at the metadata group's latest committed version (linearizable): read here
+    /// after a read barrier if this node leads shard 0, else asked of its leader (only if
+    /// `forward`; otherwise refused with `NotLeader`).
+    ///
+    /// # Errors
+    /// No leader, no quorum or no answer within [`MAP_WRITE_WAIT`].
+    pub async fn current_view(&self, forward: bool) -> Result<Arc<MapView>, Status> {
+        if let Some(addr) = self.leader_elsewhere().await? {
+            if !forward {
+                return Err(status::replica(&ReplicaError::NotLeader(self.replica.leader_hint())));
+            }
+            let request = status::forwarded(v1::GetShardMapRequest {}, MAP_WRITE_WAIT * 2);
+            let reply = super::admin::peer(&self.channels, &addr)?
+                .get_shard_map(request)
+                .await?
+                .into_inner();
+            let assigned = reply
+                .assignments
+                .into_iter()
+                .map(|a| (a.shard_id, a.node_ids.into_iter().collect()))
+                .collect();
+            return Ok(Arc::new(MapView { version: reply.map_version, assigned }));
+        }
+        tokio::time::timeout(MAP_WRITE_WAIT, self.replica.read_barrier())
+            .await
+            .map_err(|_| status::timeout(millis(MAP_WRITE_WAIT)))?
+            .map_err(|e| status::replica(&e))?;
+        Ok(self.refresh())
     }
 
     /// Refuses a ledger request routed with a map older than this node's
@@ -254,7 +386,7 @@ impl Metadata {
             .await
             .map_err(|_| status::timeout(millis(MAP_WRITE_WAIT)))?
             .map_err(|e| status::replica(&e))?;
-        let version = self.version();
+        let version = self.refresh().version;
         let stale = |version: u64| {
             let mut s = Status::aborted(format!(
                 "TALLY:StaleShardMap: expected shard map version {expected}, it is {version}; \
@@ -263,6 +395,11 @@ impl Metadata {
             s.metadata_mut().insert(MAP_VERSION_METADATA_KEY, MetadataValue::from(version));
             s
         };
+        if version > expected && self.change(expected + 1) == Some((shard, nodes.clone())) {
+            // A resend of the change that made `expected + 1` (its reply was lost): the same
+            // outcome again.
+            return Ok(expected + 1);
+        }
         if version != expected {
             return Err(stale(version));
         }
@@ -272,21 +409,24 @@ impl Metadata {
                  (MAP_VERSION_MAX)"
             )));
         }
-        let account = |id| Account {
-            id: AccountId(id),
-            ledger: MAP_LEDGER,
-            code: MAP_CODE,
-            ..Account::default()
-        };
-        let mut events = Vec::new();
-        for id in [MAP_ACCOUNT, MAP_SINK] {
-            events.extend_from_slice(&records::account_encode(&account(id)));
-        }
-        let created = self.write(Op::CreateAccounts { requests: vec![2], events }).await?;
-        if let Some(&(_, code)) =
-            created.iter().find(|(_, c)| *c != AS::Created as u32 && *c != AS::Exists as u32)
-        {
-            return Err(Status::internal(format!("map accounts not created: status {code}")));
+        if version == 0 {
+            // The first change creates the map's two accounts (a resend reads `exists`).
+            let account = |id| Account {
+                id: AccountId(id),
+                ledger: MAP_LEDGER,
+                code: MAP_CODE,
+                ..Account::default()
+            };
+            let mut events = Vec::new();
+            for id in [MAP_ACCOUNT, MAP_SINK] {
+                events.extend_from_slice(&records::account_encode(&account(id)));
+            }
+            let created = self.write(Op::CreateAccounts { requests: vec![2], events }).await?;
+            if let Some(&(_, code)) =
+                created.iter().find(|(_, c)| *c != AS::Created as u32 && *c != AS::Exists as u32)
+            {
+                return Err(Status::internal(format!("map accounts not created: status {code}")));
+            }
         }
         let change = Transfer {
             id: TransferId(change_id(expected + 1)),
@@ -302,10 +442,18 @@ impl Metadata {
         };
         let events = records::transfer_encode(&change).to_vec();
         let outcome = self.write(Op::CreateTransfers { requests: vec![1], events }).await?;
+        let version = self.refresh().version;
         match outcome.first().map(|&(_, code)| code) {
             Some(c) if c == TS::Created as u32 || c == TS::Exists as u32 => Ok(expected + 1),
-            _ => Err(stale(self.version())),
+            _ => Err(stale(version)),
         }
+    }
+
+    /// The shard and nodes of the change that made `version`, if it was made.
+    fn change(&self, version: u64) -> Option<(u32, BTreeSet<NodeId>)> {
+        let ledger = self.replica.ledger.read();
+        let record = ledger.machine.lookup_transfers(&[TransferId(change_id(version))]);
+        record.first().map(|c| (c.user_data_32, bits_nodes(c.user_data_128)))
     }
 
     async fn write(&self, op: Op) -> Result<Vec<(u64, u32)>, Status> {
@@ -326,10 +474,13 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Every `interval` until `stop`: for each data shard this node leads whose voters differ
-/// from the nodes the map assigns it, changes the voters ([`Replica::change_voters`]).
-/// Failures are logged and tried again on the next round. (A removed leader steps down by
-/// itself: openraft's `removed_leader_step_down`, 150 ms after the change commits.)
+/// Every `interval` until `stop`: for each data shard this node leads whose members
+/// (voters and learners) differ from the nodes the map assigns it, starts one task that
+/// moves them ([`reconcile_shard`]); a shard whose move is under way is not started again,
+/// and one slow shard does not hold up the others. Failures are logged and tried again on
+/// a later round. (A removed leader steps down by itself: openraft's
+/// `removed_leader_step_down`, 150 ms after the change commits.) Moves still under way
+/// when `stop` comes are abandoned (a membership change already proposed completes).
 pub async fn reconcile(
     meta: Metadata,
     replicas: Vec<Replica>,
@@ -337,24 +488,42 @@ pub async fn reconcile(
     stop: watch::Receiver<bool>,
 ) {
     let mut ticks = super::ticks::Ticks::new(interval, stop);
+    let mut moving = tokio::task::JoinSet::new();
+    let busy: Arc<parking_lot::Mutex<BTreeSet<ShardId>>> = Arc::default();
     while ticks.next().await {
+        while moving.try_join_next().is_some() {}
         let view = meta.view();
         for replica in replicas.iter().filter(|r| r.is_leader()) {
             let Some(target) = view.assigned(replica.shard.0) else { continue };
-            let current: BTreeSet<NodeId> =
-                replica.voters().into_iter().map(|(id, _)| id).collect();
-            if current == *target {
+            if replica.members() == *target || !busy.lock().insert(replica.shard) {
                 continue;
             }
-            let target: BTreeMap<NodeId, String> = target
-                .iter()
-                .filter_map(|id| meta.members.get(id).map(|addr| (*id, addr.clone())))
-                .collect();
-            if let Err(e) = replica.change_voters(&target, LEARNER_WAIT).await {
-                tracing::warn!(shard = %replica.shard, error = %e, "shard map not reconciled yet");
-            }
+            let (meta, replica, busy) = (meta.clone(), replica.clone(), busy.clone());
+            moving.spawn(async move {
+                if let Err(e) = reconcile_shard(&meta, &replica).await {
+                    tracing::warn!(shard = %replica.shard, error = %e, "shard map not reconciled yet");
+                }
+                busy.lock().remove(&replica.shard);
+            });
         }
     }
+}
+
+/// Moves `replica`'s group (this node leads it) to the nodes the metadata group's latest
+/// committed map assigns it. That map is read from shard 0's leader, not from this node's
+/// copy, which may lag: a new leader of the shard acting on an older version would move
+/// the shard back, then forward again.
+async fn reconcile_shard(meta: &Metadata, replica: &Replica) -> Result<(), String> {
+    let current = meta.current_view(true).await.map_err(|s| s.message().to_owned())?;
+    let target = meta.nodes_of(&current, replica.shard.0);
+    if replica.members() == target {
+        return Ok(());
+    }
+    let target: BTreeMap<NodeId, String> = target
+        .iter()
+        .filter_map(|id| meta.members.get(id).map(|addr| (*id, addr.clone())))
+        .collect();
+    replica.change_voters(&target, LEARNER_WAIT).await
 }
 
 #[cfg(test)]

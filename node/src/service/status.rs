@@ -28,6 +28,9 @@ pub const LEADER_ID_KEY: &str = "tally-leader-id";
 pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
 /// Metadata key of the suggested wait before a retry, in milliseconds.
 pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
+/// Metadata key marking an admin request one node forwarded to another (value `1`): the
+/// receiver answers it itself or refuses it (`NotLeader`), never forwards it again.
+pub const FORWARDED_KEY: &str = "tally-forwarded";
 /// Suggested wait after `Overloaded`, in milliseconds.
 pub const OVERLOADED_RETRY_AFTER_MS: u64 = 5;
 
@@ -51,6 +54,22 @@ fn with_hint(mut status: Status, hint: &LeaderHint) -> Status {
         status.metadata_mut().insert(LEADER_ADDR_KEY, addr);
     }
     status
+}
+
+/// `message` as a request forwarded by this node (marked with [`FORWARDED_KEY`]), bounded by
+/// `timeout`.
+#[must_use]
+pub fn forwarded<T>(message: T, timeout: std::time::Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request.metadata_mut().insert(FORWARDED_KEY, MetadataValue::from(1_u64));
+    request
+}
+
+/// Whether `request` was forwarded by another node (see [`forwarded`]).
+#[must_use]
+pub fn was_forwarded<T>(request: &tonic::Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_KEY)
 }
 
 /// Whether `status` is a `NotLeader` answer (then [`leader_addr`] may say where to go).

@@ -1,11 +1,14 @@
 //! The shard map's metadata group (shard 0): a data shard's replicas assigned with
-//! `SetShardReplicas` (versioned, compare-and-set, validated), the shard's membership moved
-//! there by its leader (a follower and a leader removed, both added back and caught up),
-//! and requests routed with an older map version refused with its new version.
+//! `SetShardReplicas` (versioned, compare-and-set, validated, a resend answered alike), the
+//! shard's membership moved there by its leader (a follower and a leader removed, both
+//! added back and caught up), a removed node still serving the shard's requests through
+//! the nodes the map names, and requests routed with an older map version refused with
+//! its new version (the client library refetching the map and resending).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tally_client::Client;
 use tally_proto::routing::{MAP_VERSION_METADATA_KEY, shard_of};
 use tally_proto::v1;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -37,18 +40,23 @@ fn shard_info(map: &v1::ListShardsReply, shard: u32) -> &v1::ShardInfo {
     map.shard_infos.iter().find(|s| s.shard_id == shard).expect("shard listed")
 }
 
-/// Waits until every node has applied map version `version` and assigns `shard` to
-/// `nodes`, and the first of `nodes` reports them as the voters, with a leader among them
-/// (a removed node may never hear of its removal).
+/// Waits until every node has applied map version `version`, assigns `shard` to `nodes`
+/// and lists them as its replicas; the nodes of `nodes` with a leader among them, a node
+/// the shard left with no leader (its leftover replica knows nothing current).
 async fn wait_moved(cluster: &Cluster, version: u64, shard: u32, nodes: &[u64]) {
     eventually("the shard's replicas are where the map says", Duration::from_secs(30), || async {
         for id in 1..=3 {
             let map = cluster.list_shards(id).await?;
             let info = shard_info(&map, shard);
+            let leader_ok = if nodes.contains(&id) {
+                nodes.contains(&info.leader_id)
+            } else {
+                info.leader_id == 0 && info.leader_addr.is_empty()
+            };
             let done = map.map_version == version
                 && info.assigned_node_ids == nodes
-                && (id != nodes[0]
-                    || (sorted_replicas(info) == nodes && nodes.contains(&info.leader_id)));
+                && sorted_replicas(info) == nodes
+                && leader_ok;
             if !done {
                 return None;
             }
@@ -140,6 +148,9 @@ async fn replicas_move_where_the_versioned_map_says_and_stale_requests_are_refus
 
     // v1: shard 1 leaves node 3 (asked through node 3: forwarded to the map's leader).
     assert_eq!(set_replicas(&cluster, 3, 1, &[1, 2], 0).await.unwrap(), 1);
+    // A resend of that change (its reply lost), through another node and with the nodes in
+    // another order, gets the same answer.
+    assert_eq!(set_replicas(&cluster, 2, 1, &[2, 1], 0).await.unwrap(), 1);
     // The same version again: compare-and-set refuses it, naming the current version.
     let e = refused(set_replicas(&cluster, 2, 1, &[1, 3], 0).await);
     assert!(e.code() == tonic::Code::Aborted && e.message().contains("StaleShardMap"), "{e:?}");
@@ -153,8 +164,33 @@ async fn replicas_move_where_the_versioned_map_says_and_stale_requests_are_refus
     })
     .await;
     let rest: Vec<u64> = (1..=3).filter(|&n| n != leader_2).collect();
+    // A client holding map version 1 (it fetches the map in the background only after an
+    // hour, so version 2 can only reach it through a refusal).
+    let stale_client = Client::builder(cluster.endpoints())
+        .deadline(Duration::from_secs(30))
+        .shard_map_max_age(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut fetched = false;
+    for _ in 0..100 {
+        stale_client.lookup_accounts(&all[..1]).await.unwrap();
+        if stale_client.shard_map_version() == Some(1) {
+            fetched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fetched, "the client fetched map version 1");
     assert_eq!(set_replicas(&cluster, 1, 2, &rest, 1).await.unwrap(), 2);
     wait_moved(&cluster, 2, 2, &rest).await;
+    // The first change, resent after the map moved on: still its own answer.
+    assert_eq!(set_replicas(&cluster, 3, 1, &[1, 2], 0).await.unwrap(), 1);
+    // The stale client's next request is refused by whichever node it reaches (all have
+    // version 2); it fetches the map and resends: served.
+    let [a1, b1] = accounts[&1];
+    let results = stale_client.create_transfers(vec![transfer(998, a1, b1)]).await.unwrap();
+    assert!(tally_client::transfer_succeeded(results[0].status), "{results:?}");
+    assert_eq!(stale_client.shard_map_version(), Some(2), "refetched after the refusal");
 
     // A request routed with an older map is refused with the map's version; with the
     // current version (or none) it is served.
@@ -178,21 +214,36 @@ async fn replicas_move_where_the_versioned_map_says_and_stale_requests_are_refus
         assert_eq!(found.accounts.len(), 1);
     }
 
-    // The node removed from shard 2 still takes its requests: it hears no leader of it
-    // any more and sends the part to a node the map assigns the shard to.
+    // The node removed from shard 2 still takes its requests: the map names other nodes
+    // for the shard, so it sends the part there, not to its leftover replica.
     let [a2, b2] = accounts[&2];
     let mut removed =
         LedgerServiceClient::connect(format!("http://{}", cluster.addr(leader_2))).await.unwrap();
     let request = v1::CreateTransfersRequest { transfers: vec![transfer(999, a2, b2)] };
     let reply = removed.create_transfers(request).await.unwrap().into_inner();
     assert!(tally_client::transfer_succeeded(reply.results[0].status), "{reply:?}");
-    let mut moved: BTreeMap<u128, i128> = BTreeMap::from([(a2, -1), (b2, 1)]);
+    let mut moved: BTreeMap<u128, i128> = BTreeMap::from([(a2, -1), (b2, 1), (a1, -1), (b1, 1)]);
     // And it no longer acts as shard 2's leader.
     eventually("the removed leader steps down", Duration::from_secs(10), || async {
         let role = cluster.shard_status(leader_2, 2, false).await?.role;
         (role != v1::ReplicaRole::Leader as i32).then_some(())
     })
     .await;
+    // Long after stepping down it still serves the shard's requests ...
+    let request = v1::CreateTransfersRequest { transfers: vec![transfer(997, b2, a2)] };
+    let reply = removed.create_transfers(request).await.unwrap().into_inner();
+    assert!(tally_client::transfer_succeeded(reply.results[0].status), "{reply:?}");
+    *moved.get_mut(&a2).unwrap() += 1;
+    *moved.get_mut(&b2).unwrap() -= 1;
+    // ... and a request routed to it for that shard is sent on to a node the map names.
+    let mut routed = tonic::Request::new(v1::LookupAccountsRequest {
+        ids: vec![tally_proto::Uint128::from(a2)],
+    });
+    routed.metadata_mut().insert("tally-shard", MetadataValue::from(2_u32));
+    let e = removed.lookup_accounts(routed).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let hint = e.metadata().get("tally-leader-addr").unwrap().to_str().unwrap().to_owned();
+    assert!(rest.iter().any(|&n| cluster.addr(n) == hint), "{hint} is a node of {rest:?}");
 
     // Both shards commit with two voters (the client, whose map may be older, refreshes
     // and resends on StaleShardMap); the removed replicas stop applying.
