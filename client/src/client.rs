@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX};
+use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX, SWAPS_PER_REQUEST_MAX};
 use tally_proto::routing::{MAP_VERSION_METADATA_KEY, shard_of};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
@@ -532,6 +532,37 @@ impl Client {
         let member = request.member_a_account_id.map_or(0, u128::from);
         let first = if member == 0 { None } else { self.leader_for(member) };
         self.call_via(first, |mut c, stamp| async move { c.swap(stamp.on(request)).await }).await
+    }
+
+    /// Runs many swaps in one request (at most [`SWAPS_PER_REQUEST_MAX`]; ids distinct
+    /// across all of them): one result per swap, in order, each all-or-nothing on its
+    /// own. A swap refused alone (malformed, an id reused, its quote expired) says so in
+    /// its result's `refusal` and `message`; the others are made. Retried like
+    /// [`Self::create_transfers`]: a resend reads each applied swap back as `EXISTS`.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; [`ClientError::InvalidRequest`] for an empty or too large
+    /// batch, before anything is sent.
+    pub async fn swap_batch(
+        &self,
+        swaps: Vec<v1::SwapRequest>,
+    ) -> Result<Vec<v1::SwapResult>, ClientError> {
+        if swaps.is_empty() || swaps.len() > SWAPS_PER_REQUEST_MAX as usize {
+            return Err(ClientError::InvalidRequest(format!(
+                "{} swaps; a swap batch holds 1..={SWAPS_PER_REQUEST_MAX}",
+                swaps.len()
+            )));
+        }
+        let member = swaps[0].member_a_account_id.map_or(0, u128::from);
+        let first = if member == 0 { None } else { self.leader_for(member) };
+        let request = v1::SwapBatchRequest { swaps };
+        let reply = self
+            .call_via(first, |mut c, stamp| {
+                let r = stamp.on(request.clone());
+                async move { c.swap_batch(r).await }
+            })
+            .await?;
+        Ok(reply.results)
     }
 
     /// The accounts found among `ids` (missing ids are skipped), linearizable.

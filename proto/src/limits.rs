@@ -10,6 +10,10 @@
 /// with `INVALID_ARGUMENT`; nothing in them is applied.
 pub const BATCH_EVENTS_MAX: u32 = 8190;
 
+/// Swaps in one `SwapBatch` request: two transfers each, so a batch is at most one ledger
+/// batch of transfers. A larger request is refused whole with `INVALID_ARGUMENT`.
+pub const SWAPS_PER_REQUEST_MAX: u32 = BATCH_EVENTS_MAX / 2;
+
 /// Results returned by one `GetAccountTransfers` / `GetAccountBalances` query. A larger
 /// `limit` is refused at the edge; page with `timestamp_min` / `timestamp_max` instead.
 pub const QUERY_RESULTS_MAX: u32 = 8190;
@@ -86,6 +90,16 @@ const _: () = assert!(
 const _: () = assert!(
     QUERY_RESULTS_MAX * (BALANCE_ENCODED_BYTES_MAX + REPEATED_ELEMENT_FRAMING_BYTES_MAX)
         <= GRPC_MESSAGE_BYTES_MAX
+);
+// A full swap batch fits in one gRPC message: a `SwapRequest` has 8 `Uint128` fields,
+// 2 u64 and 6 u32-sized fields (the rounding enum among them).
+const _: () = assert!(
+    SWAPS_PER_REQUEST_MAX as u64
+        * (8 * UINT128_FIELD_BYTES_MAX
+            + 2 * U64_FIELD_BYTES_MAX
+            + 6 * U32_FIELD_BYTES_MAX
+            + REPEATED_ELEMENT_FRAMING_BYTES_MAX) as u64
+        <= GRPC_MESSAGE_BYTES_MAX as u64
 );
 // Expiry runs inside an apply, so it must not outgrow a batch.
 const _: () = assert!(EXPIRIES_PER_APPLY_MAX <= BATCH_EVENTS_MAX);

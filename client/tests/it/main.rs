@@ -46,6 +46,12 @@ impl LedgerService for Fake {
     async fn swap(&self, _: Request<v1::SwapRequest>) -> Result<Response<v1::SwapReply>, Status> {
         Err(Status::unimplemented("not faked"))
     }
+    async fn swap_batch(
+        &self,
+        _: Request<v1::SwapBatchRequest>,
+    ) -> Result<Response<v1::SwapBatchReply>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
 
     async fn create_transfers(
         &self,

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use tally_proto::limits::GRPC_MESSAGE_BYTES_MAX;
+use tally_proto::limits::{GRPC_MESSAGE_BYTES_MAX, SWAPS_PER_REQUEST_MAX};
 use tally_proto::routing::{self, SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -137,6 +137,15 @@ fn reserved(index: usize) -> Status {
 }
 
 /// Transfer results on the wire from (timestamp, status) outcomes.
+/// What [`LedgerApi::create`] did.
+struct Created {
+    /// (timestamp, wire status) per transfer, in request order.
+    outcomes: Vec<(u64, i32)>,
+    /// Cross-shard chains decided void because their quote expired: (index of the chain's
+    /// first transfer, quote expiry, cluster time then).
+    expired: Vec<(usize, u64, u64)>,
+}
+
 fn transfer_results(outcomes: Vec<(u64, i32)>) -> Vec<v1::CreateTransferResult> {
     outcomes
         .into_iter()
@@ -458,18 +467,127 @@ impl LedgerApi {
         merge(events.len(), try_join_all(parts).await?)
     }
 
+    /// Makes the swaps `requests`, one result per swap in order. Each is checked on its
+    /// own: a malformed swap, one reusing an id of an earlier swap of the request, or one
+    /// whose quote has (nearly) expired is refused alone, and the rest run together as one
+    /// `create` (their cross-shard steps shared). A resend of an applied swap reads
+    /// `EXISTS`, also after its quote expired.
+    ///
+    /// # Errors
+    /// What fails the whole request retryably (no leader, timeout): nothing of a swap is
+    /// then half-applied, and a resend finds each swap's outcome.
+    async fn swap_all(&self, requests: &[v1::SwapRequest]) -> Result<Vec<v1::SwapResult>, Status> {
+        let refused =
+            |refusal: v1::SwapRefusal, why: &Status, received: Option<u128>| v1::SwapResult {
+                refusal: refusal as i32,
+                message: why.message().to_owned(),
+                results: Vec::new(),
+                amount_received: received.map(Into::into),
+            };
+        let mut results: Vec<Option<v1::SwapResult>> = vec![None; requests.len()];
+        let mut valid: Vec<(usize, swap::Swap)> = Vec::new();
+        let mut seen: HashMap<u128, usize> = HashMap::new();
+        for (i, request) in requests.iter().enumerate() {
+            let made = match swap::Swap::from_request(request) {
+                Ok(made) => made,
+                Err(e) => {
+                    results[i] = Some(refused(v1::SwapRefusal::Invalid, &e, None));
+                    continue;
+                }
+            };
+            let reused = made.transfers.iter().find_map(|t| seen.get(&t.id.0).map(|&j| (t.id, j)));
+            if let Some((id, j)) = reused {
+                let e = Status::invalid_argument(format!(
+                    "TALLY:InvalidRequest: swap {i}: transfer id {:#x} is also used by swap {j} \
+                     of this request",
+                    id.0
+                ));
+                results[i] = Some(refused(v1::SwapRefusal::Invalid, &e, None));
+                continue;
+            }
+            seen.extend(made.transfers.iter().map(|t| (t.id.0, i)));
+            valid.push((i, made));
+        }
+        let received = |made: &swap::Swap| Some(made.transfers[1].amount.into());
+        let now = super::batcher::cluster_time_now_ns();
+        let (late, ready): (Vec<_>, Vec<_>) =
+            valid.into_iter().partition(|(_, made)| made.check_quote(now).is_err());
+        if !late.is_empty() {
+            // Too late to start: unless it was applied already (a resend reads EXISTS).
+            let ids = late.iter().flat_map(|(_, m)| m.transfers.map(|t| t.id.0.into())).collect();
+            let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
+            let found = found.await?.into_inner().transfers;
+            let mut by_id = HashMap::new();
+            for (k, wire) in found.iter().enumerate() {
+                let t = convert::transfer_from_proto(k, wire)
+                    .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
+                by_id.insert(t.id.0, t);
+            }
+            let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
+            for (i, made) in late {
+                let both: Vec<crate::ledger::Transfer> =
+                    made.transfers.iter().filter_map(|t| by_id.get(&t.id.0).copied()).collect();
+                results[i] = Some(if made.applied_as(&both) {
+                    v1::SwapResult {
+                        results: transfer_results(
+                            both.iter().map(|t| (t.timestamp, exists)).collect(),
+                        ),
+                        amount_received: received(&made),
+                        ..v1::SwapResult::default()
+                    }
+                } else {
+                    let expired = made.check_quote(now).expect_err("late");
+                    refused(v1::SwapRefusal::QuoteExpired, &expired, Some(made.transfers[1].amount))
+                });
+            }
+        }
+        if !ready.is_empty() {
+            let transfers: Vec<crate::ledger::Transfer> =
+                ready.iter().flat_map(|(_, made)| made.transfers).collect();
+            let wire: Vec<v1::Transfer> =
+                transfers.iter().map(convert::transfer_to_proto).collect();
+            let not_after: Vec<u64> =
+                ready.iter().flat_map(|(_, made)| [made.expires_at; 2]).collect();
+            let created = self.create(&transfers, &wire, None, &not_after, false).await?;
+            let expired: HashMap<usize, (u64, u64)> =
+                created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
+            let mut outcomes = transfer_results(created.outcomes).into_iter();
+            for (k, (i, made)) in ready.iter().enumerate() {
+                let pair: Vec<v1::CreateTransferResult> = outcomes.by_ref().take(2).collect();
+                let (refusal, message) = match expired.get(&k) {
+                    Some(&(at, now)) => (
+                        v1::SwapRefusal::QuoteExpired,
+                        swap::quote_expired(at, now).message().to_owned(),
+                    ),
+                    None => (v1::SwapRefusal::None, String::new()),
+                };
+                results[*i] = Some(v1::SwapResult {
+                    refusal: refusal as i32,
+                    message,
+                    results: pair,
+                    amount_received: received(made),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| Status::internal("TALLY:Internal: a swap without a result")))
+            .collect()
+    }
+
     /// Creates validated `transfers` (`wire`: the same as sent, for forwarding): routed
-    /// to one shard, or split by shard, each cross-shard chain run as a transaction (not
-    /// posted after `not_after`, see [`LedgerApi::run_transactions`]); the outcomes in
-    /// request order.
+    /// to one shard, or split by shard, each cross-shard chain run as a transaction; the
+    /// outcomes in request order. `not_after` is empty or holds, per transfer, the quote
+    /// expiry of its chain (swaps): a cross-shard chain is not posted after it (see
+    /// [`LedgerApi::run_transactions`]), and is then listed in [`Created::expired`].
     async fn create(
         &self,
         transfers: &[crate::ledger::Transfer],
         wire: &[v1::Transfer],
         routed_to: Option<ShardId>,
-        not_after: Option<u64>,
+        not_after: &[u64],
         raw: bool,
-    ) -> Result<Vec<(u64, i32)>, Status> {
+    ) -> Result<Created, Status> {
         let count = self.inner.shards;
         if routed_to.is_none() {
             let internal = |t: &crate::ledger::Transfer| {
@@ -509,21 +627,30 @@ impl LedgerApi {
                 (chain, route::placement(chain, count))
             })
             .collect();
+        let expiries: Vec<Option<u64>> = if not_after.is_empty() {
+            Vec::new()
+        } else {
+            routes.transactions.iter().map(|range| not_after.get(range.start).copied()).collect()
+        };
         let transactions = async {
             if chains.is_empty() {
                 Ok(Vec::new())
             } else {
-                self.run_transactions(&chains, not_after, !raw, deadline).await
+                self.run_transactions(&chains, &expiries, !raw, deadline).await
             }
         };
         let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
-        for (range, results) in routes.transactions.iter().zip(transactions) {
-            outcomes[range.clone()].copy_from_slice(&results);
+        let mut expired = Vec::new();
+        for (range, settled) in routes.transactions.iter().zip(transactions) {
+            outcomes[range.clone()].copy_from_slice(&settled.results);
+            if let Some((at, now)) = settled.expired {
+                expired.push((range.start, at, now));
+            }
         }
         if !raw && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
             self.settle_dry(transfers, wire, &routes.shards, routed_to, &mut outcomes).await?;
         }
-        Ok(outcomes)
+        Ok(Created { outcomes, expired })
     }
 
     /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as
@@ -850,42 +977,42 @@ impl LedgerService for LedgerApi {
         let routed_to = self.routed_shard(&request)?;
         // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
         let raw = routed_to.is_some() && request.metadata().get(RAW_METADATA_KEY).is_some();
-        let outcomes =
-            self.create(&transfers, &request.get_ref().transfers, routed_to, None, raw).await?;
-        Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(outcomes) }))
+        let created =
+            self.create(&transfers, &request.get_ref().transfers, routed_to, &[], raw).await?;
+        Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(created.outcomes) }))
     }
 
     async fn swap(
         &self,
         request: Request<v1::SwapRequest>,
     ) -> Result<Response<v1::SwapReply>, Status> {
-        let swap = swap::Swap::from_request(request.get_ref())?;
-        let amount_received = Some(swap.transfers[1].amount.into());
-        let now = super::batcher::cluster_time_now_ns();
-        // Too late to start: a resend of a swap that was applied reads EXISTS.
-        if let Err(expired) = swap.check_quote(now) {
-            let ids = swap.transfers.map(|t| t.id.0.into()).to_vec();
-            let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
-            let found = found.await?.into_inner().transfers;
-            let found: Vec<crate::ledger::Transfer> = found
-                .iter()
-                .enumerate()
-                .map(|(i, t)| convert::transfer_from_proto(i, t))
-                .collect::<Result<_, _>>()
-                .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
-            if !swap.applied_as(&found) {
-                return Err(expired);
-            }
-            let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
-            let results = transfer_results(found.iter().map(|t| (t.timestamp, exists)).collect());
-            return Ok(Response::new(v1::SwapReply { results, amount_received }));
+        let mut results = self.swap_all(std::slice::from_ref(request.get_ref())).await?;
+        let result =
+            results.pop().ok_or_else(|| Status::internal("TALLY:Internal: no swap result"))?;
+        match v1::SwapRefusal::try_from(result.refusal) {
+            Ok(v1::SwapRefusal::Invalid) => Err(Status::invalid_argument(result.message)),
+            Ok(v1::SwapRefusal::QuoteExpired) => Err(Status::failed_precondition(result.message)),
+            _ => Ok(Response::new(v1::SwapReply {
+                results: result.results,
+                amount_received: result.amount_received,
+            })),
         }
-        let wire: Vec<v1::Transfer> =
-            swap.transfers.iter().map(convert::transfer_to_proto).collect();
-        let outcomes =
-            self.create(&swap.transfers, &wire, None, Some(swap.expires_at), false).await?;
-        let results = transfer_results(outcomes);
-        Ok(Response::new(v1::SwapReply { results, amount_received }))
+    }
+
+    async fn swap_batch(
+        &self,
+        request: Request<v1::SwapBatchRequest>,
+    ) -> Result<Response<v1::SwapBatchReply>, Status> {
+        let swaps = &request.get_ref().swaps;
+        if swaps.is_empty() || swaps.len() > SWAPS_PER_REQUEST_MAX as usize {
+            return Err(Status::invalid_argument(format!(
+                "TALLY:InvalidRequest: a swap batch holds 1 to {SWAPS_PER_REQUEST_MAX} swaps \
+                 (SWAPS_PER_REQUEST_MAX), not {}",
+                swaps.len()
+            )));
+        }
+        let results = self.swap_all(swaps).await?;
+        Ok(Response::new(v1::SwapBatchReply { results }))
     }
 
     async fn lookup_accounts(

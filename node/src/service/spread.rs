@@ -381,9 +381,9 @@ impl LedgerApi {
             .collect();
         // A move that finds its giving slice dry is not refilled in turn (this refill
         // holds the account's lock): it is voided, and the next round reads again.
-        let outcomes = self.run_transactions(&chains, None, false, deadline).await?;
+        let outcomes = self.run_transactions(&chains, &[], false, deadline).await?;
         for (t, outcome) in moves.iter().zip(outcomes) {
-            tracing::debug!(account = %format!("{account:#x}"), from = t.user_data_32, to = %shard, units = t.amount, status = outcome[0].1, "slice refill");
+            tracing::debug!(account = %format!("{account:#x}"), from = t.user_data_32, to = %shard, units = t.amount, status = outcome.results[0].1, "slice refill");
         }
         Ok(true)
     }

@@ -138,6 +138,16 @@ pub fn void_id(leg: TransferId) -> TransferId {
 /// A chain of transfers with the (debit, credit) shard of each (`route::placement`).
 pub type Placed<'a> = (&'a [Transfer], Vec<(ShardId, ShardId)>);
 
+/// How one cross-shard transaction ended.
+#[derive(Clone, Debug)]
+pub(super) struct Settled {
+    /// The outcome (timestamp, wire status) of each transfer of its chain, in order.
+    pub results: Vec<(u64, i32)>,
+    /// Decided void because its quote had expired: (quote expiry, this node's cluster
+    /// time then), both ns.
+    pub expired: Option<(u64, u64)>,
+}
+
 /// One leg of a planned transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leg {
@@ -655,16 +665,17 @@ impl LedgerApi {
     /// request of many transactions costs four Raft commits in sequence, not four per
     /// transaction). The outcomes (timestamp, wire status) of each chain, in order.
     ///
-    /// With `not_after` (a swap's quote expiry, ns of cluster time), a transaction not
-    /// yet decided when this node's clock passes it is decided void, and the request
-    /// fails with `TALLY:QuoteExpired` once its legs are resolved.
+    /// `not_after` is empty or holds one entry per chain: a swap's quote expiry (ns of
+    /// cluster time); a transaction not yet decided when this node's clock passes it is
+    /// decided void, and its [`Settled::expired`] says so once its legs are resolved.
     pub(super) async fn run_transactions(
         &self,
         chains: &[Placed<'_>],
-        not_after: Option<u64>,
+        not_after: &[Option<u64>],
         refill_dry: bool,
         deadline: Instant,
-    ) -> Result<Vec<Vec<(u64, i32)>>, Status> {
+    ) -> Result<Vec<Settled>, Status> {
+        debug_assert!(not_after.is_empty() || not_after.len() == chains.len());
         let plans = chains
             .iter()
             .map(|(chain, placement)| Plan::new(chain, placement))
@@ -709,10 +720,13 @@ impl LedgerApi {
         // void it if it was created, or claim its id with a tombstone if it was not (see
         // `decide_void`).
         let now = super::batcher::cluster_time_now_ns();
-        let expired = not_after.filter(|&at| now > at);
+        let expired: Vec<Option<u64>> = (0..txns.len())
+            .map(|i| not_after.get(i).copied().flatten().filter(|&at| now > at))
+            .collect();
         let actions: Vec<Step> = txns
             .iter()
-            .map(|txn| {
+            .zip(&expired)
+            .map(|(txn, expired)| {
                 if txn.prepared() && expired.is_none() {
                     Step::Post
                 } else if prepared(txn.legs[0].1) {
@@ -780,12 +794,14 @@ impl LedgerApi {
             }
         }
         self.resolve(resolutions, deadline).await?;
-        if let Some(at) = expired
-            && txns.iter().any(|txn| txn.decision == Decision::Void)
-        {
-            return Err(super::swap::quote_expired(at, now));
-        }
-        Ok(txns.iter().map(Progress::outcomes).collect())
+        Ok(txns
+            .iter()
+            .zip(expired)
+            .map(|(txn, expired)| Settled {
+                results: txn.outcomes(),
+                expired: expired.filter(|_| txn.decision == Decision::Void).map(|at| (at, now)),
+            })
+            .collect())
     }
 
     /// Legs refused `slice_dry` (their debit is a spread account's slice that holds too

@@ -192,19 +192,50 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     converge_every_shard(&cluster).await;
 }
 
-/// A swap whose four accounts live on four shards: both transfers or neither, the rate's
-/// rounding and the quote stored, a resend reads `exists`, an expired quote is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
-    use tally_client::loyalty::{self, Swap};
+/// Two institutions' accounts for swaps, on four shards: member A (ledger `LEDGER`, 100
+/// points), pool A, pool B (ledger `LEDGER + 1`, 1000 points) and member B, on shards 1 to
+/// 4.
+struct Institutions {
+    member_a: u128,
+    pool_a: u128,
+    pool_b: u128,
+    member_b: u128,
+}
 
-    let _one_at_a_time = CLUSTER_LOCK.lock().await;
-    let cluster = Cluster::start(3, XSHARD);
-    super::shards::wait_balanced(&cluster, 1).await;
-    let client = cluster.client();
+impl Institutions {
+    /// A swap of `points` (ids `give`, `give + 1`) at `rate`, quote 0xABC expiring at
+    /// `expires_at`.
+    fn swap(
+        &self,
+        give: u128,
+        points: u128,
+        rate: (u64, u32),
+        rounding: v1::Rounding,
+        expires_at: u64,
+    ) -> tally_client::loyalty::Swap {
+        tally_client::loyalty::Swap {
+            give_id: give,
+            receive_id: give + 1,
+            member_a_account: self.member_a,
+            pool_a_account: self.pool_a,
+            ledger_a: LEDGER,
+            code_a: 7,
+            pool_b_account: self.pool_b,
+            member_b_account: self.member_b,
+            ledger_b: LEDGER + 1,
+            code_b: 8,
+            points,
+            rate,
+            rounding,
+            quote_id: 0xABC,
+            quote_expires_at: expires_at,
+        }
+    }
+}
+
+/// Creates and funds [`Institutions`] (a bank beside member A and one beside pool B).
+async fn institutions(client: &Client) -> Institutions {
     let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
-    // member A, pool A, pool B, member B on shards 1..=4; a bank beside member A and
-    // one beside pool B to fund them.
     let on = |shard: u32, skip: u128| (skip..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
     let (member_a, pool_a, pool_b, member_b) = (on(1, 1), on(2, 1), on(3, 1), on(4, 1));
     let (bank_a, bank_b) = (on(1, member_a + 1), on(3, pool_b + 1));
@@ -231,28 +262,33 @@ async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
     ];
     let funded = client.create_transfers(fund).await.unwrap();
     assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
+    Institutions { member_a, pool_a, pool_b, member_b }
+}
 
-    let now_ns = || {
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-        u64::try_from(since.as_nanos()).unwrap()
+/// Nanoseconds since the Unix epoch by this machine's clock (the nodes' cluster time).
+fn now_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_nanos()).unwrap()
+}
+
+/// A swap whose four accounts live on four shards: both transfers or neither, the rate's
+/// rounding and the quote stored, a resend reads `exists`, an expired quote is refused;
+/// then a batch of swaps, each refused or made on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
+    use tally_client::loyalty::{self, Swap};
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, XSHARD);
+    super::shards::wait_balanced(&cluster, 1).await;
+    let client = cluster.client();
+    let inst = institutions(&client).await;
+    let (member_a, pool_a, pool_b, member_b) =
+        (inst.member_a, inst.pool_a, inst.pool_b, inst.member_b);
+    let swap = |give: u128, points: u128, rate: (u64, u32), rounding: v1::Rounding| {
+        inst.swap(give, points, rate, rounding, now_ns() + 60_000_000_000)
     };
-    let swap = |give: u128, points: u128, rate: (u64, u32), rounding: v1::Rounding| Swap {
-        give_id: give,
-        receive_id: give + 1,
-        member_a_account: member_a,
-        pool_a_account: pool_a,
-        ledger_a,
-        code_a: 7,
-        pool_b_account: pool_b,
-        member_b_account: member_b,
-        ledger_b,
-        code_b: 8,
-        points,
-        rate,
-        rounding,
-        quote_id: 0xABC,
-        quote_expires_at: now_ns() + 60_000_000_000,
-    };
+    let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
     let balances = || async { sums(&client, &[member_a, pool_a, pool_b, member_b]).await };
 
     // 31 points at 3/2 = 46.5, half-even: 46 received. Both transfers, all four shards.
@@ -307,6 +343,57 @@ async fn swaps_between_institutions_are_all_or_nothing_across_shards() {
     // A swap with a bad rate is refused at the edge, naming the field.
     let zero = client.swap(loyalty::swap(&swap(50, 1, (1, 0), v1::Rounding::Down))).await;
     assert!(zero.unwrap_err().to_string().contains("rate_denominator"));
+
+    // A batch of swaps (SwapBatch): each all-or-nothing on its own, one result each. 60
+    // is made; 62 is refused by the ledger (more than the member has); 64 (a bad rate),
+    // 66 (reuses 61, an id of swap 0 of the batch) and 68 (quote expired) are refused
+    // alone; the resent first swap reads exists.
+    let down = v1::Rounding::Down;
+    let batch: Vec<v1::SwapRequest> = [
+        swap(60, 2, (1, 1), down),
+        swap(62, 500, (1, 1), down),
+        swap(64, 1, (1, 0), down),
+        Swap { receive_id: 61, ..swap(66, 1, (1, 1), down) },
+        Swap { quote_expires_at: now_ns() - 1_000_000_000, ..swap(68, 1, (1, 1), down) },
+        first,
+    ]
+    .iter()
+    .map(loyalty::swap)
+    .collect();
+    let results = client.swap_batch(batch.clone()).await.unwrap();
+    assert_eq!(results.len(), 6, "{results:?}");
+    let statuses = |r: &v1::SwapResult| r.results.iter().map(|t| t.status).collect::<Vec<_>>();
+    let (none, invalid, expired) = (
+        v1::SwapRefusal::None as i32,
+        v1::SwapRefusal::Invalid as i32,
+        v1::SwapRefusal::QuoteExpired as i32,
+    );
+    assert_eq!((results[0].refusal, statuses(&results[0])), (none, vec![TS::Created as i32; 2]));
+    assert_eq!(u128_of(results[0].amount_received), 2);
+    assert_eq!(
+        (results[1].refusal, statuses(&results[1])),
+        (none, vec![TS::ExceedsCredits as i32, TS::LinkedEventFailed as i32])
+    );
+    assert_eq!(results[2].refusal, invalid);
+    assert!(results[2].message.contains("rate_denominator"), "{:?}", results[2]);
+    assert_eq!(results[3].refusal, invalid);
+    assert!(results[3].message.contains("used by swap 0"), "{:?}", results[3]);
+    assert_eq!(results[4].refusal, expired);
+    assert!(results[4].message.contains("TALLY:QuoteExpired"), "{:?}", results[4]);
+    assert!(results[4].results.is_empty(), "{:?}", results[4]);
+    assert_eq!((results[5].refusal, statuses(&results[5])), (none, vec![TS::Exists as i32; 2]));
+    // Only swap 60 moved points (2 at 1/1).
+    let after_batch = vec![(0, 33, 0, 100), (0, 0, 0, 33), (0, 48, 0, 1000), (0, 0, 0, 48)];
+    assert_eq!(balances().await, after_batch);
+    let refused_ids: Vec<u128> = (62..70).collect();
+    assert!(client.lookup_transfers(&refused_ids).await.unwrap().is_empty());
+    // Resent whole: the made swap reads exists and nothing moves again.
+    let again = client.swap_batch(batch).await.unwrap();
+    assert_eq!(statuses(&again[0]), vec![TS::Exists as i32; 2], "{again:?}");
+    assert!(!statuses(&again[1]).contains(&(TS::Created as i32)), "{again:?}");
+    assert_eq!(balances().await, after_batch);
+    // An empty batch is refused by the client before sending.
+    assert!(client.swap_batch(Vec::new()).await.is_err());
 
     // Both pools and transit accounts balance: conservation per ledger on every shard.
     converge_every_shard(&cluster).await;
@@ -615,4 +702,49 @@ async fn a_coordinator_crash_after_the_decision_posts_the_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_crash_between_resolutions_posts_the_transaction() {
     crash_at("coordinator::between_resolutions", true).await;
+}
+
+/// A cross-shard swap whose quote expires while its legs are being prepared is decided
+/// void (nothing applied) and reported `QUOTE_EXPIRED`, while the other swap of the same
+/// batch is made: node 1, which takes the batch, pauses 1.5 s after preparing (failpoint
+/// `sleep`), past the first quote's expiry (1.3 s after it was sent) but not the second's.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
+    use tally_client::loyalty;
+    use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    // Recovery must not void the paused transactions first (XSHARD's is after 0.5 s).
+    let config = XSHARD.replace("txn_recovery_after_ms = 500", "txn_recovery_after_ms = 10000");
+    let mut cluster = Cluster::start(3, &config);
+    let client = cluster.client();
+    let inst = institutions(&client).await;
+    cluster.stop(1);
+    cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=sleep(1500)")]);
+    super::shards::wait_balanced(&cluster, 1).await;
+    let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
+        let addr = format!("http://{}", cluster.addr(1));
+        async move { LedgerServiceClient::connect(addr).await.ok() }
+    })
+    .await;
+    let down = v1::Rounding::Down;
+    let swaps = vec![
+        loyalty::swap(&inst.swap(70, 5, (1, 1), down, now_ns() + 1_300_000_000)),
+        loyalty::swap(&inst.swap(72, 7, (1, 1), down, now_ns() + 60_000_000_000)),
+    ];
+    let reply = raw.swap_batch(v1::SwapBatchRequest { swaps }).await.unwrap().into_inner();
+    let results = reply.results;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0].refusal, v1::SwapRefusal::QuoteExpired as i32, "{results:?}");
+    assert!(results[0].message.contains("TALLY:QuoteExpired"), "{results:?}");
+    assert_eq!(results[1].refusal, v1::SwapRefusal::None as i32, "{results:?}");
+    let made: Vec<i32> = results[1].results.iter().map(|r| r.status).collect();
+    assert_eq!(made, vec![TS::Created as i32; 2], "{results:?}");
+    // Only the second swap moved points; nothing of the first is stored or reserved.
+    let ids = [inst.member_a, inst.pool_a, inst.pool_b, inst.member_b];
+    let expected = vec![(0, 7, 0, 100), (0, 0, 0, 7), (0, 7, 0, 1000), (0, 0, 0, 7)];
+    assert_eq!(sums(&client, &ids).await, expected);
+    assert!(client.lookup_transfers(&[70, 71]).await.unwrap().is_empty());
+    converge_every_shard(&cluster).await;
 }
