@@ -509,40 +509,54 @@ impl Progress {
                 let status = if retry { TS::Exists } else { TS::Created };
                 self.aliases.iter().map(|(timestamp, _)| (*timestamp, status.code())).collect()
             }
-            Decision::Void => (0..n)
-                .map(|k| {
-                    // A leg's id taken by another transfer can only be its tombstone
-                    // (recovery voided the transaction first): the transaction expired.
-                    let expired = TS::PendingTransferExpired.code();
-                    let own = std::iter::once(self.aliases[k]).chain(
-                        self.plan
-                            .legs
-                            .iter()
-                            .zip(&self.legs)
-                            .filter(|(l, _)| l.k as usize == k)
-                            .map(|(_, (at, s))| {
-                                (*at, if exists_differently(*s) { expired } else { *s })
-                            }),
-                    );
-                    let linked = TS::LinkedEventFailed.code();
-                    let failed = own
-                        .clone()
-                        .find(|(_, status)| !prepared(*status) && *status != linked)
-                        .or_else(|| own.clone().find(|(_, status)| !prepared(*status)));
-                    let timestamp = self.aliases[k].0;
-                    match failed {
-                        // A slice still dry after its refills (sold out): the client sees
-                        // what one shard would say.
-                        Some((_, status)) if status == TS::SliceDry.code() => {
-                            (timestamp, TS::ExceedsCredits.code())
-                        }
-                        Some((_, status)) => (timestamp, status),
-                        None if n > 1 => (timestamp, TS::LinkedEventFailed.code()),
-                        // Nothing of its own failed: the decision leg expired first.
-                        None => (timestamp, TS::PendingTransferExpired.code()),
-                    }
-                })
-                .collect(),
+            Decision::Void => {
+                // Each transfer's own failure, if any: the first of its alias and legs
+                // that failed for a reason other than `linked_event_failed`, else the first
+                // that failed. A leg's id taken by another transfer can only be its
+                // tombstone (recovery voided the transaction first): the transaction
+                // expired.
+                let expired = TS::PendingTransferExpired.code();
+                let linked = TS::LinkedEventFailed.code();
+                let causes: Vec<Option<u32>> = (0..n)
+                    .map(|k| {
+                        let own = std::iter::once(self.aliases[k].1).chain(
+                            self.plan
+                                .legs
+                                .iter()
+                                .zip(&self.legs)
+                                .filter(|(l, _)| l.k as usize == k)
+                                .map(
+                                    |(_, (_, s))| if exists_differently(*s) { expired } else { *s },
+                                ),
+                        );
+                        own.clone()
+                            .find(|&status| !prepared(status) && status != linked)
+                            .or_else(|| own.clone().find(|&status| !prepared(status)))
+                    })
+                    .collect();
+                // Nothing of the chain failed and every marker is in place: its decision
+                // was void only because it expired (the decision leg's timeout, recovery, or
+                // a swap's quote). The first transfer says so, the others are linked to it
+                // (one transfer alone says so itself).
+                let timed_out = self.markers && causes.iter().all(Option::is_none);
+                causes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, cause)| {
+                        let status = match *cause {
+                            // A slice still dry after its refills (sold out): the client sees
+                            // what one shard would say.
+                            Some(status) if status == TS::SliceDry.code() => {
+                                TS::ExceedsCredits.code()
+                            }
+                            Some(status) => status,
+                            None if timed_out && k == 0 => expired,
+                            None => linked,
+                        };
+                        (self.aliases[k].0, status)
+                    })
+                    .collect()
+            }
         };
         results
             .into_iter()
@@ -1192,6 +1206,46 @@ mod tests {
         assert!(plan4(&stamped).unwrap_err().contains("timestamp must be zero"));
         let open = [chain[0]];
         assert!(plan4(&open).unwrap_err().contains("chain is open"));
+    }
+
+    #[test]
+    fn a_voided_chain_names_its_cause_once() {
+        let a = 1;
+        let b = (2..).find(|&i| shard_of(i, 4) != shard_of(a, 4)).unwrap();
+        let chain = [
+            transfer(100, a, b, TransferFlags::LINKED),
+            transfer(101, b, a, TransferFlags::empty()),
+        ];
+        let created = TS::Created.code();
+        let progress = |legs: Vec<u32>| {
+            let plan = plan4(&chain).unwrap();
+            Progress {
+                aliases: vec![(7, created); plan.aliases.len()],
+                legs: legs.into_iter().map(|s| (8, s)).collect(),
+                markers: true,
+                decision: Decision::Void,
+                post_status: u32::MAX,
+                plan,
+            }
+        };
+        let statuses = |p: &Progress| p.outcomes().iter().map(|&(_, s)| s).collect::<Vec<_>>();
+        let code = |s: TS| i32::try_from(s.code()).unwrap();
+        let legs = progress(Vec::new()).plan.legs.len();
+        // Everything prepared, decided void: expired (recovery, a timeout or a quote),
+        // said by the first transfer, the second linked to it.
+        let expired = progress(vec![created; legs]);
+        assert_eq!(
+            statuses(&expired),
+            vec![code(TS::PendingTransferExpired), code(TS::LinkedEventFailed)]
+        );
+        // A leg of the second transfer refused: it says why, the first is linked.
+        let mut refused = vec![created; legs];
+        let second = expired.plan.legs.iter().rposition(|l| l.k == 1).unwrap();
+        refused[second] = TS::ExceedsCredits.code();
+        assert_eq!(
+            statuses(&progress(refused)),
+            vec![code(TS::LinkedEventFailed), code(TS::ExceedsCredits)]
+        );
     }
 
     #[test]

@@ -738,6 +738,9 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     assert_eq!(results.len(), 2, "{results:?}");
     assert_eq!(results[0].refusal, v1::SwapRefusal::QuoteExpired as i32, "{results:?}");
     assert!(results[0].message.contains("TALLY:QuoteExpired"), "{results:?}");
+    let voided: Vec<i32> = results[0].results.iter().map(|r| r.status).collect();
+    let cause = vec![TS::PendingTransferExpired as i32, TS::LinkedEventFailed as i32];
+    assert_eq!(voided, cause, "{results:?}");
     assert_eq!(results[1].refusal, v1::SwapRefusal::None as i32, "{results:?}");
     let made: Vec<i32> = results[1].results.iter().map(|r| r.status).collect();
     assert_eq!(made, vec![TS::Created as i32; 2], "{results:?}");
