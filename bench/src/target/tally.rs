@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use tally_client::loyalty::{self, Earn, Redemption, StockLeg};
@@ -23,6 +24,11 @@ use crate::scenario::Op;
 
 /// Requests in flight while setting up and verifying.
 const BULK_CONCURRENCY: usize = 4;
+/// How long verification waits for cross-shard transactions still in flight when the load
+/// stops (recovery's default `txn_recovery_after_ms` of 30 s, its 1-s interval and margin).
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+/// How often verification looks again while transactions are in flight.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
 /// Events per setup or verification request.
 const BULK_EVENTS: usize = BATCH_EVENTS_MAX as usize;
 
@@ -328,6 +334,7 @@ impl TallyTarget {
         model: &mut Model,
         records: &[(Op, Outcome)],
     ) -> Result<Vec<Check>, BenchError> {
+        self.settle(model).await?;
         let mut read_back = ReadBack::default();
         let writes: Vec<&(Op, Outcome)> = records.iter().filter(|(op, _)| op.is_write()).collect();
         // A redemption has two legs: half a request's worth of operations per lookup.
@@ -363,6 +370,46 @@ impl TallyTarget {
         let mut checks = read_back.finish();
         checks.extend(self.verify_accounts(model).await?);
         Ok(checks)
+    }
+
+    /// Waits, at most [`SETTLE_MAX`], until no account of the population holds pending
+    /// amounts. The workloads make no pending transfers of their own: what is pending
+    /// after the load stops is a cross-shard transaction still in flight — a slice refill
+    /// whose coordinator hit an error between its steps is finished by recovery, after
+    /// the cluster's `txn_recovery_after_ms` (`docs/SHARDING.md` §3b). Not settled in
+    /// time, the account checks then fail on the pending amounts.
+    async fn settle(&self, model: &Model) -> Result<(), BenchError> {
+        let ids: Vec<u128> = model.accounts(&self.ids).map(|e| e.id).collect();
+        let started = Instant::now();
+        loop {
+            let mut pending = 0_usize;
+            for chunk in ids.chunks(BULK_EVENTS) {
+                let found = self.client.lookup_accounts(chunk).await?;
+                pending += found
+                    .iter()
+                    .filter(|a| u128_of(a.debits_pending) != 0 || u128_of(a.credits_pending) != 0)
+                    .count();
+            }
+            if pending == 0 {
+                if started.elapsed() > SETTLE_POLL {
+                    eprintln!(
+                        "tally: in-flight transactions settled after {:.1?}",
+                        started.elapsed()
+                    );
+                }
+                return Ok(());
+            }
+            if started.elapsed() >= SETTLE_MAX {
+                eprintln!(
+                    "tally: {pending} accounts still hold pending amounts after {SETTLE_MAX:?}"
+                );
+                return Ok(());
+            }
+            if started.elapsed() < SETTLE_POLL {
+                eprintln!("tally: {pending} accounts hold pending amounts: waiting for recovery");
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     async fn verify_accounts(&self, model: &Model) -> Result<Vec<Check>, BenchError> {
