@@ -252,16 +252,17 @@ async fn a_stale_shard_map_is_fetched_again_and_the_same_ids_resent() {
     let version = Arc::new(AtomicU64::new(3));
     let node = Fake { map_version: Some(version.clone()), ..Fake::default() };
     let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
-    // A call goes out before the map is known (no version, not checked) or after the
-    // background fetch (version 3); accepted either way.
-    // (The first fetch runs in the background: poll, bounded, until calls carry it.)
-    for id in 100..150 {
-        c.create_transfers(transfers(&[id])).await.unwrap();
-        if node.versions.lock().last() == Some(&Some(3)) {
-            break;
+    // The first call starts the map fetch (in the background): it goes out without a
+    // version (not checked) or with 3; wait, bounded, until the client holds version 3.
+    c.create_transfers(transfers(&[100])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while c.shard_map_version() != Some(3) {
+            tokio::task::yield_now().await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await
+    .expect("the client fetched map version 3");
+    c.create_transfers(transfers(&[101])).await.unwrap();
     assert_eq!(node.versions.lock().last(), Some(&Some(3)));
     // The map moves on: the next call is sent with 3, refused with 4, the map fetched
     // again, and the same ids resent with 4.
