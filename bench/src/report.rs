@@ -72,6 +72,9 @@ pub struct RunReport {
     pub failed: BTreeMap<String, u64>,
     /// Operations with an unknown outcome.
     pub unknown: u64,
+    /// The request errors behind them: error text → operations left unknown (at most
+    /// `target::ERROR_TEXTS_MAX` texts; refused swaps count with their refusal message).
+    pub unknown_errors: BTreeMap<String, u64>,
     /// Open loop: operations never sent (too far behind schedule).
     pub not_sent: u64,
     /// Operations completed per second (any outcome).
@@ -129,6 +132,7 @@ impl RunReport {
             ok: stats.ok,
             failed: stats.failed.iter().map(|(&c, &n)| (transfer_status_name(c), n)).collect(),
             unknown: stats.unknown,
+            unknown_errors: BTreeMap::new(),
             not_sent: stats.not_sent,
             ops_per_s: completed as f64 / elapsed,
             ok_per_s: stats.ok as f64 / elapsed,
@@ -177,6 +181,9 @@ impl RunReport {
         );
         for (name, n) in &self.failed {
             let _ = writeln!(out, "           refused {n}: {name}");
+        }
+        for (error, n) in &self.unknown_errors {
+            let _ = writeln!(out, "           unknown {n}: {error}");
         }
         for c in &self.verification {
             let mark = if c.passed { "ok  " } else { "FAIL" };

@@ -12,10 +12,17 @@ use tally_node::dev::{self, DevOptions};
 /// Exit code of a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
 
+/// What `--version` prints; crash-test builds say so (the chaos suite checks this before
+/// it sets failpoints).
+#[cfg(feature = "failpoints")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (failpoints)");
+#[cfg(not(feature = "failpoints"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "tallyd",
-    version,
+    version = VERSION,
     about = "Tally: a Raft-replicated points ledger node",
     long_about = "Tally: a Raft-replicated points ledger node.\n\n\
         `tallyd start` runs one node of a cluster; `tallyd dev` runs a local three-node \

@@ -312,6 +312,7 @@ async fn drive(args: &Args, local: Option<Vec<String>>, charts: bool) -> Result<
             let stats = driver::run(target, spec, &load, seqs).await?;
             let verification = target.verify(model, &stats.records).await?;
             let mut run = RunReport::new(target.name(), &load, &stats, verification);
+            run.unknown_errors = target.take_errors();
             if charts {
                 let stem = format!("{}-{}", run.target, run.workload);
                 match chart::write(&run, &args.out, &stem) {

@@ -4,12 +4,48 @@
 pub mod postgres;
 pub mod tally;
 
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::BenchError;
 use crate::model::{Check, Model, Outcome};
 use crate::population::PopulationSpec;
 use crate::scenario::Op;
+
+/// Distinct error texts an [`ErrorLog`] keeps; further ones are counted together.
+pub const ERROR_TEXTS_MAX: usize = 32;
+/// Characters of an error text an [`ErrorLog`] keeps.
+pub const ERROR_TEXT_CHARS_MAX: usize = 240;
+/// What the counts of errors beyond [`ERROR_TEXTS_MAX`] are reported under.
+pub const OTHER_ERRORS: &str = "(other errors)";
+
+/// The errors behind a run's unknown outcomes: each request error's text (cut to
+/// [`ERROR_TEXT_CHARS_MAX`]) with the operations it left unknown. Shared by a target's
+/// sessions.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorLog(Arc<parking_lot::Mutex<BTreeMap<String, u64>>>);
+
+impl ErrorLog {
+    /// Counts `ops` operations left unknown by `error`.
+    pub fn record(&self, error: &dyn Display, ops: u64) {
+        let text: String = error.to_string().chars().take(ERROR_TEXT_CHARS_MAX).collect();
+        let mut log = self.0.lock();
+        let key = if log.contains_key(&text) || log.len() < ERROR_TEXTS_MAX {
+            text
+        } else {
+            OTHER_ERRORS.to_owned()
+        };
+        *log.entry(key).or_default() += ops;
+    }
+
+    /// The counts since the last call, emptying the log.
+    #[must_use]
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
 
 /// A system under load.
 #[derive(Clone, Debug)]
@@ -61,6 +97,15 @@ impl Target {
         }
     }
 
+    /// The errors behind the unknown outcomes since the last call (see [`ErrorLog`]).
+    #[must_use]
+    pub fn take_errors(&self) -> BTreeMap<String, u64> {
+        match self {
+            Self::Tally(t) => t.errors().take(),
+            Self::Postgres(p) => p.errors().take(),
+        }
+    }
+
     /// Reads everything back and checks it against `model` (see the targets' `verify`).
     ///
     /// # Errors
@@ -84,5 +129,28 @@ impl Session {
             Self::Tally(t) => t.execute(ops).await,
             Self::Postgres(p) => p.execute(ops).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_log_counts_texts_up_to_its_limit_and_the_rest_together() {
+        let log = ErrorLog::default();
+        log.record(&"status: Unavailable, message: \"NotLeader\"", 32);
+        log.record(&"status: Unavailable, message: \"NotLeader\"", 4);
+        for n in 1..ERROR_TEXTS_MAX {
+            log.record(&format!("error {n}"), 1);
+        }
+        log.record(&"one too many", 2);
+        log.record(&"x".repeat(1000), 1);
+        let counts = log.clone().take();
+        assert_eq!(counts.len(), ERROR_TEXTS_MAX + 1, "{counts:?}");
+        assert_eq!(counts["status: Unavailable, message: \"NotLeader\""], 36);
+        assert_eq!(counts[OTHER_ERRORS], 3);
+        assert!(counts.keys().all(|k| k.chars().count() <= ERROR_TEXT_CHARS_MAX));
+        assert!(log.take().is_empty(), "taking empties the log");
     }
 }

@@ -73,6 +73,7 @@ END $$;
 #[derive(Clone, Debug)]
 pub struct PgTarget {
     url: String,
+    errors: super::ErrorLog,
 }
 
 /// One connection with the operations prepared.
@@ -82,6 +83,7 @@ pub struct PgSession {
     redeem: Statement,
     earn: Statement,
     lookup: Statement,
+    errors: super::ErrorLog,
 }
 
 async fn connect(url: &str) -> Result<Client, BenchError> {
@@ -102,7 +104,13 @@ impl PgTarget {
     /// A target at `url` (e.g. `host=127.0.0.1 port=5433 user=tally dbname=tally`).
     #[must_use]
     pub fn new(url: String) -> Self {
-        Self { url }
+        Self { url, errors: super::ErrorLog::default() }
+    }
+
+    /// The errors behind this target's unknown outcomes.
+    #[must_use]
+    pub fn errors(&self) -> &super::ErrorLog {
+        &self.errors
     }
 
     /// Replaces the schema and loads the population.
@@ -142,7 +150,7 @@ impl PgTarget {
         let redeem = client.prepare("SELECT redeem($1, $2, $3, $4, $5)").await?;
         let earn = client.prepare("SELECT earn($1, $2, $3)").await?;
         let lookup = client.prepare("SELECT balance FROM members WHERE id = $1").await?;
-        Ok(PgSession { client, redeem, earn, lookup })
+        Ok(PgSession { client, redeem, earn, lookup, errors: self.errors.clone() })
     }
 
     /// Reads back every write operation and every row, feeds the applied operations into
@@ -305,7 +313,10 @@ impl PgSession {
                 Err(e) if e.code() == Some(&SqlState::from_code(EXCEEDS_CREDITS_STATE)) => {
                     Outcome::Failed(CreateTransferStatus::ExceedsCredits as u32)
                 }
-                Err(_) => Outcome::Unknown,
+                Err(e) => {
+                    self.errors.record(&e, 1);
+                    Outcome::Unknown
+                }
             }
         });
         join_all(calls).await

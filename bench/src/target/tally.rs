@@ -65,13 +65,14 @@ where
 pub struct TallyTarget {
     client: Client,
     ids: Ids,
+    errors: super::ErrorLog,
 }
 
 impl TallyTarget {
     /// A target reached through `client`, with the run's ids.
     #[must_use]
     pub fn new(client: Client, ids: Ids) -> Self {
-        Self { client, ids }
+        Self { client, ids, errors: super::ErrorLog::default() }
     }
 
     /// Creates the population's accounts, earns every member's points and stocks every
@@ -240,6 +241,12 @@ impl TallyTarget {
         })
     }
 
+    /// The errors behind this target's unknown outcomes.
+    #[must_use]
+    pub fn errors(&self) -> &super::ErrorLog {
+        &self.errors
+    }
+
     /// Sends `ops` as at most one create request and one lookup request, concurrently,
     /// and returns one outcome per operation.
     pub async fn execute(&self, ops: &[Op]) -> Vec<Outcome> {
@@ -294,19 +301,34 @@ impl TallyTarget {
                     if r.refusal == v1::SwapRefusal::None as i32 {
                         outcome_of(&r.results)
                     } else {
+                        self.errors.record(&r.message, 1);
                         Outcome::Unknown
                     }
                 })
                 .collect(),
-            _ => vec![Outcome::Unknown; swap_count],
+            Ok(results) => {
+                let short = format!("SwapBatch answered {} of {swap_count} swaps", results.len());
+                self.errors.record(&short, swap_count as u64);
+                vec![Outcome::Unknown; swap_count]
+            }
+            Err(e) => {
+                self.errors.record(&e, swap_count as u64);
+                vec![Outcome::Unknown; swap_count]
+            }
         };
         let mut swapped = swapped.into_iter();
         let read_outcome = match reads {
             Ok(found) if found.len() == lookups.len() => Outcome::Ok,
             // An account of the population missing: refused with "not found".
             Ok(_) => Outcome::Failed(v1::CreateTransferStatus::DebitAccountNotFound as u32),
-            Err(_) => Outcome::Unknown,
+            Err(e) => {
+                self.errors.record(&e, lookups.len() as u64);
+                Outcome::Unknown
+            }
         };
+        if let Err(e) = &writes {
+            self.errors.record(e, spans.iter().flatten().count() as u64);
+        }
         ops.iter()
             .zip(spans)
             .map(|(op, span)| match (span, &writes) {

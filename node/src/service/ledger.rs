@@ -92,6 +92,9 @@ struct Inner {
     /// One lock per spread account being refilled: concurrent dry redemptions wait for
     /// one refill instead of each moving units.
     refills: spread::Refills,
+    /// Decided cross-shard transactions whose resolution is being retried in the
+    /// background (at most `xshard::RESOLVING_MAX`).
+    resolving: std::sync::atomic::AtomicUsize,
 }
 
 /// `message` routed to `shard`, to be answered within `timeout`.
@@ -242,6 +245,7 @@ impl LedgerApi {
             forwarded,
             internal_ready,
             refills,
+            resolving: std::sync::atomic::AtomicUsize::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -264,6 +268,11 @@ impl LedgerApi {
             })?;
         self.shard(shard)?;
         Ok(Some(shard))
+    }
+
+    /// Decided transactions whose resolution is being retried in the background.
+    pub(super) fn resolving(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.inner.resolving
     }
 
     pub(super) fn deadline(&self) -> Instant {

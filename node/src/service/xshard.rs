@@ -448,6 +448,20 @@ pub const RECOVERY_MARKERS_MAX: u32 = 1024;
 /// How long one recovery step (deciding and resolving one transaction) may take.
 pub const RECOVERY_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A decided transaction whose resolution failed (a shard's leader moving, a timeout) is
+/// resolved again in the background, at most this many more times, before it is left to
+/// recovery; without it its legs would hold their units until `txn_recovery_after_ms`.
+pub const RESOLVE_RETRIES_MAX: u32 = 6;
+/// The wait before the first background retry; it doubles after each failure, up to
+/// [`RESOLVE_BACKOFF_MAX`] (six retries span about 6 s plus their own request timeouts).
+pub const RESOLVE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest wait between two background retries.
+pub const RESOLVE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// Decided transactions (requests' resolution sets) being retried in the background on a
+/// node, at most; beyond it a failed resolution is left to recovery at once (with a
+/// warning), so a long outage cannot pile up tasks.
+pub const RESOLVING_MAX: usize = 1024;
+
 /// Recovers, every `interval`, the transactions with legs on the shards this node leads
 /// whose markers are older than `age` (see [`LedgerApi::recover_shard`]); until `stop`
 /// changes. A transaction is decided exactly once whoever decides it, so recovering one
@@ -598,6 +612,16 @@ fn requests_of<T>(
 }
 
 const _: () = assert!(3 * TXN_TRANSFERS_MAX < BATCH_EVENTS_MAX as usize);
+
+/// A deliberately broken coordinator, for the chaos suite to show that its checker
+/// catches a broken build: with the failpoint `coordinator::skip_decision=return` (crash-
+/// test builds only) a transaction about to be posted never records its decision — its
+/// other legs are posted, its decision leg is left to expire. Never set in production:
+/// builds without the `failpoints` feature cannot take it.
+fn skip_decision() -> bool {
+    fail::fail_point!("coordinator::skip_decision", |_| true);
+    false
+}
 
 /// What the decision wave does with a transaction's decision leg.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -751,7 +775,12 @@ impl LedgerApi {
             })
             .collect();
         let mut wave: Wave<usize> = BTreeMap::new();
-        for (i, (txn, action)) in txns.iter().zip(&actions).enumerate() {
+        let broken = skip_decision();
+        for (i, (txn, action)) in txns.iter_mut().zip(&actions).enumerate() {
+            if broken && *action == Step::Post {
+                (txn.decision, txn.post_status) = (Decision::Post, TS::Created.code());
+                continue;
+            }
             let leg = txn.plan.legs[0].transfer;
             let event = match action {
                 Step::Post => post_of(leg.id),
@@ -807,7 +836,10 @@ impl LedgerApi {
                 resolutions.entry(leg.shard).or_default().push(event);
             }
         }
-        self.resolve(resolutions, deadline).await?;
+        if let Err(e) = self.resolve(&resolutions, deadline).await {
+            self.resolve_later(resolutions, &e);
+            return Err(e);
+        }
         Ok(txns
             .iter()
             .zip(expired)
@@ -933,21 +965,59 @@ impl LedgerApi {
             .ok_or_else(|| internal(&format!("voiding the decision leg: status {status}")))
     }
 
+    /// Retries, in the background, the resolutions of decided transactions that `failed`
+    /// (see [`RESOLVE_RETRIES_MAX`]). Resolving is idempotent (every post, void and
+    /// tombstone has an id derived from its leg), so a retry that races the client's resend
+    /// or recovery changes nothing twice.
+    fn resolve_later(&self, by_shard: BTreeMap<ShardId, Vec<Transfer>>, failed: &Status) {
+        use std::sync::atomic::Ordering;
+        let legs: usize = by_shard.values().map(Vec::len).sum();
+        if self.resolving().fetch_add(1, Ordering::Relaxed) >= RESOLVING_MAX {
+            self.resolving().fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(legs, error = %failed.message(), "resolution failed; {RESOLVING_MAX} \
+                already retrying, left to recovery");
+            return;
+        }
+        tracing::info!(legs, error = %failed.message(), "resolution failed; retrying in the background");
+        let api = self.clone();
+        tokio::spawn(async move {
+            let mut wait = RESOLVE_BACKOFF_MIN;
+            for attempt in 1..=RESOLVE_RETRIES_MAX {
+                tokio::time::sleep(wait).await;
+                match api.resolve(&by_shard, api.deadline()).await {
+                    Ok(()) => {
+                        tracing::info!(legs, attempt, "resolved in the background");
+                        break;
+                    }
+                    Err(e) if attempt == RESOLVE_RETRIES_MAX => {
+                        tracing::warn!(legs, error = %e.message(), "resolution still failing; \
+                            left to recovery");
+                    }
+                    Err(_) => wait = (wait * 2).min(RESOLVE_BACKOFF_MAX),
+                }
+            }
+            api.resolving().fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
     /// Creates the resolutions `by_shard` (posts, voids, tombstones): the first shard's,
     /// then the others' together (the failpoint sits between). A tombstone that finds its
     /// leg created after all voids the leg.
     async fn resolve(
         &self,
-        mut by_shard: BTreeMap<ShardId, Vec<Transfer>>,
+        by_shard: &BTreeMap<ShardId, Vec<Transfer>>,
         deadline: Instant,
     ) -> Result<(), Status> {
-        let tag = |shard: ShardId, events: Vec<Transfer>| {
-            (shard, events.into_iter().map(|e| ((shard, e), e)).collect::<Vec<_>>())
+        fail::fail_point!("coordinator::resolution", |_| Err(Status::unavailable(
+            "TALLY:Unavailable: failpoint coordinator::resolution"
+        )));
+        let tag = |shard: ShardId, events: &[Transfer]| {
+            (shard, events.iter().map(|&e| ((shard, e), e)).collect::<Vec<_>>())
         };
-        let Some((shard, events)) = by_shard.pop_first() else { return Ok(()) };
+        let mut shards = by_shard.iter();
+        let Some((&shard, events)) = shards.next() else { return Ok(()) };
         let first: Wave<(ShardId, Transfer)> = BTreeMap::from([tag(shard, events)]);
-        let rest: Wave<(ShardId, Transfer)> =
-            by_shard.into_iter().map(|(s, e)| tag(s, e)).collect();
+        let rest: Wave<(ShardId, Transfer)> = shards.map(|(&s, e)| tag(s, e)).collect();
         let mut late: Wave<()> = BTreeMap::new();
         for (round, wave) in [first, rest].iter().enumerate() {
             if wave.is_empty() {

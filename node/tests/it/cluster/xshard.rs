@@ -608,34 +608,58 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
     converge_every_shard(&cluster).await;
 }
 
-/// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
-/// restarts it, and checks the transfer ends all or nothing (`applied` says which) with
-/// no reservation left on any shard.
+/// A 3-node cluster (`config`) whose node 1 runs with `failpoints`; its four people
+/// (`people`), with the second person of shard 2 funded with 100; a raw connection to
+/// node 1 (no retries: the test sees exactly what node 1 answered).
 #[cfg(feature = "failpoints")]
-async fn crash_at(failpoint: &str, applied: bool) {
+struct Coordinated {
+    cluster: Cluster,
+    client: Client,
+    raw: tally_proto::v1::ledger_service_client::LedgerServiceClient<tonic::transport::Channel>,
+    /// People on shards 2, 3 and 4; the first holds 100.
+    m: (u128, u128, u128),
+}
+
+#[cfg(feature = "failpoints")]
+async fn coordinated(config: &str, failpoints: &str) -> Coordinated {
     use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 
-    let _one_at_a_time = CLUSTER_LOCK.lock().await;
-    let mut cluster = Cluster::start(3, XSHARD);
+    let mut cluster = Cluster::start(3, config);
     let client = cluster.client();
     let p = people(&client).await;
-    // Node 1 coordinates a chain of two transfers with legs on shards 2, 3 and 4.
     let (m2, m3, m4) = (p[&2].1, p[&3].1, p[&4].1);
     let fund = transfer(1, p[&2].0, m2, 100, 0);
     let funded = client.create_transfers(vec![fund]).await.unwrap()[0].status;
     assert!(tally_client::transfer_succeeded(funded), "{funded}");
     cluster.stop(1);
-    cluster.spawn_with(1, &[("FAILPOINTS", &format!("{failpoint}=panic"))]);
+    cluster.spawn_with(1, &[("FAILPOINTS", failpoints)]);
     super::shards::wait_balanced(&cluster, 1).await;
-    let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
+    let raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
         let addr = format!("http://{}", cluster.addr(1));
         async move { LedgerServiceClient::connect(addr).await.ok() }
     })
     .await;
-    let chain = vec![
-        transfer(50, m2, m3, 40, v1::TransferFlag::Linked as u32),
-        transfer(51, m2, m4, 10, 0),
-    ];
+    Coordinated { cluster, client, raw, m: (m2, m3, m4) }
+}
+
+/// The chain node 1 coordinates: 40 from shard 2 to shard 3, linked to 10 from shard 2
+/// to shard 4.
+#[cfg(feature = "failpoints")]
+fn the_chain((m2, m3, m4): (u128, u128, u128)) -> Vec<v1::Transfer> {
+    vec![transfer(50, m2, m3, 40, v1::TransferFlag::Linked as u32), transfer(51, m2, m4, 10, 0)]
+}
+
+/// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
+/// restarts it, and checks the transfer ends all or nothing (`applied` says which) with
+/// no reservation left on any shard.
+#[cfg(feature = "failpoints")]
+async fn crash_at(failpoint: &str, applied: bool) {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    // Node 1 coordinates a chain of two transfers with legs on shards 2, 3 and 4.
+    let Coordinated { mut cluster, client, mut raw, m } =
+        coordinated(XSHARD, &format!("{failpoint}=panic")).await;
+    let (m2, m3, m4) = m;
+    let chain = the_chain(m);
     // Resent (same ids) if it failed before reaching the failpoint, e.g. during a
     // leadership move; node 1 must crash at the failpoint within a few tries.
     let mut exit = None;
@@ -702,6 +726,47 @@ async fn a_coordinator_crash_after_the_decision_posts_the_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_crash_between_resolutions_posts_the_transaction() {
     crash_at("coordinator::between_resolutions", true).await;
+}
+
+/// A decided transaction whose resolution fails (failpoint: the first resolution node 1
+/// attempts returns `unavailable`) is resolved by node 1 in the background within
+/// seconds, not left pending until recovery (set to 10 minutes here, so only the
+/// background retry can resolve it).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resolution_is_retried_in_the_background() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let config = XSHARD.replace("txn_recovery_after_ms = 500", "txn_recovery_after_ms = 600000");
+    let Coordinated { cluster, client, mut raw, m } =
+        coordinated(&config, "coordinator::resolution=1*return").await;
+    let (m2, m3, m4) = m;
+    let chain = the_chain(m);
+    // Resent (same ids) if it failed elsewhere first, e.g. during a leadership move.
+    let mut failed_at_resolution = false;
+    for _ in 0..5 {
+        let request = v1::CreateTransfersRequest { transfers: chain.clone() };
+        let error = raw.create_transfers(request).await.expect_err("the resolution fails");
+        if error.message().contains("failpoint coordinator::resolution") {
+            failed_at_resolution = true;
+            break;
+        }
+        eprintln!("resending after {error:?}");
+    }
+    assert!(failed_at_resolution, "node 1 never reached its resolution");
+    let expected = vec![(0, 50, 0, 100), (0, 0, 0, 40), (0, 0, 0, 10)];
+    eventually(
+        "the background retry resolves every leg",
+        std::time::Duration::from_secs(15),
+        || {
+            let (client, expected) = (&client, &expected);
+            async move { (sums(client, &[m2, m3, m4]).await == *expected).then_some(()) }
+        },
+    )
+    .await;
+    let again = client.create_transfers(chain).await.unwrap();
+    assert!(again.iter().all(|r| r.status == TS::Exists as i32), "{again:?}");
+    assert_eq!(sums(&client, &[m2, m3, m4]).await, expected);
+    converge_every_shard(&cluster).await;
 }
 
 /// A cross-shard swap whose quote expires while its legs are being prepared is decided
