@@ -51,6 +51,69 @@ pub enum Violation {
         /// The first field that differs.
         field: &'static str,
     },
+    /// I4: a transfer every attempt of which was refused is stored.
+    Phantom {
+        /// The transfer id.
+        transfer: u128,
+    },
+    /// I5: a chain is stored in part.
+    Torn {
+        /// The chain's transfer ids.
+        chain: Vec<u128>,
+        /// Those stored.
+        stored: Vec<u128>,
+    },
+    /// I6: an account still holds pending amounts after the cluster settled.
+    Unresolved {
+        /// The account id.
+        account: u128,
+        /// Its debits_pending.
+        debits_pending: u128,
+        /// Its credits_pending.
+        credits_pending: u128,
+    },
+    /// I7: a transfer committed (acknowledged) before another was sent has a later
+    /// timestamp on the same shard.
+    OutOfOrder {
+        /// The shard.
+        shard: u32,
+        /// The transfer acknowledged first.
+        earlier: u128,
+        /// Its timestamp.
+        earlier_timestamp: u64,
+        /// The transfer sent after that acknowledgement.
+        later: u128,
+        /// Its timestamp.
+        later_timestamp: u64,
+    },
+    /// Model: an account's posted sums differ from the sums of the transfers stored.
+    Diverged {
+        /// The account id.
+        account: u128,
+        /// `debits_posted` or `credits_posted`.
+        field: &'static str,
+        /// The sum of the stored transfers.
+        model: u128,
+        /// The account's value.
+        stored: u128,
+    },
+}
+
+impl Violation {
+    /// The invariant it breaks: `I1` … `I7`, or `model`.
+    #[must_use]
+    pub fn invariant(&self) -> &'static str {
+        match self {
+            Self::Conservation { .. } => "I1",
+            Self::Overdraft { .. } => "I2",
+            Self::Lost { .. } => "I3",
+            Self::Duplicated { .. } | Self::Altered { .. } | Self::Phantom { .. } => "I4",
+            Self::Torn { .. } => "I5",
+            Self::Unresolved { .. } => "I6",
+            Self::OutOfOrder { .. } => "I7",
+            Self::Diverged { .. } => "model",
+        }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -71,6 +134,30 @@ impl fmt::Display for Violation {
             Self::Altered { transfer, field } => {
                 write!(f, "I4 transfer {transfer:#x} stored with a different {field}")
             }
+            Self::Phantom { transfer } => {
+                write!(f, "I4 transfer {transfer:#x} refused at every attempt but stored")
+            }
+            Self::Torn { chain, stored } => {
+                write!(f, "I5 chain {chain:#x?} stored in part: only {stored:#x?}")
+            }
+            Self::Unresolved { account, debits_pending, credits_pending } => write!(
+                f,
+                "I6 account {account:#x} still holds pending amounts after settling: debits \
+                 {debits_pending}, credits {credits_pending}"
+            ),
+            Self::OutOfOrder { shard, earlier, earlier_timestamp, later, later_timestamp } => {
+                write!(
+                    f,
+                    "I7 shard {shard}: transfer {later:#x} (timestamp {later_timestamp}) was sent \
+                     after {earlier:#x} was acknowledged but is not later (timestamp \
+                     {earlier_timestamp})"
+                )
+            }
+            Self::Diverged { account, field, model, stored } => write!(
+                f,
+                "model: account {account:#x} {field} is {stored}, its stored transfers sum to \
+                 {model}"
+            ),
         }
     }
 }
@@ -198,6 +285,209 @@ fn first_difference(sent: &v1::Transfer, found: &v1::Transfer) -> Option<&'stati
     checks.into_iter().find(|(_, ok)| !ok).map(|(field, _)| field)
 }
 
+/// One attempt of a request, as the checker sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt<'a> {
+    /// The transfers sent.
+    pub transfers: &'a [v1::Transfer],
+    /// One status per transfer if the cluster answered; `None` if the outcome is unknown.
+    pub statuses: Option<&'a [i32]>,
+    /// When it was sent, nanoseconds since the start of the run.
+    pub invoked_ns: u64,
+    /// When it was answered or given up.
+    pub completed_ns: u64,
+}
+
+const CREATED: i32 = v1::CreateTransferStatus::Created as i32;
+const EXISTS: i32 = v1::CreateTransferStatus::Exists as i32;
+const PENDING: u32 = v1::TransferFlag::Pending as u32;
+const VOID: u32 = v1::TransferFlag::VoidPendingTransfer as u32;
+const LINKED: u32 = v1::TransferFlag::Linked as u32;
+
+/// The checks over a run's history and what it stored (`stored`: every transfer found
+/// when looking up every id ever sent, once each):
+/// - I3/I4: every acknowledged transfer stored once with identical fields;
+/// - I4: a transfer refused at every attempt (none unknown) is not stored;
+/// - I5: every chain sent is stored whole or not at all (unknown outcomes included);
+/// - I7: on each shard, a transfer created by an attempt sent after another was
+///   acknowledged has the later timestamp (transfers with both accounts on one shard).
+#[must_use]
+pub fn check_history(
+    attempts: &[Attempt<'_>],
+    stored: &[v1::Transfer],
+    shards: u32,
+) -> Vec<Violation> {
+    let mut acknowledged: BTreeMap<u128, v1::Transfer> = BTreeMap::new();
+    // Per id: whether some attempt may have applied it (acknowledged or unknown).
+    let mut maybe_applied: BTreeMap<u128, bool> = BTreeMap::new();
+    let mut chains: BTreeMap<u128, Vec<u128>> = BTreeMap::new();
+    for attempt in attempts {
+        let mut chain: Vec<(u128, Option<i32>)> = Vec::new();
+        for (i, t) in attempt.transfers.iter().enumerate() {
+            let id = u128_of(t.id);
+            let status = attempt.statuses.and_then(|s| s.get(i).copied());
+            if status.is_some_and(|s| s == CREATED || s == EXISTS) {
+                acknowledged.entry(id).or_insert(*t);
+            }
+            chain.push((id, status));
+            if t.flags & LINKED != 0 {
+                continue;
+            }
+            // A chain resent after it was applied (the client retries a request whose
+            // reply was lost) is answered as one failed chain: `exists` for the first
+            // transfer, `linked_event_failed` for the others (TigerBeetle's rule). Any
+            // `exists` in a chain therefore means all of it may be stored.
+            let unknown = attempt.statuses.is_none();
+            let exists = chain.iter().any(|(_, s)| *s == Some(EXISTS));
+            for &(id, status) in &chain {
+                let created = status == Some(CREATED);
+                *maybe_applied.entry(id).or_default() |= unknown || exists || created;
+            }
+            let ids: Vec<u128> = std::mem::take(&mut chain).into_iter().map(|(id, _)| id).collect();
+            chains.entry(ids[0]).or_insert(ids);
+        }
+    }
+    let acknowledged: Vec<v1::Transfer> = acknowledged.into_values().collect();
+    let mut violations = check_acknowledged(&acknowledged, stored);
+    let by_id: BTreeMap<u128, &v1::Transfer> = stored.iter().map(|t| (u128_of(t.id), t)).collect();
+    for (id, maybe) in &maybe_applied {
+        if !maybe && by_id.contains_key(id) {
+            violations.push(Violation::Phantom { transfer: *id });
+        }
+    }
+    for chain in chains.into_values() {
+        let found: Vec<u128> = chain.iter().copied().filter(|id| by_id.contains_key(id)).collect();
+        if !found.is_empty() && found.len() != chain.len() {
+            violations.push(Violation::Torn { chain, stored: found });
+        }
+    }
+    violations.extend(check_order(attempts, &by_id, shards));
+    violations
+}
+
+/// I7 (see [`check_history`]).
+fn check_order(
+    attempts: &[Attempt<'_>],
+    by_id: &BTreeMap<u128, &v1::Transfer>,
+    shards: u32,
+) -> Vec<Violation> {
+    // Per shard: (invoked, completed, timestamp, id) of each transfer an attempt created
+    // as part of a chain that lives on that shard alone. A cross-shard chain is excluded:
+    // its transfers carry the timestamps of their aliases, written when the transaction
+    // was prepared, which may precede its decision (docs/SHARDING.md).
+    let mut per_shard: BTreeMap<u32, Vec<(u64, u64, u64, u128)>> = BTreeMap::new();
+    let shard = |id: u128| tally_proto::routing::shard_of(id, shards);
+    for attempt in attempts {
+        let Some(statuses) = attempt.statuses else { continue };
+        let mut start = 0;
+        for (end, t) in attempt.transfers.iter().enumerate() {
+            if t.flags & LINKED != 0 {
+                continue;
+            }
+            let chain = start..=end;
+            start = end + 1;
+            let found: Option<Vec<&v1::Transfer>> = chain
+                .clone()
+                .map(|i| by_id.get(&u128_of(attempt.transfers[i].id)).copied())
+                .collect();
+            let Some(found) = found else { continue };
+            let mut sides = found.iter().flat_map(|t| {
+                [shard(u128_of(t.debit_account_id)), shard(u128_of(t.credit_account_id))]
+            });
+            let Some(first) = sides.next() else { continue };
+            if !sides.all(|s| s == first) {
+                continue;
+            }
+            for (i, t) in chain.zip(found) {
+                if statuses.get(i) == Some(&CREATED) {
+                    let entry =
+                        (attempt.invoked_ns, attempt.completed_ns, t.timestamp, u128_of(t.id));
+                    per_shard.entry(first).or_default().push(entry);
+                }
+            }
+        }
+    }
+    let mut violations = Vec::new();
+    for (shard, mut created) in per_shard {
+        let mut by_completion = created.clone();
+        by_completion.sort_unstable_by_key(|&(_, completed, _, _)| completed);
+        created.sort_unstable_by_key(|&(invoked, _, _, _)| invoked);
+        // Sweep: the latest timestamp among transfers acknowledged before each send.
+        let mut done = by_completion.iter().peekable();
+        let mut latest: Option<(u64, u128)> = None;
+        for &(invoked, _, timestamp, id) in &created {
+            while let Some(&&(_, completed, ts, earlier)) = done.peek() {
+                if completed >= invoked {
+                    break;
+                }
+                if latest.is_none_or(|(max, _)| ts > max) {
+                    latest = Some((ts, earlier));
+                }
+                done.next();
+            }
+            if let Some((max, earlier)) = latest
+                && max >= timestamp
+            {
+                violations.push(Violation::OutOfOrder {
+                    shard,
+                    earlier,
+                    earlier_timestamp: max,
+                    later: id,
+                    later_timestamp: timestamp,
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// I6: no account holds pending amounts (run once the cluster has settled and every
+/// pending transfer's timeout has passed).
+#[must_use]
+pub fn check_resolved(accounts: &[v1::Account]) -> Vec<Violation> {
+    accounts
+        .iter()
+        .filter(|a| u128_of(a.debits_pending) != 0 || u128_of(a.credits_pending) != 0)
+        .map(|a| Violation::Unresolved {
+            account: u128_of(a.id),
+            debits_pending: u128_of(a.debits_pending),
+            credits_pending: u128_of(a.credits_pending),
+        })
+        .collect()
+}
+
+/// The model: every account's posted sums equal the sums of the stored transfers that
+/// post to it (single-phase transfers and posts of pending ones; pending transfers and
+/// voids post nothing). `stored` must hold every transfer that ever touched `accounts`.
+#[must_use]
+pub fn check_model(accounts: &[v1::Account], stored: &[v1::Transfer]) -> Vec<Violation> {
+    let mut sums: BTreeMap<u128, (u128, u128)> = BTreeMap::new();
+    for t in stored {
+        if t.flags & (PENDING | VOID) != 0 {
+            continue;
+        }
+        let amount = u128_of(t.amount);
+        let debit = sums.entry(u128_of(t.debit_account_id)).or_default();
+        debit.0 = debit.0.saturating_add(amount);
+        let credit = sums.entry(u128_of(t.credit_account_id)).or_default();
+        credit.1 = credit.1.saturating_add(amount);
+    }
+    let mut violations = Vec::new();
+    for a in accounts {
+        let id = u128_of(a.id);
+        let (debits, credits) = sums.get(&id).copied().unwrap_or_default();
+        for (field, model, stored) in [
+            ("debits_posted", debits, u128_of(a.debits_posted)),
+            ("credits_posted", credits, u128_of(a.credits_posted)),
+        ] {
+            if model != stored {
+                violations.push(Violation::Diverged { account: id, field, model, stored });
+            }
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use tally_proto::uint128;
@@ -301,5 +591,188 @@ mod tests {
             ..post
         };
         assert_eq!(check_acknowledged(&[post], &[posted]), []);
+    }
+
+    fn chain(ids: &[u128]) -> Vec<v1::Transfer> {
+        let mut out: Vec<v1::Transfer> =
+            ids.iter().map(|&id| v1::Transfer { flags: LINKED, ..transfer(id, 10) }).collect();
+        if let Some(last) = out.last_mut() {
+            last.flags = 0;
+        }
+        out
+    }
+
+    fn at(t: v1::Transfer, timestamp: u64) -> v1::Transfer {
+        v1::Transfer { timestamp, ..t }
+    }
+
+    /// A refused transfer that is stored anyway, and a chain stored in part, are found;
+    /// unknown outcomes may go either way, but a chain only whole.
+    #[test]
+    fn refused_transfers_and_torn_chains_are_reported() {
+        let refused = [transfer(1, 10)];
+        let torn = chain(&[2, 3]);
+        let unknown_whole = chain(&[4, 5]);
+        let unknown_absent = chain(&[6, 7]);
+        let exceeds = v1::CreateTransferStatus::ExceedsCredits as i32;
+        let linked = v1::CreateTransferStatus::LinkedEventFailed as i32;
+        let attempts = [
+            Attempt {
+                transfers: &refused,
+                statuses: Some(&[exceeds]),
+                invoked_ns: 0,
+                completed_ns: 1,
+            },
+            Attempt { transfers: &torn, statuses: None, invoked_ns: 0, completed_ns: 1 },
+            Attempt { transfers: &unknown_whole, statuses: None, invoked_ns: 0, completed_ns: 1 },
+            Attempt {
+                transfers: &unknown_absent,
+                statuses: Some(&[exceeds, linked]),
+                invoked_ns: 2,
+                completed_ns: 3,
+            },
+        ];
+        let stored =
+            [at(refused[0], 1), at(torn[1], 2), at(unknown_whole[0], 3), at(unknown_whole[1], 4)];
+        assert_eq!(
+            check_history(&attempts, &stored, 1),
+            [
+                Violation::Phantom { transfer: 1 },
+                Violation::Torn { chain: vec![2, 3], stored: vec![3] }
+            ]
+        );
+    }
+
+    /// A chain answered `exists` + `linked_event_failed` (resent after it was applied) is
+    /// stored whole: no phantom. Answered `id_already_failed` + `linked_event_failed`, it
+    /// must be absent.
+    #[test]
+    fn a_resent_chain_answered_exists_may_be_stored_whole() {
+        let applied = chain(&[1, 2]);
+        let refused = chain(&[3, 4]);
+        let linked = v1::CreateTransferStatus::LinkedEventFailed as i32;
+        let burnt = v1::CreateTransferStatus::IdAlreadyFailed as i32;
+        let attempts = [
+            Attempt {
+                transfers: &applied,
+                statuses: Some(&[EXISTS, linked]),
+                invoked_ns: 0,
+                completed_ns: 1,
+            },
+            Attempt {
+                transfers: &refused,
+                statuses: Some(&[burnt, linked]),
+                invoked_ns: 0,
+                completed_ns: 1,
+            },
+        ];
+        let whole = [at(applied[0], 1), at(applied[1], 2)];
+        assert_eq!(check_history(&attempts, &whole, 1), []);
+        let stored_refused = [at(applied[0], 1), at(applied[1], 2), at(refused[1], 3)];
+        assert_eq!(
+            check_history(&attempts, &stored_refused, 1),
+            [
+                Violation::Phantom { transfer: 4 },
+                Violation::Torn { chain: vec![3, 4], stored: vec![4] }
+            ]
+        );
+    }
+
+    /// On one shard, a transfer created by a request sent after another's acknowledgement
+    /// must carry the later timestamp; overlapping requests may commit in either order.
+    #[test]
+    fn a_transfer_sent_after_an_acknowledgement_must_be_later() {
+        let (a, b, c) = ([transfer(1, 1)], [transfer(2, 1)], [transfer(3, 1)]);
+        let created = [CREATED];
+        let attempts = [
+            Attempt { transfers: &a, statuses: Some(&created), invoked_ns: 0, completed_ns: 10 },
+            // Overlaps a: may be earlier.
+            Attempt { transfers: &b, statuses: Some(&created), invoked_ns: 5, completed_ns: 20 },
+            // Sent after a and b were acknowledged.
+            Attempt { transfers: &c, statuses: Some(&created), invoked_ns: 30, completed_ns: 40 },
+        ];
+        let good = [at(a[0], 200), at(b[0], 100), at(c[0], 300)];
+        assert_eq!(check_history(&attempts, &good, 1), []);
+        let bad = [at(a[0], 200), at(b[0], 100), at(c[0], 150)];
+        assert_eq!(
+            check_history(&attempts, &bad, 1),
+            [Violation::OutOfOrder {
+                shard: 1,
+                earlier: 1,
+                earlier_timestamp: 200,
+                later: 3,
+                later_timestamp: 150
+            }]
+        );
+    }
+
+    /// Pending amounts left after settling, and posted sums that the stored transfers do
+    /// not explain, are reported.
+    #[test]
+    fn unresolved_pending_and_unexplained_balances_are_reported() {
+        let accounts = [account(1, 1, 0, [0, 30, 0, 0]), account(2, 1, 0, [0, 0, 5, 25])];
+        assert_eq!(
+            check_resolved(&accounts),
+            [Violation::Unresolved { account: 2, debits_pending: 0, credits_pending: 5 }]
+        );
+        let pending = v1::Transfer { flags: PENDING, ..transfer(2, 5) };
+        let posted = v1::Transfer {
+            flags: v1::TransferFlag::PostPendingTransfer as u32,
+            pending_id: uint128(2),
+            ..transfer(3, 5)
+        };
+        let stored = [transfer(1, 20), pending, posted];
+        assert_eq!(
+            check_model(&accounts, &stored),
+            [Violation::Diverged { account: 1, field: "debits_posted", model: 25, stored: 30 }]
+        );
+    }
+
+    /// A cross-shard chain carries its prepare-time timestamps: it is not held to the
+    /// real-time order; a single-shard transfer is (4 shards: accounts 4 and 5 live on
+    /// shard 2, account 1 on shard 1 and 2 on shard 4).
+    #[test]
+    fn only_single_shard_chains_are_held_to_real_time_order() {
+        let on_shard_2 = |id: u128| v1::Transfer {
+            debit_account_id: uint128(4),
+            credit_account_id: uint128(5),
+            ..transfer(id, 1)
+        };
+        let first = [on_shard_2(1)];
+        let mut cross = [on_shard_2(2), transfer(3, 1)];
+        cross[0].flags = LINKED;
+        let single = [on_shard_2(4)];
+        let created = [CREATED, CREATED];
+        let attempts = [
+            Attempt {
+                transfers: &first,
+                statuses: Some(&created[..1]),
+                invoked_ns: 0,
+                completed_ns: 10,
+            },
+            Attempt {
+                transfers: &cross,
+                statuses: Some(&created),
+                invoked_ns: 30,
+                completed_ns: 40,
+            },
+            Attempt {
+                transfers: &single,
+                statuses: Some(&created[..1]),
+                invoked_ns: 30,
+                completed_ns: 40,
+            },
+        ];
+        let stored = [at(first[0], 200), at(cross[0], 150), at(cross[1], 151), at(single[0], 150)];
+        assert_eq!(
+            check_history(&attempts, &stored, 4),
+            [Violation::OutOfOrder {
+                shard: 2,
+                earlier: 1,
+                earlier_timestamp: 200,
+                later: 4,
+                later_timestamp: 150
+            }]
+        );
     }
 }
