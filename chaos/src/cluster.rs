@@ -117,6 +117,15 @@ impl Cluster {
     /// # Errors
     /// The log file or the process could not be made.
     pub fn spawn(&mut self, node: u8) -> Result<(), ClusterError> {
+        self.spawn_with(node, &[])
+    }
+
+    /// Starts node `node` on its data folder with `extra` environment for this start
+    /// only (a failpoint, a skewed clock), unless it runs.
+    ///
+    /// # Errors
+    /// The log file or the process could not be made.
+    pub fn spawn_with(&mut self, node: u8, extra: &[(String, String)]) -> Result<(), ClusterError> {
         if self.running(node) {
             return Ok(());
         }
@@ -139,6 +148,7 @@ impl Cluster {
             .arg(&dir)
             .args(["--bootstrap", &self.bootstrap])
             .envs(self.procs[usize::from(node) - 1].env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
@@ -268,12 +278,72 @@ impl Cluster {
             let Some(reply) = self.shards(node).await else { return false };
             let leaders: Vec<u64> = reply.shard_infos.iter().map(|s| s.leader_id).collect();
             let known = leaders.iter().all(|l| nodes.iter().any(|&n| u64::from(n) == *l));
-            if !known || seen.as_ref().is_some_and(|s| *s != leaders) {
+            // No membership change under way: every group holds the replicas assigned.
+            let moved = reply.shard_infos.iter().all(|s| voters(s) == assigned(s));
+            if !known || !moved || seen.as_ref().is_some_and(|s| *s != leaders) {
                 return false;
             }
             seen = Some(leaders);
         }
         true
+    }
+
+    /// Asks node `via` to assign `shard`'s replicas to `nodes` (a new shard map version,
+    /// compare-and-set on the version read just before); the error as text.
+    ///
+    /// # Errors
+    /// The node did not answer or refused.
+    pub async fn set_replicas(&self, via: u8, shard: u32, nodes: &[u8]) -> Result<u64, String> {
+        let mut admin =
+            self.admin(via).await.ok_or_else(|| format!("node {via} does not answer"))?;
+        let map = admin
+            .get_shard_map(v1::GetShardMapRequest {})
+            .await
+            .map_err(|e| format!("GetShardMap via node {via}: {}", e.message()))?
+            .into_inner();
+        let request = v1::SetShardReplicasRequest {
+            shard_id: shard,
+            node_ids: nodes.iter().map(|&n| u64::from(n)).collect(),
+            expected_map_version: map.map_version,
+        };
+        let reply = admin
+            .set_shard_replicas(request)
+            .await
+            .map_err(|e| format!("SetShardReplicas via node {via}: {}", e.message()))?;
+        Ok(reply.into_inner().map_version)
+    }
+
+    /// Waits (at most `limit`) until node `via` sees `shard`'s group hold exactly its
+    /// assigned replicas, each a voter.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`].
+    pub async fn wait_replicas(
+        &self,
+        via: u8,
+        shard: u32,
+        nodes: &[u8],
+        limit: Duration,
+    ) -> Result<(), ClusterError> {
+        let mut want: Vec<u64> = nodes.iter().map(|&n| u64::from(n)).collect();
+        want.sort_unstable();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(reply) = self.shards(via).await
+                && let Some(info) = reply.shard_infos.iter().find(|s| s.shard_id == shard)
+                && voters(info) == want
+                && assigned(info) == want
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout(
+                    limit,
+                    format!("shard {shard}'s replicas are {nodes:?}"),
+                ));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 
     /// The leader of `shard` as the first answering node knows it.
@@ -293,6 +363,20 @@ impl Cluster {
         let request = v1::TransferLeaderRequest { shard_id: shard, to_node_id: u64::from(to) };
         admin.transfer_leader(request).await.is_ok()
     }
+}
+
+/// A shard's voters, ascending.
+fn voters(info: &v1::ShardInfo) -> Vec<u64> {
+    let mut ids: Vec<u64> = info.replicas.iter().map(|r| r.node_id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The nodes the shard map assigns a shard to, ascending.
+fn assigned(info: &v1::ShardInfo) -> Vec<u64> {
+    let mut ids = info.assigned_node_ids.clone();
+    ids.sort_unstable();
+    ids
 }
 
 impl Drop for Cluster {

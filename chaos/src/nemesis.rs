@@ -15,6 +15,34 @@ use crate::cluster::Cluster;
 
 /// How often a leader-transfer storm moves a shard's leadership.
 pub const STORM_INTERVAL: Duration = Duration::from_millis(300);
+/// How long past its hold a node given a crashing failpoint may take to reach it before
+/// the fault counts as not made.
+pub const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How long a membership change may take to complete when it is undone.
+pub const MEMBERSHIP_WAIT: Duration = Duration::from_secs(30);
+/// Fsyncs a node makes after its restart before the injected fsync error.
+pub const FSYNCS_BEFORE_ERROR: u32 = 20;
+/// The clock skew of `clock-skew`, at most (either way).
+pub const SKEW_MAX_S: u64 = 120;
+/// The clock skew of `clock-skew`, at least (either way).
+pub const SKEW_MIN_S: u64 = 5;
+/// Where libfaketime (Debian's `faketime`) is looked for.
+pub const FAKETIME_LIBS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+];
+/// The coordinator's failpoints (tally-node `service::xshard`), one per two-phase step.
+pub const COORDINATOR_STEPS: [&str; 3] = [
+    "coordinator::after_first_leg",
+    "coordinator::after_decision",
+    "coordinator::between_resolutions",
+];
+
+/// The libfaketime library, if installed.
+#[must_use]
+pub fn faketime_lib() -> Option<&'static str> {
+    FAKETIME_LIBS.into_iter().find(|p| std::path::Path::new(p).exists())
+}
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -43,11 +71,24 @@ pub enum Nemesis {
     Loss,
     /// Leadership of random shards moved to random nodes every [`STORM_INTERVAL`].
     LeaderStorm,
+    /// A random node restarted with failing WAL fsyncs (failpoint `storage::fsync` after
+    /// [`FSYNCS_BEFORE_ERROR`]): it must stop; restarted clean when healing.
+    FsyncError,
+    /// A random node restarted to crash (panic, the process aborts) at one two-phase step
+    /// of the next cross-shard transaction it coordinates; restarted clean when healing.
+    CoordinatorCrash,
+    /// A random node restarted with its wall clock skewed (libfaketime) by
+    /// [`SKEW_MIN_S`]..=[`SKEW_MAX_S`] seconds either way; restarted on the true clock
+    /// when healing.
+    ClockSkew,
+    /// A random node (the leader, every other time) removed from a random shard's
+    /// replicas (`SetShardReplicas`); re-added when healing.
+    Membership,
 }
 
 impl Nemesis {
     /// Every nemesis.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::KillOne,
         Self::KillMinority,
         Self::KillLeader,
@@ -59,6 +100,10 @@ impl Nemesis {
         Self::OneWay,
         Self::Loss,
         Self::LeaderStorm,
+        Self::FsyncError,
+        Self::CoordinatorCrash,
+        Self::ClockSkew,
+        Self::Membership,
     ];
 
     /// Its name on the command line and in reports.
@@ -76,6 +121,10 @@ impl Nemesis {
             Self::OneWay => "one-way",
             Self::Loss => "loss",
             Self::LeaderStorm => "leader-storm",
+            Self::FsyncError => "fsync-error",
+            Self::CoordinatorCrash => "coordinator-crash",
+            Self::ClockSkew => "clock-skew",
+            Self::Membership => "membership",
         }
     }
 
@@ -100,6 +149,20 @@ impl Nemesis {
     }
 }
 
+impl Nemesis {
+    /// Whether it needs a `tallyd` built with the `failpoints` feature.
+    #[must_use]
+    pub fn needs_failpoints(self) -> bool {
+        matches!(self, Self::FsyncError | Self::CoordinatorCrash)
+    }
+
+    /// Whether it needs libfaketime.
+    #[must_use]
+    pub fn needs_faketime(self) -> bool {
+        self == Self::ClockSkew
+    }
+}
+
 /// One fault as injected.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultRecord {
@@ -114,6 +177,10 @@ pub struct FaultRecord {
     /// Problems while injecting or healing (a fault that could not be made is reported,
     /// not hidden).
     pub errors: Vec<String>,
+    /// How far ahead a node's wall clock was set (`clock-skew`), milliseconds: cluster
+    /// time never goes back, so pending timeouts can end up to this much later in real
+    /// time once the clock is true again (`docs/ARCHITECTURE.md`, "Clock skew").
+    pub clock_ahead_ms: u64,
 }
 
 /// The schedule's bounds.
@@ -156,7 +223,15 @@ pub async fn run(
             tokio::time::sleep(schedule.hold).await;
         }
         heal(cluster, &undo, &mut errors).await;
-        faults.push(FaultRecord { nemesis, what, at_ms, healed_ms: ms(start), errors });
+        let clock_ahead_ms = undo.clock_ahead_ms;
+        faults.push(FaultRecord {
+            nemesis,
+            what,
+            at_ms,
+            healed_ms: ms(start),
+            errors,
+            clock_ahead_ms,
+        });
     }
     faults
 }
@@ -167,6 +242,26 @@ struct Undo {
     restart: Vec<u8>,
     resume: Vec<u8>,
     network: bool,
+    /// Nodes that must stop by themselves (a failpoint), then restart clean.
+    must_exit: Vec<u8>,
+    /// Nodes to restart with their usual environment (a skewed clock).
+    restart_clean: Vec<u8>,
+    /// A shard whose replicas go back to every node.
+    replicas: Option<u32>,
+    /// A node's wall clock was set this far ahead.
+    clock_ahead_ms: u64,
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+}
+
+/// Kills node `node` and starts it again with `extra` environment.
+fn restart_with(c: &mut Cluster, node: u8, extra: &[(String, String)], errors: &mut Vec<String>) {
+    c.kill(node);
+    if let Err(e) = c.spawn_with(node, extra) {
+        errors.push(e.to_string());
+    }
 }
 
 fn pick(rng: &mut SmallRng, nodes: &[u8], count: usize) -> Vec<u8> {
@@ -287,6 +382,57 @@ async fn inject(
             "every node drops 20 % of incoming packets".to_owned()
         }
         Nemesis::LeaderStorm => format!("leadership moved every {STORM_INTERVAL:?}"),
+        Nemesis::FsyncError => {
+            let victim = pick(rng, &nodes, 1)[0];
+            let failpoint = format!("storage::fsync={FSYNCS_BEFORE_ERROR}*off->return");
+            restart_with(&mut c, victim, &env(&[("FAILPOINTS", failpoint)]), errors);
+            undo.must_exit = vec![victim];
+            format!("node {victim} restarted; its WAL fsyncs fail after {FSYNCS_BEFORE_ERROR}")
+        }
+        Nemesis::CoordinatorCrash => {
+            let victim = pick(rng, &nodes, 1)[0];
+            let step = COORDINATOR_STEPS[rng.random_range(0..COORDINATOR_STEPS.len())];
+            restart_with(&mut c, victim, &env(&[("FAILPOINTS", format!("{step}=panic"))]), errors);
+            undo.must_exit = vec![victim];
+            format!("node {victim} restarted to crash at {step}")
+        }
+        Nemesis::ClockSkew => {
+            let victim = pick(rng, &nodes, 1)[0];
+            let seconds = rng.random_range(SKEW_MIN_S..=SKEW_MAX_S);
+            let sign = if rng.random_bool(0.5) { '+' } else { '-' };
+            match faketime_lib() {
+                Some(lib) => {
+                    let extra = env(&[
+                        ("LD_PRELOAD", lib.to_owned()),
+                        ("FAKETIME", format!("{sign}{seconds}s")),
+                        // Only the wall clock is skewed, as NTP trouble would: timers and
+                        // timeouts run on the monotonic clock.
+                        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+                        ("FAKETIME_NO_CACHE", "1".to_owned()),
+                    ]);
+                    restart_with(&mut c, victim, &extra, errors);
+                    undo.restart_clean = vec![victim];
+                    if sign == '+' {
+                        undo.clock_ahead_ms = seconds * 1000;
+                    }
+                }
+                None => errors.push("libfaketime is not installed (Debian: faketime)".to_owned()),
+            }
+            format!("node {victim} restarted with its wall clock {sign}{seconds} s")
+        }
+        Nemesis::Membership => {
+            let shard = rng.random_range(1..=shards);
+            let victim = match c.leader_of(shard).await {
+                Some(leader) if rng.random_bool(0.5) => leader,
+                _ => pick(rng, &nodes, 1)[0],
+            };
+            let rest: Vec<u8> = nodes.iter().copied().filter(|&n| n != victim).collect();
+            if let Err(e) = c.set_replicas(rest[0], shard, &rest).await {
+                errors.push(e);
+            }
+            undo.replicas = Some(shard);
+            format!("node {victim} removed from shard {shard}'s replicas")
+        }
     };
     (what, undo)
 }
@@ -330,6 +476,48 @@ async fn storm(
 
 async fn heal(cluster: &tokio::sync::Mutex<Cluster>, undo: &Undo, errors: &mut Vec<String>) {
     let mut c = cluster.lock().await;
+    for &node in &undo.must_exit {
+        let deadline = Instant::now() + EXIT_WAIT;
+        let status = loop {
+            if let Some(status) = c.exited(node) {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(crate::cluster::POLL_INTERVAL).await;
+        };
+        match status {
+            Some(status) if !status.success() => {}
+            Some(status) => {
+                errors.push(format!("node {node} stopped with {status}, not a failure"))
+            }
+            None => {
+                errors.push(format!(
+                    "node {node} never reached its failpoint ({EXIT_WAIT:?} past the hold)"
+                ));
+                c.kill(node);
+            }
+        }
+        if let Err(e) = c.spawn(node) {
+            errors.push(e.to_string());
+        }
+    }
+    for &node in &undo.restart_clean {
+        restart_with(&mut c, node, &[], errors);
+    }
+    if let Some(shard) = undo.replicas {
+        let nodes = c.nodes();
+        let via = nodes[0];
+        match c.set_replicas(via, shard, &nodes).await {
+            Ok(_) => {
+                if let Err(e) = c.wait_replicas(via, shard, &nodes, MEMBERSHIP_WAIT).await {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     if undo.network
         && let Err(e) = c.net.heal()
     {

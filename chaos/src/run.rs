@@ -68,6 +68,8 @@ pub struct RunSpec {
     pub namespaces: bool,
     /// A deliberate breakage to set on every node (failpoints builds), if any.
     pub breakage: Option<Breakage>,
+    /// Whether `tallyd` is built with failpoints (`tallyd --version` says so).
+    pub failpoints: bool,
 }
 
 /// A deliberately broken build, to show the checker catches it (`--break`). Each needs a
@@ -167,6 +169,9 @@ pub struct RunReport {
     pub ok_per_second: Vec<u64>,
     /// The most common errors behind unknown outcomes, with their counts.
     pub unknown_errors: BTreeMap<String, u64>,
+    /// Seconds from settling until no account held pending amounts (none if some still
+    /// did at the limit).
+    pub pending_resolved_s: Option<f64>,
     /// Each invariant.
     pub verdicts: Vec<Verdict>,
     /// Why the run was skipped, if it was.
@@ -233,6 +238,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunReport, RunError> {
         kinds: BTreeMap::new(),
         ok_per_second: Vec::new(),
         unknown_errors: BTreeMap::new(),
+        pending_resolved_s: None,
         verdicts: Vec::new(),
         skipped: None,
         passed: false,
@@ -250,6 +256,21 @@ pub async fn run(spec: &RunSpec) -> Result<RunReport, RunError> {
         report.skipped = Some(format!(
             "a ring of {} nodes cuts nothing (every pair is adjacent): run it with --nodes 5",
             spec.nodes
+        ));
+        return Ok(report);
+    }
+    if spec.nemesis.needs_failpoints() && !spec.failpoints {
+        report.skipped = Some(format!(
+            "{} needs a tallyd built with failpoints (cargo build --release -p tally-node \
+             --features failpoints)",
+            spec.nemesis.name()
+        ));
+        return Ok(report);
+    }
+    if spec.nemesis.needs_faketime() && nemesis::faketime_lib().is_none() {
+        report.skipped = Some(format!(
+            "{} needs libfaketime (Debian: apt-get install faketime)",
+            spec.nemesis.name()
         ));
         return Ok(report);
     }
@@ -297,9 +318,20 @@ pub async fn run(spec: &RunSpec) -> Result<RunReport, RunError> {
         verdict("no crash", healed.crashed),
         verdict("settled", settled.err().map(|e| e.to_string()).into_iter().collect()),
     ];
-    let limit =
-        PENDING_TIMEOUT_MAX + Duration::from_millis(spec.txn_recovery_after_ms) + RESOLVE_SLACK;
+    // Every pending transfer and leg must be resolved by then: its timeout, recovery's
+    // wait, slack, and how far a wall clock was set ahead (cluster time then stays ahead
+    // of real time until the true clock catches up; timeouts run on cluster time).
+    let clock_ahead = report.faults.iter().map(|f| f.clock_ahead_ms).max().unwrap_or(0);
+    let limit = PENDING_TIMEOUT_MAX
+        + Duration::from_millis(spec.txn_recovery_after_ms)
+        + RESOLVE_SLACK
+        + Duration::from_millis(clock_ahead);
+    let waited = Instant::now();
     let accounts = read_settled_accounts(&client, &population.all(), limit).await;
+    report.pending_resolved_s = match &accounts {
+        Ok(a) if checker::check_resolved(a).is_empty() => Some(waited.elapsed().as_secs_f64()),
+        _ => None,
+    };
     let mut attempts: Vec<Attempt<'_>> = Vec::new();
     let funding_attempt = Attempt {
         transfers: &funding.0,
@@ -636,6 +668,9 @@ impl RunReport {
                 "  fault {:>6} ms .. {:>6} ms  {}{errors}",
                 f.at_ms, f.healed_ms, f.what
             );
+        }
+        if let Some(s) = self.pending_resolved_s {
+            let _ = writeln!(out, "  no pending amounts left {s:.1} s after settling");
         }
         for v in &self.verdicts {
             let mark = if v.passed { "ok  " } else { "FAIL" };

@@ -85,7 +85,7 @@ struct Args {
     breakage: Option<String>,
 }
 
-/// Checks `tallyd` can take failpoints (its `--version` says so).
+/// Checks `tallyd` can take failpoints (its `--version` says so); why not.
 fn has_failpoints(tallyd: &std::path::Path) -> Result<(), String> {
     let output = std::process::Command::new(tallyd)
         .arg("--version")
@@ -96,7 +96,7 @@ fn has_failpoints(tallyd: &std::path::Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "--break needs a tallyd built with failpoints (cargo build --release -p tally-node \
+            "a tallyd built with failpoints is needed (cargo build --release -p tally-node \
              --features failpoints); {} is {:?}",
             tallyd.display(),
             version.trim()
@@ -144,8 +144,17 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
         for n in Nemesis::ALL {
-            let network = if n.needs_network() { "  (network namespaces)" } else { "" };
-            println!("{}{network}", n.name());
+            let needs = [
+                (n.needs_network(), "network namespaces"),
+                (n.needs_failpoints(), "a failpoints build of tallyd"),
+                (n.needs_faketime(), "libfaketime"),
+            ];
+            let needs: Vec<&str> = needs.iter().filter(|(on, _)| *on).map(|(_, w)| *w).collect();
+            if needs.is_empty() {
+                println!("{}", n.name());
+            } else {
+                println!("{}  (needs {})", n.name(), needs.join(", "));
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -157,12 +166,14 @@ async fn main() -> ExitCode {
         }
     };
     let breakage = args.breakage.as_deref().map(|_| Breakage::SkipDecision);
+    let failpoints = has_failpoints(&tallyd);
     if breakage.is_some()
-        && let Err(e) = has_failpoints(&tallyd)
+        && let Err(e) = &failpoints
     {
-        eprintln!("tally-chaos: {e}");
+        eprintln!("tally-chaos: --break: {e}");
         return ExitCode::from(2);
     }
+    let failpoints = failpoints.is_ok();
     let duration = Duration::from_secs(if args.ci { 15 } else { args.duration_s });
     let rounds = if args.ci { 2 } else { args.rounds };
     let charts = match tally_chaos::chart::load_font() {
@@ -199,6 +210,7 @@ async fn main() -> ExitCode {
                 dir: dir.clone(),
                 namespaces: !args.loopback,
                 breakage,
+                failpoints,
             };
             println!(
                 "{}: running (seed {seed}, {} s of load) ...",
@@ -245,8 +257,9 @@ async fn main() -> ExitCode {
         .map(|r| r.scenario.as_str())
         .collect();
     let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
-    if args.ci && skipped > 0 {
-        eprintln!("tally-chaos --ci: {skipped} scenarios skipped (network namespaces unavailable)");
+    // Scenarios asked for by name (or by --ci) must run; --all reports its skips.
+    if (args.ci || !args.all && !args.scenarios.is_empty()) && skipped > 0 {
+        eprintln!("tally-chaos: {skipped} of the scenarios asked for were skipped (see above)");
         broken = true;
     }
     println!(

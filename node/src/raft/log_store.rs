@@ -44,7 +44,7 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let result = storage.sync();
+                    let result = sync(&storage);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "WAL fsync failed; raft will stop this node");
                     }
@@ -61,6 +61,15 @@ impl Syncer {
     fn submit(&self, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error> {
         self.tx.send(callback).map_err(|_| io::Error::other("fsync thread stopped"))
     }
+}
+
+/// One WAL fsync. Crash-test builds can fail it (failpoint `storage::fsync`, for the
+/// chaos suite's storage fault): the error takes the same path as a real one.
+fn sync(storage: &Storage) -> Result<(), String> {
+    fail::fail_point!("storage::fsync", |_| Err(
+        "injected fsync error (failpoint storage::fsync)".to_owned()
+    ));
+    storage.sync().map_err(|e| e.to_string())
 }
 
 /// The Raft log store of one shard.
