@@ -70,8 +70,12 @@ impl Network {
     /// second value says why namespaces were not used.
     #[must_use]
     pub fn create(nodes: u8, prefer_namespaces: bool) -> (Self, Option<String>) {
+        // A new id for every network this process makes: the kernel frees a deleted
+        // namespace's links in the background, so names are never reused at once.
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let pid = std::process::id();
-        let run = u8::try_from(pid % 250).unwrap_or(0) + 1;
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run = u8::try_from(pid.wrapping_add(made) % 250).unwrap_or(0) + 1;
         let loopback = Self::Loopback { a: 100 + u8::try_from(pid % 100).unwrap_or(0), b: run };
         if !prefer_namespaces {
             return (loopback, Some("--loopback given".to_owned()));
@@ -251,6 +255,9 @@ impl Drop for Network {
         let Self::Namespaces { run, nodes, forward_rule } = *self else { return };
         // Best effort, each on its own: a step that was never made fails harmlessly.
         for node in 1..=nodes {
+            // Deleting the host's end removes the pair now (a namespace's links may
+            // otherwise outlive it for a while).
+            let _ = exec("ip", &["link", "del", &Self::veth(run, node)]);
             let _ = exec("ip", &["netns", "del", &Self::namespace(run, node)]);
         }
         let bridge = Self::bridge(run);
