@@ -260,7 +260,7 @@ fn first_difference(sent: &v1::Transfer, found: &v1::Transfer) -> Option<&'stati
     } else {
         sent.flags & resolving != 0 || sent.amount == found.amount
     };
-    let checks: [(&'static str, bool); 9] = [
+    let checks: [(&'static str, bool); 11] = [
         ("flags", sent.flags == found.flags),
         (
             "debit_account_id",
@@ -277,6 +277,14 @@ fn first_difference(sent: &v1::Transfer, found: &v1::Transfer) -> Option<&'stati
         (
             "user_data_128",
             !given(u128_of(sent.user_data_128)) || sent.user_data_128 == found.user_data_128,
+        ),
+        (
+            "user_data_64",
+            !given(u128::from(sent.user_data_64)) || sent.user_data_64 == found.user_data_64,
+        ),
+        (
+            "user_data_32",
+            !given(u128::from(sent.user_data_32)) || sent.user_data_32 == found.user_data_32,
         ),
         ("ledger", !given(u128::from(sent.ledger)) || sent.ledger == found.ledger),
         ("code", !given(u128::from(sent.code)) || sent.code == found.code),

@@ -285,8 +285,16 @@ pub async fn run(spec: &RunSpec) -> Result<RunReport, RunError> {
     let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
 
     // The load, and the faults beside it.
-    let generator =
-        Arc::new(parking_lot::Mutex::new(Generator::new(population.clone(), spec.seed)));
+    let quote_expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(Duration::ZERO, |now| now + workload::QUOTE_VALID_FOR)
+        .as_nanos();
+    let quote_expires_at = u64::try_from(quote_expires_at).unwrap_or(u64::MAX);
+    let generator = Arc::new(parking_lot::Mutex::new(Generator::new(
+        population.clone(),
+        spec.seed,
+        quote_expires_at,
+    )));
     let start = Instant::now();
     let end = start + spec.duration;
     let (history, faults) = tokio::join!(

@@ -15,6 +15,10 @@
 //! - `post` / `void`: resolves an earlier pending transfer (which may have expired);
 //! - `redeem`: points from a member to the issuer linked with one unit of an item's
 //!   stock to the buyer (refused once the item is sold out);
+//! - `swap` (a request of its own, `SwapBatch` of 1 to [`OPS_PER_REQUEST_MAX`] swaps): a
+//!   member gives points on ledger A to institution A's pool and receives
+//!   [`SWAP_RATE`] as many (rounded down) on ledger B from institution B's pool (which
+//!   can run dry) — two linked transfers, usually on different shards;
 //! - `resend`: an earlier request sent again unchanged (same ids).
 
 use std::collections::BTreeMap;
@@ -27,13 +31,30 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use tally_client::Client;
 use tally_proto::routing::shard_of;
-use tally_proto::{uint128, v1};
+use tally_proto::{u128_of, uint128, v1};
 use tokio::time::Instant;
 
 /// The points ledger.
 pub const LEDGER_POINTS: u32 = 1;
 /// The item-stock ledger.
 pub const LEDGER_UNITS: u32 = 2;
+/// Institution B's points ledger (what a swap receives).
+pub const LEDGER_POINTS_B: u32 = 3;
+/// Points received per point given in a swap: numerator, denominator (rounded down).
+pub const SWAP_RATE: (u64, u32) = (3, 2);
+/// Points institution B's pool starts with.
+pub const POOL_B_FUNDING: u128 = 20_000;
+/// One request in this many is a swap batch.
+pub const SWAP_REQUEST_ONE_IN: u32 = 10;
+/// How long after the run starts the swaps' quote expires (far beyond any run and any
+/// clock skew the suite makes: swaps are refused only for want of points).
+pub const QUOTE_VALID_FOR: Duration = Duration::from_secs(24 * 3600);
+/// The status recorded for both transfers of a swap refused as a whole (invalid or its
+/// quote expired: nothing of it was created).
+pub const SWAP_REFUSED: i32 = -1;
+/// Transfer codes of a swap's two transfers.
+const CODE_SWAP_GIVE: u32 = 40;
+const CODE_SWAP_RECEIVE: u32 = 41;
 /// Points each member starts with.
 pub const MEMBER_FUNDING: u128 = 500;
 /// Units each item starts with.
@@ -79,6 +100,14 @@ pub struct Population {
     pub stock: Vec<u128>,
     /// Receives redeemed units.
     pub buyer: u128,
+    /// Each member's account on ledger B (same order as `members`, flattened).
+    pub members_b: Vec<u128>,
+    /// Institution A's pool (ledger A): credited by swaps.
+    pub pool_a: u128,
+    /// Institution B's pool (ledger B, no overdraft): debited by swaps.
+    pub pool_b: u128,
+    /// Funds institution B's pool.
+    pub issuer_b: u128,
 }
 
 impl Population {
@@ -95,6 +124,7 @@ impl Population {
             id += 1;
         }
         let base = 1_u128 << 40;
+        let members_b = members.iter().flatten().map(|m| (1_u128 << 39) + m).collect();
         Self {
             shards,
             members,
@@ -102,6 +132,10 @@ impl Population {
             units_issuer: base + 2,
             buyer: base + 3,
             stock: (0..items).map(|i| base + 100 + i).collect(),
+            members_b,
+            pool_a: base + 4,
+            pool_b: base + 5,
+            issuer_b: base + 6,
         }
     }
 
@@ -111,6 +145,8 @@ impl Population {
         let mut ids: Vec<u128> = self.members.iter().flatten().copied().collect();
         ids.extend([self.issuer, self.units_issuer, self.buyer]);
         ids.extend(&self.stock);
+        ids.extend(&self.members_b);
+        ids.extend([self.pool_a, self.pool_b, self.issuer_b]);
         ids
     }
 
@@ -130,6 +166,10 @@ impl Population {
         out.push(account(self.units_issuer, LEDGER_UNITS, 0));
         out.push(account(self.buyer, LEDGER_UNITS, 0));
         out.extend(self.stock.iter().map(|&id| account(id, LEDGER_UNITS, DMNEC)));
+        out.extend(self.members_b.iter().map(|&id| account(id, LEDGER_POINTS_B, 0)));
+        out.push(account(self.pool_a, LEDGER_POINTS, 0));
+        out.push(account(self.pool_b, LEDGER_POINTS_B, DMNEC));
+        out.push(account(self.issuer_b, LEDGER_POINTS_B, 0));
         out
     }
 
@@ -138,8 +178,10 @@ impl Population {
     pub fn funding(&self) -> Vec<v1::Transfer> {
         let members = self.members.iter().flatten().map(|&m| (self.issuer, m, MEMBER_FUNDING, 1));
         let stock = self.stock.iter().map(|&s| (self.units_issuer, s, STOCK_UNITS, LEDGER_UNITS));
+        let pool = (self.issuer_b, self.pool_b, POOL_B_FUNDING, LEDGER_POINTS_B);
         members
             .chain(stock)
+            .chain([pool])
             .zip(1_u128..)
             .map(|((debit, credit, amount, ledger), id)| {
                 transfer(id, debit, credit, amount, ledger)
@@ -157,12 +199,67 @@ pub enum Outcome {
     Unknown(String),
 }
 
+/// What a request sends.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// `CreateTransfers`.
+    Transfers(Vec<v1::Transfer>),
+    /// `SwapBatch`.
+    Swaps(Vec<v1::SwapRequest>),
+}
+
+impl Payload {
+    /// The transfers it creates, as the ledger stores them (each swap's give and receive
+    /// transfers, linked).
+    #[must_use]
+    pub fn transfers(&self) -> Vec<v1::Transfer> {
+        match self {
+            Self::Transfers(transfers) => transfers.clone(),
+            Self::Swaps(swaps) => swaps.iter().flat_map(swap_transfers).collect(),
+        }
+    }
+}
+
+/// A swap's two transfers as the ledger stores them (`service::swap` in tally-node: the
+/// quote id in `user_data_128`; the give transfer holds the quote's expiry and the
+/// rounding, the receive transfer the rate).
+fn swap_transfers(s: &v1::SwapRequest) -> [v1::Transfer; 2] {
+    let amount = u128_of(s.amount);
+    let received = amount * u128::from(s.rate_numerator) / u128::from(s.rate_denominator);
+    let give = v1::Transfer {
+        id: s.give_id,
+        debit_account_id: s.member_a_account_id,
+        credit_account_id: s.pool_a_account_id,
+        amount: s.amount,
+        user_data_128: s.quote_id,
+        user_data_64: s.quote_expires_at,
+        user_data_32: u32::try_from(s.rounding).unwrap_or_default(),
+        ledger: s.ledger_a,
+        code: s.code_a,
+        flags: LINKED,
+        ..Default::default()
+    };
+    let receive = v1::Transfer {
+        id: s.receive_id,
+        debit_account_id: s.pool_b_account_id,
+        credit_account_id: s.member_b_account_id,
+        amount: uint128(received),
+        user_data_128: s.quote_id,
+        user_data_64: s.rate_numerator,
+        user_data_32: s.rate_denominator,
+        ledger: s.ledger_b,
+        code: s.code_b,
+        ..Default::default()
+    };
+    [give, receive]
+}
+
 /// One request sent during the run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Request {
     /// What it is (`single`, `chain`, … joined by `+`; `resend`).
     pub kind: String,
-    /// Its transfers, as sent.
+    /// Its transfers, as sent (a swap's: as the ledger stores them).
     #[serde(skip)]
     pub transfers: Vec<v1::Transfer>,
     /// Sent at, since the start of the run.
@@ -182,19 +279,47 @@ pub struct Generator {
     /// Pending transfers not yet resolved by the workload: (id, amount).
     pending: Vec<u128>,
     /// Earlier requests, for resending.
-    sent: Vec<Vec<v1::Transfer>>,
+    sent: Vec<Payload>,
+    /// The swaps' quote expiry, nanoseconds since the Unix epoch.
+    quote_expires_at: u64,
 }
 
 impl Generator {
-    /// A generator over `population` seeded with `seed`.
+    /// A generator over `population` seeded with `seed`; its swaps' quote expires
+    /// `quote_expires_at` (ns since the Unix epoch).
     #[must_use]
-    pub fn new(population: Population, seed: u64) -> Self {
+    pub fn new(population: Population, seed: u64, quote_expires_at: u64) -> Self {
         Self {
             rng: SmallRng::seed_from_u64(seed),
             population,
             next_id: WORKLOAD_IDS_FROM,
             pending: Vec::new(),
             sent: Vec::new(),
+            quote_expires_at,
+        }
+    }
+
+    fn swap(&mut self) -> v1::SwapRequest {
+        let index = self.rng.random_range(0..self.population.members_b.len());
+        let member_a = *self.population.members.iter().flatten().nth(index).expect("in range");
+        let quote_id = self.id();
+        v1::SwapRequest {
+            give_id: uint128(self.id()),
+            receive_id: uint128(self.id()),
+            member_a_account_id: uint128(member_a),
+            pool_a_account_id: uint128(self.population.pool_a),
+            ledger_a: LEDGER_POINTS,
+            code_a: CODE_SWAP_GIVE,
+            pool_b_account_id: uint128(self.population.pool_b),
+            member_b_account_id: uint128(self.population.members_b[index]),
+            ledger_b: LEDGER_POINTS_B,
+            code_b: CODE_SWAP_RECEIVE,
+            amount: uint128(self.rng.random_range(1..=20)),
+            rate_numerator: SWAP_RATE.0,
+            rate_denominator: SWAP_RATE.1,
+            rounding: v1::Rounding::Down as i32,
+            quote_id: uint128(quote_id),
+            quote_expires_at: self.quote_expires_at,
         }
     }
 
@@ -299,28 +424,47 @@ impl Generator {
         }
     }
 
-    /// The next request: an earlier one again (about one in eight), or 1 to
-    /// [`OPS_PER_REQUEST_MAX`] new operations.
-    pub fn next_request(&mut self) -> (String, Vec<v1::Transfer>) {
+    /// The next request: an earlier one again (about one in eight), a batch of 1 to
+    /// [`OPS_PER_REQUEST_MAX`] swaps (one in [`SWAP_REQUEST_ONE_IN`]), or 1 to
+    /// [`OPS_PER_REQUEST_MAX`] other operations.
+    pub fn next_request(&mut self) -> (String, Payload) {
         if !self.sent.is_empty() && self.rng.random_range(0..8) == 0 {
             let again = self.sent[self.rng.random_range(0..self.sent.len())].clone();
             return ("resend".to_owned(), again);
         }
         let ops = self.rng.random_range(1..=OPS_PER_REQUEST_MAX);
-        let mut kinds = Vec::new();
-        let mut transfers = Vec::new();
-        for _ in 0..ops {
-            let (kind, op) = self.op();
-            kinds.push(kind);
-            transfers.extend(op);
-        }
+        let (kind, payload) = if self.rng.random_range(0..SWAP_REQUEST_ONE_IN) == 0 {
+            let swaps = (0..ops).map(|_| self.swap()).collect();
+            (vec!["swap"; ops].join("+"), Payload::Swaps(swaps))
+        } else {
+            let mut kinds = Vec::new();
+            let mut transfers = Vec::new();
+            for _ in 0..ops {
+                let (kind, op) = self.op();
+                kinds.push(kind);
+                transfers.extend(op);
+            }
+            (kinds.join("+"), Payload::Transfers(transfers))
+        };
         if self.sent.len() == RESENDABLE_MAX {
             let oldest = self.rng.random_range(0..RESENDABLE_MAX);
             self.sent.swap_remove(oldest);
         }
-        self.sent.push(transfers.clone());
-        (kinds.join("+"), transfers)
+        self.sent.push(payload.clone());
+        (kind, payload)
     }
+}
+
+/// Two statuses per swap, give then receive; [`SWAP_REFUSED`] for both of a swap refused
+/// as a whole (its `results` are then empty).
+fn swap_statuses(results: &[v1::SwapResult]) -> Vec<i32> {
+    results
+        .iter()
+        .flat_map(|r| match r.results.as_slice() {
+            [give, receive] => [give.status, receive.status],
+            _ => [SWAP_REFUSED; 2],
+        })
+        .collect()
 }
 
 /// The history of a run: every request in completion order.
@@ -363,11 +507,20 @@ pub async fn run(
             let (client, generator, history) = (client.clone(), generator.clone(), history.clone());
             tokio::spawn(async move {
                 while Instant::now() < end {
-                    let (kind, transfers) = generator.lock().next_request();
+                    let (kind, payload) = generator.lock().next_request();
+                    let transfers = payload.transfers();
                     let invoked = start.elapsed();
-                    let outcome = match client.create_transfers(transfers.clone()).await {
-                        Ok(results) => Outcome::Replied(results.iter().map(|r| r.status).collect()),
-                        Err(e) => Outcome::Unknown(e.to_string()),
+                    let outcome = match payload {
+                        Payload::Transfers(t) => match client.create_transfers(t).await {
+                            Ok(results) => {
+                                Outcome::Replied(results.iter().map(|r| r.status).collect())
+                            }
+                            Err(e) => Outcome::Unknown(e.to_string()),
+                        },
+                        Payload::Swaps(s) => match client.swap_batch(s).await {
+                            Ok(results) => Outcome::Replied(swap_statuses(&results)),
+                            Err(e) => Outcome::Unknown(e.to_string()),
+                        },
                     };
                     let completed = start.elapsed();
                     let request = Request { kind, transfers, invoked, completed, outcome };
@@ -380,4 +533,62 @@ pub async fn run(
         let _ = task.await;
     }
     std::mem::take(&mut *history.lock())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_is_recorded_as_the_two_linked_transfers_the_ledger_stores() {
+        let population = Population::new(4, 2, 1);
+        let mut generator = Generator::new(population.clone(), 7, 99);
+        let swap = generator.swap();
+        let [give, receive] = swap_transfers(&swap);
+        let given = u128_of(swap.amount);
+        assert!((1..=20).contains(&given));
+        assert_eq!(u128_of(give.amount), given);
+        // 3/2 rounded down.
+        assert_eq!(u128_of(receive.amount), given * 3 / 2);
+        assert_eq!(give.flags, LINKED, "give is linked to receive");
+        assert_eq!(receive.flags, 0, "receive closes the chain");
+        assert_eq!((give.ledger, receive.ledger), (LEDGER_POINTS, LEDGER_POINTS_B));
+        assert_eq!(u128_of(give.credit_account_id), population.pool_a);
+        assert_eq!(u128_of(receive.debit_account_id), population.pool_b);
+        let member = u128_of(give.debit_account_id);
+        let index = population.members.iter().flatten().position(|&m| m == member).unwrap();
+        assert_eq!(u128_of(receive.credit_account_id), population.members_b[index]);
+        assert_eq!(give.user_data_128, swap.quote_id);
+        assert_eq!(receive.user_data_128, swap.quote_id);
+        assert_eq!((give.user_data_64, give.user_data_32), (99, v1::Rounding::Down as u32));
+        assert_eq!((receive.user_data_64, receive.user_data_32), (3, 2));
+        assert_ne!(give.id, receive.id);
+    }
+
+    #[test]
+    fn a_refused_swap_counts_as_two_refused_transfers() {
+        let made = v1::SwapResult {
+            results: vec![
+                v1::CreateTransferResult { status: 1, ..Default::default() },
+                v1::CreateTransferResult { status: 2, ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let refused = v1::SwapResult { refusal: 2, ..Default::default() };
+        assert_eq!(swap_statuses(&[made, refused]), vec![1, 2, SWAP_REFUSED, SWAP_REFUSED]);
+    }
+
+    #[test]
+    fn the_population_accounts_are_distinct_and_funded_in_range() {
+        let population = Population::new(4, 16, 4);
+        let mut ids = population.all();
+        let accounts = population.accounts();
+        assert_eq!(ids.len(), accounts.len());
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), accounts.len(), "account ids are distinct");
+        let funding = population.funding();
+        assert!(funding.iter().all(|t| u128_of(t.id) < WORKLOAD_IDS_FROM));
+        assert!(funding.iter().any(|t| u128_of(t.credit_account_id) == population.pool_b));
+    }
 }
