@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
-use tally_client::Client;
+use tally_client::{Client, loyalty};
 use tally_proto::routing::shard_of;
 use tally_proto::{u128_of, uint128, v1};
 use tokio::time::Instant;
@@ -53,8 +53,10 @@ pub const QUOTE_VALID_FOR: Duration = Duration::from_secs(24 * 3600);
 /// quote expired: nothing of it was created).
 pub const SWAP_REFUSED: i32 = -1;
 /// Transfer codes of a swap's two transfers.
-const CODE_SWAP_GIVE: u32 = 40;
-const CODE_SWAP_RECEIVE: u32 = 41;
+const CODE_SWAP_GIVE: u16 = 40;
+const CODE_SWAP_RECEIVE: u16 = 41;
+/// A member's account on ledger B is the member's id plus this.
+const MEMBER_B_OFFSET: u128 = 1 << 39;
 /// Points each member starts with.
 pub const MEMBER_FUNDING: u128 = 500;
 /// Units each item starts with.
@@ -100,8 +102,6 @@ pub struct Population {
     pub stock: Vec<u128>,
     /// Receives redeemed units.
     pub buyer: u128,
-    /// Each member's account on ledger B (same order as `members`, flattened).
-    pub members_b: Vec<u128>,
     /// Institution A's pool (ledger A): credited by swaps.
     pub pool_a: u128,
     /// Institution B's pool (ledger B, no overdraft): debited by swaps.
@@ -124,7 +124,6 @@ impl Population {
             id += 1;
         }
         let base = 1_u128 << 40;
-        let members_b = members.iter().flatten().map(|m| (1_u128 << 39) + m).collect();
         Self {
             shards,
             members,
@@ -132,11 +131,21 @@ impl Population {
             units_issuer: base + 2,
             buyer: base + 3,
             stock: (0..items).map(|i| base + 100 + i).collect(),
-            members_b,
             pool_a: base + 4,
             pool_b: base + 5,
             issuer_b: base + 6,
         }
+    }
+
+    /// A member's account on ledger B.
+    #[must_use]
+    pub fn member_b(member: u128) -> u128 {
+        MEMBER_B_OFFSET + member
+    }
+
+    /// Every member's account on ledger B.
+    pub fn members_b(&self) -> impl Iterator<Item = u128> + '_ {
+        self.members.iter().flatten().map(|&m| Self::member_b(m))
     }
 
     /// Every account id.
@@ -145,7 +154,7 @@ impl Population {
         let mut ids: Vec<u128> = self.members.iter().flatten().copied().collect();
         ids.extend([self.issuer, self.units_issuer, self.buyer]);
         ids.extend(&self.stock);
-        ids.extend(&self.members_b);
+        ids.extend(self.members_b());
         ids.extend([self.pool_a, self.pool_b, self.issuer_b]);
         ids
     }
@@ -166,7 +175,7 @@ impl Population {
         out.push(account(self.units_issuer, LEDGER_UNITS, 0));
         out.push(account(self.buyer, LEDGER_UNITS, 0));
         out.extend(self.stock.iter().map(|&id| account(id, LEDGER_UNITS, DMNEC)));
-        out.extend(self.members_b.iter().map(|&id| account(id, LEDGER_POINTS_B, 0)));
+        out.extend(self.members_b().map(|id| account(id, LEDGER_POINTS_B, 0)));
         out.push(account(self.pool_a, LEDGER_POINTS, 0));
         out.push(account(self.pool_b, LEDGER_POINTS_B, DMNEC));
         out.push(account(self.issuer_b, LEDGER_POINTS_B, 0));
@@ -300,27 +309,24 @@ impl Generator {
     }
 
     fn swap(&mut self) -> v1::SwapRequest {
-        let index = self.rng.random_range(0..self.population.members_b.len());
-        let member_a = *self.population.members.iter().flatten().nth(index).expect("in range");
-        let quote_id = self.id();
-        v1::SwapRequest {
-            give_id: uint128(self.id()),
-            receive_id: uint128(self.id()),
-            member_a_account_id: uint128(member_a),
-            pool_a_account_id: uint128(self.population.pool_a),
+        let member = self.member();
+        loyalty::swap(&loyalty::Swap {
+            quote_id: self.id(),
+            give_id: self.id(),
+            receive_id: self.id(),
+            member_a_account: member,
+            pool_a_account: self.population.pool_a,
             ledger_a: LEDGER_POINTS,
             code_a: CODE_SWAP_GIVE,
-            pool_b_account_id: uint128(self.population.pool_b),
-            member_b_account_id: uint128(self.population.members_b[index]),
+            pool_b_account: self.population.pool_b,
+            member_b_account: Population::member_b(member),
             ledger_b: LEDGER_POINTS_B,
             code_b: CODE_SWAP_RECEIVE,
-            amount: uint128(self.rng.random_range(1..=20)),
-            rate_numerator: SWAP_RATE.0,
-            rate_denominator: SWAP_RATE.1,
-            rounding: v1::Rounding::Down as i32,
-            quote_id: uint128(quote_id),
+            points: self.rng.random_range(1..=20),
+            rate: SWAP_RATE,
+            rounding: v1::Rounding::Down,
             quote_expires_at: self.quote_expires_at,
-        }
+        })
     }
 
     fn id(&mut self) -> u128 {
@@ -556,8 +562,8 @@ mod tests {
         assert_eq!(u128_of(give.credit_account_id), population.pool_a);
         assert_eq!(u128_of(receive.debit_account_id), population.pool_b);
         let member = u128_of(give.debit_account_id);
-        let index = population.members.iter().flatten().position(|&m| m == member).unwrap();
-        assert_eq!(u128_of(receive.credit_account_id), population.members_b[index]);
+        assert!(population.members.iter().flatten().any(|&m| m == member));
+        assert_eq!(u128_of(receive.credit_account_id), Population::member_b(member));
         assert_eq!(give.user_data_128, swap.quote_id);
         assert_eq!(receive.user_data_128, swap.quote_id);
         assert_eq!((give.user_data_64, give.user_data_32), (99, v1::Rounding::Down as u32));
