@@ -33,9 +33,9 @@ use tally_node::raft::state_machine::{
     Ledger, SharedLedger, StateMachineStore, apply_command, persist,
 };
 use tally_node::raft::{Command, Op};
+use tally_node::storage::Storage;
 use tally_node::storage::keys::ShardId;
 use tally_node::storage::records::{account_encode, transfer_encode};
-use tally_node::storage::{CF_LEDGER, Storage};
 use tally_proto::limits::BATCH_EVENTS_MAX;
 
 /// Events per command: a full batch.
@@ -80,7 +80,7 @@ fn write_flush(storage: &Storage, ledger: &mut Ledger) {
 
 fn drain_only(storage: &Storage, ledger: &mut Ledger) {
     let mut batch = rocksdb::WriteBatch::default();
-    ledger.machine.store_mut().drain_into(&mut batch, storage.cf(CF_LEDGER));
+    ledger.machine.store_mut().drain_into(&mut batch, storage);
     assert!(!batch.is_empty(), "the journal held the batch's writes");
 }
 

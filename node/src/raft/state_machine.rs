@@ -15,7 +15,10 @@
 //! is committed (fsynced on a majority) and applied in memory: the log, not the
 //! checkpoint, is what makes an acknowledged transfer durable.
 //!
-//! Snapshots are the shard's `ledger` records read from a RocksDB snapshot taken right after
+//! openraft "builds" a snapshot every `raft.snapshot_logs_since_last` entries to purge the
+//! log: a build only checkpoints the applied state and flushes it to disk. A snapshot's
+//! data is read only to send it to a follower whose next entry was purged: the shard's
+//! `ledger` and `transfers` records read from a RocksDB snapshot taken right after
 //! the checkpoint of their applied log id is written (the checkpoint writer pauses for it),
 //! so data and metadata always match; apply goes on meanwhile. Installing one replaces the
 //! shard's records, applied id and membership in one write and reloads.
@@ -39,7 +42,7 @@ use crate::ledger::{
 use crate::storage::keys::{self, MetaKind, ShardId};
 use crate::storage::ledger_store::{DurableStore, Journal};
 use crate::storage::records::{self, ACCOUNT_BYTES, TRANSFER_BYTES};
-use crate::storage::{CF_APPLIED, CF_LEDGER, Storage};
+use crate::storage::{CF_APPLIED, CF_LEDGER, CF_TRANSFERS, Storage};
 
 /// The ledger of one shard and how far it has applied the log.
 #[derive(Debug)]
@@ -56,7 +59,8 @@ pub struct Ledger {
 /// write lock only while it runs a batch and writes it; reads hold the read lock briefly.
 pub type SharedLedger = Arc<RwLock<Ledger>>;
 
-/// A snapshot's bytes: the shard's `ledger` records, framed, with a SHA-256 trailer.
+/// A snapshot's bytes: the shard's `ledger` and `transfers` records, framed, with a
+/// SHA-256 trailer.
 /// Shared, not copied, between the cache and install (replication sends it in chunks).
 pub type SnapshotData = bytes::Bytes;
 
@@ -70,8 +74,11 @@ pub struct StateMachineStore {
     checkpoint_writes: usize,
     /// Writes the checkpoints.
     checkpointer: Arc<Checkpointer>,
-    /// The last snapshot built or installed (kept in memory to serve lagging followers).
+    /// The last snapshot with data: read to serve a lagging follower, or installed.
     current: Arc<Mutex<Option<SnapshotOf<TypeConfig, SnapshotData>>>>,
+    /// The last snapshot openraft had built: its checkpoint is on disk, so the log may be
+    /// purged up to it; its data is never read (see [`RaftSnapshotBuilder`] below).
+    built: Arc<Mutex<Option<SnapshotMetaOf<TypeConfig>>>>,
 }
 
 impl StateMachineStore {
@@ -90,6 +97,7 @@ impl StateMachineStore {
             checkpoint_writes: usize::try_from(checkpoint_writes).unwrap_or(usize::MAX),
             checkpointer: Arc::new(Checkpointer::start(storage.clone(), shard)?),
             current: Arc::new(Mutex::new(None)),
+            built: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -108,8 +116,7 @@ impl StateMachineStore {
 }
 
 fn load(storage: &Storage, shard: ShardId) -> io::Result<Ledger> {
-    let store =
-        DurableStore::load(storage.db(), storage.cf(CF_LEDGER), shard).map_err(io::Error::other)?;
+    let store = DurableStore::load(storage, shard)?;
     let cf = storage.cf(CF_APPLIED);
     let get = |kind| storage.db().get_cf(cf, keys::meta(shard, kind)).map_err(io::Error::other);
     let applied = match get(MetaKind::Applied)? {
@@ -245,7 +252,7 @@ impl Checkpoint {
     /// The encoding of the applied id or the RocksDB write failed (the node must stop).
     pub fn write(self, storage: &Storage) -> io::Result<()> {
         let mut batch = WriteBatch::with_capacity_bytes(self.journal.bytes_max());
-        self.journal.write_into(&mut batch, storage.cf(CF_LEDGER));
+        self.journal.write_into(&mut batch, storage);
         let applied_cf = storage.cf(CF_APPLIED);
         batch.put_cf(applied_cf, keys::meta(self.shard, MetaKind::Applied), encode(&self.applied)?);
         if let Some(membership) = &self.membership {
@@ -439,41 +446,90 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotData>>> {
-        if let Some(current) = self.current.lock().clone() {
+        let built = self.built.lock().as_ref().and_then(|meta| meta.last_log_id);
+        if let Some(current) = self.current.lock().clone()
+            && current.meta.last_log_id >= built
+        {
             return Ok(Some(current));
         }
-        // After a restart nothing is cached: a fresh snapshot of the applied state is as
-        // good (it covers at least every purged entry).
+        // Nothing read since the last build (or since a restart): read the applied state
+        // now. It is at least as new as the last build, so it covers every purged entry.
         if self.ledger.read().applied.is_none() {
             return Ok(None);
         }
-        self.build_snapshot().await.map(Some)
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    type SnapshotData = SnapshotData;
-
-    async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let (storage, shard, ledger) = (self.storage.clone(), self.shard, self.ledger.clone());
         let checkpointer = self.checkpointer.clone();
         let snapshot =
-            tokio::task::spawn_blocking(move || build(&storage, &checkpointer, shard, &ledger))
+            tokio::task::spawn_blocking(move || read(&storage, &checkpointer, shard, &ledger))
                 .await
                 .map_err(io::Error::other)??;
-        tracing::info!(%shard, bytes = snapshot.snapshot.len(), last_log_id = ?snapshot.meta.last_log_id, "snapshot built");
-        // A build runs beside apply and install: never replace a newer cached snapshot
+        tracing::info!(%shard, bytes = snapshot.snapshot.len(), last_log_id = ?snapshot.meta.last_log_id, "snapshot read to send");
+        // A read runs beside apply and install: never replace a newer cached snapshot
         // (e.g. one installed meanwhile) with this one.
         let mut current = self.current.lock();
         if current.as_ref().is_none_or(|c| c.meta.last_log_id <= snapshot.meta.last_log_id) {
             *current = Some(snapshot.clone());
         }
-        Ok(snapshot)
+        Ok(Some(snapshot))
     }
 }
 
-/// Reads the shard's records as of one applied log id.
-fn build(
+/// A build makes the applied state durable and reads nothing. openraft builds a snapshot
+/// every `raft.snapshot_logs_since_last` entries on every replica to purge its log; all
+/// that needs is the checkpoint of the snapshot's log id on disk. The records are read
+/// only when a follower must be sent them ([`RaftStateMachine::get_current_snapshot`]),
+/// which is rare. (Before 2026-12-04 every build read and hashed the whole shard, e.g.
+/// ~500 MB at 1 M members, on each replica, and kept it in memory.)
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
+        let (storage, ledger) = (self.storage.clone(), self.ledger.clone());
+        let checkpointer = self.checkpointer.clone();
+        let meta =
+            tokio::task::spawn_blocking(move || persist_applied(&storage, &checkpointer, &ledger))
+                .await
+                .map_err(io::Error::other)??;
+        tracing::info!(shard = %self.shard, last_log_id = ?meta.last_log_id, "snapshot built (checkpoint on disk)");
+        let mut built = self.built.lock();
+        if built.as_ref().is_none_or(|b| b.last_log_id <= meta.last_log_id) {
+            *built = Some(meta.clone());
+        }
+        // A snapshot read before this build will not be sent again: free its memory.
+        let mut current = self.current.lock();
+        if current.as_ref().is_some_and(|c| c.meta.last_log_id < meta.last_log_id) {
+            *current = None;
+        }
+        Ok(SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: SnapshotData::new() })
+    }
+}
+
+/// Checkpoints the applied state and flushes it to disk; returns the snapshot meta it is
+/// the state of. Later checkpoints may be flushed with it: the state on disk is then
+/// newer, which is as good for purging the log up to this meta.
+fn persist_applied(
+    storage: &Storage,
+    checkpointer: &Checkpointer,
+    ledger: &RwLock<Ledger>,
+) -> io::Result<SnapshotMetaOf<TypeConfig>> {
+    let meta = {
+        let mut ledger = ledger.write();
+        // Always a checkpoint, so the persisted applied id is the snapshot's even when the
+        // entries since the last one changed nothing. The lock is released before the
+        // write is waited for.
+        checkpointer.submit(Checkpoint::take(&mut ledger, false))?;
+        SnapshotMetaOf::<TypeConfig> {
+            last_log_id: ledger.applied,
+            last_membership: ledger.membership.clone(),
+        }
+    };
+    checkpointer.barrier()?;
+    storage.flush_state().map_err(io::Error::other)?;
+    Ok(meta)
+}
+
+/// Reads the shard's records as of one applied log id (to send to a follower).
+fn read(
     storage: &Storage,
     checkpointer: &Checkpointer,
     shard: ShardId,
@@ -501,14 +557,17 @@ fn build(
     // Log purge follows a snapshot: its checkpoint (and any after it) must be on disk.
     storage.flush_state().map_err(io::Error::other)?;
     let (start, end) = keys::shard_range(shard);
-    let mut options = ReadOptions::default();
-    options.set_snapshot(&view);
-    options.set_iterate_upper_bound(end.as_bytes().to_vec());
-    let mode = IteratorMode::From(start.as_bytes(), Direction::Forward);
     let mut writer = SnapshotWriter::default();
-    for item in db.iterator_cf_opt(storage.cf(CF_LEDGER), options, mode) {
-        let (key, value) = item.map_err(io::Error::other)?;
-        writer.push(&key, &value);
+    // `ledger` then `transfers`: install tells them apart by the record kind in the key.
+    for family in [CF_LEDGER, CF_TRANSFERS] {
+        let mut options = ReadOptions::default();
+        options.set_snapshot(&view);
+        options.set_iterate_upper_bound(end.as_bytes().to_vec());
+        let mode = IteratorMode::From(start.as_bytes(), Direction::Forward);
+        for item in db.iterator_cf_opt(storage.cf(family), options, mode) {
+            let (key, value) = item.map_err(io::Error::other)?;
+            writer.push(&key, &value);
+        }
     }
     Ok(SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot: writer.finish().into() })
 }
@@ -525,8 +584,9 @@ fn install(
     let pairs = snapshot_pairs(data)?;
     let (start, end) = keys::shard_range(shard);
     let mut batch = WriteBatch::default();
-    let cf = storage.cf(CF_LEDGER);
+    let (cf, transfers_cf) = (storage.cf(CF_LEDGER), storage.cf(CF_TRANSFERS));
     batch.delete_range_cf(cf, start, end);
+    batch.delete_range_cf(transfers_cf, start, end);
     for (key, value) in pairs {
         if !key.starts_with(&shard.0.to_be_bytes()) {
             return Err(io::Error::new(
@@ -534,7 +594,8 @@ fn install(
                 "snapshot key of another shard",
             ));
         }
-        batch.put_cf(cf, key, value);
+        let family = if keys::is_transfer_segment(key) { transfers_cf } else { cf };
+        batch.put_cf(family, key, value);
     }
     let applied_cf = storage.cf(CF_APPLIED);
     batch.put_cf(applied_cf, keys::meta(shard, MetaKind::Applied), encode(&meta.last_log_id)?);
@@ -621,5 +682,74 @@ mod tests {
         data[5] ^= 1;
         assert!(snapshot_pairs(&data).is_err());
         assert!(snapshot_pairs(&[0; 10]).is_err());
+    }
+
+    fn log_id(index: u64) -> LogIdOf<TypeConfig> {
+        use openraft::alias::LeaderIdOf;
+        use openraft::vote::RaftLeaderIdExt;
+        LogIdOf::<TypeConfig>::new(LeaderIdOf::<TypeConfig>::new_committed(1, 1), index)
+    }
+
+    /// Applies one request creating account `id` as if at log index `index`.
+    fn create_account(machine: &StateMachineStore, id: u128, index: u64) {
+        let account =
+            Account { id: crate::ledger::AccountId(id), ledger: 1, code: 1, ..Account::default() };
+        let op = Op::CreateAccounts {
+            requests: vec![1],
+            events: records::account_encode(&account).to_vec(),
+        };
+        let mut ledger = machine.ledger.write();
+        apply_command(&mut ledger.machine, &Command { cluster_time_ns: 1_000, op });
+        ledger.applied = Some(log_id(index));
+    }
+
+    fn unflushed(storage: &Storage, family: &str) -> u64 {
+        let property = "rocksdb.num-entries-active-mem-table";
+        storage.db().property_int_value_cf(storage.cf(family), property).unwrap().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_persists_the_applied_state_and_the_data_is_read_only_to_be_sent() {
+        // A build (every `snapshot_logs_since_last` entries, on every replica) must leave
+        // the applied state on disk, since the log is purged after it, and read nothing;
+        // the records are read when a follower needs them, at least as new as the build.
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        let mut machine = StateMachineStore::open(storage.clone(), ShardId(2)).unwrap();
+        create_account(&machine, 7, 3);
+
+        let built = machine.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id, Some(log_id(3)));
+        assert!(built.snapshot.is_empty(), "a build reads no records");
+        for family in [CF_LEDGER, CF_APPLIED] {
+            assert_eq!(unflushed(&storage, family), 0, "{family} flushed by the build");
+        }
+
+        let sent = machine.get_current_snapshot().await.unwrap().expect("a snapshot to send");
+        assert_eq!(sent.meta.last_log_id, Some(log_id(3)));
+        let pairs = snapshot_pairs(&sent.snapshot).unwrap();
+        let account_key = keys::account(ShardId(2), crate::ledger::AccountId(7));
+        assert!(pairs.iter().any(|(k, _)| *k == account_key.as_bytes()), "the account is in it");
+        // Read once, then served from memory until a newer build.
+        let again = machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(again.snapshot.as_ptr(), sent.snapshot.as_ptr());
+
+        create_account(&machine, 8, 4);
+        assert_eq!(machine.build_snapshot().await.unwrap().meta.last_log_id, Some(log_id(4)));
+        assert!(machine.current.lock().is_none(), "the older read is dropped");
+        let newer = machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(newer.meta.last_log_id, Some(log_id(4)), "never older than the last build");
+        assert_eq!(snapshot_pairs(&newer.snapshot).unwrap().len(), pairs.len() + 1);
+
+        // Close RocksDB before the process exits (its threads abort it otherwise): the
+        // checkpoint writer lets go of its handle once the machine is dropped.
+        drop(machine);
+        let mut storage = storage;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(still) = storage.try_close() {
+            assert!(std::time::Instant::now() < deadline, "the checkpoint writer never stopped");
+            storage = still;
+            std::thread::yield_now();
+        }
     }
 }

@@ -14,7 +14,8 @@ impl std::fmt::Display for ShardId {
     }
 }
 
-/// Kinds of record in the `ledger` column family (the byte after the shard id).
+/// Kinds of record in the `ledger` and `transfers` column families (the byte after the
+/// shard id); only transfer segments live in `transfers`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum LedgerKind {
@@ -114,6 +115,12 @@ pub fn account(shard: ShardId, id: AccountId) -> Key {
 #[must_use]
 pub fn transfer_segment(shard: ShardId, timestamp: u64) -> Key {
     *Key::new(shard, LedgerKind::TransferSegment as u8).push(&timestamp.to_be_bytes())
+}
+
+/// Whether `key` (of the `ledger` or `transfers` family) is a transfer segment's.
+#[must_use]
+pub fn is_transfer_segment(key: &[u8]) -> bool {
+    key.get(4) == Some(&(LedgerKind::TransferSegment as u8))
 }
 
 /// Key of a burnt transfer id.

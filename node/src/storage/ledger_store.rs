@@ -7,20 +7,23 @@
 //! ([`Journal::write_into`]), which it writes atomically together with the applied log id. On start, [`DurableStore::load`] rebuilds the memory image from
 //! the `ledger` column family, so a restarted node serves exactly what it persisted.
 //!
-//! What is on disk (see [`keys`](super::keys)): accounts, transfers (in segments of up to
-//! [`TRANSFER_SEGMENT_MAX`], keyed by their first timestamp), burnt ids, pending statuses, the expiry index, balance history and the last timestamp. The
-//! per-account transfer index is derived from the transfers on load and is not stored.
+//! What is on disk (see [`keys`](super::keys)): in the `transfers` column family the
+//! transfers, in segments of up to [`TRANSFER_SEGMENT_MAX`] keyed by their first
+//! timestamp; in `ledger` the accounts, burnt ids, pending statuses, the expiry index,
+//! balance history and the last timestamp. The per-account transfer index is derived from
+//! the transfers on load and is not stored.
 //!
 //! Memory: the whole shard's state is resident (about 0.3 KB per account and per transfer).
 //! This bounds a shard's size by the node's memory; sharding spreads it.
 
+use std::io;
 use std::ops::ControlFlow;
 
-use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch};
 use rustc_hash::FxHashSet;
 
 use super::keys::{self, LedgerKind, ShardId};
-use super::records;
+use super::{CF_LEDGER, CF_TRANSFERS, Storage, records};
 use crate::ledger::{
     Account, AccountBalance, AccountId, Expiry, LedgerStore, MemoryStore, PendingStatus, Transfer,
     TransferId,
@@ -87,16 +90,17 @@ impl Journal {
         self.ops.is_empty() && self.timestamp_last.is_none()
     }
 
-    /// Puts the writes into `batch` (column family `cf`): each account once, with its last
-    /// value, in key order; the new transfers as segments of up to [`TRANSFER_SEGMENT_MAX`];
-    /// every other write in the order it was made.
+    /// Puts the writes into `batch`: the new transfers as segments of up to
+    /// [`TRANSFER_SEGMENT_MAX`] (column family `transfers`); each account once, with its
+    /// last value, in key order, and every other write in the order it was made (`ledger`).
     ///
     /// # Panics
     /// If a transfer removal does not undo the newest transfer of this journal (the state
     /// machine only removes a transfer to roll back the batch that inserted it, and
     /// checkpoints fall between batches).
-    pub fn write_into(self, batch: &mut WriteBatch, cf: &ColumnFamily) {
+    pub fn write_into(self, batch: &mut WriteBatch, storage: &Storage) {
         let shard = self.shard;
+        let (cf, transfers_cf) = (storage.cf(CF_LEDGER), storage.cf(CF_TRANSFERS));
         let mut transfers: Vec<&Transfer> = Vec::new();
         for op in &self.ops {
             match op {
@@ -117,7 +121,7 @@ impl Journal {
             for t in segment {
                 value.extend_from_slice(&records::transfer_encode(t));
             }
-            batch.put_cf(cf, keys::transfer_segment(shard, segment[0].timestamp), value);
+            batch.put_cf(transfers_cf, keys::transfer_segment(shard, segment[0].timestamp), value);
         }
         let mut seen = FxHashSet::default();
         let mut accounts: Vec<(AccountId, Option<&Account>)> = Vec::new();
@@ -207,26 +211,42 @@ impl DurableStore {
         }
     }
 
-    /// Moves every write since the journal was last taken into `batch` (column family
-    /// `cf`); see [`Journal::write_into`].
-    pub fn drain_into(&mut self, batch: &mut WriteBatch, cf: &ColumnFamily) {
-        self.take_journal().write_into(batch, cf);
+    /// Moves every write since the journal was last taken into `batch`; see
+    /// [`Journal::write_into`].
+    pub fn drain_into(&mut self, batch: &mut WriteBatch, storage: &Storage) {
+        self.take_journal().write_into(batch, storage);
     }
 
-    /// Rebuilds the store of `shard` from `cf`, read through `snapshot` options if given.
+    /// Rebuilds the store of `shard` from the `ledger` and `transfers` column families.
     ///
     /// # Errors
-    /// A RocksDB read error.
+    /// A RocksDB read error, or data in the layout of a tallyd before 2026-12-04
+    /// (transfers in the `ledger` family), which this version cannot read.
     ///
     /// # Panics
     /// On a corrupt record (the node must not serve a guess).
-    pub fn load(db: &DB, cf: &ColumnFamily, shard: ShardId) -> Result<Self, rocksdb::Error> {
+    pub fn load(storage: &Storage, shard: ShardId) -> io::Result<Self> {
+        let (cf, transfers_cf) = (storage.cf(CF_LEDGER), storage.cf(CF_TRANSFERS));
+        let db = storage.db();
+        let mut old_layout = false;
+        scan(db, cf, shard, LedgerKind::TransferSegment, &mut |_, _| old_layout = true)?;
+        if old_layout {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{shard}: transfers stored in the `ledger` column family (the layout of a \
+                     tallyd before 2026-12-04); this version keeps them in `transfers` and \
+                     cannot read this data: start the node in an empty data_dir and let it \
+                     catch up from the cluster"
+                ),
+            ));
+        }
         let mut store = Self::new(shard);
         let memory = &mut store.memory;
         scan(db, cf, shard, LedgerKind::Account, &mut |_, v| {
             memory.account_insert(&records::account_decode(v));
         })?;
-        scan(db, cf, shard, LedgerKind::TransferSegment, &mut |_, segment| {
+        scan(db, transfers_cf, shard, LedgerKind::TransferSegment, &mut |_, segment| {
             assert_eq!(segment.len() % records::TRANSFER_BYTES, 0, "a segment holds whole records");
             for record in segment.chunks_exact(records::TRANSFER_BYTES) {
                 let t = records::transfer_decode(record);
@@ -256,7 +276,9 @@ impl DurableStore {
             assert_eq!(records::u64_decode(&suffix[16..]), balance.timestamp);
             memory.balance_append(AccountId(account), &balance);
         })?;
-        if let Some(v) = db.get_pinned_cf(cf, keys::timestamp_last(shard))? {
+        if let Some(v) =
+            db.get_pinned_cf(cf, keys::timestamp_last(shard)).map_err(io::Error::other)?
+        {
             memory.timestamp_last_set(records::u64_decode(&v));
         }
         Ok(store)
@@ -265,18 +287,18 @@ impl DurableStore {
 
 /// Visits every record of `kind` in `shard`, in key order.
 fn scan(
-    db: &DB,
+    db: &rocksdb::DB,
     cf: &ColumnFamily,
     shard: ShardId,
     kind: LedgerKind,
     visit: &mut dyn FnMut(&[u8], &[u8]),
-) -> Result<(), rocksdb::Error> {
+) -> io::Result<()> {
     let (start, end) = keys::ledger_range(shard, kind);
     let mut options = ReadOptions::default();
     options.set_iterate_upper_bound(end.as_bytes().to_vec());
     let mode = IteratorMode::From(start.as_bytes(), Direction::Forward);
     for item in db.iterator_cf_opt(cf, options, mode) {
-        let (key, value) = item?;
+        let (key, value) = item.map_err(io::Error::other)?;
         visit(&key, &value);
     }
     Ok(())

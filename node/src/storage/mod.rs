@@ -3,7 +3,13 @@
 //! Column families (keys in [`keys`], all prefixed by the shard id):
 //! - `raft_log` — Raft log entries by index ([`crate::raft`]'s log store).
 //! - `raft_meta` — vote, committed log id, last purged log id.
-//! - `ledger` — the ledger records of each shard ([`ledger_store::DurableStore`]).
+//! - `ledger` — the ledger records of each shard that change ([`ledger_store::DurableStore`]):
+//!   accounts, pending statuses, expiries, balance history, burnt ids.
+//! - `transfers` — the transfer segments of each shard. Transfers never change and their
+//!   keys grow with time, so each flushed file lies after every older one: compaction
+//!   moves these files down without rewriting them. (In the `ledger` family, every flush
+//!   overlapped the whole account range, so each compaction also rewrote every transfer
+//!   stored in the level below, hundreds of MB at a time.)
 //! - `applied` — the last applied log id and membership of each shard's state machine.
 //!
 //! Durability rules (docs/ARCHITECTURE.md, "Durability"):
@@ -12,12 +18,12 @@
 //!   `flush_wal(true)` (fsync) that covers it, a vote is fsynced before `save_vote` returns,
 //!   and an install before it returns. Because the WAL is one ordered file, an fsync makes
 //!   every earlier logged write durable.
-//! - A state-machine checkpoint (ledger records and the applied log id, two column
-//!   families) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log already
+//! - A state-machine checkpoint (ledger records, transfers and the applied log id, the
+//!   [`STATE_FAMILIES`]) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log already
 //!   holds every entry it covers, so logging the same changes twice would only double the
 //!   bytes written and fsynced. The DB uses `atomic_flush`: a flush persists the column
 //!   families it covers at one sequence point (an automatic flush covers every family
-//!   holding data; [`Storage::flush_state`] covers `ledger` and `applied` together), so
+//!   holding data; [`Storage::flush_state`] covers every state family together), so
 //!   after a crash a checkpoint is either wholly on disk or wholly absent, and Raft
 //!   re-applies from the persisted applied log id. Before
 //!   the log may be purged up to a snapshot, [`Storage::flush_state`] persists the
@@ -43,12 +49,18 @@ use rocksdb::{
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Column family of Raft vote, committed and purged log ids.
 pub const CF_RAFT_META: &str = "raft_meta";
-/// Column family of ledger records.
+/// Column family of the ledger records that change (everything but transfers).
 pub const CF_LEDGER: &str = "ledger";
+/// Column family of transfer segments (append-only, keys in time order).
+pub const CF_TRANSFERS: &str = "transfers";
 /// Column family of each state machine's applied log id and membership.
 pub const CF_APPLIED: &str = "applied";
 
-const COLUMN_FAMILIES: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_META, CF_LEDGER, CF_APPLIED];
+const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_LEDGER, CF_TRANSFERS, CF_APPLIED];
+
+/// The column families of a shard's state machine: what a checkpoint writes, a snapshot
+/// holds and a flush of the state persists.
+pub const STATE_FAMILIES: [&str; 3] = [CF_LEDGER, CF_TRANSFERS, CF_APPLIED];
 
 /// The node's RocksDB instance, shared by every shard's log store and state machine.
 #[derive(Clone, Debug)]
@@ -124,12 +136,12 @@ impl Storage {
     }
 
     /// Persists every unlogged checkpoint written so far: flushes the memtables of the
-    /// state-machine column families (`ledger`, `applied`; one atomic flush) and waits.
+    /// state-machine column families ([`STATE_FAMILIES`]; one atomic flush) and waits.
     ///
     /// # Errors
     /// The flush failed; the caller must stop the node.
     pub fn flush_state(&self) -> Result<(), rocksdb::Error> {
-        let families = [self.cf(CF_LEDGER), self.cf(CF_APPLIED)];
+        let families = STATE_FAMILIES.map(|name| self.cf(name));
         let mut options = FlushOptions::default();
         options.set_wait(true);
         self.db.flush_cfs_opt(&families, &options)

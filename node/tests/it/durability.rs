@@ -3,9 +3,9 @@
 
 use proptest::prelude::*;
 use tally_node::ledger::{AccountFlags, LedgerStore, StateMachine};
-use tally_node::storage::keys::ShardId;
+use tally_node::storage::keys::{self, ShardId};
 use tally_node::storage::ledger_store::DurableStore;
-use tally_node::storage::{CF_LEDGER, Storage};
+use tally_node::storage::{CF_LEDGER, CF_TRANSFERS, Storage};
 
 use crate::support::*;
 
@@ -15,9 +15,9 @@ const SHARD: ShardId = ShardId(3);
 fn persist_and_compare(storage: &Storage, ledger: &mut Ledger<DurableStore>) {
     assert!(ledger.machine.store().is_dirty(), "every batch here writes something");
     let mut batch = rocksdb::WriteBatch::default();
-    ledger.machine.store_mut().drain_into(&mut batch, storage.cf(CF_LEDGER));
+    ledger.machine.store_mut().drain_into(&mut batch, storage);
     storage.db().write(batch).unwrap();
-    let reloaded = DurableStore::load(storage.db(), storage.cf(CF_LEDGER), SHARD).unwrap();
+    let reloaded = DurableStore::load(storage, SHARD).unwrap();
     let reloaded = StateMachine::new(reloaded);
     assert_eq!(reloaded.digest(), ledger.machine.digest(), "reload differs from live state");
     assert_eq!(reloaded.store().timestamp_last(), ledger.machine.store().timestamp_last());
@@ -114,19 +114,53 @@ fn state_survives_closing_and_reopening_rocksdb() {
         ledger.create_accounts(&[member(1), plain(2)]);
         ledger.create_transfers(&[transfer(10, 2, 1, 70), pending(11, 1, 2, 30, 5)]);
         let mut batch = rocksdb::WriteBatch::default();
-        ledger.machine.store_mut().drain_into(&mut batch, storage.cf(CF_LEDGER));
+        ledger.machine.store_mut().drain_into(&mut batch, &storage);
         storage.db().write(batch).unwrap();
         storage.sync().unwrap();
         ledger.machine.digest()
     };
     let storage = Storage::open(dir.path()).unwrap();
-    let store = DurableStore::load(storage.db(), storage.cf(CF_LEDGER), SHARD).unwrap();
+    let store = DurableStore::load(&storage, SHARD).unwrap();
     let machine = StateMachine::new(store);
     assert_eq!(machine.digest(), digest);
-    let other_shard = DurableStore::load(storage.db(), storage.cf(CF_LEDGER), ShardId(4)).unwrap();
+    let other_shard = DurableStore::load(&storage, ShardId(4)).unwrap();
     assert!(
         StateMachine::new(other_shard)
             .lookup_accounts(&[tally_node::ledger::AccountId(1)])
             .is_empty()
     );
+}
+
+/// Transfers are stored in the `transfers` column family and nothing else is; data in the
+/// layout before the split (a transfer segment in `ledger`) is refused with a clear error
+/// instead of being loaded without its transfers.
+#[test]
+fn transfers_live_in_their_own_family_and_the_old_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(dir.path()).unwrap();
+    let mut ledger = Ledger::new(DurableStore::new(SHARD));
+    ledger.create_accounts(&[member(1), plain(2)]);
+    ledger.create_transfers(&[transfer(10, 2, 1, 70), transfer(11, 2, 1, 5)]);
+    let mut batch = rocksdb::WriteBatch::default();
+    ledger.machine.store_mut().drain_into(&mut batch, &storage);
+    storage.db().write(batch).unwrap();
+
+    let keys_of = |family: &str| -> Vec<Box<[u8]>> {
+        let cf = storage.cf(family);
+        storage.db().iterator_cf(cf, rocksdb::IteratorMode::Start).map(|kv| kv.unwrap().0).collect()
+    };
+    let transfers = keys_of(CF_TRANSFERS);
+    assert_eq!(transfers.len(), 1, "two transfers, one segment");
+    assert!(transfers.iter().all(|k| keys::is_transfer_segment(k)));
+    let ledger_keys = keys_of(CF_LEDGER);
+    assert!(ledger_keys.len() >= 2, "two accounts at least: {ledger_keys:?}");
+    assert!(ledger_keys.iter().all(|k| !keys::is_transfer_segment(k)));
+    let reloaded = StateMachine::new(DurableStore::load(&storage, SHARD).unwrap());
+    assert_eq!(reloaded.digest(), ledger.machine.digest(), "both transfers reload");
+
+    // The old layout: the segment under `ledger`.
+    let segment = storage.db().get_cf(storage.cf(CF_TRANSFERS), &transfers[0]).unwrap().unwrap();
+    storage.db().put_cf(storage.cf(CF_LEDGER), &transfers[0], segment).unwrap();
+    let error = DurableStore::load(&storage, SHARD).unwrap_err();
+    assert!(error.to_string().contains("empty data_dir"), "{error}");
 }
