@@ -752,7 +752,9 @@ impl LedgerApi {
         if refill_dry {
             self.refill_legs(&mut txns, deadline).await?;
         }
-        fail::fail_point!("coordinator::after_first_leg");
+        if let Some(ms) = after_first_leg_pause_ms() {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
 
         // 2. Decide on each primary: post the decision leg if everything was prepared; else
         // void it if it was created, or claim its id with a tombstone if it was not (see
@@ -1197,6 +1199,16 @@ pub fn alias_parts(alias: &Transfer) -> (u128, u32, u32) {
 #[must_use]
 pub fn is_alias(t: &Transfer) -> bool {
     t.ledger == INTERNAL_LEDGER && t.debit_account_id == transit(INTERNAL_LEDGER)
+}
+
+/// Failpoint `coordinator::after_first_leg` (crash-test builds): `panic` crashes the
+/// coordinator there; `return(MS)` pauses it for MS milliseconds without blocking the
+/// runtime. (The fail crate's own `sleep(MS)` blocks a worker thread; on a 2-thread node that
+/// starved the Raft heartbeats into elections, and the paused batch then failed NotLeader.)
+fn after_first_leg_pause_ms() -> Option<u64> {
+    fail::fail_point!("coordinator::after_first_leg", |arg: Option<String>| arg
+        .and_then(|ms| ms.parse().ok()));
+    None
 }
 
 #[cfg(test)]

@@ -772,7 +772,7 @@ async fn a_failed_resolution_is_retried_in_the_background() {
 /// A cross-shard swap whose quote expires while its legs are being prepared is decided
 /// void (nothing applied) and reported `QUOTE_EXPIRED`, while the other swap of the same
 /// batch is made: node 1, which takes the batch, pauses 1.5 s after preparing (failpoint
-/// `sleep`), past the first quote's expiry (1.3 s after it was sent) but not the second's.
+/// `return(1500)`: an async pause), past the first quote's expiry (1.3 s after it was sent) but not the second's.
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
@@ -786,7 +786,7 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     let client = cluster.client();
     let inst = institutions(&client).await;
     cluster.stop(1);
-    cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=sleep(1500)")]);
+    cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=return(1500)")]);
     super::shards::wait_balanced(&cluster, 1).await;
     let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
         let addr = format!("http://{}", cluster.addr(1));
