@@ -512,20 +512,25 @@ fn persist_applied(
     checkpointer: &Checkpointer,
     ledger: &RwLock<Ledger>,
 ) -> io::Result<SnapshotMetaOf<TypeConfig>> {
-    let meta = {
-        let mut ledger = ledger.write();
-        // Always a checkpoint, so the persisted applied id is the snapshot's even when the
-        // entries since the last one changed nothing. The lock is released before the
-        // write is waited for.
-        checkpointer.submit(Checkpoint::take(&mut ledger, false))?;
-        SnapshotMetaOf::<TypeConfig> {
-            last_log_id: ledger.applied,
-            last_membership: ledger.membership.clone(),
-        }
-    };
+    // The lock is released before the write is waited for.
+    let meta = checkpoint_applied(&mut ledger.write(), checkpointer)?;
     checkpointer.barrier()?;
     storage.flush_state().map_err(io::Error::other)?;
     Ok(meta)
+}
+
+/// Submits a checkpoint of the applied state (always one, so the persisted applied id is
+/// the snapshot's even when the entries since the last changed nothing) and returns the
+/// snapshot meta it is the state of.
+fn checkpoint_applied(
+    ledger: &mut Ledger,
+    checkpointer: &Checkpointer,
+) -> io::Result<SnapshotMetaOf<TypeConfig>> {
+    checkpointer.submit(Checkpoint::take(ledger, false))?;
+    Ok(SnapshotMetaOf::<TypeConfig> {
+        last_log_id: ledger.applied,
+        last_membership: ledger.membership.clone(),
+    })
 }
 
 /// Reads the shard's records as of one applied log id (to send to a follower).
@@ -538,23 +543,18 @@ fn read(
     let db = storage.db();
     let (meta, pause) = {
         let mut ledger = ledger.write();
-        // The snapshot is read from RocksDB: checkpoint the applied state first (always, so
-        // the persisted applied id is the snapshot's even when entries changed nothing),
-        // through the writer after the checkpoints queued before it, and pause the writer
-        // right after it. The lock is released before the writes are waited for.
-        checkpointer.submit(Checkpoint::take(&mut ledger, false))?;
-        let pause = checkpointer.pause()?;
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id: ledger.applied,
-            last_membership: ledger.membership.clone(),
-        };
-        (meta, pause)
+        // The snapshot is read from RocksDB: checkpoint the applied state first, through
+        // the writer after the checkpoints queued before it, and pause the writer right
+        // after it. The lock is released before the writes are waited for.
+        let meta = checkpoint_applied(&mut ledger, checkpointer)?;
+        (meta, checkpointer.pause()?)
     };
     pause.wait()?;
     // Exactly the checkpoint of `meta`: the writer waits until the view is taken.
     let view = db.snapshot();
     drop(pause);
-    // Log purge follows a snapshot: its checkpoint (and any after it) must be on disk.
+    // openraft may take a snapshot it is given as its snapshot position (it does at start)
+    // and purge its log up to it: the checkpoint (and any after it) must be on disk.
     storage.flush_state().map_err(io::Error::other)?;
     let (start, end) = keys::shard_range(shard);
     let mut writer = SnapshotWriter::default();
