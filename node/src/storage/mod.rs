@@ -41,8 +41,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, FlushOptions, Options, WriteBatch,
-    WriteOptions,
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Env, FlushOptions, Options,
+    WriteBatch, WriteOptions,
 };
 
 /// Column family of Raft log entries.
@@ -83,6 +83,14 @@ impl Storage {
         // not stall writes (and with them every fsync and apply).
         options.set_max_write_buffer_number(4);
         options.set_max_background_jobs(2);
+        // Flushes and compactions run at the lowest CPU priority (nice 19): they are
+        // bursts of work that can wait for a few milliseconds, while Raft, apply and the
+        // replies behind them cannot. They still get every idle cycle, and RocksDB's write
+        // stalls (4 memtables per family, 20 files in L0) bound how far they may fall behind.
+        let mut env = Env::new()?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        options.set_env(&env);
         // Checkpoints skip the WAL: every flush must cover all column families at once,
         // or a crash could leave ledger records without their applied log id (or the
         // reverse).
