@@ -25,6 +25,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -42,7 +43,7 @@ use crate::ledger::{
 use crate::storage::keys::{self, MetaKind, ShardId};
 use crate::storage::ledger_store::{DurableStore, Journal};
 use crate::storage::records::{self, ACCOUNT_BYTES, TRANSFER_BYTES};
-use crate::storage::{CF_APPLIED, CF_LEDGER, CF_TRANSFERS, Storage};
+use crate::storage::{CF_APPLIED, CF_LEDGER, CF_TRANSFERS, SLOW_STEP_WARN, Storage};
 
 /// The ledger of one shard and how far it has applied the log.
 #[derive(Debug)]
@@ -310,7 +311,13 @@ impl Checkpointer {
                         if failed_writer.lock().is_some() {
                             continue;
                         }
-                        if let Err(e) = checkpoint.write(&storage) {
+                        let started = Instant::now();
+                        let written = checkpoint.write(&storage);
+                        let took = started.elapsed();
+                        if took >= SLOW_STEP_WARN {
+                            tracing::warn!(%shard, took_ms = took.as_millis(), "slow checkpoint write");
+                        }
+                        if let Err(e) = written {
                             tracing::error!(%shard, error = %e, "checkpoint write failed; the node must stop");
                             *failed_writer.lock() = Some(e.to_string());
                         }
@@ -406,9 +413,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let pairs: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let (entries, responders): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         let (checkpointer, ledger) = (self.checkpointer.clone(), self.ledger.clone());
-        let checkpoint_writes = self.checkpoint_writes;
+        let (checkpoint_writes, shard) = (self.checkpoint_writes, self.shard);
         let replies = tokio::task::spawn_blocking(move || {
-            apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries)
+            let started = Instant::now();
+            let replies = apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries);
+            let took = started.elapsed();
+            if took >= SLOW_STEP_WARN {
+                let entries = entries.len();
+                tracing::warn!(%shard, took_ms = took.as_millis(), entries, "slow apply");
+            }
+            replies
         })
         .await
         .map_err(io::Error::other)??;

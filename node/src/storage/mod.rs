@@ -62,6 +62,12 @@ const COLUMN_FAMILIES: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_META, CF_LEDGER, CF_TRA
 /// holds and a flush of the state persists.
 pub const STATE_FAMILIES: [&str; 3] = [CF_LEDGER, CF_TRANSFERS, CF_APPLIED];
 
+/// A storage step slower than this is logged as a warning with its duration: a WAL fsync,
+/// a Raft log write, a batch of applied entries, a checkpoint write. Each of them holds up
+/// every request behind it, so a run of these warnings is where a latency spike came from
+/// (a disk slower than usual, a RocksDB write stall, a starved thread).
+pub const SLOW_STEP_WARN: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The node's RocksDB instance, shared by every shard's log store and state machine.
 #[derive(Clone, Debug)]
 pub struct Storage {
@@ -174,7 +180,9 @@ impl Storage {
                     Ok(())
                 } else {
                     Err(format!(
-                        "this node's data belongs to a cluster of {recorded} data shards but                          `shards` is {shards}; the count is fixed when a cluster is created:                          set shards = {recorded}"
+                        "this node's data belongs to a cluster of {recorded} data shards but \
+                         `shards` is {shards}; the count is fixed when a cluster is created: \
+                         set shards = {recorded}"
                     ))
                 }
             }
@@ -190,8 +198,12 @@ impl Storage {
                     .map_err(|e| e.to_string())?
                     .is_some_and(|(k, _)| k.as_ref() < end.as_bytes())
                 {
-                    return Err("this node's data was written by a tallyd without shards (one                                 Raft group, shard 0) and cannot be opened by this version;                                 start a new cluster in an empty data_dir"
-                        .into());
+                    return Err(
+                        "this node's data was written by a tallyd without shards (one Raft \
+                         group, shard 0) and cannot be opened by this version; start a \
+                         new cluster in an empty data_dir"
+                            .into(),
+                    );
                 }
                 let mut options = WriteOptions::default();
                 options.set_sync(true);
@@ -248,6 +260,7 @@ mod tests {
         storage.check_shard_count(4).unwrap();
         let error = storage.check_shard_count(16).unwrap_err();
         assert!(error.contains("cluster of 4 data shards") && error.contains("is 16"), "{error}");
+        assert!(!error.contains("  "), "one line, single spaces: {error:?}");
         drop(storage);
         let reopened = Storage::open(dir.path()).unwrap();
         reopened.check_shard_count(4).unwrap();
@@ -258,5 +271,6 @@ mod tests {
         storage.db().put_cf(storage.cf(CF_RAFT_LOG), key.as_bytes(), b"entry").unwrap();
         let error = storage.check_shard_count(1).unwrap_err();
         assert!(error.contains("without shards"), "{error}");
+        assert!(!error.contains("  "), "one line, single spaces: {error:?}");
     }
 }
