@@ -792,7 +792,13 @@ impl LedgerApi {
             wave.entry(txn.plan.primary).or_default().push((i, event));
         }
         let mut unsettled = Vec::new();
+        // A transaction whose decision cannot be read is left to recovery (its legs are not
+        // resolved here) and fails the request, but only once every other transaction's
+        // legs are resolved: one bad answer must not leave the others' units reserved.
+        let mut undecided = vec![false; txns.len()];
+        let mut trouble: Option<Status> = None;
         for (i, (_, status)) in self.create_wave(&wave, deadline, |_| None).await? {
+            let status = garbled_decision_answer(status);
             let txn = &mut txns[i];
             let (posting, voiding, tombstoning) =
                 (actions[i] == Step::Post, actions[i] == Step::Void, actions[i] == Step::Tombstone);
@@ -812,23 +818,30 @@ impl LedgerApi {
                     continue;
                 }
                 _ => {
-                    return Err(internal(&format!(
-                        "deciding on the decision leg: status {status}"
-                    )));
+                    undecided[i] = true;
+                    trouble.get_or_insert_with(|| {
+                        internal(&format!("deciding on the decision leg: status {status}"))
+                    });
+                    continue;
                 }
             };
         }
         for i in unsettled {
             let txn = &mut txns[i];
             let leg = txn.plan.legs[0].transfer;
-            txn.decision = self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await?;
-            txn.post_status = TS::Exists.code();
+            match self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await {
+                Ok(decision) => (txn.decision, txn.post_status) = (decision, TS::Exists.code()),
+                Err(e) => {
+                    undecided[i] = true;
+                    trouble.get_or_insert(e);
+                }
+            }
         }
         fail::fail_point!("coordinator::after_decision");
 
         // 3. Resolve every other leg as decided.
         let mut resolutions: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
-        for txn in &txns {
+        for (txn, _) in txns.iter().zip(&undecided).filter(|&(_, undecided)| !undecided) {
             for (leg, (_, status)) in txn.plan.legs[1..].iter().zip(&txn.legs[1..]) {
                 let event = match txn.decision {
                     Decision::Post => post_of(leg.transfer.id),
@@ -840,6 +853,9 @@ impl LedgerApi {
         }
         if let Err(e) = self.resolve(&resolutions, deadline).await {
             self.resolve_later(resolutions, &e);
+            return Err(e);
+        }
+        if let Some(e) = trouble {
             return Err(e);
         }
         Ok(txns
@@ -1205,6 +1221,14 @@ pub fn is_alias(t: &Transfer) -> bool {
 /// coordinator there; `return(MS)` pauses it for MS milliseconds without blocking the
 /// runtime. (The fail crate's own `sleep(MS)` blocks a worker thread; on a 2-thread node that
 /// starved the Raft heartbeats into elections, and the paused batch then failed NotLeader.)
+/// The ledger's answer to a decision request, or, in crash-test builds, an answer no
+/// ledger gives (failpoint `coordinator::decision_answer`, e.g. `=1*return`): the test of
+/// a decision that cannot be read.
+fn garbled_decision_answer(status: u32) -> u32 {
+    fail::fail_point!("coordinator::decision_answer", |_| u32::MAX - 1);
+    status
+}
+
 fn after_first_leg_pause_ms() -> Option<u64> {
     fail::fail_point!("coordinator::after_first_leg", |arg: Option<String>| arg
         .and_then(|ms| ms.parse().ok()));

@@ -649,6 +649,28 @@ fn the_chain((m2, m3, m4): (u128, u128, u128)) -> Vec<v1::Transfer> {
     vec![transfer(50, m2, m3, 40, v1::TransferFlag::Linked as u32), transfer(51, m2, m4, 10, 0)]
 }
 
+/// Sends `transfers` to node 1 until it fails with an error naming `cause` (true), at most
+/// 5 times: a request must fail, and is resent (same ids) if it failed elsewhere first,
+/// e.g. during a leadership move.
+#[cfg(feature = "failpoints")]
+async fn fails_with(
+    raw: &mut tally_proto::v1::ledger_service_client::LedgerServiceClient<
+        tonic::transport::Channel,
+    >,
+    transfers: &[v1::Transfer],
+    cause: &str,
+) -> bool {
+    for _ in 0..5 {
+        let request = v1::CreateTransfersRequest { transfers: transfers.to_vec() };
+        let error = raw.create_transfers(request).await.expect_err("the request fails");
+        if error.message().contains(cause) {
+            return true;
+        }
+        eprintln!("resending after {error:?}");
+    }
+    false
+}
+
 /// Crashes the coordinating node at `failpoint` in the middle of a cross-shard transfer,
 /// restarts it, and checks the transfer ends all or nothing (`applied` says which) with
 /// no reservation left on any shard.
@@ -741,17 +763,8 @@ async fn a_failed_resolution_is_retried_in_the_background() {
         coordinated(&config, "coordinator::resolution=1*return").await;
     let (m2, m3, m4) = m;
     let chain = the_chain(m);
-    // Resent (same ids) if it failed elsewhere first, e.g. during a leadership move.
-    let mut failed_at_resolution = false;
-    for _ in 0..5 {
-        let request = v1::CreateTransfersRequest { transfers: chain.clone() };
-        let error = raw.create_transfers(request).await.expect_err("the resolution fails");
-        if error.message().contains("failpoint coordinator::resolution") {
-            failed_at_resolution = true;
-            break;
-        }
-        eprintln!("resending after {error:?}");
-    }
+    let failed_at_resolution =
+        fails_with(&mut raw, &chain, "failpoint coordinator::resolution").await;
     assert!(failed_at_resolution, "node 1 never reached its resolution");
     let expected = vec![(0, 50, 0, 100), (0, 0, 0, 40), (0, 0, 0, 10)];
     eventually(
@@ -766,6 +779,38 @@ async fn a_failed_resolution_is_retried_in_the_background() {
     let again = client.create_transfers(chain).await.unwrap();
     assert!(again.iter().all(|r| r.status == TS::Exists as i32), "{again:?}");
     assert_eq!(sums(&client, &[m2, m3, m4]).await, expected);
+    converge_every_shard(&cluster).await;
+}
+
+/// One transaction of a request whose decision answer cannot be read (failpoint
+/// `coordinator::decision_answer=1*return`: node 1 sees an answer no ledger gives for one
+/// of the two) fails the request, but only after the other transaction's legs are
+/// resolved: its units are not left reserved until recovery (10 minutes here). The one
+/// left undecided is finished by a resend of the same request.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_decision_leaves_the_other_transactions_resolved() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let config = XSHARD.replace("txn_recovery_after_ms = 500", "txn_recovery_after_ms = 600000");
+    let Coordinated { cluster, client, mut raw, m } =
+        coordinated(&config, "coordinator::decision_answer=1*return").await;
+    let (m2, m3, m4) = m;
+    // Two transactions: the chain (50 linked to 51) and 52, 5 from shard 2 to shard 3.
+    let mut transfers = the_chain(m);
+    transfers.push(transfer(52, m2, m3, 5, 0));
+    let unreadable = fails_with(&mut raw, &transfers, "deciding on the decision leg").await;
+    assert!(unreadable, "node 1 never reached the decisions");
+    // Per account (debits pending, debits posted, credits pending, credits posted). Both
+    // decision legs (m2's debits of 40 and 5) are posted; of the rest, the legs of the
+    // transaction whose answer was read are posted, the other's still pending.
+    let chain_undecided = vec![(10, 45, 0, 100), (0, 0, 40, 5), (0, 0, 10, 0)];
+    let single_undecided = vec![(0, 55, 0, 100), (0, 0, 5, 40), (0, 0, 0, 10)];
+    let now = sums(&client, &[m2, m3, m4]).await;
+    assert!(now == chain_undecided || now == single_undecided, "{now:?}");
+    let again = client.create_transfers(transfers).await.unwrap();
+    assert!(again.iter().all(|r| r.status == TS::Exists as i32), "{again:?}");
+    let done = vec![(0, 55, 0, 100), (0, 0, 0, 45), (0, 0, 0, 10)];
+    assert_eq!(sums(&client, &[m2, m3, m4]).await, done);
     converge_every_shard(&cluster).await;
 }
 
