@@ -44,8 +44,12 @@ pub struct LoadSpec {
     pub batch: u32,
     /// Open loop at this many operations per second; closed loop if `None`.
     pub rate: Option<f64>,
-    /// How long to send.
+    /// How long to send, after the warm-up.
     pub duration: Duration,
+    /// Sending before the measured `duration` begins: requests sent (or due) in it are
+    /// verified and shown in the timeline, but not counted in the run's rates and latency
+    /// (what a cluster still compacting its population does to the first seconds).
+    pub warmup: Duration,
     /// Seed of the operation generators.
     pub seed: u64,
     /// Exponent of the Zipf distribution (`redeem-zipf`).
@@ -68,9 +72,11 @@ pub struct Second {
 /// Everything a run recorded.
 #[derive(Debug)]
 pub struct RunStats {
-    /// From the first send to the last reply.
+    /// From the end of the warm-up (the first send if none) to the last reply.
     pub elapsed: Duration,
-    /// Requests completed.
+    /// Requests sent in the warm-up (not counted below, but verified like the others).
+    pub warmup_requests: u64,
+    /// Requests completed (sent after the warm-up).
     pub requests: u64,
     /// Operations acknowledged.
     pub ok: u64,
@@ -80,7 +86,7 @@ pub struct RunStats {
     pub failed: BTreeMap<u32, u64>,
     /// Operations whose request failed (outcome unknown).
     pub unknown: u64,
-    /// Open loop: operations never sent because they fell too far behind.
+    /// Open loop: operations never sent because they fell too far behind (after the warm-up).
     pub not_sent: u64,
     /// Latency (µs) of every request.
     pub latency_us: Histogram<u64>,
@@ -96,17 +102,21 @@ fn histogram(sigfig: u8) -> Histogram<u64> {
 
 struct Collector {
     start: Instant,
+    /// Requests sent (or due) before this are the warm-up's.
+    measured_from: Instant,
     completed: AtomicU64,
     stats: Mutex<RunStats>,
 }
 
 impl Collector {
-    fn new(start: Instant) -> Self {
+    fn new(start: Instant, measured_from: Instant) -> Self {
         Self {
             start,
+            measured_from,
             completed: AtomicU64::new(0),
             stats: Mutex::new(RunStats {
                 elapsed: Duration::ZERO,
+                warmup_requests: 0,
                 requests: 0,
                 ok: 0,
                 transfers_ok: 0,
@@ -128,10 +138,15 @@ impl Collector {
         let latency = latency.clamp(1, LATENCY_MAX_US);
         let second = usize::try_from(now.duration_since(self.start).as_secs()).unwrap_or(0);
         self.completed.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let measured = since >= self.measured_from;
         let mut stats = self.stats.lock();
         let stats = &mut *stats;
-        stats.requests += 1;
-        stats.latency_us.record(latency).expect("clamped into range");
+        if measured {
+            stats.requests += 1;
+            stats.latency_us.record(latency).expect("clamped into range");
+        } else {
+            stats.warmup_requests += 1;
+        }
         while stats.timeline.len() <= second {
             stats.timeline.push(Second { ops: 0, ok: 0, latency_us: histogram(2) });
         }
@@ -141,12 +156,15 @@ impl Collector {
         for (op, outcome) in ops.into_iter().zip(outcomes) {
             match outcome {
                 Outcome::Ok => {
-                    stats.ok += 1;
-                    stats.transfers_ok += op.transfers();
+                    if measured {
+                        stats.ok += 1;
+                        stats.transfers_ok += op.transfers();
+                    }
                     slot.ok += 1;
                 }
-                Outcome::Failed(code) => *stats.failed.entry(code).or_default() += 1,
-                Outcome::Unknown => stats.unknown += 1,
+                Outcome::Failed(code) if measured => *stats.failed.entry(code).or_default() += 1,
+                Outcome::Unknown if measured => stats.unknown += 1,
+                Outcome::Failed(_) | Outcome::Unknown => {}
             }
             stats.records.push((op, outcome));
         }
@@ -169,7 +187,7 @@ pub async fn run(
         sessions.push(target.session().await?);
     }
     let start = Instant::now();
-    let collector = Arc::new(Collector::new(start));
+    let collector = Arc::new(Collector::new(start, start + load.warmup));
     let progress = load.progress.then(|| show_progress(load, collector.clone()));
     let generator = |task: u64| {
         OpGenerator::new(
@@ -192,7 +210,7 @@ pub async fn run(
     }
     let collector = Arc::into_inner(collector).expect("every task has ended");
     let mut stats = collector.stats.into_inner();
-    stats.elapsed = start.elapsed();
+    stats.elapsed = (start + load.warmup).elapsed();
     stats.not_sent = not_sent;
     Ok(stats)
 }
@@ -204,7 +222,7 @@ async fn closed_loop(
     collector: &Arc<Collector>,
     generator: impl Fn(u64) -> OpGenerator,
 ) -> u64 {
-    let deadline = start + load.duration;
+    let deadline = start + load.warmup + load.duration;
     let mut tasks = JoinSet::new();
     for (task, session) in (0_u64..).zip(sessions) {
         let mut generator = generator(task);
@@ -238,7 +256,7 @@ async fn open_loop(
         free_tx.try_send(session).expect("room for every session");
     }
     let interval = Duration::from_secs_f64(f64::from(load.batch) / rate);
-    let deadline = start + load.duration;
+    let deadline = start + load.warmup + load.duration;
     let mut tasks = JoinSet::new();
     let mut not_sent = 0_u64;
     for i in 0_u32.. {
@@ -249,7 +267,9 @@ async fn open_loop(
         tokio::time::sleep_until(due).await;
         let Some(session) = free_rx.recv().await else { break };
         if due.elapsed() > OPEN_LOOP_LATE_MAX {
-            not_sent += u64::from(load.batch);
+            if due >= start + load.warmup {
+                not_sent += u64::from(load.batch);
+            }
             free_tx.try_send(session).expect("room for the session just taken");
             continue;
         }
@@ -299,4 +319,34 @@ fn show_progress(
         }
     });
     (bar, ticker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redeem(seq: u64) -> Op {
+        Op::Redeem { seq, member: 1, merchant: 2, item: 3, points: 10 }
+    }
+
+    #[test]
+    fn warm_up_requests_are_kept_for_verification_but_not_counted() {
+        let start = Instant::now();
+        let collector = Collector::new(start, start + Duration::from_secs(3600));
+        collector.record(start, vec![redeem(1), redeem(2)], vec![Outcome::Ok, Outcome::Unknown]);
+        let later = Collector::new(start, start);
+        later.record(start, vec![redeem(3)], vec![Outcome::Failed(7)]);
+
+        let warm = collector.stats.into_inner();
+        assert_eq!((warm.warmup_requests, warm.requests), (1, 0));
+        assert_eq!((warm.ok, warm.transfers_ok, warm.unknown), (0, 0, 0));
+        assert_eq!(warm.latency_us.len(), 0, "no latency recorded for the warm-up");
+        assert_eq!(warm.records.len(), 2, "both operations kept for verification");
+        assert_eq!(warm.timeline[0].ok, 1, "the timeline shows the warm-up");
+
+        let measured = later.stats.into_inner();
+        assert_eq!((measured.warmup_requests, measured.requests), (0, 1));
+        assert_eq!(measured.failed.get(&7), Some(&1));
+        assert_eq!(measured.latency_us.len(), 1);
+    }
 }

@@ -62,6 +62,10 @@ pub struct RunReport {
     pub rate: Option<f64>,
     /// Seconds of sending asked for.
     pub duration_s: f64,
+    /// Seconds of warm-up before `duration_s` (its requests verified, not counted).
+    pub warmup_s: f64,
+    /// Requests sent in the warm-up.
+    pub warmup_requests: u64,
     /// Seconds from the first send to the last reply.
     pub elapsed_s: f64,
     /// Requests completed.
@@ -127,6 +131,8 @@ impl RunReport {
             batch: load.batch,
             rate: load.rate,
             duration_s: load.duration.as_secs_f64(),
+            warmup_s: load.warmup.as_secs_f64(),
+            warmup_requests: stats.warmup_requests,
             elapsed_s: elapsed,
             requests: stats.requests,
             ok: stats.ok,
@@ -157,7 +163,7 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let l = &self.latency_ms;
         let mut out = format!(
-            "{:<8} {:<15} {} loop, concurrency {}, batch {}{}: {:.0} ok/s ({:.0} transfers/s) over {:.1} s\n\
+            "{:<8} {:<15} {} loop, concurrency {}, batch {}{}: {:.0} ok/s ({:.0} transfers/s) over {:.1} s{}\n\
              \x20        latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
              \x20        ok {}  refused {}  unknown {}{}\n",
             self.target,
@@ -169,6 +175,14 @@ impl RunReport {
             self.ok_per_s,
             self.transfers_per_s,
             self.elapsed_s,
+            if self.warmup_s > 0.0 {
+                format!(
+                    " after {:.0} s of warm-up ({} requests)",
+                    self.warmup_s, self.warmup_requests
+                )
+            } else {
+                String::new()
+            },
             l.p50,
             l.p90,
             l.p99,

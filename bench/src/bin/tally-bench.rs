@@ -99,6 +99,10 @@ struct Args {
     /// Seconds of load per workload.
     #[arg(long, default_value_t = 30)]
     duration_s: u64,
+    /// Seconds of load before the measured --duration-s: sent and verified like the rest,
+    /// shown in the timeline, left out of the rates and latencies (0..=--duration-s).
+    #[arg(long, default_value_t = 0)]
+    warmup_s: u64,
     /// Seed of the workload generators.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -170,6 +174,9 @@ impl Args {
         if self.duration_s == 0 || self.duration_s > DURATION_MAX_S {
             return Err(format!("--duration-s must be 1..={DURATION_MAX_S}"));
         }
+        if self.warmup_s > self.duration_s {
+            return Err(format!("--warmup-s must be 0..={} (--duration-s)", self.duration_s));
+        }
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return Err("--rate must be a positive number of operations per second".into());
         }
@@ -201,6 +208,7 @@ impl Args {
             batch: if pg { self.pg_batch.unwrap_or(self.batch) } else { self.batch },
             rate: self.rate,
             duration: Duration::from_secs(self.duration_s),
+            warmup: Duration::from_secs(self.warmup_s),
             seed: self.seed,
             zipf_exponent: self.zipf_exponent,
             progress: !self.no_progress,
