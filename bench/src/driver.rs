@@ -187,7 +187,8 @@ pub async fn run(
         sessions.push(target.session().await?);
     }
     let start = Instant::now();
-    let collector = Arc::new(Collector::new(start, start + load.warmup));
+    let measured_from = start + load.warmup;
+    let collector = Arc::new(Collector::new(start, measured_from));
     let progress = load.progress.then(|| show_progress(load, collector.clone()));
     let generator = |task: u64| {
         OpGenerator::new(
@@ -210,7 +211,7 @@ pub async fn run(
     }
     let collector = Arc::into_inner(collector).expect("every task has ended");
     let mut stats = collector.stats.into_inner();
-    stats.elapsed = (start + load.warmup).elapsed();
+    stats.elapsed = measured_from.elapsed();
     stats.not_sent = not_sent;
     Ok(stats)
 }
@@ -267,7 +268,7 @@ async fn open_loop(
         tokio::time::sleep_until(due).await;
         let Some(session) = free_rx.recv().await else { break };
         if due.elapsed() > OPEN_LOOP_LATE_MAX {
-            if due >= start + load.warmup {
+            if due >= collector.measured_from {
                 not_sent += u64::from(load.batch);
             }
             free_tx.try_send(session).expect("room for the session just taken");

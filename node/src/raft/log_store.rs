@@ -10,7 +10,6 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use std::time::Instant;
 
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -20,7 +19,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use super::{TypeConfig, decode, encode};
 use crate::storage::keys::{self, MetaKind, ShardId};
-use crate::storage::{CF_RAFT_LOG, CF_RAFT_META, SLOW_STEP_WARN, Storage};
+use crate::storage::{CF_RAFT_LOG, CF_RAFT_META, Storage, timed_step};
 
 /// Callbacks waiting for the syncer, at most this many queued (appends block beyond).
 pub const SYNC_QUEUE_MAX: usize = 4096;
@@ -45,15 +44,9 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let started = Instant::now();
-                    let result = sync(&storage);
-                    let took = started.elapsed();
-                    if took >= SLOW_STEP_WARN {
-                        tracing::warn!(
-                            took_ms = took.as_millis(),
-                            appends = waiting.len(),
-                            "slow WAL fsync"
-                        );
+                    let (result, slow) = timed_step(|| sync(&storage));
+                    if let Some(took_ms) = slow {
+                        tracing::warn!(took_ms, appends = waiting.len(), "slow WAL fsync");
                     }
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "WAL fsync failed; raft will stop this node");
@@ -218,12 +211,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in entries {
             batch.put_cf(cf, keys::log_entry(self.shard, entry.index()), encode(&entry)?);
         }
-        let started = Instant::now();
-        self.storage.db().write(batch).map_err(io::Error::other)?;
-        let took = started.elapsed();
-        if took >= SLOW_STEP_WARN {
-            tracing::warn!(shard = %self.shard, took_ms = took.as_millis(), "slow Raft log write");
+        let (written, slow) = timed_step(|| self.storage.db().write(batch));
+        if let Some(took_ms) = slow {
+            tracing::warn!(shard = %self.shard, took_ms, "slow Raft log write");
         }
+        written.map_err(io::Error::other)?;
         self.syncer.submit(callback)
     }
 

@@ -25,7 +25,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -43,7 +42,7 @@ use crate::ledger::{
 use crate::storage::keys::{self, MetaKind, ShardId};
 use crate::storage::ledger_store::{DurableStore, Journal};
 use crate::storage::records::{self, ACCOUNT_BYTES, TRANSFER_BYTES};
-use crate::storage::{CF_APPLIED, CF_LEDGER, CF_TRANSFERS, SLOW_STEP_WARN, Storage};
+use crate::storage::{CF_APPLIED, CF_LEDGER, CF_TRANSFERS, Storage, timed_step};
 
 /// The ledger of one shard and how far it has applied the log.
 #[derive(Debug)]
@@ -311,11 +310,9 @@ impl Checkpointer {
                         if failed_writer.lock().is_some() {
                             continue;
                         }
-                        let started = Instant::now();
-                        let written = checkpoint.write(&storage);
-                        let took = started.elapsed();
-                        if took >= SLOW_STEP_WARN {
-                            tracing::warn!(%shard, took_ms = took.as_millis(), "slow checkpoint write");
+                        let (written, slow) = timed_step(|| checkpoint.write(&storage));
+                        if let Some(took_ms) = slow {
+                            tracing::warn!(%shard, took_ms, "slow checkpoint write");
                         }
                         if let Err(e) = written {
                             tracing::error!(%shard, error = %e, "checkpoint write failed; the node must stop");
@@ -415,12 +412,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (checkpointer, ledger) = (self.checkpointer.clone(), self.ledger.clone());
         let (checkpoint_writes, shard) = (self.checkpoint_writes, self.shard);
         let replies = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let replies = apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries);
-            let took = started.elapsed();
-            if took >= SLOW_STEP_WARN {
-                let entries = entries.len();
-                tracing::warn!(%shard, took_ms = took.as_millis(), entries, "slow apply");
+            let (replies, slow) =
+                timed_step(|| apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries));
+            if let Some(took_ms) = slow {
+                tracing::warn!(%shard, took_ms, entries = entries.len(), "slow apply");
             }
             replies
         })

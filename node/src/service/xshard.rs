@@ -1217,10 +1217,6 @@ pub fn is_alias(t: &Transfer) -> bool {
     t.ledger == INTERNAL_LEDGER && t.debit_account_id == transit(INTERNAL_LEDGER)
 }
 
-/// Failpoint `coordinator::after_first_leg` (crash-test builds): `panic` crashes the
-/// coordinator there; `return(MS)` pauses it for MS milliseconds without blocking the
-/// runtime. (The fail crate's own `sleep(MS)` blocks a worker thread; on a 2-thread node that
-/// starved the Raft heartbeats into elections, and the paused batch then failed NotLeader.)
 /// The ledger's answer to a decision request, or, in crash-test builds, an answer no
 /// ledger gives (failpoint `coordinator::decision_answer`, e.g. `=1*return`): the test of
 /// a decision that cannot be read.
@@ -1229,6 +1225,10 @@ fn garbled_decision_answer(status: u32) -> u32 {
     status
 }
 
+/// Failpoint `coordinator::after_first_leg` (crash-test builds): `panic` crashes the
+/// coordinator there; `return(MS)` pauses it for MS milliseconds without blocking the
+/// runtime. (The fail crate's own `sleep(MS)` blocks a worker thread; on a 2-thread node that
+/// starved the Raft heartbeats into elections, and the paused batch then failed NotLeader.)
 fn after_first_leg_pause_ms() -> Option<u64> {
     fail::fail_point!("coordinator::after_first_leg", |arg: Option<String>| arg
         .and_then(|ms| ms.parse().ok()));

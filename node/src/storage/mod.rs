@@ -68,6 +68,15 @@ pub const STATE_FAMILIES: [&str; 3] = [CF_LEDGER, CF_TRANSFERS, CF_APPLIED];
 /// (a disk slower than usual, a RocksDB write stall, a starved thread).
 pub const SLOW_STEP_WARN: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Runs one storage step; its result, and its duration in milliseconds if it took
+/// [`SLOW_STEP_WARN`] or more (the caller logs it, naming the step).
+pub fn timed_step<T>(step: impl FnOnce() -> T) -> (T, Option<u128>) {
+    let started = std::time::Instant::now();
+    let result = step();
+    let took = started.elapsed();
+    (result, (took >= SLOW_STEP_WARN).then_some(took.as_millis()))
+}
+
 /// The node's RocksDB instance, shared by every shard's log store and state machine.
 #[derive(Clone, Debug)]
 pub struct Storage {
