@@ -13,11 +13,14 @@
 //!   timeout, except leg
 //!   (0, debit) on P, the **decision leg**, whose timeout is [`TXN_TIMEOUT_S`].
 //! - **Alias**: on the debit shard, a zero-amount transfer with `X_k`'s own id between two
-//!   internal accounts, `user_data_128 = D`, `user_data_64 = k | n << 32`, `user_data_32 =
-//!   P`. It claims the id (a later transfer with the same id gets `exists_*`), lets a
-//!   lookup of `X_k` find its legs, and names the legs for recovery.
+//!   internal accounts, `user_data_128 = D`, `user_data_64 = n | k << 16 | ledger₀ << 32`,
+//!   `user_data_32 = P`. It claims the id (a later transfer with the same id gets
+//!   `exists_*`), lets a lookup of `X_k` find its legs, and names the legs on its shard for
+//!   recovery. A shard with legs but no alias gets a **marker** instead (same fields, a
+//!   derived id).
 //!
-//! Steps: (1) prepare — each shard involved creates its aliases and legs in one request;
+//! Steps: (1) prepare — each shard involved creates its aliases (or marker) and legs as one
+//! linked chain: legs exist only with the record that names them;
 //! (2) decide — if everything was created, **post the decision leg** (else void it, or
 //! claim its id with a tombstone if it was never created: a post or void is never sent to
 //! a leg that may not exist, since its `not found` would burn the post's or void's id); the
@@ -27,7 +30,7 @@
 //! zero-amount *tombstone* under its id (transit → sink), so that a late prepare of it is
 //! refused. The reply says `created` only after the decision post is committed on P.
 //!
-//! Recovery ([`recover`]): every shard leader walks the markers on its shard and, for each
+//! Recovery ([`recover`]): every shard leader walks the aliases and markers on its shard and, for each
 //! one old enough whose legs are still pending, decides T with "void unless posted" on P
 //! and resolves its legs accordingly.
 //!
@@ -264,7 +267,7 @@ impl Plan {
                 amount: 0,
                 pending_id: TransferId(0),
                 user_data_128: t,
-                user_data_64: u64::from(k) | (u64::from(n) << 32),
+                user_data_64: names(n, k, transfers[0].ledger),
                 user_data_32: primary.0,
                 timeout: 0,
                 ledger: INTERNAL_LEDGER,
@@ -274,8 +277,9 @@ impl Plan {
             };
             aliases.push((ds, alias));
         }
+        // A shard with legs but no alias (only credit legs there) gets a marker instead.
         let mut markers = BTreeMap::new();
-        for leg in &legs {
+        for leg in legs.iter().filter(|l| !aliases.iter().any(|(s, _)| *s == l.shard)) {
             markers.entry(leg.shard).or_insert_with(|| Transfer {
                 id: marker_id(t, leg.shard, n),
                 debit_account_id: transit(INTERNAL_LEDGER),
@@ -283,7 +287,7 @@ impl Plan {
                 amount: 0,
                 pending_id: TransferId(0),
                 user_data_128: t,
-                user_data_64: u64::from(n) | (u64::from(transfers[0].ledger) << 32),
+                user_data_64: names(n, 0, transfers[0].ledger),
                 user_data_32: primary.0,
                 timeout: 0,
                 ledger: INTERNAL_LEDGER,
@@ -323,11 +327,14 @@ impl Plan {
         out
     }
 
-    /// Per shard, the prepare request: its aliases, its marker, then its legs, with each
-    /// event's place (`Alias(k)`, `Marker`, `Leg(i)`). Not linked: a resent prepare must
-    /// read `exists` for each event without failing the others. The marker comes first in
-    /// the same Raft entry, and its id covers the transaction's length (`marker_id(T,
-    /// shard, n)`), so every leg created has a marker naming it.
+    /// Per shard, the prepare request: its aliases (or its marker, on a shard without
+    /// one), then its legs, with each event's place (`Alias(k)`, `Marker`, `Leg(i)`), as
+    /// **one linked chain**: the shard's legs are created together with the record that
+    /// names them for recovery (an alias or a marker carries T, n, P and ledger₀), or
+    /// nothing is. So a resend that finds the chain's first event `exists` (same fields:
+    /// the same plan) knows the whole chain was created ([`settle_chains`]). Every shard
+    /// with an alias has a leg (a transfer's debit leg is on its alias's shard), so the
+    /// chain always ends with a leg.
     #[must_use]
     pub fn prepare(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
         let mut out: BTreeMap<ShardId, Vec<(Place, Transfer)>> = BTreeMap::new();
@@ -335,10 +342,16 @@ impl Plan {
             out.entry(*shard).or_default().push((Place::Alias(k), *alias));
         }
         for (shard, marker) in &self.markers {
-            let events = out.entry(*shard).or_default();
-            events.push((Place::Marker, *marker));
-            let legs = self.legs.iter().enumerate().filter(|(_, l)| l.shard == *shard);
-            events.extend(legs.map(|(i, l)| (Place::Leg(i), l.transfer)));
+            out.entry(*shard).or_default().push((Place::Marker(*shard), *marker));
+        }
+        for (i, leg) in self.legs.iter().enumerate() {
+            out.entry(leg.shard).or_default().push((Place::Leg(i), leg.transfer));
+        }
+        for events in out.values_mut() {
+            let last = events.len() - 1;
+            for (j, (_, event)) in events.iter_mut().enumerate() {
+                event.flags.set(TransferFlags::LINKED, j < last);
+            }
         }
         out
     }
@@ -349,8 +362,8 @@ impl Plan {
 pub enum Place {
     /// The alias of transfer k.
     Alias(usize),
-    /// The shard's marker.
-    Marker,
+    /// The marker on this shard.
+    Marker(ShardId),
     /// Leg i of the plan.
     Leg(usize),
 }
@@ -500,8 +513,8 @@ struct Progress {
     /// Prepare outcomes (timestamp, status) of its aliases and legs.
     aliases: Vec<(u64, u32)>,
     legs: Vec<(u64, u32)>,
-    /// Whether every marker is in place.
-    markers: bool,
+    /// Prepare status of each shard's marker.
+    markers: BTreeMap<ShardId, u32>,
     /// The decision, and the status of the decision leg's post (`Exists`: an earlier
     /// attempt posted it).
     decision: Decision,
@@ -510,7 +523,8 @@ struct Progress {
 
 impl Progress {
     fn prepared(&self) -> bool {
-        self.markers && self.aliases.iter().chain(&self.legs).all(|(_, s)| prepared(*s))
+        self.markers.values().all(|s| prepared(*s))
+            && self.aliases.iter().chain(&self.legs).all(|(_, s)| prepared(*s))
     }
 
     /// The reply: one (timestamp, status) per transfer.
@@ -552,7 +566,8 @@ impl Progress {
                 // was void only because it expired (the decision leg's timeout, recovery, or
                 // a swap's quote). The first transfer says so, the others are linked to it
                 // (one transfer alone says so itself).
-                let timed_out = self.markers && causes.iter().all(Option::is_none);
+                let timed_out = self.markers.values().all(|s| prepared(*s))
+                    && causes.iter().all(Option::is_none);
                 causes
                     .iter()
                     .enumerate()
@@ -578,6 +593,62 @@ impl Progress {
                 (timestamp, i32::try_from(status).expect("status codes are small"))
             })
             .collect()
+    }
+}
+
+/// A prepare event's outcome (timestamp, status), tagged with its transaction and place.
+type Prepared = ((usize, Place), (u64, u32));
+
+/// Each shard's prepare chain of a transaction is created whole or not at all, so a chain
+/// whose first event reads `exists` (same fields: an earlier attempt of the same plan) was
+/// created whole by that attempt: its other events, which read `linked_event_failed`
+/// behind that `exists`, are `exists` too. `outcomes` are one shard's chains' outcomes in
+/// order, each tagged with its transaction.
+fn settle_chains(outcomes: &mut [Prepared]) {
+    let (exists, linked) = (TS::Exists.code(), TS::LinkedEventFailed.code());
+    let mut start = 0;
+    while start < outcomes.len() {
+        let txn = outcomes[start].0.0;
+        let end = outcomes[start..]
+            .iter()
+            .position(|((i, _), _)| *i != txn)
+            .map_or(outcomes.len(), |len| start + len);
+        let chain = &mut outcomes[start..end];
+        if chain[0].1.1 == exists && chain[1..].iter().all(|(_, (_, s))| *s == linked) {
+            for (_, (_, status)) in &mut chain[1..] {
+                *status = exists;
+            }
+        }
+        start = end;
+    }
+}
+
+/// Records the outcomes of prepare chains (one or more shards' requests, each shard's
+/// outcomes contiguous and in order, as [`LedgerApi::create_wave`] returns them) in
+/// `txns`, a chain found created by an earlier attempt counting as `exists` throughout.
+fn record(txns: &mut [Progress], mut outcomes: Vec<Prepared>) {
+    // A chain is one transaction's aliases or marker followed by its legs, so a chain
+    // ends where the transaction changes or a leg is followed by a non-leg.
+    let mut start = 0;
+    for j in 1..=outcomes.len() {
+        let boundary = j == outcomes.len()
+            || outcomes[j].0.0 != outcomes[j - 1].0.0
+            || (matches!(outcomes[j - 1].0.1, Place::Leg(_))
+                && !matches!(outcomes[j].0.1, Place::Leg(_)));
+        if boundary {
+            settle_chains(&mut outcomes[start..j]);
+            start = j;
+        }
+    }
+    for ((i, place), outcome) in outcomes {
+        let txn = &mut txns[i];
+        match place {
+            Place::Alias(k) => txn.aliases[k] = outcome,
+            Place::Leg(l) => txn.legs[l] = outcome,
+            Place::Marker(shard) => {
+                txn.markers.insert(shard, outcome.1);
+            }
+        }
     }
 }
 
@@ -721,7 +792,7 @@ impl LedgerApi {
             .map_err(|e| Status::invalid_argument(format!("TALLY:InvalidRequest: {e}")))?;
         self.ensure_internal(&plans, deadline).await?;
 
-        // 1. Prepare: every shard's aliases, markers and legs of every transaction.
+        // 1. Prepare: every shard's chain (aliases or marker, legs) of every transaction.
         let mut wave: Wave<(usize, Place)> = BTreeMap::new();
         for (i, plan) in plans.iter().enumerate() {
             for (shard, events) in plan.prepare() {
@@ -735,20 +806,13 @@ impl LedgerApi {
             .map(|plan| Progress {
                 aliases: vec![(0, u32::MAX); plan.aliases.len()],
                 legs: vec![(0, u32::MAX); plan.legs.len()],
-                markers: true,
+                markers: BTreeMap::new(),
                 decision: Decision::Void,
                 post_status: u32::MAX,
                 plan,
             })
             .collect();
-        for ((i, place), outcome) in prepared_wave {
-            let txn = &mut txns[i];
-            match place {
-                Place::Alias(k) => txn.aliases[k] = outcome,
-                Place::Leg(l) => txn.legs[l] = outcome,
-                Place::Marker => txn.markers &= prepared(outcome.1),
-            }
-        }
+        record(&mut txns, prepared_wave);
         if refill_dry {
             self.refill_legs(&mut txns, deadline).await?;
         }
@@ -858,6 +922,7 @@ impl LedgerApi {
         if let Some(e) = trouble {
             return Err(e);
         }
+        self.burn_failed_ids(&txns, deadline).await?;
         Ok(txns
             .iter()
             .zip(expired)
@@ -869,9 +934,9 @@ impl LedgerApi {
     }
 
     /// Legs refused `slice_dry` (their debit is a spread account's slice that holds too
-    /// little): the slices are refilled from the others (`spread`) and the legs created
-    /// again under the same ids (`slice_dry` burns no id; each leg's marker is already in
-    /// place), at most `spread::REFILL_ROUNDS_MAX` rounds; a leg whose account is sold out
+    /// little): the slices are refilled from the others (`spread`) and the legs' chains
+    /// created again under the same ids (`slice_dry` burns no id, and the chain that met
+    /// it created nothing), at most `spread::REFILL_ROUNDS_MAX` rounds; a leg whose account is sold out
     /// stays refused, and its transaction is decided void.
     async fn refill_legs(&self, txns: &mut [Progress], deadline: Instant) -> Result<(), Status> {
         let dry_code = TS::SliceDry.code();
@@ -904,7 +969,7 @@ impl LedgerApi {
                 )));
             }
             // Per slice: the smallest and the total a dry transaction needs from it: its legs
-            // on that slice still dry (those created already hold their units).
+            // debiting that slice (its chain there failed at a dry leg, so none was created).
             let mut needed = super::spread::Needs::default();
             let mut counted = std::collections::HashSet::new();
             for &(i, l) in &dry {
@@ -919,25 +984,81 @@ impl LedgerApi {
                     .iter()
                     .zip(&txns[i].legs)
                     .filter(|(other, (_, status))| {
-                        *status == dry_code
+                        // Its chain failed at the dry leg: none of its legs there exist.
+                        !prepared(*status)
                             && (other.transfer.debit_account_id.0, other.shard) == key
                     })
                     .fold(0_u128, |sum, (other, _)| sum.saturating_add(other.transfer.amount));
                 needed.add(key, amount);
             }
             self.refill_all(&needed, &mut sold_out, deadline).await?;
-            let mut wave: Wave<(usize, usize)> = BTreeMap::new();
+            // The chains with a dry leg are created again whole (the leg's chain failed).
+            let mut again: BTreeMap<ShardId, std::collections::BTreeSet<usize>> = BTreeMap::new();
             for &(i, l) in &dry {
                 let leg = &txns[i].plan.legs[l];
                 if !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard)) {
-                    wave.entry(leg.shard).or_default().push(((i, l), leg.transfer));
+                    again.entry(leg.shard).or_default().insert(i);
                 }
             }
-            if wave.is_empty() {
+            if again.is_empty() {
                 return Ok(());
             }
-            for ((i, l), outcome) in self.create_wave(&wave, deadline, |_| None).await? {
-                txns[i].legs[l] = outcome;
+            let mut wave: Wave<(usize, Place)> = BTreeMap::new();
+            for (shard, indexes) in again {
+                let events = wave.entry(shard).or_default();
+                for i in indexes {
+                    let mut chains = txns[i].plan.prepare();
+                    let chain = chains.remove(&shard).expect("a dry leg's shard has its chain");
+                    events.extend(chain.into_iter().map(|(place, t)| ((i, place), t)));
+                }
+            }
+            let outcomes = self.create_wave(&wave, deadline, |(i, _)| Some(*i)).await?;
+            record(txns, outcomes);
+        }
+        Ok(())
+    }
+
+    /// In voided transactions, marks failed the id of every transfer that failed for a
+    /// transient reason (`exceeds_credits`, ...) and whose alias was not created (its chain
+    /// failed), as the ledger marks a failed transfer on one shard: a later transfer with
+    /// that id, from this request or another, reads `id_already_failed` (or `exists_*`)
+    /// and can never succeed after the client was told it failed. The burn debits an
+    /// account that never exists (`spread::burn_account`); it creates nothing. Transfers
+    /// whose alias is in place keep their id taken by it.
+    async fn burn_failed_ids(&self, txns: &[Progress], deadline: Instant) -> Result<(), Status> {
+        let mut burns: Wave<()> = BTreeMap::new();
+        for txn in txns.iter().filter(|txn| txn.decision == Decision::Void) {
+            let outcomes = txn.outcomes();
+            for ((shard, alias), ((_, own), (_, said))) in
+                txn.plan.aliases.iter().zip(txn.aliases.iter().zip(&outcomes))
+            {
+                let transient =
+                    u32::try_from(*said).ok().and_then(TS::from_code).is_some_and(TS::transient);
+                let taken = prepared(*own)
+                    || exists_differently(*own)
+                    || *own == TS::IdAlreadyFailed.code();
+                if transient && !taken {
+                    let burn = Transfer {
+                        debit_account_id: super::spread::burn_account(),
+                        flags: TransferFlags::empty(),
+                        ..*alias
+                    };
+                    burns.entry(*shard).or_default().push(((), burn));
+                }
+            }
+        }
+        if burns.is_empty() {
+            return Ok(());
+        }
+        for ((), (_, status)) in self.create_wave(&burns, deadline, |()| None).await? {
+            let burnt = status == TS::DebitAccountNotFound.code()
+                || status == TS::IdAlreadyFailed.code()
+                || exists_differently(status);
+            if !burnt {
+                return Err(internal(&format!(
+                    "a voided transfer's id could not be marked failed (status {status}); \
+                     resend the request"
+                )));
             }
         }
         Ok(())
@@ -1079,9 +1200,11 @@ impl LedgerApi {
     ) -> Result<usize, Status> {
         let shard = here.replica.shard;
         let now = super::batcher::cluster_time_now_ns();
+        // Aliases and markers (every event debiting this account is one or the other): each
+        // names the legs of its transaction on this shard, created in the same chain.
         let filter = AccountFilter {
             account_id: transit(INTERNAL_LEDGER),
-            code: MARKER_CODE,
+            code: 0,
             timestamp_min: cursor.saturating_add(1),
             limit: RECOVERY_MARKERS_MAX,
             flags: AccountFilterFlags::DEBITS,
@@ -1089,15 +1212,29 @@ impl LedgerApi {
         };
         let markers = here.replica.ledger.read().machine.get_account_transfers(&filter);
         let mut recovered = 0;
+        let mut seen = std::collections::HashSet::new();
         // Once a transaction fails to recover, the cursor stays before it.
         let mut held = false;
         for marker in markers {
             if marker.timestamp.saturating_add(age_ns) > now {
                 break;
             }
+            if marker.code != MARKER_CODE && marker.code != INTERNAL_CODE {
+                if !held {
+                    *cursor = marker.timestamp;
+                }
+                continue;
+            }
+            let (t, _, n) = alias_parts(&marker);
+            // A transaction with several aliases here is looked at once per pass.
+            if !seen.insert(t) {
+                if !held {
+                    *cursor = marker.timestamp;
+                }
+                continue;
+            }
             let deadline = Instant::now() + RECOVERY_STEP_TIMEOUT;
-            let (t, n) = (marker.user_data_128, (marker.user_data_64 & 0xFFFF_FFFF) as u32);
-            let ledger0 = (marker.user_data_64 >> 32) as u32;
+            let ledger0 = ledger0_of(&marker);
             let candidates: Vec<TransferId> =
                 (0..n).flat_map(|k| [leg_id(t, k, 0), leg_id(t, k, 1)]).collect();
             let open: Vec<TransferId> = {
@@ -1203,12 +1340,24 @@ impl LedgerApi {
     }
 }
 
-/// (T, k, n) of an alias.
+/// The `user_data_64` of an alias of transfer `k` or (`k` = 0) a marker of a transaction of
+/// `n` transfers whose first transfer is on `ledger0`: `n | k << 16 | ledger0 << 32`.
+fn names(n: u32, k: u32, ledger0: u32) -> u64 {
+    u64::from(n) | (u64::from(k) << 16) | (u64::from(ledger0) << 32)
+}
+const _: () = assert!(TXN_TRANSFERS_MAX < 1 << 16, "n and k take 16 bits each in names()");
+
+/// (T, k, n) of an alias (of a marker: k = 0).
 #[must_use]
 pub fn alias_parts(alias: &Transfer) -> (u128, u32, u32) {
-    #[allow(clippy::cast_possible_truncation)] // The low and high halves are the intent.
-    let (k, n) = (alias.user_data_64 as u32, (alias.user_data_64 >> 32) as u32);
-    (alias.user_data_128, k, n)
+    let (n, k) = (alias.user_data_64 & 0xFFFF, (alias.user_data_64 >> 16) & 0xFFFF);
+    (alias.user_data_128, u32::try_from(k).expect("16 bits"), u32::try_from(n).expect("16 bits"))
+}
+
+/// The ledger of the first transfer of the transaction an alias or a marker names (the
+/// decision leg's ledger, which its tombstone needs).
+fn ledger0_of(record: &Transfer) -> u32 {
+    u32::try_from(record.user_data_64 >> 32).expect("32 bits")
 }
 
 /// Whether `t` is a cross-shard transaction's alias.
@@ -1289,18 +1438,43 @@ mod tests {
         assert_eq!(plan.aliases[1].0, sb);
         assert_eq!(plan.aliases[1].1.id, TransferId(101));
         assert_eq!(plan.aliases[1].1.user_data_128, plan.t);
-        assert_eq!(plan.aliases[1].1.user_data_64, 1 | (2 << 32));
+        assert_eq!(plan.aliases[1].1.user_data_64, 2 | (1 << 16) | (3 << 32));
+        assert_eq!(alias_parts(&plan.aliases[1].1), (plan.t, 1, 2));
+        assert_eq!(ledger0_of(&plan.aliases[1].1), 3);
         assert_eq!(plan.aliases[1].1.user_data_32, sa.0);
-        // Internal accounts where needed; every shard's prepare holds its aliases first.
+        // Internal accounts where needed; every shard's prepare is one chain, its aliases
+        // first (which name its legs: no marker where there is an alias), ending with a leg.
         let internal = plan.internal_accounts();
         assert!(internal[&sa].iter().any(|x| x.id == transit(3)));
         assert!(internal[&sb].iter().any(|x| x.id == transit(INTERNAL_LEDGER)));
+        assert!(plan.markers.is_empty());
         let prepare = plan.prepare();
         assert_eq!(
             prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            vec![Place::Alias(1), Place::Marker, Place::Leg(1), Place::Leg(2)]
+            vec![Place::Alias(1), Place::Leg(1), Place::Leg(2)]
         );
-        assert!(prepare[&sb].iter().all(|(_, t)| !t.flags.contains(TransferFlags::LINKED)));
+        let linked: Vec<bool> =
+            prepare[&sb].iter().map(|(_, t)| t.flags.contains(TransferFlags::LINKED)).collect();
+        assert_eq!(linked, vec![true, true, false]);
+        assert_eq!(
+            prepare[&sb][1].1,
+            Transfer {
+                flags: TransferFlags::PENDING | TransferFlags::LINKED,
+                ..plan.legs[1].transfer
+            }
+        );
+        // A shard with only a credit leg gets a marker naming T, n and ledger 0.
+        let c2 = (b + 1..).find(|&i| ![sa.0, sb.0].contains(&shard_of(i, 4))).unwrap();
+        let split = [transfer(102, a, c2, TransferFlags::empty())];
+        let plan = plan4(&split).unwrap();
+        let sc = ShardId(shard_of(c2, 4));
+        assert_eq!(plan.markers.keys().copied().collect::<Vec<_>>(), vec![sc]);
+        assert_eq!(alias_parts(&plan.markers[&sc]), (plan.t, 0, 1));
+        assert_eq!(ledger0_of(&plan.markers[&sc]), 3);
+        assert_eq!(
+            plan.prepare()[&sc].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![Place::Marker(sc), Place::Leg(1)]
+        );
         // Only single-phase transfers for now.
         let pending = [transfer(100, a, b, TransferFlags::PENDING)];
         assert!(plan4(&pending).unwrap_err().contains("single-phase"));
@@ -1328,7 +1502,7 @@ mod tests {
             Progress {
                 aliases: vec![(7, created); plan.aliases.len()],
                 legs: legs.into_iter().map(|s| (8, s)).collect(),
-                markers: true,
+                markers: BTreeMap::new(),
                 decision: Decision::Void,
                 post_status: u32::MAX,
                 plan,
@@ -1368,6 +1542,63 @@ mod tests {
         let (a, b) = (plan4(&[x]).unwrap(), plan4(&[other]).unwrap());
         assert_ne!(a.legs[0].transfer.id, b.legs[0].transfer.id);
         assert_eq!(a.aliases[0].1.id, b.aliases[0].1.id, "both claim the user's id");
+    }
+
+    #[test]
+    fn a_chain_found_whole_counts_as_created_by_the_earlier_attempt() {
+        let (exists, linked, created) =
+            (TS::Exists.code(), TS::LinkedEventFailed.code(), TS::Created.code());
+        let dry = TS::SliceDry.code();
+        let a = 1;
+        let b = (2..).find(|&i| shard_of(i, 4) != shard_of(a, 4)).unwrap();
+        let chain = [
+            transfer(100, a, b, TransferFlags::LINKED),
+            transfer(101, b, a, TransferFlags::empty()),
+        ];
+        let plan = plan4(&chain).unwrap();
+        let mut txns = vec![Progress {
+            aliases: vec![(0, u32::MAX); plan.aliases.len()],
+            legs: vec![(0, u32::MAX); plan.legs.len()],
+            markers: BTreeMap::new(),
+            decision: Decision::Void,
+            post_status: u32::MAX,
+            plan: plan.clone(),
+        }];
+        // Shard by shard as the wave answers: the first chain was created by an earlier
+        // attempt (exists, then linked_event_failed behind it), the second fails on a dry leg.
+        let prepare = plan.prepare();
+        let mut outcomes = Vec::new();
+        for (n, events) in prepare.values().enumerate() {
+            for (j, (place, _)) in events.iter().enumerate() {
+                let status = match (n, j) {
+                    (0, 0) => exists,
+                    (0, _) => linked,
+                    (_, 1) => dry,
+                    _ => linked,
+                };
+                outcomes.push(((0, *place), (5, status)));
+            }
+        }
+        record(&mut txns, outcomes);
+        let first: Vec<Place> = prepare.values().next().unwrap().iter().map(|(p, _)| *p).collect();
+        for place in &first {
+            let status = match place {
+                Place::Alias(k) => txns[0].aliases[*k].1,
+                Place::Leg(l) => txns[0].legs[*l].1,
+                Place::Marker(s) => txns[0].markers[s],
+            };
+            assert_eq!(status, exists, "{place:?}");
+        }
+        assert!(!txns[0].prepared());
+        assert!(txns[0].legs.iter().any(|(_, s)| *s == dry));
+        // A chain whose own event failed after a created one is not taken for created.
+        let mut fresh = vec![((0, Place::Alias(0)), (1, linked)), ((0, Place::Leg(0)), (1, dry))];
+        settle_chains(&mut fresh);
+        assert_eq!(fresh[0].1.1, linked);
+        let mut mixed =
+            vec![((0, Place::Alias(0)), (1, exists)), ((0, Place::Leg(0)), (1, created))];
+        settle_chains(&mut mixed);
+        assert_eq!((mixed[0].1.1, mixed[1].1.1), (exists, created));
     }
 
     #[test]

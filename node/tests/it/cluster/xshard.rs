@@ -149,6 +149,19 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
         vec![(0, 30, 0, 100), (0, 0, 0, 30), (0, 0, 0, 0), (0, 0, 0, 0)]
     );
     assert!(client.lookup_transfers(&[20, 21]).await.unwrap().is_empty());
+    // As on one shard, the overdrawing transfer's id is burnt and the other's is not: the
+    // same chain resent reads `id_already_failed` for it (not a generic cause), and so does
+    // another transfer from the same account reusing the id, even one that could pay.
+    let resent = vec![transfer(20, m1, m3, 50, linked), transfer(21, m2, m4, 31, 0)];
+    let statuses: Vec<i32> =
+        client.create_transfers(resent).await.unwrap().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::LinkedEventFailed as i32, TS::IdAlreadyFailed as i32]);
+    let reused = client.create_transfers(vec![transfer(21, m2, m4, 1, 0)]).await.unwrap();
+    assert_eq!(reused[0].status, TS::IdAlreadyFailed as i32, "{reused:?}");
+    assert_eq!(
+        sums(&client, &[m1, m2, m3, m4]).await,
+        vec![(0, 30, 0, 100), (0, 0, 0, 30), (0, 0, 0, 0), (0, 0, 0, 0)]
+    );
 
     // The same chain within the members' means: all of it applies, with a single-shard
     // transfer in the same request.
