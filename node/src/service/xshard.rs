@@ -46,6 +46,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::ledger::{LedgerApi, LocalShard};
+use super::spread::REBALANCE_CODE;
 
 use crate::ledger::{
     Account, AccountFilter, AccountFilterFlags, AccountId, CreateTransferStatus as TS, Transfer,
@@ -62,6 +63,9 @@ pub const INTERNAL_LEDGER: u32 = u32::MAX;
 pub const INTERNAL_CODE: u16 = u16::MAX;
 /// Code of markers.
 pub const MARKER_CODE: u16 = u16::MAX - 1;
+/// Code of aliases (since 2026-12-04; earlier aliases have [`INTERNAL_CODE`] and another
+/// `user_data_64` layout, see [`alias_parts`]).
+pub const ALIAS_CODE: u16 = u16::MAX - 3;
 /// Timeout of a transaction's decision leg, seconds: a transaction not decided by then is
 /// void (the ledger expires the decision leg).
 pub const TXN_TIMEOUT_S: u32 = 10;
@@ -271,7 +275,7 @@ impl Plan {
                 user_data_32: primary.0,
                 timeout: 0,
                 ledger: INTERNAL_LEDGER,
-                code: INTERNAL_CODE,
+                code: ALIAS_CODE,
                 flags: TransferFlags::empty(),
                 timestamp: 0,
             };
@@ -602,8 +606,10 @@ type Prepared = ((usize, Place), (u64, u32));
 /// Each shard's prepare chain of a transaction is created whole or not at all, so a chain
 /// whose first event reads `exists` (same fields: an earlier attempt of the same plan) was
 /// created whole by that attempt: its other events, which read `linked_event_failed`
-/// behind that `exists`, are `exists` too. `outcomes` are one shard's chains' outcomes in
-/// order, each tagged with its transaction.
+/// behind that `exists`, are `exists` too, with the timestamps they were created with —
+/// the first event's plus their place in the chain (a chain's events are created one
+/// after another in one batch, one timestamp each). `outcomes` are one shard's chains'
+/// outcomes in order, each tagged with its transaction.
 fn settle_chains(outcomes: &mut [Prepared]) {
     let (exists, linked) = (TS::Exists.code(), TS::LinkedEventFailed.code());
     let mut start = 0;
@@ -615,8 +621,9 @@ fn settle_chains(outcomes: &mut [Prepared]) {
             .map_or(outcomes.len(), |len| start + len);
         let chain = &mut outcomes[start..end];
         if chain[0].1.1 == exists && chain[1..].iter().all(|(_, (_, s))| *s == linked) {
-            for (_, (_, status)) in &mut chain[1..] {
-                *status = exists;
+            let first = chain[0].1.0;
+            for (j, (_, outcome)) in (1..).zip(&mut chain[1..]) {
+                *outcome = (first + j, exists);
             }
         }
         start = end;
@@ -1024,7 +1031,10 @@ impl LedgerApi {
     /// that id, from this request or another, reads `id_already_failed` (or `exists_*`)
     /// and can never succeed after the client was told it failed. The burn debits an
     /// account that never exists (`spread::burn_account`); it creates nothing. Transfers
-    /// whose alias is in place keep their id taken by it.
+    /// whose alias is in place keep their id taken by it. A resend that reads
+    /// `id_already_failed` from a leg burns too (the first attempt may have ended before its
+    /// burn). Moves between slices of a spread account are not burnt (fresh ids, never
+    /// resent; a refill must not wait on it).
     async fn burn_failed_ids(&self, txns: &[Progress], deadline: Instant) -> Result<(), Status> {
         let mut burns: Wave<()> = BTreeMap::new();
         for txn in txns.iter().filter(|txn| txn.decision == Decision::Void) {
@@ -1032,12 +1042,19 @@ impl LedgerApi {
             for ((shard, alias), ((_, own), (_, said))) in
                 txn.plan.aliases.iter().zip(txn.aliases.iter().zip(&outcomes))
             {
-                let transient =
-                    u32::try_from(*said).ok().and_then(TS::from_code).is_some_and(TS::transient);
+                // `id_already_failed` from a leg: a resend of a transaction whose first
+                // attempt failed transiently and ended before its burn (a crash, a failed
+                // resolution); the burn is made now.
+                let failed = u32::try_from(*said)
+                    .ok()
+                    .and_then(TS::from_code)
+                    .is_some_and(|s| s.transient() || s == TS::IdAlreadyFailed);
                 let taken = prepared(*own)
                     || exists_differently(*own)
                     || *own == TS::IdAlreadyFailed.code();
-                if transient && !taken {
+                // A move between a spread account's slices has a fresh id and is never resent.
+                let moving = txn.plan.legs.iter().any(|l| l.transfer.code == REBALANCE_CODE);
+                if failed && !taken && !moving {
                     let burn = Transfer {
                         debit_account_id: super::spread::burn_account(),
                         flags: TransferFlags::empty(),
@@ -1219,7 +1236,8 @@ impl LedgerApi {
             if marker.timestamp.saturating_add(age_ns) > now {
                 break;
             }
-            if marker.code != MARKER_CODE && marker.code != INTERNAL_CODE {
+            // (Aliases of the unlinked layout, before 2026-12-04, had markers beside them.)
+            if marker.code != MARKER_CODE && marker.code != ALIAS_CODE {
                 if !held {
                     *cursor = marker.timestamp;
                 }
@@ -1347,11 +1365,17 @@ fn names(n: u32, k: u32, ledger0: u32) -> u64 {
 }
 const _: () = assert!(TXN_TRANSFERS_MAX < 1 << 16, "n and k take 16 bits each in names()");
 
-/// (T, k, n) of an alias (of a marker: k = 0).
+/// (T, k, n) of an alias (of a marker: k = 0). An alias written before 2026-12-04 (code
+/// [`INTERNAL_CODE`], created unlinked beside a marker) holds `k | n << 32`.
 #[must_use]
 pub fn alias_parts(alias: &Transfer) -> (u128, u32, u32) {
-    let (n, k) = (alias.user_data_64 & 0xFFFF, (alias.user_data_64 >> 16) & 0xFFFF);
-    (alias.user_data_128, u32::try_from(k).expect("16 bits"), u32::try_from(n).expect("16 bits"))
+    let low = |bits: u64| u32::try_from(bits & 0xFFFF_FFFF).expect("32 bits");
+    let (k, n) = if alias.code == INTERNAL_CODE {
+        (low(alias.user_data_64), low(alias.user_data_64 >> 32))
+    } else {
+        (low((alias.user_data_64 >> 16) & 0xFFFF), low(alias.user_data_64 & 0xFFFF))
+    };
+    (alias.user_data_128, k, n)
 }
 
 /// The ledger of the first transfer of the transaction an alias or a marker names (the
@@ -1440,6 +1464,11 @@ mod tests {
         assert_eq!(plan.aliases[1].1.user_data_128, plan.t);
         assert_eq!(plan.aliases[1].1.user_data_64, 2 | (1 << 16) | (3 << 32));
         assert_eq!(alias_parts(&plan.aliases[1].1), (plan.t, 1, 2));
+        assert_eq!(plan.aliases[1].1.code, ALIAS_CODE);
+        // An alias of the earlier layout (unlinked, beside a marker) still reads right.
+        let old =
+            Transfer { code: INTERNAL_CODE, user_data_64: 1 | (2 << 32), ..plan.aliases[1].1 };
+        assert_eq!(alias_parts(&old), (plan.t, 1, 2));
         assert_eq!(ledger0_of(&plan.aliases[1].1), 3);
         assert_eq!(plan.aliases[1].1.user_data_32, sa.0);
         // Internal accounts where needed; every shard's prepare is one chain, its aliases
@@ -1581,13 +1610,14 @@ mod tests {
         }
         record(&mut txns, outcomes);
         let first: Vec<Place> = prepare.values().next().unwrap().iter().map(|(p, _)| *p).collect();
-        for place in &first {
-            let status = match place {
-                Place::Alias(k) => txns[0].aliases[*k].1,
-                Place::Leg(l) => txns[0].legs[*l].1,
-                Place::Marker(s) => txns[0].markers[s],
+        for (j, place) in (0..).zip(&first) {
+            let (timestamp, status) = match place {
+                Place::Alias(k) => txns[0].aliases[*k],
+                Place::Leg(l) => txns[0].legs[*l],
+                Place::Marker(s) => (5 + j, txns[0].markers[s]),
             };
-            assert_eq!(status, exists, "{place:?}");
+            // Each with the timestamp it was created with: the chain's first one's + j.
+            assert_eq!((timestamp, status), (5 + j, exists), "{place:?}");
         }
         assert!(!txns[0].prepared());
         assert!(txns[0].legs.iter().any(|(_, s)| *s == dry));

@@ -795,6 +795,35 @@ async fn a_failed_resolution_is_retried_in_the_background() {
     converge_every_shard(&cluster).await;
 }
 
+/// A cross-shard transfer refused for a transient reason has its id burnt, as on one
+/// shard, also when its first attempt ends before the burn (failpoint: its first
+/// resolution fails, so the request fails): the resend reads `id_already_failed` and
+/// burns it, so another transfer reusing the id is refused even though it could pay.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_burns_the_id_its_first_attempt_could_not() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let Coordinated { cluster, client, mut raw, m } =
+        coordinated(XSHARD, "coordinator::resolution=1*return").await;
+    let (m2, _, m4) = m;
+    // m2 holds 100: 150 overdraws. The leg on shard 2 is refused, the one on shard 4 voided.
+    let overdraw = [transfer(60, m2, m4, 150, 0)];
+    let failed_at_resolution =
+        fails_with(&mut raw, &overdraw, "failpoint coordinator::resolution").await;
+    assert!(failed_at_resolution, "node 1 never reached its resolution");
+    let again = client.create_transfers(overdraw.to_vec()).await.unwrap();
+    assert_eq!(again[0].status, TS::IdAlreadyFailed as i32, "{again:?}");
+    let reused = client.create_transfers(vec![transfer(60, m2, m4, 1, 0)]).await.unwrap();
+    assert_eq!(reused[0].status, TS::IdAlreadyFailed as i32, "{reused:?}");
+    let expected = vec![(0, 0, 0, 100), (0, 0, 0, 0)];
+    eventually("every leg is resolved", std::time::Duration::from_secs(15), || {
+        let (client, expected) = (&client, &expected);
+        async move { (sums(client, &[m2, m4]).await == *expected).then_some(()) }
+    })
+    .await;
+    converge_every_shard(&cluster).await;
+}
+
 /// One transaction of a request whose decision answer cannot be read (failpoint
 /// `coordinator::decision_answer=1*return`: node 1 sees an answer no ledger gives for one
 /// of the two) fails the request, but only after the other transaction's legs are
