@@ -54,6 +54,13 @@ pub const REFILL_WAIT: std::time::Duration = std::time::Duration::from_millis(10
 /// Code of the transfers that move units between two slices of a spread account.
 pub const REBALANCE_CODE: u16 = u16::MAX - 2;
 
+/// The burn of `t`'s id: `t` unlinked, from [`burn_account`], which the ledger refuses
+/// with `debit_account_not_found` and records as failed; it creates nothing.
+#[must_use]
+pub fn burn_of(t: &Transfer) -> Transfer {
+    Transfer { debit_account_id: burn_account(), flags: t.flags - TransferFlags::LINKED, ..*t }
+}
+
 /// The account a burn transfer debits: an internal id no account ever has.
 #[must_use]
 pub fn burn_account() -> AccountId {
@@ -264,11 +271,7 @@ impl LedgerApi {
         let burnt = burns.into_iter().map(|(shard, indexes)| async move {
             // Each burn alone (not linked): a linked burn would read `linked_event_chain_open`
             // or `linked_event_failed`, which burn nothing.
-            let events = indexes.iter().map(|&i| Transfer {
-                debit_account_id: burn_account(),
-                flags: transfers[i].flags - TransferFlags::LINKED,
-                ..transfers[i]
-            });
+            let events = indexes.iter().map(|&i| burn_of(&transfers[i]));
             let results = self.transfers_on(shard, events.collect(), deadline).await?;
             Ok::<_, Status>(indexes.into_iter().zip(results).collect::<Vec<_>>())
         });

@@ -1038,6 +1038,10 @@ impl LedgerApi {
     async fn burn_failed_ids(&self, txns: &[Progress], deadline: Instant) -> Result<(), Status> {
         let mut burns: Wave<()> = BTreeMap::new();
         for txn in txns.iter().filter(|txn| txn.decision == Decision::Void) {
+            // A move between a spread account's slices has a fresh id and is never resent.
+            if txn.plan.legs.iter().any(|l| l.transfer.code == REBALANCE_CODE) {
+                continue;
+            }
             let outcomes = txn.outcomes();
             for ((shard, alias), ((_, own), (_, said))) in
                 txn.plan.aliases.iter().zip(txn.aliases.iter().zip(&outcomes))
@@ -1052,15 +1056,8 @@ impl LedgerApi {
                 let taken = prepared(*own)
                     || exists_differently(*own)
                     || *own == TS::IdAlreadyFailed.code();
-                // A move between a spread account's slices has a fresh id and is never resent.
-                let moving = txn.plan.legs.iter().any(|l| l.transfer.code == REBALANCE_CODE);
-                if failed && !taken && !moving {
-                    let burn = Transfer {
-                        debit_account_id: super::spread::burn_account(),
-                        flags: TransferFlags::empty(),
-                        ..*alias
-                    };
-                    burns.entry(*shard).or_default().push(((), burn));
+                if failed && !taken {
+                    burns.entry(*shard).or_default().push(((), super::spread::burn_of(alias)));
                 }
             }
         }
@@ -1237,15 +1234,10 @@ impl LedgerApi {
                 break;
             }
             // (Aliases of the unlinked layout, before 2026-12-04, had markers beside them.)
-            if marker.code != MARKER_CODE && marker.code != ALIAS_CODE {
-                if !held {
-                    *cursor = marker.timestamp;
-                }
-                continue;
-            }
             let (t, _, n) = alias_parts(&marker);
             // A transaction with several aliases here is looked at once per pass.
-            if !seen.insert(t) {
+            let names_legs = marker.code == MARKER_CODE || marker.code == ALIAS_CODE;
+            if !names_legs || !seen.insert(t) {
                 if !held {
                     *cursor = marker.timestamp;
                 }
