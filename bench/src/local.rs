@@ -15,6 +15,12 @@ use crate::BenchError;
 
 /// How long the cluster may take to report ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long, after it is ready, the cluster may take to have every shard led by its
+/// preferred node (the nodes move leaders there in the first seconds: a run started
+/// before would meet those moves, and resend the requests they cut off).
+pub const LEADERS_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the shard map is read while waiting for the leaders to settle.
+const LEADERS_POLL: Duration = Duration::from_millis(100);
 /// How long it may take to stop after SIGTERM before it is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -96,7 +102,14 @@ impl LocalCluster {
         };
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, endpoints, data_dir, _temp: temp })
+        let cluster = Self { child, endpoints, data_dir, _temp: temp };
+        if !leaders_settled(&cluster.endpoints[0]).await {
+            eprintln!(
+                "warning: the local cluster's shards were not all led by their preferred nodes \
+                 within {LEADERS_SETTLE_TIMEOUT:?}; starting anyway (leaders may still move)"
+            );
+        }
+        Ok(cluster)
     }
 
     /// The nodes' client addresses.
@@ -139,4 +152,27 @@ impl Drop for LocalCluster {
             self.terminate();
         }
     }
+}
+
+/// Waits (at most [`LEADERS_SETTLE_TIMEOUT`]) until the shard map read through `endpoint`
+/// shows every shard led by its preferred node; whether it did.
+async fn leaders_settled(endpoint: &str) -> bool {
+    use tally_proto::v1::{ListShardsRequest, admin_service_client::AdminServiceClient};
+    let settled = async {
+        loop {
+            if let Ok(mut admin) = AdminServiceClient::connect(format!("http://{endpoint}")).await
+                && let Ok(map) = admin.list_shards(ListShardsRequest {}).await
+            {
+                let map = map.into_inner();
+                let led = |s: &tally_proto::v1::ShardInfo| {
+                    s.leader_id != 0 && s.leader_id == s.preferred_leader_id
+                };
+                if !map.shard_infos.is_empty() && map.shard_infos.iter().all(led) {
+                    return;
+                }
+            }
+            tokio::time::sleep(LEADERS_POLL).await;
+        }
+    };
+    tokio::time::timeout(LEADERS_SETTLE_TIMEOUT, settled).await.is_ok()
 }

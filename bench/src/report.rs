@@ -79,6 +79,10 @@ pub struct RunReport {
     /// The request errors behind them: error text → operations left unknown (at most
     /// `target::ERROR_TEXTS_MAX` texts; refused swaps count with their refusal message).
     pub unknown_errors: BTreeMap<String, u64>,
+    /// Attempts the client library resent during the run (warm-up included, read-back
+    /// not), by cause (gRPC code and `TALLY:<Code>`); an operation the first attempt
+    /// applied then answers `exists` and counts as unknown above.
+    pub client_retries: BTreeMap<String, u64>,
     /// Open loop: operations never sent (too far behind schedule).
     pub not_sent: u64,
     /// Operations completed per second (any outcome).
@@ -139,6 +143,7 @@ impl RunReport {
             failed: stats.failed.iter().map(|(&c, &n)| (transfer_status_name(c), n)).collect(),
             unknown: stats.unknown,
             unknown_errors: BTreeMap::new(),
+            client_retries: BTreeMap::new(),
             not_sent: stats.not_sent,
             ops_per_s: completed as f64 / elapsed,
             ok_per_s: stats.ok as f64 / elapsed,
@@ -198,6 +203,9 @@ impl RunReport {
         }
         for (error, n) in &self.unknown_errors {
             let _ = writeln!(out, "           unknown {n}: {error}");
+        }
+        for (cause, n) in &self.client_retries {
+            let _ = writeln!(out, "           resent {n}: {cause}");
         }
         for c in &self.verification {
             let mark = if c.passed { "ok  " } else { "FAIL" };

@@ -20,17 +20,21 @@
 //! (a shard's replicas were moved) answers `FAILED_PRECONDITION` `TALLY:StaleShardMap` with
 //! its version, and the client fetches the map again and resends the same request.
 //!
+//! Every resent attempt is counted by cause ([`Client::take_retries`]): under load, the
+//! count says how many requests met a leadership move, a full queue or a timeout.
+//!
 //! A retry resends the identical request — the same transfer and account ids. Ids are
 //! idempotency keys, so an event that an earlier attempt applied (whose reply was lost)
 //! comes back as `exists` and is never applied twice: treat `created` and `exists` alike
 //! ([`transfer_succeeded`], [`account_succeeded`]). When the call's deadline passes, the
 //! outcome of a create is unknown; resend it with the same ids to learn it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX, SWAPS_PER_REQUEST_MAX};
 use tally_proto::routing::{MAP_VERSION_METADATA_KEY, shard_of};
 use tally_proto::v1;
@@ -53,6 +57,66 @@ pub const ENDPOINTS_MAX: usize = 64;
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
 /// How long fetching the shard map may take.
 pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The `TALLY:<Code>`s a [`RetryCause`] names (those of the statuses the client resends
+/// after); any other code is counted as `other`, so the counts stay bounded.
+pub const RETRY_MESSAGE_CODES: [&str; 10] = [
+    "NotLeader",
+    "OutcomeUnknown",
+    "NoQuorum",
+    "Stopped",
+    "RaftStopped",
+    "Unavailable",
+    "Unreachable",
+    "Overloaded",
+    "Timeout",
+    "StaleShardMap",
+];
+
+/// Why an attempt failed and the call went on with another: its gRPC code and the
+/// `TALLY:<Code>` that starts its message (one of [`RETRY_MESSAGE_CODES`], `other` for
+/// another one, empty for none: a transport error). The client's own attempt timeout
+/// counts as `DEADLINE_EXCEEDED` with message code `AttemptTimeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RetryCause {
+    code: i32,
+    message_code: &'static str,
+}
+
+impl RetryCause {
+    fn of(status: &tonic::Status, attempt_timed_out: bool) -> Self {
+        let message_code = if attempt_timed_out {
+            "AttemptTimeout"
+        } else {
+            status.message().strip_prefix("TALLY:").map_or("", |rest| {
+                let code = rest.split(':').next().unwrap_or_default();
+                RETRY_MESSAGE_CODES.iter().find(|c| **c == code).copied().unwrap_or("other")
+            })
+        };
+        Self { code: status.code() as i32, message_code }
+    }
+
+    /// The failed attempt's gRPC code.
+    #[must_use]
+    pub fn code(&self) -> tonic::Code {
+        tonic::Code::from_i32(self.code)
+    }
+
+    /// The `TALLY:<Code>` of its message (see [`RetryCause`]).
+    #[must_use]
+    pub fn message_code(&self) -> &'static str {
+        self.message_code
+    }
+}
+
+impl std::fmt::Display for RetryCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.message_code {
+            "" => write!(f, "{:?}", self.code()),
+            code => write!(f, "{:?} {code}", self.code()),
+        }
+    }
+}
 
 /// Whether a transfer's status means it exists as requested (`created` now or `exists`
 /// from an earlier attempt with the same id and fields).
@@ -147,6 +211,7 @@ impl ClientBuilder {
                 current: AtomicUsize::new(0),
                 map: RwLock::new(None),
                 fetching: AtomicBool::new(false),
+                retries: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -199,6 +264,9 @@ struct Inner {
     map: RwLock<Option<ShardMap>>,
     /// A fetch of the shard map is under way.
     fetching: AtomicBool,
+    /// Resent attempts by cause since the last [`Client::take_retries`] (bounded: one
+    /// entry per gRPC code and message code).
+    retries: Mutex<BTreeMap<RetryCause, u64>>,
 }
 
 /// A connection to a Tally cluster. Cheap to clone; share one per process.
@@ -334,6 +402,16 @@ impl Client {
         }
     }
 
+    /// The attempts this client made again since it was built or since the last call, by
+    /// the cause of the attempt before ([`RetryCause`]), emptying the count. A call that
+    /// succeeds at once adds nothing; one redirected to the leader adds one
+    /// `UNAVAILABLE NotLeader`. A create whose earlier attempt was applied answers
+    /// `exists` for it: the count tells how many calls may have been resent.
+    #[must_use]
+    pub fn take_retries(&self) -> BTreeMap<RetryCause, u64> {
+        std::mem::take(&mut *self.inner.retries.lock())
+    }
+
     /// The version of the shard map this client holds (the highest it fetched), `None`
     /// before its first fetch; every request carries it (`tally-map-version`).
     #[must_use]
@@ -406,16 +484,20 @@ impl Client {
             let timeout =
                 settings.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
             let stamp = Stamp(self.shard_map_version());
-            let status = match tokio::time::timeout(timeout, rpc(node.client, stamp)).await {
-                Ok(Ok(reply)) => {
-                    self.inner.current.store(at, Ordering::Relaxed);
-                    return Ok(reply.into_inner());
-                }
-                Ok(Err(status)) => status,
-                Err(_) => {
-                    tonic::Status::deadline_exceeded(format!("attempt timed out after {timeout:?}"))
-                }
-            };
+            let (status, timed_out) =
+                match tokio::time::timeout(timeout, rpc(node.client, stamp)).await {
+                    Ok(Ok(reply)) => {
+                        self.inner.current.store(at, Ordering::Relaxed);
+                        return Ok(reply.into_inner());
+                    }
+                    Ok(Err(status)) => (status, false),
+                    Err(_) => (
+                        tonic::Status::deadline_exceeded(format!(
+                            "attempt timed out after {timeout:?}"
+                        )),
+                        true,
+                    ),
+                };
             last_error = format!("{}: {:?} {}", node.addr, status.code(), status.message());
             let wait = match classify(&status) {
                 Next::RefreshMap(wanted) => {
@@ -459,6 +541,8 @@ impl Client {
                     last_error,
                 });
             }
+            // Counted only when it is resent (not when the deadline ends the call).
+            *self.inner.retries.lock().entry(RetryCause::of(&status, timed_out)).or_default() += 1;
             tokio::time::sleep(wait).await;
         }
     }
@@ -676,4 +760,25 @@ fn check_size(events: usize) -> Result<(), ClientError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RetryCause;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn a_retry_cause_names_known_codes_only() {
+        let cause = |status: &Status, timed_out| RetryCause::of(status, timed_out).to_string();
+        let leader = Status::unavailable("TALLY:NotLeader: not the leader");
+        assert_eq!(cause(&leader, false), "Unavailable NotLeader");
+        // A code the client does not know is counted as `other`, not by its own text.
+        let novel = Status::unavailable("TALLY:SomethingNew: details");
+        assert_eq!(cause(&novel, false), "Unavailable other");
+        assert_eq!(cause(&Status::unavailable("transport error"), false), "Unavailable");
+        let own = Status::deadline_exceeded("attempt timed out after 5s");
+        assert_eq!(cause(&own, true), "DeadlineExceeded AttemptTimeout");
+        assert_eq!(RetryCause::of(&leader, false).code(), Code::Unavailable);
+        assert_eq!(RetryCause::of(&leader, false).message_code(), "NotLeader");
+    }
 }

@@ -14,7 +14,7 @@ pub mod client;
 pub mod error;
 pub mod loyalty;
 
-pub use client::{Client, ClientBuilder, account_succeeded, transfer_succeeded};
+pub use client::{Client, ClientBuilder, RetryCause, account_succeeded, transfer_succeeded};
 pub use error::ClientError;
 
 pub use tally_proto::{limits, v1};

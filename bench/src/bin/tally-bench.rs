@@ -317,10 +317,14 @@ async fn drive(args: &Args, local: Option<Vec<String>>, charts: bool) -> Result<
     for &workload in &args.workloads {
         for (name, target, model, seqs) in &mut targets {
             let load = args.load(*name, workload);
+            // Counted per run: what setup or the last read-back resent is not this run's.
+            let _ = target.take_retries();
             let stats = driver::run(target, spec, &load, seqs).await?;
+            let retries = target.take_retries();
             let verification = target.verify(model, &stats.records).await?;
             let mut run = RunReport::new(target.name(), &load, &stats, verification);
             run.unknown_errors = target.take_errors();
+            run.client_retries = retries;
             if charts {
                 let stem = format!("{}-{}", run.target, run.workload);
                 match chart::write(&run, &args.out, &stem) {

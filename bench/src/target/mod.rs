@@ -106,6 +106,16 @@ impl Target {
         }
     }
 
+    /// The attempts resent by the client library since the last call, by cause (none for
+    /// PostgreSQL: its sessions do not resend).
+    #[must_use]
+    pub fn take_retries(&self) -> BTreeMap<String, u64> {
+        match self {
+            Self::Tally(t) => t.take_retries(),
+            Self::Postgres(_) => BTreeMap::new(),
+        }
+    }
+
     /// Reads everything back and checks it against `model` (see the targets' `verify`).
     ///
     /// # Errors

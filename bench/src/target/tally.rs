@@ -2,7 +2,7 @@
 //! `tally-client` (a redemption is the client's linked `redeem` pair), and verification
 //! reads everything back with linearizable lookups.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,13 @@ impl TallyTarget {
     #[must_use]
     pub fn errors(&self) -> &super::ErrorLog {
         &self.errors
+    }
+
+    /// The attempts the client library resent since the last call, by cause (see
+    /// `tally_client::RetryCause`), as text.
+    #[must_use]
+    pub fn take_retries(&self) -> BTreeMap<String, u64> {
+        self.client.take_retries().into_iter().map(|(cause, n)| (cause.to_string(), n)).collect()
     }
 
     /// Sends `ops` as at most one create request and one lookup request, concurrently,

@@ -196,6 +196,11 @@ fn client(endpoints: Vec<String>, deadline: Duration) -> Client {
         .unwrap()
 }
 
+/// The client's resend counts, as text.
+fn retries(c: &Client) -> Vec<(String, u64)> {
+    c.take_retries().into_iter().map(|(cause, n)| (cause.to_string(), n)).collect()
+}
+
 fn not_leader(leader_addr: &str) -> Status {
     let mut status = Status::unavailable("TALLY:NotLeader: not the leader");
     status
@@ -219,6 +224,8 @@ async fn a_follower_redirect_resends_the_same_ids_to_the_leader_and_sticks() {
     c.create_transfers(transfers(&[10])).await.unwrap();
     assert_eq!(follower.requests().len(), 1, "the second call went straight to the leader");
     assert_eq!(leader.requests(), vec![vec![7, 8, 9], vec![10]]);
+    assert_eq!(retries(&c), vec![("Unavailable NotLeader".to_owned(), 1)]);
+    assert!(c.take_retries().is_empty(), "taking the counts empties them");
 }
 
 #[tokio::test]
@@ -232,6 +239,10 @@ async fn an_unreachable_or_hintless_node_is_skipped() {
     c.create_transfers(transfers(&[1])).await.unwrap();
     assert_eq!(hintless.requests(), vec![vec![1]]);
     assert_eq!(good.requests(), vec![vec![1]]);
+    // The dead endpoint's transport error names no TALLY code.
+    let counted = retries(&c);
+    assert!(counted.contains(&("Unavailable NoQuorum".to_owned(), 1)), "{counted:?}");
+    assert_eq!(counted.iter().map(|(_, n)| n).sum::<u64>(), 2, "{counted:?}");
 }
 
 #[tokio::test]
@@ -245,6 +256,7 @@ async fn overloaded_backs_off_and_resends_to_the_same_node() {
     c.create_transfers(transfers(&[5])).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(20), "waited the suggested time");
     assert_eq!(node.requests(), vec![vec![5], vec![5]]);
+    assert_eq!(retries(&c), vec![("ResourceExhausted Overloaded".to_owned(), 1)]);
 }
 
 #[tokio::test]
@@ -307,6 +319,7 @@ async fn a_rejection_is_not_retried() {
         "{error:?}"
     );
     assert_eq!(node.requests().len(), 1);
+    assert!(c.take_retries().is_empty(), "a refusal is not resent");
 }
 
 #[tokio::test]

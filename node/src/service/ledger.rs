@@ -16,9 +16,10 @@
 //! does not say where it lives). A request *with* `tally-shard` (from another node, or a
 //! client that routes) is served only by that shard's leader: another node answers
 //! `NotLeader` with the leader's address, at once. If one part of a split request fails
-//! (e.g. its shard has no leader), the request fails with that part's error although other
-//! parts may have applied: resend it unchanged (ids are idempotency keys; an applied event
-//! then reads `exists`).
+//! (e.g. its shard has no leader), the request fails although other parts may have
+//! applied — with `OutcomeUnknown` where the part's own error would say nothing was done
+//! (`NotLeader`, `Overloaded`, …; [`status::partial`]), else with that error: resend it
+//! unchanged (ids are idempotency keys; an applied event then reads `exists`).
 //!
 //! Every request is bounded by `request_timeout_ms` inside the node, forwarding included.
 
@@ -473,7 +474,9 @@ impl LedgerApi {
                 .await?;
             Ok::<_, Status>((indexes, outcomes))
         });
-        merge(events.len(), try_join_all(parts).await?)
+        let several = groups.len() > 1;
+        let done = try_join_all(parts).await;
+        merge(events.len(), done.map_err(|e| if several { status::partial(e) } else { e })?)
     }
 
     /// Makes the swaps `requests`, one result per swap in order. Each is checked on its
@@ -648,7 +651,8 @@ impl LedgerApi {
                 self.run_transactions(&chains, &expiries, !raw, deadline).await
             }
         };
-        let (mut outcomes, transactions) = tokio::try_join!(single, transactions)?;
+        let (mut outcomes, transactions) = tokio::try_join!(single, transactions)
+            .map_err(|e| if chains.is_empty() { e } else { status::partial(e) })?;
         let mut expired = Vec::new();
         for (range, settled) in routes.transactions.iter().zip(transactions) {
             outcomes[range.clone()].copy_from_slice(&settled.results);
@@ -966,7 +970,8 @@ impl LedgerService for LedgerApi {
                 }
             },
         );
-        let (mut outcomes, spread_outcomes) = tokio::try_join!(single, spread_outcomes)?;
+        let (mut outcomes, spread_outcomes) = tokio::try_join!(single, spread_outcomes)
+            .map_err(|e| if spread.is_empty() { e } else { status::partial(e) })?;
         for (&i, outcome) in spread_ids.iter().zip(spread_outcomes) {
             outcomes[i] = outcome;
         }

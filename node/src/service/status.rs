@@ -7,7 +7,7 @@
 //! |---|---|---|---|---|
 //! | malformed request | `INVALID_ARGUMENT` | `InvalidRequest` | | fix the request |
 //! | not the leader | `UNAVAILABLE` | `NotLeader` | `tally-leader-id`, `tally-leader-addr` | resend there |
-//! | leader changed mid-write | `UNAVAILABLE` | `OutcomeUnknown` | as above | resend, same ids |
+//! | leader changed mid-write; or a split request's part failed after others may have applied ([`partial`]) | `UNAVAILABLE` | `OutcomeUnknown` | as above | resend, same ids |
 //! | no quorum / stopping | `UNAVAILABLE` | `NoQuorum` / `Stopped` | | another node, later |
 //! | queue full | `RESOURCE_EXHAUSTED` | `Overloaded` | `tally-retry-after-ms` | back off, resend |
 //! | request timeout in the node | `DEADLINE_EXCEEDED` | `Timeout` | | resend, same ids |
@@ -119,6 +119,27 @@ pub fn replica(e: &ReplicaError) -> Status {
     }
 }
 
+/// The status of a request split over several parts (shards, or a cross-shard
+/// transaction's steps) that failed with `part`'s error while other parts may have
+/// applied: an answer that says "nothing done" (`NotLeader`, `Overloaded`, `NoQuorum`,
+/// `Stopped`) becomes `OutcomeUnknown` (its metadata kept, so a leader hint still
+/// redirects), since for the request as a whole it is not true; any other status is kept.
+#[must_use]
+pub fn partial(part: Status) -> Status {
+    let nothing_done = ["TALLY:NotLeader", "TALLY:Overloaded", "TALLY:NoQuorum", "TALLY:Stopped"];
+    if !nothing_done.iter().any(|code| part.message().starts_with(code)) {
+        return part;
+    }
+    let mut status = Status::unavailable(format!(
+        "TALLY:OutcomeUnknown: a part of the request failed ({}) after others may have \
+         applied; resend the same request (ids are idempotency keys)",
+        part.message()
+    ));
+    *status.metadata_mut() = part.metadata().clone();
+    status.metadata_mut().remove(RETRY_AFTER_MS_KEY);
+    status
+}
+
 /// A group-commit failure.
 #[must_use]
 pub fn submit(e: &SubmitError) -> Status {
@@ -148,4 +169,29 @@ pub fn timeout(after_ms: u64) -> Status {
 #[must_use]
 pub fn refused(reason: &str) -> Status {
     Status::failed_precondition(format!("TALLY:BatchRefused: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::node::LeaderHint;
+
+    #[test]
+    fn a_part_that_did_nothing_makes_a_split_request_outcome_unknown() {
+        let hint = LeaderHint { id: Some(2), addr: Some("127.0.0.1:7202".to_owned()) };
+        let part = replica(&ReplicaError::NotLeader(hint));
+        let whole = partial(part);
+        assert_eq!(whole.code(), tonic::Code::Unavailable);
+        assert!(whole.message().starts_with("TALLY:OutcomeUnknown:"), "{}", whole.message());
+        assert!(whole.message().contains("TALLY:NotLeader"), "the part's error is named");
+        assert_eq!(leader_addr(&whole).as_deref(), Some("127.0.0.1:7202"), "hint kept");
+        let full = submit(&SubmitError::Overloaded { queue_requests_max: 8 });
+        let whole = partial(full);
+        assert!(whole.message().starts_with("TALLY:OutcomeUnknown:"), "{}", whole.message());
+        assert!(whole.metadata().get(RETRY_AFTER_MS_KEY).is_none());
+        // A status that already allows for an applied part, or says what is wrong, stays.
+        for kept in [timeout(10_000), invalid_because("bad"), refused("clock")] {
+            assert_eq!(partial(kept.clone()).message(), kept.message());
+        }
+    }
 }

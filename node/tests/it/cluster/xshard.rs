@@ -858,8 +858,11 @@ async fn an_unreadable_decision_leaves_the_other_transactions_resolved() {
 
 /// A cross-shard swap whose quote expires while its legs are being prepared is decided
 /// void (nothing applied) and reported `QUOTE_EXPIRED`, while the other swap of the same
-/// batch is made: node 1, which takes the batch, pauses 1.5 s after preparing (failpoint
-/// `return(1500)`: an async pause), past the first quote's expiry (1.3 s after it was sent) but not the second's.
+/// batch is made: node 1, which takes the batch, pauses 4.5 s after preparing (failpoint
+/// `return(4500)`: an async pause), past the first quote's expiry (3 s after it was sent)
+/// but not the second's. The margins are wide so that a loaded machine cannot change the
+/// story: the first swap arrives with more than `QUOTE_TIME_LEFT_MIN_NS` of its quote left
+/// unless sending it takes 2 s, and expires 1.5 s before the pause ends.
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
@@ -873,7 +876,7 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     let client = cluster.client();
     let inst = institutions(&client).await;
     cluster.stop(1);
-    cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=return(1500)")]);
+    cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=return(4500)")]);
     super::shards::wait_balanced(&cluster, 1).await;
     let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
         let addr = format!("http://{}", cluster.addr(1));
@@ -882,7 +885,7 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     .await;
     let down = v1::Rounding::Down;
     let swaps = vec![
-        loyalty::swap(&inst.swap(70, 5, (1, 1), down, now_ns() + 1_300_000_000)),
+        loyalty::swap(&inst.swap(70, 5, (1, 1), down, now_ns() + 3_000_000_000)),
         loyalty::swap(&inst.swap(72, 7, (1, 1), down, now_ns() + 60_000_000_000)),
     ];
     let reply = raw.swap_batch(v1::SwapBatchRequest { swaps }).await.unwrap().into_inner();
