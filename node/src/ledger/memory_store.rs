@@ -254,6 +254,15 @@ impl LedgerStore for MemoryStore {
         let _ = in_range.into_iter().rev().try_for_each(visit);
     }
 
+    fn transfers_scan(
+        &self,
+        timestamp_min: u64,
+        visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
+    ) {
+        let start = self.transfers.partition_point(|e| e.transfer.timestamp < timestamp_min);
+        let _ = self.transfers[start..].iter().try_for_each(|e| visit(&e.transfer));
+    }
+
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
         assert!(self.accounts.contains_key(&account));
         if let Some(balances) = self.balances.get_mut(&account) {

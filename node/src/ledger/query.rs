@@ -28,6 +28,17 @@ impl<S: LedgerStore> StateMachine<S> {
         out
     }
 
+    /// Visits every transfer from `timestamp_min` on, in timestamp order, until `visit`
+    /// breaks (for the node's own background walks, e.g. cross-shard recovery: time
+    /// proportional to the transfers visited, whichever accounts they touch).
+    pub fn scan_transfers(
+        &self,
+        timestamp_min: u64,
+        visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
+    ) {
+        self.store.transfers_scan(timestamp_min, visit);
+    }
+
     /// The balances of `filter.account_id` right after each matching transfer. Empty unless
     /// the account exists and keeps `HISTORY`, or if the filter is invalid.
     pub fn get_account_balances(&self, filter: &AccountFilter) -> Vec<AccountBalance> {

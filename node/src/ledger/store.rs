@@ -92,6 +92,14 @@ pub trait LedgerStore {
         visit: &mut dyn FnMut(u64) -> ControlFlow<()>,
     );
 
+    /// Visits the transfers with a timestamp of at least `timestamp_min`, ascending, until
+    /// `visit` breaks: in time proportional to the transfers visited (plus a search).
+    fn transfers_scan(
+        &self,
+        timestamp_min: u64,
+        visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
+    );
+
     /// Records `account`'s balance after the transfer at `balance.timestamp`.
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance);
     /// Undoes the newest `balance_append` for `account`.

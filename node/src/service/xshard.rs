@@ -49,8 +49,7 @@ use super::ledger::{LedgerApi, LocalShard};
 use super::spread::REBALANCE_CODE;
 
 use crate::ledger::{
-    Account, AccountFilter, AccountFilterFlags, AccountId, CreateTransferStatus as TS, Transfer,
-    TransferFlags, TransferId,
+    Account, AccountId, CreateTransferStatus as TS, Transfer, TransferFlags, TransferId,
 };
 use crate::storage::keys::ShardId;
 use tally_proto::limits::BATCH_EVENTS_MAX;
@@ -460,8 +459,17 @@ pub fn exists_differently(status: u32) -> bool {
 
 /// How often a node looks for transactions to recover on the shards it leads.
 pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Markers a recovery pass reads per shard.
+/// Aliases and markers a recovery pass takes up per shard, at most.
 pub const RECOVERY_MARKERS_MAX: u32 = 1024;
+/// Transfers a recovery pass walks per shard to find them, at most (it walks the shard's
+/// transfers in timestamp order under the ledger's read lock: this bounds how long it
+/// holds it, to a few milliseconds).
+pub const RECOVERY_SCAN_MAX: usize = 65_536;
+/// Time a node spends per tick ([`RECOVERY_INTERVAL`]) on recovery passes, at most: a
+/// shard whose pass stopped at a limit gets another pass at once, within this budget (the
+/// shards taken in turn, starting one further each tick), so recovery keeps up with any
+/// rate of cross-shard transactions the budget covers rather than 1024 a second.
+pub const RECOVERY_TICK_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long one recovery step (deciding and resolving one transaction) may take.
 pub const RECOVERY_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -493,15 +501,29 @@ pub async fn recover(
     let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
     let mut cursors: std::collections::HashMap<ShardId, u64> = std::collections::HashMap::new();
     let mut ticks = super::ticks::Ticks::new(interval, stop);
+    let mut first = 0_usize;
     while ticks.next().await {
-        let hosted: Vec<LocalShard> = api.hosted().cloned().collect();
+        let started = Instant::now();
+        let mut hosted: Vec<LocalShard> = api.hosted().cloned().collect();
+        if hosted.is_empty() {
+            continue;
+        }
+        first = (first + 1) % hosted.len();
+        hosted.rotate_left(first);
         for here in hosted {
             if !here.replica.is_leader() {
                 continue;
             }
             let cursor = cursors.entry(here.replica.shard).or_default();
-            if let Err(e) = api.recover_shard(&here, cursor, age_ns).await {
-                tracing::warn!(shard = %here.replica.shard, error = %e, "cross-shard recovery pass");
+            loop {
+                match api.recover_shard(&here, cursor, age_ns).await {
+                    Ok(more) if more && started.elapsed() < RECOVERY_TICK_BUDGET => {}
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(shard = %here.replica.shard, error = %e, "cross-shard recovery pass");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -1205,34 +1227,55 @@ impl LedgerApi {
     /// Recovers the transactions with legs on `here`'s shard (which this node leads): for
     /// each marker older than `age_ns` (oldest first, from `cursor`) with a leg still
     /// pending and unresolved, decides the transaction ("void unless posted") and resolves
-    /// those legs. Advances `cursor` past markers with nothing left to do.
+    /// those legs. Advances `cursor` past markers with nothing left to do, and past the
+    /// other transfers it walked. Whether it stopped at a limit ([`RECOVERY_MARKERS_MAX`],
+    /// [`RECOVERY_SCAN_MAX`]) with old enough transfers left: another pass would go on.
+    ///
+    /// It walks the shard's transfers in timestamp order from `cursor` (at most
+    /// [`RECOVERY_SCAN_MAX`], up to [`RECOVERY_MARKERS_MAX`] aliases and markers), not the
+    /// alias account's own list: that list can only be read oldest-first by walking every
+    /// newer entry, and the entries younger than `age_ns` that a pass must leave (30 s of
+    /// them at the default) would make each pass as long as the backlog behind it.
     async fn recover_shard(
         &self,
         here: &LocalShard,
         cursor: &mut u64,
         age_ns: u64,
-    ) -> Result<usize, Status> {
+    ) -> Result<bool, Status> {
         let shard = here.replica.shard;
         let now = super::batcher::cluster_time_now_ns();
+        let horizon = now.saturating_sub(age_ns);
         // Aliases and markers (every event debiting this account is one or the other): each
         // names the legs of its transaction on this shard, created in the same chain.
-        let filter = AccountFilter {
-            account_id: transit(INTERNAL_LEDGER),
-            code: 0,
-            timestamp_min: cursor.saturating_add(1),
-            limit: RECOVERY_MARKERS_MAX,
-            flags: AccountFilterFlags::DEBITS,
-            ..AccountFilter::default()
-        };
-        let markers = here.replica.ledger.read().machine.get_account_transfers(&filter);
-        let mut recovered = 0;
+        let names = transit(INTERNAL_LEDGER);
+        let mut markers = Vec::new();
+        let (mut walked, mut walked_to) = (0_usize, *cursor);
+        here.replica.ledger.read().machine.scan_transfers(cursor.saturating_add(1), &mut |t| {
+            if t.timestamp > horizon {
+                return std::ops::ControlFlow::Break(());
+            }
+            walked += 1;
+            walked_to = t.timestamp;
+            if t.debit_account_id == names {
+                markers.push(*t);
+            }
+            let full =
+                markers.len() == RECOVERY_MARKERS_MAX as usize || walked == RECOVERY_SCAN_MAX;
+            if full {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        });
+        // Stopped by a limit rather than by the horizon or the end: more to walk.
+        let limited = markers.len() == RECOVERY_MARKERS_MAX as usize || walked == RECOVERY_SCAN_MAX;
+        if limited {
+            tracing::debug!(%shard, walked, markers = markers.len(), "recovery pass stopped at a limit");
+        }
         let mut seen = std::collections::HashSet::new();
         // Once a transaction fails to recover, the cursor stays before it.
         let mut held = false;
         for marker in markers {
-            if marker.timestamp.saturating_add(age_ns) > now {
-                break;
-            }
             // (Aliases of the unlinked layout, before 2026-12-04, had markers beside them.)
             let (t, _, n) = alias_parts(&marker);
             // A transaction with several aliases here is looked at once per pass.
@@ -1281,7 +1324,6 @@ impl LedgerApi {
                 match finish.await {
                     Ok(decision) => {
                         tracing::info!(%shard, transaction = %format!("{t:#x}"), ?decision, legs = open.len(), "cross-shard transaction recovered");
-                        recovered += 1;
                     }
                     // Retried on the next pass; the markers after it are not held up.
                     Err(e) => {
@@ -1294,7 +1336,12 @@ impl LedgerApi {
                 *cursor = marker.timestamp;
             }
         }
-        Ok(recovered)
+        if !held {
+            // Everything walked is old and handled (transfers are timestamped in order: none
+            // can appear behind it).
+            *cursor = (*cursor).max(walked_to);
+        }
+        Ok(limited && !held)
     }
 
     /// The transfers `aliases` stand for, each rebuilt from its legs if its transaction

@@ -393,6 +393,13 @@ impl LedgerStore for DurableStore {
     ) {
         self.memory.account_transfers_scan(account, timestamp_min, timestamp_max, reversed, visit);
     }
+    fn transfers_scan(
+        &self,
+        timestamp_min: u64,
+        visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
+    ) {
+        self.memory.transfers_scan(timestamp_min, visit);
+    }
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
         self.memory.balance_append(account, balance);
         self.journal.push(Op::BalancePut(account, *balance));

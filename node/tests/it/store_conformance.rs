@@ -59,6 +59,21 @@ fn transfers_round_trip() {
     let mut order = Vec::new();
     store.visit_transfers(&mut |t| order.push(t.id.0));
     assert_eq!(order, [9, 3]);
+    // A scan from a timestamp: ascending, from the first at or after it, until it breaks.
+    store.transfer_insert(&stored_transfer(8, 400));
+    let scan = |store: &super::Store, min, take| {
+        let mut out = Vec::new();
+        store.transfers_scan(min, &mut |t| {
+            out.push(t.id.0);
+            if out.len() == take { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        out
+    };
+    assert_eq!(scan(&store, 0, 10), [9, 3, 8]);
+    assert_eq!(scan(&store, 150, 10), [3, 8]);
+    assert_eq!(scan(&store, 200, 1), [3]);
+    assert_eq!(scan(&store, 401, 10), Vec::<u128>::new());
+    store.transfer_remove(TransferId(8));
     assert!(!store.transfer_failed(TransferId(5)));
     store.transfer_failed_insert(TransferId(5));
     store.transfer_failed_insert(TransferId(4));

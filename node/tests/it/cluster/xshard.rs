@@ -689,11 +689,25 @@ async fn fails_with(
 /// no reservation left on any shard.
 #[cfg(feature = "failpoints")]
 async fn crash_at(failpoint: &str, applied: bool) {
+    crash_behind(failpoint, applied, 0, XSHARD).await;
+}
+
+/// [`crash_at`], with `filler` zero-amount transfers on shard 2 (the primary) created just
+/// before the transaction, under `config`.
+#[cfg(feature = "failpoints")]
+async fn crash_behind(failpoint: &str, applied: bool, filler: usize, config: &str) {
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
     // Node 1 coordinates a chain of two transfers with legs on shards 2, 3 and 4.
     let Coordinated { mut cluster, client, mut raw, m } =
-        coordinated(XSHARD, &format!("{failpoint}=panic")).await;
+        coordinated(config, &format!("{failpoint}=panic")).await;
     let (m2, m3, m4) = m;
+    let issuer = (1_u128..).find(|&id| shard_of(id, SHARDS) == 2).expect("an id on shard 2");
+    let ids: Vec<u128> = (1_000_000..).take(filler).collect();
+    for part in ids.chunks(tally_proto::limits::BATCH_EVENTS_MAX as usize) {
+        let zero = part.iter().map(|&id| transfer(id, issuer, m2, 0, 0)).collect();
+        let made = client.create_transfers(zero).await.unwrap();
+        assert!(made.iter().all(|r| tally_client::transfer_succeeded(r.status)));
+    }
     let chain = the_chain(m);
     // Resent (same ids) if it failed before reaching the failpoint, e.g. during a
     // leadership move; node 1 must crash at the failpoint within a few tries.
@@ -755,6 +769,21 @@ async fn a_coordinator_crash_after_the_first_leg_voids_the_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_crash_after_the_decision_posts_the_transaction() {
     crash_at("coordinator::after_decision", true).await;
+}
+
+/// Recovery walks a shard's transfers in passes of at most `RECOVERY_SCAN_MAX`: a decided
+/// transaction created right behind more other transfers than one pass walks is still
+/// found and finished (the pass that stops at the limit leaves its cursor there and the
+/// next one goes on; seen in the nodes' logs: a pass of 65,536 transfers with no alias,
+/// then the recovery 3 ms later in the same tick). It checks correctness, not speed.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_finds_a_transaction_behind_more_transfers_than_one_pass_walks() {
+    let filler = tally_node::service::xshard::RECOVERY_SCAN_MAX + 10_000;
+    // Old enough to recover after 3 s: the filler is created within that window, so the
+    // passes that reach it meet many of its transfers at once.
+    let config = XSHARD.replace("txn_recovery_after_ms = 500", "txn_recovery_after_ms = 3000");
+    crash_behind("coordinator::after_decision", true, filler, &config).await;
 }
 
 #[cfg(feature = "failpoints")]
