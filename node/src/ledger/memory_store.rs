@@ -11,6 +11,11 @@ use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, Transfe
 
 /// No transfer: the end of an account's chain.
 const NONE: u32 = u32::MAX;
+/// Every `SKIP`-th transfer of an account's chain is also kept in a short list (oldest
+/// first), so a scan from a timestamp starts within `SKIP` steps of it instead of walking
+/// every newer transfer (oldest first) or every transfer newer than its end (newest
+/// first): 4 bytes per `SKIP` transfers, for the accounts that have that many.
+const SKIP: u32 = 64;
 
 /// One account and the head of its transfer chain, kept together so that a transfer
 /// touches one map entry per account.
@@ -19,6 +24,8 @@ struct AccountEntry {
     account: Account,
     /// Index in `transfers` of the newest transfer touching the account, or `NONE`.
     transfer_last: u32,
+    /// Transfers in its chain.
+    transfer_count: u32,
 }
 
 /// A transfer and the links of the two per-account chains it belongs to. The per-account
@@ -46,6 +53,9 @@ pub struct MemoryStore {
     accounts: SplitMap<AccountId, AccountEntry>,
     account_timestamps: SplitSet<u64>,
     account_timestamp_max: u64,
+    /// The index of every [`SKIP`]-th transfer of an account's chain (the `SKIP`-th, the
+    /// `2·SKIP`-th, … oldest), for accounts with at least `SKIP` transfers.
+    skips: SplitMap<AccountId, Vec<u32>>,
     /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
     balances: SplitMap<AccountId, Vec<AccountBalance>>,
     /// Every transfer, in ascending timestamp order (inserts only ever append).
@@ -103,7 +113,7 @@ impl LedgerStore for MemoryStore {
     }
 
     fn account_insert(&mut self, account: &Account) {
-        let entry = AccountEntry { account: *account, transfer_last: NONE };
+        let entry = AccountEntry { account: *account, transfer_last: NONE, transfer_count: 0 };
         assert!(self.accounts.insert(account.id, entry).is_none(), "account inserted twice");
         let reused = self.account_timestamps.insert(account.timestamp, ()).is_some();
         assert!(!reused, "account timestamp reused");
@@ -204,7 +214,17 @@ impl LedgerStore for MemoryStore {
 
     fn account_transfer_append(&mut self, account: AccountId, timestamp: u64) {
         let index = self.newest_index(account, timestamp);
-        let previous = std::mem::replace(&mut self.entry_mut(account).transfer_last, index);
+        let head = self.entry_mut(account);
+        let previous = std::mem::replace(&mut head.transfer_last, index);
+        head.transfer_count += 1;
+        if head.transfer_count.is_multiple_of(SKIP) {
+            match self.skips.get_mut(&account) {
+                Some(skips) => skips.push(index),
+                None => {
+                    self.skips.insert(account, vec![index]);
+                }
+            }
+        }
         let entry = &mut self.transfers[index as usize];
         if entry.transfer.debit_account_id == account {
             entry.prev_debit = previous;
@@ -216,9 +236,18 @@ impl LedgerStore for MemoryStore {
     fn account_transfer_pop(&mut self, account: AccountId, timestamp: u64) {
         let index = self.newest_index(account, timestamp);
         let previous = self.transfers[index as usize].prev(account);
-        let head = &mut self.entry_mut(account).transfer_last;
-        assert_eq!(*head, index, "only the newest index entry can be undone");
-        *head = previous;
+        let head = self.entry_mut(account);
+        assert_eq!(head.transfer_last, index, "only the newest index entry can be undone");
+        head.transfer_last = previous;
+        let skipped = head.transfer_count.is_multiple_of(SKIP);
+        head.transfer_count -= 1;
+        if skipped {
+            let skips = self.skips.get_mut(&account).expect("a skip was recorded");
+            assert_eq!(skips.pop(), Some(index), "the newest skip is the popped transfer");
+            if skips.is_empty() {
+                self.skips.remove(&account);
+            }
+        }
     }
 
     fn account_transfers_scan(
@@ -230,28 +259,50 @@ impl LedgerStore for MemoryStore {
         visit: &mut dyn FnMut(u64) -> ControlFlow<()>,
     ) {
         let Some(head) = self.accounts.get(&account) else { return };
-        // Walk the chain newest first. Oldest-first scans collect the range, then reverse:
-        // linear in the account's transfers newer than `timestamp_min`.
-        let mut in_range = Vec::new();
-        let mut index = head.transfer_last;
-        while index != NONE {
-            let entry = &self.transfers[index as usize];
-            let timestamp = entry.transfer.timestamp;
-            if timestamp < timestamp_min {
-                break;
+        if head.transfer_last == NONE || timestamp_min > timestamp_max {
+            return;
+        }
+        let timestamp = |index: u32| self.transfers[index as usize].transfer.timestamp;
+        let skips: &[u32] = self.skips.get(&account).map_or(&[], Vec::as_slice);
+        if reversed {
+            // Start at the oldest skip newer than the range (or the head): within SKIP steps
+            // of it.
+            let first_after = skips.partition_point(|&i| timestamp(i) <= timestamp_max);
+            let mut index = skips.get(first_after).copied().unwrap_or(head.transfer_last);
+            while index != NONE {
+                let t = timestamp(index);
+                if t < timestamp_min {
+                    return;
+                }
+                if t <= timestamp_max && visit(t).is_break() {
+                    return;
+                }
+                index = self.transfers[index as usize].prev(account);
             }
-            if timestamp <= timestamp_max {
-                if reversed {
-                    if visit(timestamp).is_break() {
-                        return;
-                    }
-                } else {
-                    in_range.push(timestamp);
+            return;
+        }
+        // Oldest first: the chain runs newest first, so walk it in segments ending at the
+        // skips (and at the head), each from its end back to the segment before, and visit
+        // each segment reversed. The first segment is the one holding `timestamp_min`: the
+        // skip before it is older than that, so no segment is longer than SKIP.
+        let first = skips.partition_point(|&i| timestamp(i) < timestamp_min);
+        let ends = skips[first..].iter().copied().chain(std::iter::once(head.transfer_last));
+        let mut floor = timestamp_min; // visit timestamps >= floor in this segment
+        let mut segment = Vec::with_capacity(SKIP as usize);
+        for end in ends {
+            segment.clear();
+            let mut index = end;
+            while index != NONE && timestamp(index) >= floor {
+                segment.push(timestamp(index));
+                index = self.transfers[index as usize].prev(account);
+            }
+            for &t in segment.iter().rev() {
+                if t > timestamp_max || visit(t).is_break() {
+                    return;
                 }
             }
-            index = entry.prev(account);
+            floor = timestamp(end).saturating_add(1);
         }
-        let _ = in_range.into_iter().rev().try_for_each(visit);
     }
 
     fn transfers_scan(

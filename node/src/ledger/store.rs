@@ -82,7 +82,9 @@ pub trait LedgerStore {
     fn account_transfer_pop(&mut self, account: AccountId, timestamp: u64);
     /// Visits the timestamps of transfers that touched `account`, within
     /// `timestamp_min..=timestamp_max`, ascending or (if `reversed`) descending, until
-    /// `visit` breaks.
+    /// `visit` breaks: in time proportional to the transfers visited plus a bounded number
+    /// more, however many the account has outside the range (a client paging through a hot
+    /// account's history must not make each page cost the whole history).
     fn account_transfers_scan(
         &self,
         account: AccountId,

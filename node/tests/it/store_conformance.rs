@@ -157,6 +157,69 @@ fn account_transfer_index_scans() {
     assert_eq!(none, 0);
 }
 
+/// Long chains (more than one skip list entry): every range, both directions, any limit,
+/// gives exactly what a sorted list gives, also after undoing transfers across a skip.
+#[test]
+fn account_transfer_index_scans_of_long_chains() {
+    let mut store = super::new_store();
+    for (id, timestamp) in [(1, 1), (2, 2), (3, 3)] {
+        store.account_insert(&stored_account(id, timestamp));
+    }
+    let mut mine = Vec::new();
+    for i in 1..=700_u64 {
+        // Every fifth transfer is between accounts 2 and 3, not in account 1's chain.
+        let (debit, credit) = match i {
+            _ if i % 5 == 0 => (2, 3),
+            _ if i % 2 == 0 => (1, 2),
+            _ => (2, 1),
+        };
+        let timestamp = 10 * i;
+        store.transfer_insert(&Transfer { timestamp, ..transfer(u128::from(i), debit, credit, 1) });
+        store.account_transfer_append(AccountId(debit), timestamp);
+        store.account_transfer_append(AccountId(credit), timestamp);
+        if debit == 1 || credit == 1 {
+            mine.push(timestamp);
+        }
+    }
+    let check = |store: &super::Store, mine: &[u64]| {
+        let bounds = [0, 1, 10, 640, 641, 645, 1280, 2555, 5000, 6390, 6400, 7000, 7001, u64::MAX];
+        for &min in &bounds {
+            for &max in &bounds {
+                for reversed in [false, true] {
+                    for take in [1, 3, 70, 10_000] {
+                        let mut got = Vec::new();
+                        store.account_transfers_scan(AccountId(1), min, max, reversed, &mut |t| {
+                            got.push(t);
+                            if got.len() == take {
+                                ControlFlow::Break(())
+                            } else {
+                                ControlFlow::Continue(())
+                            }
+                        });
+                        let mut want: Vec<u64> =
+                            mine.iter().copied().filter(|t| (min..=max).contains(t)).collect();
+                        if reversed {
+                            want.reverse();
+                        }
+                        want.truncate(take);
+                        assert_eq!(got, want, "min {min} max {max} reversed {reversed} take {take}");
+                    }
+                }
+            }
+        }
+    };
+    check(&store, &mine);
+    // Undo the newest 100 transfers (account 1's chain loses 80, across a skip entry).
+    for i in (601..=700_u64).rev() {
+        let t = store.transfer_at(10 * i).unwrap();
+        store.account_transfer_pop(t.credit_account_id, t.timestamp);
+        store.account_transfer_pop(t.debit_account_id, t.timestamp);
+        store.transfer_remove(t.id);
+    }
+    mine.retain(|&t| t <= 6000);
+    check(&store, &mine);
+}
+
 /// Balances are kept per account and timestamp, and visited by account then time.
 #[test]
 fn balances_round_trip() {
