@@ -159,18 +159,26 @@ impl Drop for LocalCluster {
 async fn leaders_settled(endpoint: &str) -> bool {
     use tally_proto::v1::{ListShardsRequest, admin_service_client::AdminServiceClient};
     let settled = async {
+        let mut admin = None;
         loop {
-            if let Ok(mut admin) = AdminServiceClient::connect(format!("http://{endpoint}")).await
-                && let Ok(map) = admin.list_shards(ListShardsRequest {}).await
-            {
-                let map = map.into_inner();
-                let led = |s: &tally_proto::v1::ShardInfo| {
-                    s.leader_id != 0 && s.leader_id == s.preferred_leader_id
-                };
-                if !map.shard_infos.is_empty() && map.shard_infos.iter().all(led) {
-                    return;
+            if admin.is_none() {
+                admin = AdminServiceClient::connect(format!("http://{endpoint}")).await.ok();
+            }
+            if let Some(client) = admin.as_mut() {
+                match client.list_shards(ListShardsRequest {}).await {
+                    Ok(map) => {
+                        let map = map.into_inner();
+                        let led = |s: &tally_proto::v1::ShardInfo| {
+                            s.leader_id != 0 && s.leader_id == s.preferred_leader_id
+                        };
+                        if !map.shard_infos.is_empty() && map.shard_infos.iter().all(led) {
+                            return;
+                        }
+                    }
+                    Err(_) => admin = None,
                 }
             }
+            // The shard map has no change stream: read it again after a short wait.
             tokio::time::sleep(LEADERS_POLL).await;
         }
     };

@@ -39,6 +39,7 @@
 //! (`INVALID_ARGUMENT`).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use futures_util::future::try_join_all;
 use sha2::{Digest as _, Sha256};
@@ -1250,25 +1251,20 @@ impl LedgerApi {
         let names = transit(INTERNAL_LEDGER);
         let mut markers = Vec::new();
         let (mut walked, mut walked_to) = (0_usize, *cursor);
+        // Stopped by a limit rather than by the horizon or the end: more to walk.
+        let mut limited = false;
         here.replica.ledger.read().machine.scan_transfers(cursor.saturating_add(1), &mut |t| {
             if t.timestamp > horizon {
-                return std::ops::ControlFlow::Break(());
+                return ControlFlow::Break(());
             }
             walked += 1;
             walked_to = t.timestamp;
             if t.debit_account_id == names {
                 markers.push(*t);
             }
-            let full =
-                markers.len() == RECOVERY_MARKERS_MAX as usize || walked == RECOVERY_SCAN_MAX;
-            if full {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
+            limited = markers.len() == RECOVERY_MARKERS_MAX as usize || walked == RECOVERY_SCAN_MAX;
+            if limited { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         });
-        // Stopped by a limit rather than by the horizon or the end: more to walk.
-        let limited = markers.len() == RECOVERY_MARKERS_MAX as usize || walked == RECOVERY_SCAN_MAX;
         if limited {
             tracing::debug!(%shard, walked, markers = markers.len(), "recovery pass stopped at a limit");
         }
