@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
+use super::chunked_vec::ChunkedVec;
 use super::split_map::{SplitMap, SplitSet};
 use super::store::{Expiry, LedgerStore};
 use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, TransferId};
@@ -58,8 +59,9 @@ pub struct MemoryStore {
     skips: SplitMap<AccountId, Vec<u32>>,
     /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
     balances: SplitMap<AccountId, Vec<AccountBalance>>,
-    /// Every transfer, in ascending timestamp order (inserts only ever append).
-    transfers: Vec<TransferEntry>,
+    /// Every transfer, in ascending timestamp order (inserts only ever append). Chunked:
+    /// growing never copies the table (see [`ChunkedVec`]).
+    transfers: ChunkedVec<TransferEntry>,
     /// Transfer id to its index in `transfers`.
     transfer_index: SplitMap<TransferId, u32>,
     failed_ids: SplitSet<TransferId>,
@@ -85,7 +87,7 @@ impl MemoryStore {
         store.accounts.reserve(accounts);
         let blank =
             TransferEntry { transfer: Transfer::default(), prev_debit: NONE, prev_credit: NONE };
-        store.transfers.resize(transfers, blank);
+        (0..transfers).for_each(|_| store.transfers.push(blank.clone()));
         store.transfers.clear();
         // Filling and clearing keeps the table's memory, now faulted in.
         store.transfer_index.extend((0..transfers).map(|i| (TransferId(i as u128), 0)));
@@ -150,9 +152,9 @@ impl LedgerStore for MemoryStore {
     }
 
     fn transfer_at(&self, timestamp: u64) -> Option<Transfer> {
-        let index =
-            self.transfers.binary_search_by_key(&timestamp, |e| e.transfer.timestamp).ok()?;
-        Some(self.transfers[index].transfer)
+        let index = self.transfers.partition_point(|e| e.transfer.timestamp < timestamp);
+        let entry = self.transfers.get(index)?;
+        (entry.transfer.timestamp == timestamp).then_some(entry.transfer)
     }
 
     fn transfer_insert(&mut self, transfer: &Transfer) {
@@ -311,7 +313,7 @@ impl LedgerStore for MemoryStore {
         visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
     ) {
         let start = self.transfers.partition_point(|e| e.transfer.timestamp < timestamp_min);
-        let _ = self.transfers[start..].iter().try_for_each(|e| visit(&e.transfer));
+        let _ = self.transfers.iter_from(start).try_for_each(|e| visit(&e.transfer));
     }
 
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {

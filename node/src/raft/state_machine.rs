@@ -25,6 +25,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -182,6 +183,16 @@ fn apply_requests<E, S: Copy>(
     outcomes
 }
 
+/// Where a slow apply spent its time besides applying, for its warning.
+#[derive(Debug, Default)]
+struct ApplyWaits {
+    /// Waiting for the ledger's write lock (readers: lookups, recovery, snapshot builds).
+    lock: Duration,
+    /// Waiting to queue checkpoints (the shard's writer was [`CHECKPOINTS_QUEUED_MAX`]
+    /// behind).
+    checkpoint_queue: Duration,
+}
+
 /// Applies entries under the write lock. Their changes stay in the store's journal until
 /// a checkpoint is due (`checkpoint_writes` journal writes), the membership changed, or a
 /// snapshot is built; then the journal is taken (O(1)) and handed, in order, to the
@@ -192,8 +203,11 @@ fn apply_entries(
     checkpoint_writes: usize,
     ledger: &RwLock<Ledger>,
     entries: &[openraft::alias::EntryOf<TypeConfig>],
+    waits: &mut ApplyWaits,
 ) -> io::Result<Vec<CommandReply>> {
+    let asked = Instant::now();
     let mut ledger = ledger.write();
+    waits.lock = asked.elapsed();
     let mut replies = Vec::with_capacity(entries.len());
     let mut membership_changed = false;
     for entry in entries {
@@ -213,7 +227,9 @@ fn apply_entries(
         // catch-up): the journal stays within one entry of `checkpoint_writes`. Submitted
         // under the lock, so checkpoints reach the writer in the order taken.
         if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
+            let submitted = Instant::now();
             checkpointer.submit(Checkpoint::take(&mut ledger, membership_changed))?;
+            waits.checkpoint_queue += submitted.elapsed();
             membership_changed = false;
         }
     }
@@ -412,10 +428,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (checkpointer, ledger) = (self.checkpointer.clone(), self.ledger.clone());
         let (checkpoint_writes, shard) = (self.checkpoint_writes, self.shard);
         let replies = tokio::task::spawn_blocking(move || {
-            let (replies, slow) =
-                timed_step(|| apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries));
+            let mut waits = ApplyWaits::default();
+            let (replies, slow) = timed_step(|| {
+                apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries, &mut waits)
+            });
             if let Some(took_ms) = slow {
-                tracing::warn!(%shard, took_ms, entries = entries.len(), "slow apply");
+                tracing::warn!(
+                    %shard,
+                    took_ms,
+                    entries = entries.len(),
+                    lock_wait_ms = waits.lock.as_millis(),
+                    checkpoint_queue_wait_ms = waits.checkpoint_queue.as_millis(),
+                    "slow apply"
+                );
             }
             replies
         })
