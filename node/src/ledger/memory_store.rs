@@ -58,7 +58,8 @@ pub struct MemoryStore {
     /// `2·SKIP`-th, … oldest), for accounts with at least `SKIP` transfers.
     skips: SplitMap<AccountId, Vec<u32>>,
     /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
-    balances: SplitMap<AccountId, Vec<AccountBalance>>,
+    /// Chunked like `transfers`: a hot account's history grows without copying it.
+    balances: SplitMap<AccountId, ChunkedVec<AccountBalance>>,
     /// Every transfer, in ascending timestamp order (inserts only ever append). Chunked:
     /// growing never copies the table (see [`ChunkedVec`]).
     transfers: ChunkedVec<TransferEntry>,
@@ -89,7 +90,9 @@ impl MemoryStore {
             TransferEntry { transfer: Transfer::default(), prev_debit: NONE, prev_credit: NONE };
         (0..transfers).for_each(|_| store.transfers.push(blank.clone()));
         store.transfers.clear();
-        // Filling and clearing keeps the table's memory, now faulted in.
+        // Filling and clearing keeps the table's memory, now faulted in. Reserved first, so
+        // that the filling does not grow parts early (split_map's staggered growth).
+        store.transfer_index.reserve(transfers);
         store.transfer_index.extend((0..transfers).map(|i| (TransferId(i as u128), 0)));
         store.transfer_index.clear();
         store
@@ -322,7 +325,9 @@ impl LedgerStore for MemoryStore {
             assert!(balances.last().is_none_or(|last| last.timestamp < balance.timestamp));
             balances.push(*balance);
         } else {
-            self.balances.insert(account, vec![*balance]);
+            let mut balances = ChunkedVec::default();
+            balances.push(*balance);
+            self.balances.insert(account, balances);
         }
     }
 
@@ -336,8 +341,8 @@ impl LedgerStore for MemoryStore {
 
     fn balance_at(&self, account: AccountId, timestamp: u64) -> Option<AccountBalance> {
         let balances = self.balances.get(&account)?;
-        let index = balances.binary_search_by_key(&timestamp, |b| b.timestamp).ok()?;
-        Some(balances[index])
+        let found = balances.get(balances.partition_point(|b| b.timestamp < timestamp))?;
+        (found.timestamp == timestamp).then_some(*found)
     }
 
     fn timestamp_last(&self) -> u64 {

@@ -41,6 +41,9 @@ pub struct SplitMap<K, V> {
     parts: Box<[FxHashMap<K, V>]>,
     /// Entries held (so `len` and `is_empty` do not visit every part).
     len: usize,
+    /// Entries per part made room for by [`Self::reserve`]: a part does not grow early
+    /// before it holds that many (room reserved up front is used, not doubled).
+    reserved_each: usize,
 }
 
 /// A [`SplitMap`] used as a set.
@@ -48,7 +51,7 @@ pub type SplitSet<K> = SplitMap<K, ()>;
 
 impl<K, V> Default for SplitMap<K, V> {
     fn default() -> Self {
-        Self { parts: (0..PARTS).map(|_| FxHashMap::default()).collect(), len: 0 }
+        Self { parts: (0..PARTS).map(|_| FxHashMap::default()).collect(), len: 0, reserved_each: 0 }
     }
 }
 
@@ -88,9 +91,13 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         let p = part_of(&key);
         let part = &mut self.parts[p];
         let capacity = part.capacity();
-        if capacity >= STAGGER_FROM && part.len() >= capacity / 2 + capacity / 2 * p / PARTS {
+        let len = part.len();
+        if capacity >= STAGGER_FROM
+            && len >= self.reserved_each
+            && len >= capacity / 2 + capacity / 2 * p / PARTS
+        {
             // One more than fits: hashbrown doubles the table.
-            part.reserve(capacity - part.len() + 1);
+            part.reserve(capacity - len + 1);
         }
         let replaced = part.insert(key, value);
         self.len += usize::from(replaced.is_none());
@@ -126,6 +133,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     pub fn reserve(&mut self, additional: usize) {
         let each = additional / PARTS + additional / PARTS / 8 + 1;
         self.parts.iter_mut().for_each(|part| part.reserve(each));
+        self.reserved_each = self.reserved_each.max(each);
     }
 
     /// Removes every entry, keeping the memory.
