@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
-use super::chunked_vec::ChunkedVec;
 use super::split_map::{SplitMap, SplitSet};
 use super::store::{Expiry, LedgerStore};
 use super::{Account, AccountBalance, AccountId, PendingStatus, Transfer, TransferId};
@@ -58,11 +57,9 @@ pub struct MemoryStore {
     /// `2·SKIP`-th, … oldest), for accounts with at least `SKIP` transfers.
     skips: SplitMap<AccountId, Vec<u32>>,
     /// Balance after each transfer, ascending, for accounts with `HISTORY` only.
-    /// Chunked like `transfers`: a hot account's history grows without copying it.
-    balances: SplitMap<AccountId, ChunkedVec<AccountBalance>>,
-    /// Every transfer, in ascending timestamp order (inserts only ever append). Chunked:
-    /// growing never copies the table (see [`ChunkedVec`]).
-    transfers: ChunkedVec<TransferEntry>,
+    balances: SplitMap<AccountId, Vec<AccountBalance>>,
+    /// Every transfer, in ascending timestamp order (inserts only ever append).
+    transfers: Vec<TransferEntry>,
     /// Transfer id to its index in `transfers`.
     transfer_index: SplitMap<TransferId, u32>,
     failed_ids: SplitSet<TransferId>,
@@ -88,7 +85,7 @@ impl MemoryStore {
         store.accounts.reserve(accounts);
         let blank =
             TransferEntry { transfer: Transfer::default(), prev_debit: NONE, prev_credit: NONE };
-        (0..transfers).for_each(|_| store.transfers.push(blank.clone()));
+        store.transfers.resize(transfers, blank);
         store.transfers.clear();
         // Filling and clearing keeps the table's memory, now faulted in. Reserved first, so
         // that the filling does not grow parts early (split_map's staggered growth).
@@ -155,9 +152,9 @@ impl LedgerStore for MemoryStore {
     }
 
     fn transfer_at(&self, timestamp: u64) -> Option<Transfer> {
-        let index = self.transfers.partition_point(|e| e.transfer.timestamp < timestamp);
-        let entry = self.transfers.get(index)?;
-        (entry.transfer.timestamp == timestamp).then_some(entry.transfer)
+        let index =
+            self.transfers.binary_search_by_key(&timestamp, |e| e.transfer.timestamp).ok()?;
+        Some(self.transfers[index].transfer)
     }
 
     fn transfer_insert(&mut self, transfer: &Transfer) {
@@ -316,7 +313,7 @@ impl LedgerStore for MemoryStore {
         visit: &mut dyn FnMut(&Transfer) -> ControlFlow<()>,
     ) {
         let start = self.transfers.partition_point(|e| e.transfer.timestamp < timestamp_min);
-        let _ = self.transfers.iter_from(start).try_for_each(|e| visit(&e.transfer));
+        let _ = self.transfers[start..].iter().try_for_each(|e| visit(&e.transfer));
     }
 
     fn balance_append(&mut self, account: AccountId, balance: &AccountBalance) {
@@ -325,9 +322,7 @@ impl LedgerStore for MemoryStore {
             assert!(balances.last().is_none_or(|last| last.timestamp < balance.timestamp));
             balances.push(*balance);
         } else {
-            let mut balances = ChunkedVec::default();
-            balances.push(*balance);
-            self.balances.insert(account, balances);
+            self.balances.insert(account, vec![*balance]);
         }
     }
 
@@ -341,8 +336,8 @@ impl LedgerStore for MemoryStore {
 
     fn balance_at(&self, account: AccountId, timestamp: u64) -> Option<AccountBalance> {
         let balances = self.balances.get(&account)?;
-        let found = balances.get(balances.partition_point(|b| b.timestamp < timestamp))?;
-        (found.timestamp == timestamp).then_some(*found)
+        let index = balances.binary_search_by_key(&timestamp, |b| b.timestamp).ok()?;
+        Some(balances[index])
     }
 
     fn timestamp_last(&self) -> u64 {

@@ -26,7 +26,6 @@
 
 pub mod account;
 pub mod audit;
-pub mod chunked_vec;
 mod create_account;
 mod create_transfer;
 mod digest;

@@ -17,8 +17,9 @@
 //! **Staggered growth.** Sequential keys (timestamps, ids from a counter) spread over the
 //! parts so evenly that every part reaches its table's limit within a few hundred inserts
 //! of the others: all of them grew inside one apply batch and the whole map moved at once
-//! after all (measured: 256 growths within 1,374 inserts at 7.3 M sequential keys, 0.48 s
-//! of the inserts; the 1-s apply stalls of `bench/RESULTS.md`, 2026-12-04 evening). So part
+//! after all (measured: 256 growths within 1,374 inserts at 7.3 M sequential keys, 279 ms
+//! for one batch of 8,190 inserts; the apply stalls of up to 1.2 s on all three replicas
+//! at once in `bench/RESULTS.md`, 2026-12-04 evening). So part
 //! `p` grows early, once it is `1/2 + p/(2·PARTS)` full: the parts' growths spread evenly
 //! over the inserts that double the map. The price is memory: a part's table is between a
 //! quarter and seven eighths full instead of between seven sixteenths and seven eighths.
