@@ -197,9 +197,10 @@ mod tests {
         let mut before = capacity(&map);
         let mut growths = Vec::new(); // insert number of every growth of a large part
         for i in 0..2_000_000_u64 {
-            map.insert(1_700_000_000_000_000_000 + i, ());
-            // Cheap enough: only the inserted key's part can have changed.
-            let p = part_of(&(1_700_000_000_000_000_000 + i));
+            let key = 1_700_000_000_000_000_000 + i;
+            map.insert(key, ());
+            // Only the inserted key's part can have changed.
+            let p = part_of(&key);
             let now = map.parts[p].capacity();
             if now != before[p] {
                 if before[p] >= STAGGER_FROM {
