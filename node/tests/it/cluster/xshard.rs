@@ -99,6 +99,18 @@ async fn converge_every_shard(cluster: &Cluster) {
     }
 }
 
+/// Waits until every node sees every shard led by its preferred node. After a restart
+/// the leaderships move back one by one, and node 1's view can be balanced while another
+/// node has not yet learnt of a move: a request sent by a raw (non-resending) client then
+/// may meet `NotLeader` (seen once in CI, 2026-12-04: `OutcomeUnknown` wrapping `NotLeader`
+/// with no leader hint, right after node 1's restart).
+#[cfg(feature = "failpoints")]
+async fn settled_after_restart(cluster: &Cluster) {
+    for via in 1..=3 {
+        super::shards::wait_balanced(cluster, via).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
@@ -646,7 +658,7 @@ async fn coordinated(config: &str, failpoints: &str) -> Coordinated {
     assert!(tally_client::transfer_succeeded(funded), "{funded}");
     cluster.stop(1);
     cluster.spawn_with(1, &[("FAILPOINTS", failpoints)]);
-    super::shards::wait_balanced(&cluster, 1).await;
+    settled_after_restart(&cluster).await;
     let raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
         let addr = format!("http://{}", cluster.addr(1));
         async move { LedgerServiceClient::connect(addr).await.ok() }
@@ -906,7 +918,7 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     let inst = institutions(&client).await;
     cluster.stop(1);
     cluster.spawn_with(1, &[("FAILPOINTS", "coordinator::after_first_leg=return(4500)")]);
-    super::shards::wait_balanced(&cluster, 1).await;
+    settled_after_restart(&cluster).await;
     let mut raw = eventually("node 1 serves again", std::time::Duration::from_secs(20), || {
         let addr = format!("http://{}", cluster.addr(1));
         async move { LedgerServiceClient::connect(addr).await.ok() }
