@@ -179,7 +179,7 @@ macro_rules! say {
     }};
 }
 
-/// Transparent huge pages for the heap (`docs/OPERATING.md`, "Memory").
+/// Transparent huge pages for the heap (`docs/OPERATING.md`, "Disk and memory").
 ///
 /// A node keeps its whole shard in memory: hash maps and tables of hundreds of MB that
 /// apply reads at random. On 4 KiB pages most of those reads also miss the TLB, and every
@@ -187,8 +187,9 @@ macro_rules! say {
 /// pages when the tunable `glibc.malloc.hugetlb=1` is set, which only works from the
 /// process's environment at start: so `tallyd start` re-executes itself once with it,
 /// unless the operator already set that tunable (either way) in `GLIBC_TUNABLES`.
-/// Measured (bench/RESULTS.md, 2026-12-04): 4-shard swaps +15 %, 1-shard swaps +5 %,
-/// 1-shard redemptions unchanged.
+/// Measured (bench/RESULTS.md, 2026-12-04): 4-shard swaps faster in 7 of 8 alternated
+/// pairs (4 % on the mean of 6, up to 15 %), 1-shard swaps about 5 %, 1-shard redemptions
+/// unchanged.
 mod huge_pages {
     /// The glibc tunable.
     pub(crate) const TUNABLE: &str = "glibc.malloc.hugetlb";
