@@ -202,13 +202,8 @@ mod huge_pages {
         {
             use std::os::unix::process::CommandExt as _;
             let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-            if current.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) {
+            let Some(value) = with_huge_pages(&current) else {
                 return;
-            }
-            let value = if current.is_empty() {
-                format!("{TUNABLE}=1")
-            } else {
-                format!("{current}:{TUNABLE}=1")
             };
             let exe = match std::env::current_exe() {
                 Ok(exe) => exe,
@@ -229,6 +224,18 @@ mod huge_pages {
         }
     }
 
+    /// `GLIBC_TUNABLES` with `TUNABLE=1` added, or `None` if `current` already names
+    /// `TUNABLE` (with any value: the operator's choice, or this process re-executed).
+    pub(crate) fn with_huge_pages(current: &str) -> Option<String> {
+        if current.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) {
+            None
+        } else if current.is_empty() {
+            Some(format!("{TUNABLE}=1"))
+        } else {
+            Some(format!("{current}:{TUNABLE}=1"))
+        }
+    }
+
     /// What the log says: the tunable as set, and the kernel's THP mode.
     pub(crate) fn state() -> String {
         let tunable = std::env::var("GLIBC_TUNABLES")
@@ -239,6 +246,28 @@ mod huge_pages {
         let kernel = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map_or_else(|_| "unknown".to_owned(), |mode| mode.trim().to_owned());
         format!("{tunable}; kernel transparent_hugepage: {kernel}")
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::with_huge_pages;
+
+        #[test]
+        fn the_tunable_is_added_once_and_an_operators_choice_is_kept() {
+            assert_eq!(with_huge_pages("").as_deref(), Some("glibc.malloc.hugetlb=1"));
+            assert_eq!(
+                with_huge_pages("glibc.malloc.arena_max=2").as_deref(),
+                Some("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1")
+            );
+            // Set already: by the operator (off or on) or by the re-execution itself.
+            assert_eq!(with_huge_pages("glibc.malloc.hugetlb=0"), None);
+            assert_eq!(with_huge_pages("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"), None);
+            // A tunable whose name only starts the same is another one.
+            assert_eq!(
+                with_huge_pages("glibc.malloc.hugetlbx=1").as_deref(),
+                Some("glibc.malloc.hugetlbx=1:glibc.malloc.hugetlb=1")
+            );
+        }
     }
 }
 
