@@ -227,7 +227,7 @@ mod huge_pages {
     /// `GLIBC_TUNABLES` with `TUNABLE=1` added, or `None` if `current` already names
     /// `TUNABLE` (with any value: the operator's choice, or this process re-executed).
     pub(crate) fn with_huge_pages(current: &str) -> Option<String> {
-        if current.split(':').any(|t| t.split('=').next() == Some(TUNABLE)) {
+        if entry(current).is_some() {
             None
         } else if current.is_empty() {
             Some(format!("{TUNABLE}=1"))
@@ -236,13 +236,15 @@ mod huge_pages {
         }
     }
 
+    /// `TUNABLE`'s entry (`name=value`) in the `GLIBC_TUNABLES` value `tunables`.
+    fn entry(tunables: &str) -> Option<&str> {
+        tunables.split(':').find(|t| t.split('=').next() == Some(TUNABLE))
+    }
+
     /// What the log says: the tunable as set, and the kernel's THP mode.
     pub(crate) fn state() -> String {
-        let tunable = std::env::var("GLIBC_TUNABLES")
-            .unwrap_or_default()
-            .split(':')
-            .find(|t| t.split('=').next() == Some(TUNABLE))
-            .map_or_else(|| format!("{TUNABLE} not set"), str::to_owned);
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let tunable = entry(&tunables).map_or_else(|| format!("{TUNABLE} not set"), str::to_owned);
         let kernel = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map_or_else(|_| "unknown".to_owned(), |mode| mode.trim().to_owned());
         format!("{tunable}; kernel transparent_hugepage: {kernel}")

@@ -52,34 +52,31 @@ enum Op {
     BalanceDelete(AccountId, u64),
 }
 
-/// Emptied journal buffers kept per shard for the next journals, at most.
+/// Where a written journal leaves its emptied buffer for the store's next journal: one
+/// slot per shard.
 ///
 /// A busy shard's journal holds `raft.checkpoint_writes` writes, about 18 MB at the
 /// default. Allocated afresh for every checkpoint, those pages were mapped and zeroed by
 /// the kernel each time: 5 % of the machine's CPU in a 4-shard swap run (`clear_page_erms`
-/// under the journal's pushes, `perf`, 2026-12-04). A written journal gives its buffer
-/// back instead; one spare is enough, since the writer returns one per journal taken.
-/// Cost: a busy shard holds one journal's buffer more while idle.
-pub const JOURNAL_SPARES_MAX: usize = 1;
-
-/// Where written journals leave their emptied buffers for the store to take again.
+/// under the journal's pushes, `perf`, 2026-12-04). One slot is enough, since the writer
+/// gives back one buffer per journal taken. Cost: a busy shard holds one journal's buffer
+/// more while idle.
 #[derive(Clone, Debug, Default)]
-struct Spares(Arc<Mutex<Vec<Vec<Op>>>>);
+struct Spare(Arc<Mutex<Option<Vec<Op>>>>);
 
-impl Spares {
-    /// A spare buffer with room for at least `room` writes (or a new one).
+impl Spare {
+    /// The spare buffer with room for at least `room` writes (or a new one).
     fn take(&self, room: usize) -> Vec<Op> {
-        let mut ops = self.0.lock().pop().unwrap_or_default();
+        let mut ops = self.0.lock().take().unwrap_or_default();
         ops.reserve(room);
         ops
     }
 
-    /// Keeps `ops` (emptied) for a later journal, unless enough are kept.
+    /// Keeps `ops` (emptied) for the next journal, unless the slot is taken.
     fn give(&self, mut ops: Vec<Op>) {
         ops.clear();
-        let mut spares = self.0.lock();
-        if ops.capacity() > 0 && spares.len() < JOURNAL_SPARES_MAX {
-            spares.push(ops);
+        if ops.capacity() > 0 {
+            self.0.lock().get_or_insert(ops);
         }
     }
 }
@@ -94,8 +91,8 @@ pub struct DurableStore {
     journal: Vec<Op>,
     /// Whether `timestamp_last` changed since the journal was last taken.
     timestamp_last_dirty: bool,
-    /// Buffers of written journals, for the next ones.
-    spares: Spares,
+    /// The buffer of a written journal, for the next one.
+    spare: Spare,
 }
 
 /// The writes of one shard's store between two checkpoints, taken out of the store in O(1)
@@ -106,12 +103,12 @@ pub struct Journal {
     ops: Vec<Op>,
     timestamp_last: Option<u64>,
     /// Where its buffer goes once it is dropped (written).
-    spares: Spares,
+    spare: Spare,
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        self.spares.give(std::mem::take(&mut self.ops));
+        self.spare.give(std::mem::take(&mut self.ops));
     }
 }
 
@@ -226,7 +223,7 @@ impl DurableStore {
             memory: MemoryStore::new(),
             journal: Vec::new(),
             timestamp_last_dirty: false,
-            spares: Spares::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -254,13 +251,13 @@ impl DurableStore {
             std::mem::take(&mut self.timestamp_last_dirty).then(|| self.memory.timestamp_last());
         // The next journal gets the same room up front: growing a Vec of ~100k writes by
         // doubling copies it several times per checkpoint. A written journal's buffer is
-        // used again where there is one (`JOURNAL_SPARES_MAX`).
-        let room = self.spares.take(self.journal.capacity());
+        // used again where there is one ([`Spare`]).
+        let room = self.spare.take(self.journal.capacity());
         Journal {
             shard: self.shard,
             ops: std::mem::replace(&mut self.journal, room),
             timestamp_last,
-            spares: self.spares.clone(),
+            spare: self.spare.clone(),
         }
     }
 
@@ -536,8 +533,8 @@ mod tests {
         assert_eq!(third.ops.as_ptr(), buffer, "the first journal's buffer was used again");
         assert_eq!(account_ids(&third), (1501..1601).collect::<Vec<_>>(), "and held nothing old");
         assert!(third.ops.capacity() >= 1000, "with its room");
-        // At most JOURNAL_SPARES_MAX buffers are kept.
+        // One of the two buffers given back is kept.
         drop((second, third));
-        assert_eq!(store.spares.0.lock().len(), JOURNAL_SPARES_MAX);
+        assert!(store.spare.0.lock().is_some());
     }
 }
