@@ -9,9 +9,9 @@
 //!   pending leg debit → transit on the debit shard and one transit → credit on the credit
 //!   shard (a per-ledger *transit* account on every shard; a sink beside it receives
 //!   tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
-//!   transfers (so another request reusing T's id gets legs of its own). Legs have no
-//!   timeout, except leg
-//!   (0, debit) on P, the **decision leg**, whose timeout is [`TXN_TIMEOUT_S`].
+//!   transfers (so another request reusing T's id gets legs of its own). Legs on P are
+//!   single-phase; leg (0, debit), on P, is the **decision leg**. Legs on the other
+//!   shards are pending, with no timeout.
 //! - **Alias**: on the debit shard, a zero-amount transfer with `X_k`'s own id between two
 //!   internal accounts, `user_data_128 = D`, `user_data_64 = n | k << 16 | ledger₀ << 32`,
 //!   `user_data_32 = P`. It claims the id (a later transfer with the same id gets
@@ -19,20 +19,25 @@
 //!   recovery. A shard with legs but no alias gets a **marker** instead (same fields, a
 //!   derived id).
 //!
-//! Steps: (1) prepare — each shard involved creates its aliases (or marker) and legs as one
-//! linked chain: legs exist only with the record that names them;
-//! (2) decide — if everything was created, **post the decision leg** (else void it, or
-//! claim its id with a tombstone if it was never created: a post or void is never sent to
-//! a leg that may not exist, since its `not found` would burn the post's or void's id); the
-//! ledger resolves a pending transfer exactly once and expires it at its timeout, so that
-//! single resolution is T's durable, create-once decision, whoever makes it first; (3)
-//! resolve — post (or void) every other leg; a leg that was never created gets a
-//! zero-amount *tombstone* under its id (transit → sink), so that a late prepare of it is
-//! refused. The reply says `created` only after the decision post is committed on P.
+//! Steps: (1) prepare — each shard involved but P creates its aliases (or marker) and
+//! pending legs as one linked chain: legs exist only with the record that names them;
+//! (2) decide — if everything was created, P creates its own part (its aliases and its
+//! legs, single-phase) as one linked chain, the *last agent*: created, the decision leg
+//! exists and T is decided post. Otherwise (something was refused, a quote expired, or
+//! P's chain itself was refused) the decision leg's id is claimed with a zero-amount
+//! *tombstone* (transit → sink): T is decided void, and the decision leg can never be
+//! created. An id is created once, so whichever of the two comes first — coordinator, a
+//! resend through another node, recovery — is T's durable decision for all; (3) resolve —
+//! post (or void) every leg outside P; a leg that was never created gets a tombstone under
+//! its id, so that a late prepare of it is refused. The reply says `created` only after
+//! P's chain is committed.
 //!
 //! Recovery ([`recover`]): every shard leader walks the aliases and markers on its shard and, for each
 //! one old enough whose legs are still pending, decides T with "void unless posted" on P
-//! and resolves its legs accordingly.
+//! (the tombstone) and resolves its legs accordingly. Legs on P are never pending, so P
+//! has nothing to recover. (Transactions prepared before 2026-12-05 have a *pending*
+//! decision leg on P, created with P's other legs at prepare and posted as the decision;
+//! "void unless posted" reads both kinds.)
 //!
 //! First version's scope: single-phase transfers (flags: only `linked`); a pending, post,
 //! void, balancing, closing or imported transfer across shards is refused
@@ -66,8 +71,11 @@ pub const MARKER_CODE: u16 = u16::MAX - 1;
 /// Code of aliases (since 2026-12-04; earlier aliases have [`INTERNAL_CODE`] and another
 /// `user_data_64` layout, see [`alias_parts`]).
 pub const ALIAS_CODE: u16 = u16::MAX - 3;
-/// Timeout of a transaction's decision leg, seconds: a transaction not decided by then is
-/// void (the ledger expires the decision leg).
+/// Time a transaction may take from its first leg's prepare to its decision, seconds: a
+/// coordinator (or a resend) that would send its primary's chain later decides it void
+/// instead. Checked by the deciding node against the prepared legs' timestamps (never by
+/// the state machine), so a transaction's transfers read back with timestamps at most this
+/// far (and one Raft commit) before the moment they became visible.
 pub const TXN_TIMEOUT_S: u32 = 10;
 /// Transfers in one transaction, at most (a chain's length within `BATCH_EVENTS_MAX`).
 pub const TXN_TRANSFERS_MAX: usize = 1024;
@@ -175,7 +183,8 @@ pub struct Plan {
     pub t: u128,
     /// T's primary shard.
     pub primary: ShardId,
-    /// The legs; `legs[0]` is the decision leg.
+    /// The legs; `legs[0]` is the decision leg. Legs on the primary are single-phase
+    /// (created only as the decision), the others pending.
     pub legs: Vec<Leg>,
     /// One alias per transfer, with its shard.
     pub aliases: Vec<(ShardId, Transfer)>,
@@ -239,28 +248,34 @@ impl Plan {
         let mut legs = Vec::new();
         let mut aliases = Vec::new();
         for ((k, x), &(ds, cs)) in (0..n).zip(transfers).zip(placement) {
-            let pending = |id: TransferId, debit: AccountId, credit: AccountId| Transfer {
-                id,
-                debit_account_id: debit,
-                credit_account_id: credit,
-                amount: x.amount,
-                pending_id: TransferId(0),
-                user_data_128: x.user_data_128,
-                user_data_64: x.user_data_64,
-                user_data_32: x.user_data_32,
-                timeout: if k == 0 && id == leg_id(t, 0, 0) { TXN_TIMEOUT_S } else { 0 },
-                ledger: x.ledger,
-                code: x.code,
-                flags: TransferFlags::PENDING,
-                timestamp: 0,
-            };
+            // On the primary, single-phase: created only with the decision.
+            let leg =
+                |shard: ShardId, id: TransferId, debit: AccountId, credit: AccountId| Transfer {
+                    id,
+                    debit_account_id: debit,
+                    credit_account_id: credit,
+                    amount: x.amount,
+                    pending_id: TransferId(0),
+                    user_data_128: x.user_data_128,
+                    user_data_64: x.user_data_64,
+                    user_data_32: x.user_data_32,
+                    timeout: 0,
+                    ledger: x.ledger,
+                    code: x.code,
+                    flags: if shard == primary {
+                        TransferFlags::empty()
+                    } else {
+                        TransferFlags::PENDING
+                    },
+                    timestamp: 0,
+                };
             if ds == cs {
-                let leg = pending(leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
-                legs.push(Leg { shard: ds, k, side: 0, transfer: leg });
+                let one = leg(ds, leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
+                legs.push(Leg { shard: ds, k, side: 0, transfer: one });
             } else {
                 let via = transit(x.ledger);
-                let debit = pending(leg_id(t, k, 0), x.debit_account_id, via);
-                let credit = pending(leg_id(t, k, 1), via, x.credit_account_id);
+                let debit = leg(ds, leg_id(t, k, 0), x.debit_account_id, via);
+                let credit = leg(cs, leg_id(t, k, 1), via, x.credit_account_id);
                 legs.push(Leg { shard: ds, k, side: 0, transfer: debit });
                 legs.push(Leg { shard: cs, k, side: 1, transfer: credit });
             }
@@ -331,16 +346,17 @@ impl Plan {
         out
     }
 
-    /// Per shard, the prepare request: its aliases (or its marker, on a shard without
-    /// one), then its legs, with each event's place (`Alias(k)`, `Marker`, `Leg(i)`), as
-    /// **one linked chain**: the shard's legs are created together with the record that
-    /// names them for recovery (an alias or a marker carries T, n, P and ledger₀), or
-    /// nothing is. So a resend that finds the chain's first event `exists` (same fields:
-    /// the same plan) knows the whole chain was created ([`settle_chains`]). Every shard
-    /// with an alias has a leg (a transfer's debit leg is on its alias's shard), so the
-    /// chain always ends with a leg.
+    /// Per shard, its chain: its aliases (or its marker, on a shard without one), then
+    /// its legs, with each event's place (`Alias(k)`, `Marker`, `Leg(i)`), as **one
+    /// linked chain**: the shard's legs are created together with the record that names
+    /// them for recovery (an alias or a marker carries T, n, P and ledger₀), or nothing
+    /// is. So a resend that finds the chain's first event `exists` (same fields: the same
+    /// plan) knows the whole chain was created ([`settle_chains`]). Every shard with an
+    /// alias has a leg (a transfer's debit leg is on its alias's shard), so the chain
+    /// always ends with a leg. The primary's chain is the decision ([`Plan::decision`]),
+    /// the others' the prepare ([`Plan::prepare`]).
     #[must_use]
-    pub fn prepare(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
+    pub fn chains(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
         let mut out: BTreeMap<ShardId, Vec<(Place, Transfer)>> = BTreeMap::new();
         for (k, (shard, alias)) in self.aliases.iter().enumerate() {
             out.entry(*shard).or_default().push((Place::Alias(k), *alias));
@@ -359,6 +375,28 @@ impl Plan {
         }
         out
     }
+
+    /// The prepare requests: every shard's chain but the primary's.
+    #[must_use]
+    pub fn prepare(&self) -> BTreeMap<ShardId, Vec<(Place, Transfer)>> {
+        let mut chains = self.chains();
+        chains.remove(&self.primary);
+        chains
+    }
+
+    /// The primary's chain, created once every other shard's is: its aliases and its
+    /// legs, single-phase, the decision leg among them. Created, it is the post decision.
+    #[must_use]
+    pub fn decision(&self) -> Vec<(Place, Transfer)> {
+        self.chains().remove(&self.primary).expect("the decision leg is on the primary")
+    }
+
+    /// The tombstone of the decision leg: the void decision, unless the leg exists.
+    #[must_use]
+    pub fn void_decision(&self) -> Transfer {
+        let leg = self.legs[0].transfer;
+        tombstone(leg.id, leg.ledger)
+    }
 }
 
 /// What an event of a prepare request is.
@@ -370,6 +408,8 @@ pub enum Place {
     Marker(ShardId),
     /// Leg i of the plan.
     Leg(usize),
+    /// The tombstone of the decision leg.
+    VoidDecision,
 }
 
 /// A transaction's decision.
@@ -417,13 +457,21 @@ pub fn tombstone(leg: TransferId, ledger: u32) -> Transfer {
     }
 }
 
-/// The decision a post or void of the (existing) decision leg reports: `Some` if it was
-/// already decided.
+/// Whether `t` is a tombstone (a zero-amount transfer from a transit account to its sink).
+#[must_use]
+pub fn is_tombstone(t: &Transfer) -> bool {
+    t.code == INTERNAL_CODE && t.credit_account_id == sink(t.ledger)
+}
+
+/// The decision a void of the (existing) decision leg reports: `Some` if it was already
+/// decided. A single-phase decision leg (`pending_transfer_not_pending`) was created by
+/// its primary's chain: the post decision. A pending one (prepared before 2026-12-05) was
+/// posted, voided or expired.
 #[must_use]
 pub fn decided_by(status: u32) -> Option<Decision> {
     match TS::from_code(status)? {
         TS::Created | TS::Exists => None,
-        TS::PendingTransferAlreadyPosted => Some(Decision::Post),
+        TS::PendingTransferAlreadyPosted | TS::PendingTransferNotPending => Some(Decision::Post),
         TS::PendingTransferAlreadyVoided | TS::PendingTransferExpired => Some(Decision::Void),
         // A post or void is only ever sent to a leg known to exist (a `not found` would burn
         // its id): anything else is not a decision.
@@ -534,24 +582,64 @@ fn internal(e: &str) -> Status {
     Status::internal(format!("TALLY:Internal: cross-shard transaction: {e}"))
 }
 
+/// The status of an event not sent (yet).
+const UNSENT: u32 = u32::MAX;
+
 /// One transaction's progress through the steps.
 struct Progress {
     plan: Plan,
-    /// Prepare outcomes (timestamp, status) of its aliases and legs.
+    /// Outcomes (timestamp, status) of its aliases and legs ([`UNSENT`] until sent: the
+    /// primary's are sent only as the decision).
     aliases: Vec<(u64, u32)>,
     legs: Vec<(u64, u32)>,
     /// Prepare status of each shard's marker.
     markers: BTreeMap<ShardId, u32>,
-    /// The decision, and the status of the decision leg's post (`Exists`: an earlier
-    /// attempt posted it).
+    /// Whether its primary's chain (the decision) was sent.
+    deciding: bool,
+    /// The status of the decision leg's tombstone, if one was sent.
+    void_decision: u32,
+    /// The decision, and the status of the decision leg (`Exists`: an earlier attempt
+    /// decided post).
     decision: Decision,
     post_status: u32,
 }
 
 impl Progress {
+    fn new(plan: Plan) -> Self {
+        Self {
+            aliases: vec![(0, UNSENT); plan.aliases.len()],
+            legs: vec![(0, UNSENT); plan.legs.len()],
+            markers: BTreeMap::new(),
+            deciding: false,
+            void_decision: UNSENT,
+            decision: Decision::Void,
+            post_status: UNSENT,
+            plan,
+        }
+    }
+
+    /// Whether every event sent so far is in place.
     fn prepared(&self) -> bool {
         self.markers.values().all(|s| prepared(*s))
-            && self.aliases.iter().chain(&self.legs).all(|(_, s)| prepared(*s))
+            && self.aliases.iter().chain(&self.legs).all(|(_, s)| *s == UNSENT || prepared(*s))
+    }
+
+    /// Whether more than [`TXN_TIMEOUT_S`] has passed at cluster time `now` since its first
+    /// leg outside the primary was prepared (by this attempt or an earlier one).
+    fn too_late(&self, now: u64) -> bool {
+        let legs = self.plan.legs.iter().zip(&self.legs);
+        let outside = legs.filter(|(leg, (_, s))| leg.shard != self.plan.primary && prepared(*s));
+        outside.map(|(_, (timestamp, _))| *timestamp).min().is_some_and(|first| {
+            now.saturating_sub(first) > u64::from(TXN_TIMEOUT_S) * 1_000_000_000
+        })
+    }
+
+    /// Whether an event's answer is one no ledger gives.
+    fn unreadable(&self) -> bool {
+        self.aliases
+            .iter()
+            .chain(&self.legs)
+            .any(|(_, s)| *s != UNSENT && TS::from_code(*s).is_none())
     }
 
     /// The reply: one (timestamp, status) per transfer.
@@ -574,16 +662,20 @@ impl Progress {
                 let linked = TS::LinkedEventFailed.code();
                 let causes: Vec<Option<u32>> = (0..n)
                     .map(|k| {
-                        let own = std::iter::once(self.aliases[k].1).chain(
-                            self.plan
-                                .legs
-                                .iter()
-                                .zip(&self.legs)
-                                .filter(|(l, _)| l.k as usize == k)
-                                .map(
-                                    |(_, (_, s))| if exists_differently(*s) { expired } else { *s },
-                                ),
-                        );
+                        let own = std::iter::once(self.aliases[k].1)
+                            .chain(
+                                self.plan
+                                    .legs
+                                    .iter()
+                                    .zip(&self.legs)
+                                    .filter(|(l, _)| l.k as usize == k)
+                                    .map(
+                                        |(_, (_, s))| {
+                                            if exists_differently(*s) { expired } else { *s }
+                                        },
+                                    ),
+                            )
+                            .filter(|&status| status != UNSENT);
                         own.clone()
                             .find(|&status| !prepared(status) && status != linked)
                             .or_else(|| own.clone().find(|&status| !prepared(status)))
@@ -678,6 +770,7 @@ fn record(txns: &mut [Progress], mut outcomes: Vec<Prepared>) {
             Place::Marker(shard) => {
                 txn.markers.insert(shard, outcome.1);
             }
+            Place::VoidDecision => txn.void_decision = outcome.1,
         }
     }
 }
@@ -717,22 +810,11 @@ const _: () = assert!(3 * TXN_TRANSFERS_MAX < BATCH_EVENTS_MAX as usize);
 /// A deliberately broken coordinator, for the chaos suite to show that its checker
 /// catches a broken build: with the failpoint `coordinator::skip_decision=return` (crash-
 /// test builds only) a transaction about to be posted never records its decision — its
-/// other legs are posted, its decision leg is left to expire. Never set in production:
+/// legs outside the primary are posted, its primary's chain is never created. Never set in production:
 /// builds without the `failpoints` feature cannot take it.
 fn skip_decision() -> bool {
     fail::fail_point!("coordinator::skip_decision", |_| true);
     false
-}
-
-/// What the decision wave does with a transaction's decision leg.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
-    /// Everything was prepared (and no quote has expired): post it.
-    Post,
-    /// It was created but something else was not: void it.
-    Void,
-    /// It was never created: claim its id (see `decide_void`).
-    Tombstone,
 }
 
 /// Events to create, per shard, each with a tag saying what it is.
@@ -799,10 +881,11 @@ impl LedgerApi {
     }
 
     /// Runs the cross-shard transactions `chains` (each a transfer or a linked chain) of
-    /// one request together: one prepare request per shard for all of them, one decision
-    /// request per primary shard, then the resolutions, one request per shard (so a
-    /// request of many transactions costs four Raft commits in sequence, not four per
-    /// transaction). The outcomes (timestamp, wire status) of each chain, in order.
+    /// one request together: one prepare request per shard for all of them (but their
+    /// primaries), one decision request per primary shard, then the resolutions, one
+    /// request per shard (so a request of many transactions costs three Raft commits in
+    /// sequence, not three per transaction). The outcomes (timestamp, wire status) of
+    /// each chain, in order.
     ///
     /// `not_after` is empty or holds one entry per chain: a swap's quote expiry (ns of
     /// cluster time); a transaction not yet decided when this node's clock passes it is
@@ -831,94 +914,103 @@ impl LedgerApi {
             }
         }
         let prepared_wave = self.create_wave(&wave, deadline, |(i, _)| Some(*i)).await?;
-        let mut txns: Vec<Progress> = plans
-            .into_iter()
-            .map(|plan| Progress {
-                aliases: vec![(0, u32::MAX); plan.aliases.len()],
-                legs: vec![(0, u32::MAX); plan.legs.len()],
-                markers: BTreeMap::new(),
-                decision: Decision::Void,
-                post_status: u32::MAX,
-                plan,
-            })
-            .collect();
+        let mut txns: Vec<Progress> = plans.into_iter().map(Progress::new).collect();
         record(&mut txns, prepared_wave);
         if refill_dry {
-            self.refill_legs(&mut txns, deadline).await?;
+            let again = |_: usize, txn: &Progress, leg: &Leg| leg.shard != txn.plan.primary;
+            self.refill_legs(&mut txns, again, deadline).await?;
         }
         if let Some(ms) = after_first_leg_pause_ms() {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
 
-        // 2. Decide on each primary: post the decision leg if everything was prepared; else
-        // void it if it was created, or claim its id with a tombstone if it was not (see
-        // `decide_void`).
+        // 2. Decide on each primary: a transaction whose other shards all prepared (and
+        // whose quote has not expired) gets its primary's chain, the decision; the others
+        // a tombstone on their decision leg's id (void unless posted).
+        let quote_expired =
+            |i: usize, now: u64| not_after.get(i).copied().flatten().filter(|&at| now > at);
         let now = super::batcher::cluster_time_now_ns();
-        let expired: Vec<Option<u64>> = (0..txns.len())
-            .map(|i| not_after.get(i).copied().flatten().filter(|&at| now > at))
-            .collect();
-        let actions: Vec<Step> = txns
-            .iter()
-            .zip(&expired)
-            .map(|(txn, expired)| {
-                if txn.prepared() && expired.is_none() {
-                    Step::Post
-                } else if prepared(txn.legs[0].1) {
-                    Step::Void
-                } else {
-                    Step::Tombstone
-                }
-            })
-            .collect();
-        let mut wave: Wave<usize> = BTreeMap::new();
+        let mut expired: Vec<Option<(u64, u64)>> =
+            (0..txns.len()).map(|i| quote_expired(i, now).map(|at| (at, now))).collect();
         let broken = skip_decision();
-        for (i, (txn, action)) in txns.iter_mut().zip(&actions).enumerate() {
-            if broken && *action == Step::Post {
+        let mut wave: Wave<(usize, Place)> = BTreeMap::new();
+        for (i, txn) in txns.iter_mut().enumerate() {
+            let events = wave.entry(txn.plan.primary).or_default();
+            if !txn.prepared() || expired[i].is_some() || txn.too_late(now) {
+                events.push(((i, Place::VoidDecision), txn.plan.void_decision()));
+            } else if broken {
                 (txn.decision, txn.post_status) = (Decision::Post, TS::Created.code());
-                continue;
+            } else {
+                txn.deciding = true;
+                events.extend(txn.plan.decision().into_iter().map(|(place, t)| ((i, place), t)));
             }
-            let leg = txn.plan.legs[0].transfer;
-            let event = match action {
-                Step::Post => post_of(leg.id),
-                Step::Void => void_of(leg.id),
-                Step::Tombstone => tombstone(leg.id, leg.ledger),
-            };
-            wave.entry(txn.plan.primary).or_default().push((i, event));
         }
-        let mut unsettled = Vec::new();
+        let decided_wave = self.create_wave(&wave, deadline, |(i, _)| Some(*i)).await?;
+        record(&mut txns, decided_wave);
+        if refill_dry {
+            // A primary's chain refused on a dry slice is created again once the slice is
+            // refilled, if its quote has still not expired nor its time run out.
+            let again = |i: usize, txn: &Progress, leg: &Leg| {
+                let now = super::batcher::cluster_time_now_ns();
+                leg.shard == txn.plan.primary
+                    && quote_expired(i, now).is_none()
+                    && !txn.too_late(now)
+            };
+            self.refill_legs(&mut txns, again, deadline).await?;
+        }
         // A transaction whose decision cannot be read is left to recovery (its legs are not
         // resolved here) and fails the request, but only once every other transaction's
         // legs are resolved: one bad answer must not leave the others' units reserved.
         let mut undecided = vec![false; txns.len()];
         let mut trouble: Option<Status> = None;
-        for (i, (_, status)) in self.create_wave(&wave, deadline, |_| None).await? {
-            let status = garbled_decision_answer(status);
-            let txn = &mut txns[i];
-            let (posting, voiding, tombstoning) =
-                (actions[i] == Step::Post, actions[i] == Step::Void, actions[i] == Step::Tombstone);
-            (txn.decision, txn.post_status) = match decided_by(status) {
-                _ if posting && prepared(status) => (Decision::Post, status),
-                _ if voiding && prepared(status) => (Decision::Void, u32::MAX),
-                // The leg never existed and now never can (tombstoned, or its id burnt).
-                _ if tombstoning && (prepared(status) || status == TS::IdAlreadyFailed.code()) => {
-                    (Decision::Void, u32::MAX)
+        let mut wave: Wave<(usize, Place)> = BTreeMap::new();
+        for (i, txn) in txns.iter_mut().enumerate().filter(|(_, txn)| txn.deciding) {
+            txn.legs[0].1 = garbled_decision_answer(txn.legs[0].1);
+            if txn.prepared() {
+                (txn.decision, txn.post_status) = (Decision::Post, txn.legs[0].1);
+            } else if txn.unreadable() {
+                undecided[i] = true;
+                trouble.get_or_insert_with(|| {
+                    internal(&format!("deciding on the decision leg: status {}", txn.legs[0].1))
+                });
+            } else {
+                // Refused (a balance, a dry slice, an id taken): the decision leg's id is
+                // claimed, unless a resend or recovery got there first. A chain left on a
+                // dry slice because its quote expired before the refill was done is void for
+                // its quote.
+                let now = super::batcher::cluster_time_now_ns();
+                let dry = txn.legs.iter().any(|(_, s)| *s == TS::SliceDry.code());
+                if dry {
+                    expired[i] = quote_expired(i, now).map(|at| (at, now));
                 }
-                // An earlier attempt of this same request (same digest) posted it.
-                Some(Decision::Post) if voiding => (Decision::Post, TS::Exists.code()),
-                Some(decision) if posting || voiding => (decision, status),
-                // The tombstone found the leg after all: decide as `decide_void` does.
-                _ if tombstoning && exists_differently(status) => {
-                    unsettled.push(i);
-                    continue;
-                }
-                _ => {
-                    undecided[i] = true;
-                    trouble.get_or_insert_with(|| {
-                        internal(&format!("deciding on the decision leg: status {status}"))
-                    });
-                    continue;
-                }
-            };
+                wave.entry(txn.plan.primary)
+                    .or_default()
+                    .push(((i, Place::VoidDecision), txn.plan.void_decision()));
+            }
+        }
+        if !wave.is_empty() {
+            let tombstones = self.create_wave(&wave, deadline, |(i, _)| Some(*i)).await?;
+            record(&mut txns, tombstones);
+        }
+        let mut unsettled = Vec::new();
+        for (i, txn) in txns.iter_mut().enumerate() {
+            let status = txn.void_decision;
+            if status == UNSENT || undecided[i] {
+                continue;
+            }
+            if prepared(status) || status == TS::IdAlreadyFailed.code() {
+                // The decision leg never existed and now never can (tombstoned, or its id
+                // burnt by a refused chain).
+                (txn.decision, txn.post_status) = (Decision::Void, UNSENT);
+            } else if exists_differently(status) {
+                // It exists after all (a resend or an earlier attempt decided first).
+                unsettled.push(i);
+            } else {
+                undecided[i] = true;
+                trouble.get_or_insert_with(|| {
+                    internal(&format!("tombstoning the decision leg: status {status}"))
+                });
+            }
         }
         for i in unsettled {
             let txn = &mut txns[i];
@@ -933,10 +1025,11 @@ impl LedgerApi {
         }
         fail::fail_point!("coordinator::after_decision");
 
-        // 3. Resolve every other leg as decided.
+        // 3. Resolve every leg outside the primary as decided.
         let mut resolutions: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
         for (txn, _) in txns.iter().zip(&undecided).filter(|&(_, undecided)| !undecided) {
-            for (leg, (_, status)) in txn.plan.legs[1..].iter().zip(&txn.legs[1..]) {
+            let legs = txn.plan.legs.iter().zip(&txn.legs);
+            for (leg, (_, status)) in legs.filter(|(leg, _)| leg.shard != txn.plan.primary) {
                 let event = match txn.decision {
                     Decision::Post => post_of(leg.transfer.id),
                     Decision::Void if prepared(*status) => void_of(leg.transfer.id),
@@ -958,17 +1051,23 @@ impl LedgerApi {
             .zip(expired)
             .map(|(txn, expired)| Settled {
                 results: txn.outcomes(),
-                expired: expired.filter(|_| txn.decision == Decision::Void).map(|at| (at, now)),
+                expired: expired.filter(|_| txn.decision == Decision::Void),
             })
             .collect())
     }
 
     /// Legs refused `slice_dry` (their debit is a spread account's slice that holds too
-    /// little): the slices are refilled from the others (`spread`) and the legs' chains
+    /// little) that `again` selects (by transaction index, progress and leg; asked before
+    /// each round): the slices are refilled from the others (`spread`) and the legs' chains
     /// created again under the same ids (`slice_dry` burns no id, and the chain that met
     /// it created nothing), at most `spread::REFILL_ROUNDS_MAX` rounds; a leg whose account is sold out
     /// stays refused, and its transaction is decided void.
-    async fn refill_legs(&self, txns: &mut [Progress], deadline: Instant) -> Result<(), Status> {
+    async fn refill_legs(
+        &self,
+        txns: &mut [Progress],
+        again: impl Fn(usize, &Progress, &Leg) -> bool,
+        deadline: Instant,
+    ) -> Result<(), Status> {
         let dry_code = TS::SliceDry.code();
         let mut sold_out: std::collections::HashSet<(u128, ShardId)> =
             std::collections::HashSet::new();
@@ -983,6 +1082,7 @@ impl LedgerApi {
                 .filter(|&(i, l)| {
                     let leg = &txns[i].plan.legs[l];
                     !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard))
+                        && again(i, &txns[i], leg)
                 })
                 .collect();
             if dry.is_empty() {
@@ -1023,21 +1123,23 @@ impl LedgerApi {
             }
             self.refill_all(&needed, &mut sold_out, deadline).await?;
             // The chains with a dry leg are created again whole (the leg's chain failed).
-            let mut again: BTreeMap<ShardId, std::collections::BTreeSet<usize>> = BTreeMap::new();
+            let mut resend: BTreeMap<ShardId, std::collections::BTreeSet<usize>> = BTreeMap::new();
             for &(i, l) in &dry {
                 let leg = &txns[i].plan.legs[l];
-                if !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard)) {
-                    again.entry(leg.shard).or_default().insert(i);
+                if !sold_out.contains(&(leg.transfer.debit_account_id.0, leg.shard))
+                    && again(i, &txns[i], leg)
+                {
+                    resend.entry(leg.shard).or_default().insert(i);
                 }
             }
-            if again.is_empty() {
+            if resend.is_empty() {
                 return Ok(());
             }
             let mut wave: Wave<(usize, Place)> = BTreeMap::new();
-            for (shard, indexes) in again {
+            for (shard, indexes) in resend {
                 let events = wave.entry(shard).or_default();
                 for i in indexes {
-                    let mut chains = txns[i].plan.prepare();
+                    let mut chains = txns[i].plan.chains();
                     let chain = chains.remove(&shard).expect("a dry leg's shard has its chain");
                     events.extend(chain.into_iter().map(|(place, t)| ((i, place), t)));
                 }
@@ -1350,9 +1452,11 @@ impl LedgerApi {
         aliases: &[Transfer],
         deadline: Instant,
     ) -> Result<Vec<Option<Transfer>>, Status> {
+        // Posted: the decision leg exists single-phase (or, prepared before 2026-12-05,
+        // pending with its post).
         let wanted = |alias: &Transfer| {
             let (t, k, _) = alias_parts(alias);
-            [leg_id(t, k, 0), leg_id(t, k, 1), post_id(leg_id(t, 0, 0))]
+            [leg_id(t, k, 0), leg_id(t, k, 1), leg_id(t, 0, 0), post_id(leg_id(t, 0, 0))]
         };
         let mut ids: Vec<TransferId> = aliases.iter().flat_map(wanted).collect();
         ids.sort_unstable();
@@ -1363,8 +1467,12 @@ impl LedgerApi {
             .iter()
             .map(|alias| {
                 let (_, k, n) = alias_parts(alias);
-                let [debit, credit, posted] = wanted(alias);
-                let (debit, _posted) = (found.get(&debit)?, found.get(&posted)?);
+                let [debit, credit, decision, post] = wanted(alias);
+                let posted = found.contains_key(&post)
+                    || found.get(&decision).is_some_and(|leg| {
+                        !leg.flags.contains(TransferFlags::PENDING) && !is_tombstone(leg)
+                    });
+                let debit = found.get(&debit).filter(|_| posted)?;
                 let credit =
                     found.get(&credit).map_or(debit.credit_account_id, |c| c.credit_account_id);
                 Some(Transfer {
@@ -1483,12 +1591,13 @@ mod tests {
         let decision = plan.legs[0];
         assert_eq!((decision.shard, decision.k, decision.side), (sa, 0, 0));
         assert_eq!(decision.transfer.id, leg_id(plan.t, 0, 0));
-        assert_eq!(decision.transfer.timeout, TXN_TIMEOUT_S);
         assert_eq!(decision.transfer.credit_account_id, transit(3));
         assert_eq!(plan.legs[1].transfer.debit_account_id, transit(3));
         assert_eq!(plan.legs[1].transfer.credit_account_id, AccountId(b));
-        assert!(plan.legs[1..].iter().all(|l| l.transfer.timeout == 0));
-        assert!(plan.legs.iter().all(|l| l.transfer.flags == TransferFlags::PENDING));
+        assert!(plan.legs.iter().all(|l| l.transfer.timeout == 0));
+        // On the primary single-phase (created only as the decision), elsewhere pending.
+        assert_eq!(decision.transfer.flags, TransferFlags::empty());
+        assert!(plan.legs[1..].iter().all(|l| l.transfer.flags == TransferFlags::PENDING));
         assert!(plan.legs.iter().all(|l| l.transfer.user_data_64 == 77 && l.transfer.code == 9));
         assert_eq!(plan.legs[2].transfer.debit_account_id, AccountId(b));
         assert_eq!(plan.legs[2].transfer.credit_account_id, AccountId(c));
@@ -1513,6 +1622,17 @@ mod tests {
         assert!(internal[&sb].iter().any(|x| x.id == transit(INTERNAL_LEDGER)));
         assert!(plan.markers.is_empty());
         let prepare = plan.prepare();
+        assert_eq!(prepare.keys().copied().collect::<Vec<_>>(), vec![sb], "all but the primary");
+        // The primary's chain is the decision: its alias, then its single-phase leg.
+        let decision = plan.decision();
+        assert_eq!(
+            decision.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![Place::Alias(0), Place::Leg(0)]
+        );
+        assert_eq!(decision[0].1.flags, TransferFlags::LINKED);
+        assert_eq!(decision[1].1, plan.legs[0].transfer);
+        assert_eq!(plan.void_decision(), tombstone(plan.legs[0].transfer.id, 3));
+        assert!(is_tombstone(&plan.void_decision()) && !is_tombstone(&decision[1].1));
         assert_eq!(
             prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             vec![Place::Alias(1), Place::Leg(1), Place::Leg(2)]
@@ -1562,15 +1682,10 @@ mod tests {
         ];
         let created = TS::Created.code();
         let progress = |legs: Vec<u32>| {
-            let plan = plan4(&chain).unwrap();
-            Progress {
-                aliases: vec![(7, created); plan.aliases.len()],
-                legs: legs.into_iter().map(|s| (8, s)).collect(),
-                markers: BTreeMap::new(),
-                decision: Decision::Void,
-                post_status: u32::MAX,
-                plan,
-            }
+            let mut progress = Progress::new(plan4(&chain).unwrap());
+            progress.aliases.fill((7, created));
+            progress.legs = legs.into_iter().map(|s| (8, s)).collect();
+            progress
         };
         let statuses = |p: &Progress| p.outcomes().iter().map(|&(_, s)| s).collect::<Vec<_>>();
         let code = |s: TS| i32::try_from(s.code()).unwrap();
@@ -1587,9 +1702,49 @@ mod tests {
         let second = expired.plan.legs.iter().rposition(|l| l.k == 1).unwrap();
         refused[second] = TS::ExceedsCredits.code();
         assert_eq!(
-            statuses(&progress(refused)),
+            statuses(&progress(refused.clone())),
             vec![code(TS::LinkedEventFailed), code(TS::ExceedsCredits)]
         );
+        // The primary's chain never sent (its quote expired, or another shard refused):
+        // its events name no cause.
+        let mut unsent = vec![created; legs];
+        unsent[0] = UNSENT;
+        assert_eq!(
+            statuses(&progress(unsent.clone())),
+            vec![code(TS::PendingTransferExpired), code(TS::LinkedEventFailed)]
+        );
+        unsent[second] = TS::ExceedsCredits.code();
+        assert_eq!(
+            statuses(&progress(unsent)),
+            vec![code(TS::LinkedEventFailed), code(TS::ExceedsCredits)]
+        );
+        // The primary's chain refused because its decision leg's id was tombstoned first
+        // (recovery): expired.
+        let mut late = vec![created; legs];
+        late[0] = TS::ExistsWithDifferentFlags.code();
+        assert_eq!(
+            statuses(&progress(late)),
+            vec![code(TS::PendingTransferExpired), code(TS::LinkedEventFailed)]
+        );
+    }
+
+    #[test]
+    fn a_transaction_is_too_late_to_post_ten_seconds_after_its_first_leg_outside_the_primary() {
+        let a = 1;
+        let b = (2..).find(|&i| shard_of(i, 4) != shard_of(a, 4)).unwrap();
+        let mut txn = Progress::new(plan4(&[transfer(100, a, b, TransferFlags::empty())]).unwrap());
+        let second = 1_000_000_000;
+        let limit = u64::from(TXN_TIMEOUT_S) * second;
+        assert!(!txn.too_late(u64::MAX), "nothing prepared yet");
+        // The decision leg (on the primary) is not a prepared leg: its time does not count.
+        txn.legs[0] = (5 * second, TS::Created.code());
+        assert!(!txn.too_late(u64::MAX));
+        txn.legs[1] = (7 * second, TS::Exists.code());
+        assert!(!txn.too_late(7 * second + limit));
+        assert!(txn.too_late(7 * second + limit + 1));
+        // A refused leg was never prepared.
+        txn.legs[1].1 = TS::ExceedsDebits.code();
+        assert!(!txn.too_late(u64::MAX));
     }
 
     #[test]
@@ -1620,17 +1775,10 @@ mod tests {
             transfer(101, b, a, TransferFlags::empty()),
         ];
         let plan = plan4(&chain).unwrap();
-        let mut txns = vec![Progress {
-            aliases: vec![(0, u32::MAX); plan.aliases.len()],
-            legs: vec![(0, u32::MAX); plan.legs.len()],
-            markers: BTreeMap::new(),
-            decision: Decision::Void,
-            post_status: u32::MAX,
-            plan: plan.clone(),
-        }];
-        // Shard by shard as the wave answers: the first chain was created by an earlier
+        let mut txns = vec![Progress::new(plan.clone())];
+        // Shard by shard as the waves answer: the first chain was created by an earlier
         // attempt (exists, then linked_event_failed behind it), the second fails on a dry leg.
-        let prepare = plan.prepare();
+        let prepare = plan.chains();
         let mut outcomes = Vec::new();
         for (n, events) in prepare.values().enumerate() {
             for (j, (place, _)) in events.iter().enumerate() {
@@ -1650,6 +1798,7 @@ mod tests {
                 Place::Alias(k) => txns[0].aliases[*k],
                 Place::Leg(l) => txns[0].legs[*l],
                 Place::Marker(s) => (5 + j, txns[0].markers[s]),
+                Place::VoidDecision => unreachable!("no tombstone in a chain"),
             };
             // Each with the timestamp it was created with: the chain's first one's + j.
             assert_eq!((timestamp, status), (5 + j, exists), "{place:?}");
@@ -1700,6 +1849,8 @@ mod tests {
         assert_eq!(decided_by(TS::PendingTransferAlreadyPosted.code()), Some(Decision::Post));
         assert_eq!(decided_by(TS::PendingTransferAlreadyVoided.code()), Some(Decision::Void));
         assert_eq!(decided_by(TS::PendingTransferExpired.code()), Some(Decision::Void));
+        // A single-phase decision leg: created by its primary's chain, the post decision.
+        assert_eq!(decided_by(TS::PendingTransferNotPending.code()), Some(Decision::Post));
         assert_eq!(decided_by(TS::Created.code()), None);
         // Never taken as a decision: a void is only sent to a leg known to exist.
         assert_eq!(decided_by(TS::PendingTransferNotFound.code()), None);

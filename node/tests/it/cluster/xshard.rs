@@ -884,9 +884,10 @@ async fn an_unreadable_decision_leaves_the_other_transactions_resolved() {
     let unreadable = fails_with(&mut raw, &transfers, "deciding on the decision leg").await;
     assert!(unreadable, "node 1 never reached the decisions");
     // Per account (debits pending, debits posted, credits pending, credits posted). Both
-    // decision legs (m2's debits of 40 and 5) are posted; of the rest, the legs of the
-    // transaction whose answer was read are posted, the other's still pending.
-    let chain_undecided = vec![(10, 45, 0, 100), (0, 0, 40, 5), (0, 0, 10, 0)];
+    // decisions are made: each transaction's chain on its primary, shard 2 (m2's debits
+    // of 40 and 10, and of 5, single-phase), is created; of the legs on the other shards,
+    // those of the transaction whose answer was read are posted, the other's still pending.
+    let chain_undecided = vec![(0, 55, 0, 100), (0, 0, 40, 5), (0, 0, 10, 0)];
     let single_undecided = vec![(0, 55, 0, 100), (0, 0, 5, 40), (0, 0, 0, 10)];
     let now = sums(&client, &[m2, m3, m4]).await;
     assert!(now == chain_undecided || now == single_undecided, "{now:?}");
