@@ -594,8 +594,6 @@ struct Progress {
     legs: Vec<(u64, u32)>,
     /// Prepare status of each shard's marker.
     markers: BTreeMap<ShardId, u32>,
-    /// Whether its primary's chain (the decision) was sent.
-    deciding: bool,
     /// The status of the decision leg's tombstone, if one was sent.
     void_decision: u32,
     /// The decision, and the status of the decision leg (`Exists`: an earlier attempt
@@ -610,12 +608,17 @@ impl Progress {
             aliases: vec![(0, UNSENT); plan.aliases.len()],
             legs: vec![(0, UNSENT); plan.legs.len()],
             markers: BTreeMap::new(),
-            deciding: false,
             void_decision: UNSENT,
             decision: Decision::Void,
             post_status: UNSENT,
             plan,
         }
+    }
+
+    /// Whether its primary's chain (the decision) was sent: its decision leg, on the
+    /// primary, is sent with nothing else.
+    fn decision_sent(&self) -> bool {
+        self.legs[0].1 != UNSENT
     }
 
     /// Whether every event sent so far is in place.
@@ -810,8 +813,8 @@ const _: () = assert!(3 * TXN_TRANSFERS_MAX < BATCH_EVENTS_MAX as usize);
 /// A deliberately broken coordinator, for the chaos suite to show that its checker
 /// catches a broken build: with the failpoint `coordinator::skip_decision=return` (crash-
 /// test builds only) a transaction about to be posted never records its decision — its
-/// legs outside the primary are posted, its primary's chain is never created. Never set in production:
-/// builds without the `failpoints` feature cannot take it.
+/// legs outside the primary are posted, its primary's chain is never created. Never set
+/// in production: builds without the `failpoints` feature cannot take it.
 fn skip_decision() -> bool {
     fail::fail_point!("coordinator::skip_decision", |_| true);
     false
@@ -883,9 +886,9 @@ impl LedgerApi {
     /// Runs the cross-shard transactions `chains` (each a transfer or a linked chain) of
     /// one request together: one prepare request per shard for all of them (but their
     /// primaries), one decision request per primary shard, then the resolutions, one
-    /// request per shard (so a request of many transactions costs three Raft commits in
-    /// sequence, not three per transaction). The outcomes (timestamp, wire status) of
-    /// each chain, in order.
+    /// request per shard (so a request of many transactions costs at most four Raft
+    /// commits in sequence — three when each spans two shards — not as many per
+    /// transaction). The outcomes (timestamp, wire status) of each chain, in order.
     ///
     /// `not_after` is empty or holds one entry per chain: a swap's quote expiry (ns of
     /// cluster time); a transaction not yet decided when this node's clock passes it is
@@ -925,8 +928,9 @@ impl LedgerApi {
         }
 
         // 2. Decide on each primary: a transaction whose other shards all prepared (and
-        // whose quote has not expired) gets its primary's chain, the decision; the others
-        // a tombstone on their decision leg's id (void unless posted).
+        // whose quote has not expired nor its `TXN_TIMEOUT_S` run out) gets its primary's
+        // chain, the decision; the others a tombstone on their decision leg's id (void
+        // unless posted).
         let quote_expired =
             |i: usize, now: u64| not_after.get(i).copied().flatten().filter(|&at| now > at);
         let now = super::batcher::cluster_time_now_ns();
@@ -941,7 +945,6 @@ impl LedgerApi {
             } else if broken {
                 (txn.decision, txn.post_status) = (Decision::Post, TS::Created.code());
             } else {
-                txn.deciding = true;
                 events.extend(txn.plan.decision().into_iter().map(|(place, t)| ((i, place), t)));
             }
         }
@@ -964,7 +967,7 @@ impl LedgerApi {
         let mut undecided = vec![false; txns.len()];
         let mut trouble: Option<Status> = None;
         let mut wave: Wave<(usize, Place)> = BTreeMap::new();
-        for (i, txn) in txns.iter_mut().enumerate().filter(|(_, txn)| txn.deciding) {
+        for (i, txn) in txns.iter_mut().enumerate().filter(|(_, txn)| txn.decision_sent()) {
             txn.legs[0].1 = garbled_decision_answer(txn.legs[0].1);
             if txn.prepared() {
                 (txn.decision, txn.post_status) = (Decision::Post, txn.legs[0].1);
