@@ -59,6 +59,8 @@ pub struct NodeConfig {
     /// transaction if its legs there are still unresolved (its coordinator presumably
     /// crashed), milliseconds, `1..=TXN_RECOVERY_AFTER_MS_MAX`.
     pub txn_recovery_after_ms: u64,
+    /// Storage (RocksDB) options.
+    pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -113,6 +115,27 @@ pub struct BatchConfig {
     pub in_flight_entries_max: u32,
 }
 
+/// Storage (RocksDB) options.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Whether RocksDB's memtable flushes and compactions write their files with direct
+    /// I/O (`O_DIRECT`), bypassing the page cache.
+    pub direct_io: DirectIo,
+}
+
+/// `storage.direct_io`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectIo {
+    /// Direct I/O for flushes and compactions if the data directory's file system accepts
+    /// an `O_DIRECT` write (probed at start), buffered otherwise.
+    #[default]
+    Auto,
+    /// Buffered writes through the page cache.
+    Off,
+}
+
 /// Logging.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -147,6 +170,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 10_000,
             pulse_interval_ms: 100,
             txn_recovery_after_ms: 30_000,
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -486,7 +510,7 @@ impl fmt::Display for NodeConfig {
         write!(
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
-             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} \
+             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} {} \
              (no secrets in the config)",
             self.node_id,
             self.listen_addr,
@@ -499,6 +523,7 @@ impl fmt::Display for NodeConfig {
             self.txn_recovery_after_ms,
             self.raft,
             self.batch,
+            self.storage,
             self.log
         )
     }
@@ -532,6 +557,16 @@ impl fmt::Display for BatchConfig {
              batch.in_flight_entries_max={}",
             self.linger_us, self.events_max, self.queue_requests_max, self.in_flight_entries_max
         )
+    }
+}
+
+impl fmt::Display for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let direct_io = match self.direct_io {
+            DirectIo::Auto => "auto",
+            DirectIo::Off => "off",
+        };
+        write!(f, "storage.direct_io={direct_io}")
     }
 }
 
@@ -599,6 +634,10 @@ mod tests {
         }
         let error = NodeConfig::from_toml("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(error.contains("xml"), "{error}");
+        let error = NodeConfig::from_toml("[storage]\ndirect_io = \"on\"\n").unwrap_err();
+        assert!(error.contains("on") && error.contains("auto"), "{error}");
+        let off = NodeConfig::from_toml("[storage]\ndirect_io = \"off\"\n").unwrap();
+        assert_eq!(off.storage.direct_io, DirectIo::Off);
     }
 
     #[test]
@@ -772,6 +811,7 @@ mod tests {
             "batch.events_max=8190",
             "batch.queue_requests_max=16384",
             "batch.in_flight_entries_max=8",
+            "storage.direct_io=auto",
             "log.level=\"info\"",
             "log.format=text",
         ] {

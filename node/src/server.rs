@@ -79,11 +79,15 @@ pub async fn run(
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
     let rocks_path = config.data_dir.join("rocksdb");
-    let storage = Storage::open(&rocks_path).map_err(|source| ServerError::Storage {
-        path: rocks_path.display().to_string(),
-        source,
+    let storage = Storage::open(&rocks_path, config.storage.direct_io).map_err(|source| {
+        ServerError::Storage { path: rocks_path.display().to_string(), source }
     })?;
     storage.check_shard_count(config.shards).map_err(ServerError::Raft)?;
+    tracing::info!(
+        node_id = config.node_id,
+        flush_and_compaction_writes = %storage.file_writes(),
+        "storage opened"
+    );
     let syncer = Syncer::start(storage.clone());
     let channels = Channels::default();
     let (stop_tx, stop_rx) = watch::channel(false);

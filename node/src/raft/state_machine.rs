@@ -700,6 +700,7 @@ fn frame<'a>(body: &mut &'a [u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DirectIo;
 
     #[test]
     fn snapshot_framing_round_trips_and_detects_damage() {
@@ -748,7 +749,7 @@ mod tests {
         // the applied state on disk, since the log is purged after it, and read nothing;
         // the records are read when a follower needs them, at least as new as the build.
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
         let mut machine = StateMachineStore::open(storage.clone(), ShardId(2)).unwrap();
         create_account(&machine, 7, 3);
 

@@ -2,6 +2,7 @@
 //! the live state, through every kind of write (including chain rollbacks and expiries).
 
 use proptest::prelude::*;
+use tally_node::config::DirectIo;
 use tally_node::ledger::{AccountFlags, LedgerStore, StateMachine};
 use tally_node::storage::keys::{self, ShardId};
 use tally_node::storage::ledger_store::DurableStore;
@@ -61,7 +62,7 @@ proptest! {
     #[test]
     fn persisted_batches_reload_to_the_live_state(steps in prop::collection::vec(step(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
         let mut ledger = Ledger::new(DurableStore::new(SHARD));
         let mut accounts: Vec<_> = (1..=4).map(|id| account(id, AccountFlags::HISTORY)).collect();
         accounts.push(member(5));
@@ -109,7 +110,7 @@ proptest! {
 fn state_survives_closing_and_reopening_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     let digest = {
-        let storage = Storage::open(dir.path()).unwrap();
+        let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
         let mut ledger = Ledger::new(DurableStore::new(SHARD));
         ledger.create_accounts(&[member(1), plain(2)]);
         ledger.create_transfers(&[transfer(10, 2, 1, 70), pending(11, 1, 2, 30, 5)]);
@@ -119,7 +120,7 @@ fn state_survives_closing_and_reopening_rocksdb() {
         storage.sync().unwrap();
         ledger.machine.digest()
     };
-    let storage = Storage::open(dir.path()).unwrap();
+    let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
     let store = DurableStore::load(&storage, SHARD).unwrap();
     let machine = StateMachine::new(store);
     assert_eq!(machine.digest(), digest);
@@ -137,7 +138,7 @@ fn state_survives_closing_and_reopening_rocksdb() {
 #[test]
 fn transfers_live_in_their_own_family_and_the_old_layout_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::open(dir.path()).unwrap();
+    let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
     let mut ledger = Ledger::new(DurableStore::new(SHARD));
     ledger.create_accounts(&[member(1), plain(2)]);
     ledger.create_transfers(&[transfer(10, 2, 1, 70), transfer(11, 2, 1, 5)]);
