@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tally_proto::limits::{GRPC_MESSAGE_BYTES_MAX, RAFT_MESSAGE_BYTES_MAX};
+use tally_proto::limits::{
+    GRPC_MESSAGE_BYTES_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX,
+    HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
+};
 use tally_proto::raft_v1::raft_service_server::RaftServiceServer;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_server::AdminServiceServer;
@@ -193,6 +196,9 @@ pub async fn run(
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, "serving");
     let fatal = parking_lot::Mutex::new(None::<String>);
     let served = tonic::transport::Server::builder()
+        .max_frame_size(HTTP2_FRAME_BYTES_MAX)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .add_service(
             tonic::service::interceptor::InterceptedService::new(
                 LedgerServiceServer::new(ledger)

@@ -26,6 +26,18 @@ pub const GRPC_MESSAGE_BYTES_MAX: u32 = 4 * 1024 * 1024;
 /// `RAFT_ENTRY_BYTES_MAX` each.
 pub const RAFT_MESSAGE_BYTES_MAX: u32 = 128 * 1024 * 1024;
 
+/// Largest HTTP/2 frame a node accepts (`SETTINGS_MAX_FRAME_SIZE`, the protocol's default is
+/// 16 KiB): a replication message of several MiB then arrives in a few frames, not hundreds.
+pub const HTTP2_FRAME_BYTES_MAX: u32 = 1024 * 1024;
+
+/// HTTP/2 flow-control window a node grants each stream it receives, in bytes: a whole
+/// AppendEntries of full entries is sent without waiting for a window update.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control window a node grants each connection it receives, in bytes (shared by
+/// the streams of one peer or client connection).
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
+
 /// Largest encoded Raft entry: a full batch of the largest records plus framing.
 pub const RAFT_ENTRY_BYTES_MAX: u32 = BATCH_EVENTS_MAX * 128 + BATCH_EVENTS_MAX * 5 + 1024;
 
