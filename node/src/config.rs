@@ -119,8 +119,8 @@ pub struct BatchConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Whether RocksDB's memtable flushes and compactions write their files with direct
-    /// I/O (`O_DIRECT`), bypassing the page cache.
+    /// Whether RocksDB writes the files of memtable flushes and compactions, and reads its
+    /// files, with direct I/O (`O_DIRECT`), bypassing the page cache.
     pub direct_io: DirectIo,
 }
 
@@ -128,11 +128,11 @@ pub struct StorageConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DirectIo {
-    /// Direct I/O for flushes and compactions if the data directory's file system accepts
-    /// an `O_DIRECT` write (probed at start), buffered otherwise.
+    /// Direct I/O for flushes, compactions and reads if the data directory's file system
+    /// accepts an `O_DIRECT` write (probed at start), buffered otherwise.
     #[default]
     Auto,
-    /// Buffered writes through the page cache.
+    /// Buffered writes and reads through the page cache.
     Off,
 }
 

@@ -88,7 +88,7 @@ pub async fn run(
     storage.check_shard_count(config.shards).map_err(ServerError::Raft)?;
     tracing::info!(
         node_id = config.node_id,
-        flush_and_compaction_writes = %storage.file_writes(),
+        file_io = %storage.file_io(),
         "storage opened"
     );
     let syncer = Syncer::start(storage.clone());
