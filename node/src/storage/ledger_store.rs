@@ -145,16 +145,15 @@ impl Journal {
         // One pass over the journal, which is larger than the CPU's caches (about 130 k
         // writes of 136 bytes at the default `raft.checkpoint_writes`): transfers are encoded
         // as they come, the other writes of `ledger` go into the batch in order, and account
-        // writes are noted by position, to be written once each below. (Three passes and a
-        // hash set of the accounts seen took 5.5 % of the bench machine's CPU at peak.)
-        // Room for the most there can be (only the bytes written are ever touched).
+        // writes are noted, to be written once each below. (Three passes and a hash set of
+        // the accounts seen took 5.5 % of the bench machine's CPU at peak.)
         let mut transfers: Vec<u8> = Vec::with_capacity(self.ops.len() * records::TRANSFER_BYTES);
         let mut timestamps: Vec<u64> = Vec::new();
-        let mut accounts: Vec<(AccountId, usize)> = Vec::new();
-        for (position, op) in self.ops.iter().enumerate() {
+        let mut accounts: Vec<(AccountId, Option<&Account>)> = Vec::new();
+        for op in &self.ops {
             match *op {
-                Op::AccountPut(ref account) => accounts.push((account.id, position)),
-                Op::AccountDelete(id) => accounts.push((id, position)),
+                Op::AccountPut(ref account) => accounts.push((account.id, Some(account))),
+                Op::AccountDelete(id) => accounts.push((id, None)),
                 Op::TransferPut(ref t) => {
                     transfers.extend_from_slice(&records::transfer_encode(t));
                     timestamps.push(t.timestamp);
@@ -189,16 +188,15 @@ impl Journal {
         for (segment, first) in segments.zip(timestamps.iter().step_by(TRANSFER_SEGMENT_MAX)) {
             batch.put_cf(transfers_cf, keys::transfer_segment(shard, *first), segment);
         }
-        // Each account once, with its last value, in key order: sorted by id and, within an
-        // id, newest write first; the first of each id is kept.
-        accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        accounts.dedup_by_key(|(id, _)| *id);
-        for (id, position) in accounts {
+        // Each account once, with its last value, in key order: a stable sort by id keeps
+        // each account's writes in journal order, so the last of each run is the newest.
+        accounts.sort_by_key(|(id, _)| *id);
+        for run in accounts.chunk_by(|a, b| a.0 == b.0) {
+            let (id, value) = run[run.len() - 1];
             let key = keys::account(shard, id);
-            match &self.ops[position] {
-                Op::AccountPut(account) => batch.put_cf(cf, key, records::account_encode(account)),
-                Op::AccountDelete(_) => batch.delete_cf(cf, key),
-                _ => unreachable!("a noted position holds an account write"),
+            match value {
+                Some(account) => batch.put_cf(cf, key, records::account_encode(account)),
+                None => batch.delete_cf(cf, key),
             }
         }
         if let Some(last) = self.timestamp_last {
