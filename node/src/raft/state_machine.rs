@@ -294,6 +294,23 @@ pub fn persist(storage: &Storage, ledger: &mut Ledger, membership_changed: bool)
 /// Checkpoints waiting for the writer; apply blocks beyond (the writer is behind).
 pub const CHECKPOINTS_QUEUED_MAX: usize = 2;
 
+/// The checkpoint writers' nice value. Between the request path (Raft, apply, replies:
+/// nice 0) and RocksDB's flushes and compactions (nice 19): a checkpoint is a burst of CPU
+/// (~20 MB encoded and put into memtables) that can wait some milliseconds, and the three
+/// replicas of a shard write theirs at the same log positions. At 0 the request path
+/// waited behind those bursts (bench/RESULTS.md, 2026-12-05). [`CHECKPOINTS_QUEUED_MAX`]
+/// bounds how far a starved writer falls behind: apply then waits for it.
+pub const CHECKPOINT_WRITER_NICE: i32 = 10;
+
+/// Sets the calling thread's nice value (on Linux a nice value belongs to a thread). A
+/// refusal is logged and otherwise ignored: the writer is correct at any priority.
+fn lower_this_thread_priority(shard: ShardId, nice: i32) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        tracing::warn!(%shard, nice, error = %e, "could not lower the checkpoint writer's priority");
+    }
+}
+
 enum Job {
     Write(Checkpoint),
     /// Answered once every job before it is done; then the writer waits until the
@@ -320,6 +337,7 @@ impl Checkpointer {
         let failed = Arc::new(Mutex::new(None::<String>));
         let failed_writer = failed.clone();
         std::thread::Builder::new().name(format!("tally-ckpt-{}", shard.0)).spawn(move || {
+            lower_this_thread_priority(shard, CHECKPOINT_WRITER_NICE);
             for job in rx {
                 match job {
                     Job::Write(checkpoint) => {
@@ -743,6 +761,51 @@ mod tests {
         storage.db().property_int_value_cf(storage.cf(family), property).unwrap().unwrap()
     }
 
+    /// The nice value of this process's thread named `name` (Linux `/proc`), if any.
+    fn nice_of_thread(name: &str) -> Option<i32> {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let path = task.unwrap().path();
+            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
+            // Fields after the parenthesised name: state is field 3, nice field 19.
+            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+            return Some(after_name.split_whitespace().nth(16).unwrap().parse().unwrap());
+        }
+        None
+    }
+
+    #[test]
+    fn the_checkpoint_writer_runs_below_the_request_path() {
+        // Proves the writer thread lowers its own priority (and only its own: this
+        // thread, like the request path, stays where it was).
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), DirectIo::Off).unwrap();
+        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        let before = own().unwrap();
+        let checkpointer = Checkpointer::start(storage.clone(), ShardId(4093)).unwrap();
+        // Answered by the writer's loop, so after it set its priority.
+        checkpointer.barrier().unwrap();
+        assert_eq!(nice_of_thread("tally-ckpt-4093"), Some(CHECKPOINT_WRITER_NICE));
+        assert_eq!(own().unwrap(), before, "the caller's priority is untouched");
+
+        drop(checkpointer);
+        close(storage);
+    }
+
+    /// Closes RocksDB before the process exits (its threads abort it otherwise), once a
+    /// dropped checkpoint writer has let go of its handle.
+    fn close(mut storage: Storage) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(still) = storage.try_close() {
+            assert!(std::time::Instant::now() < deadline, "the checkpoint writer never stopped");
+            storage = still;
+            std::thread::yield_now();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_build_persists_the_applied_state_and_the_data_is_read_only_to_be_sent() {
         // A build (every `snapshot_logs_since_last` entries, on every replica) must leave
@@ -776,15 +839,7 @@ mod tests {
         assert_eq!(newer.meta.last_log_id, Some(log_id(4)), "never older than the last build");
         assert_eq!(snapshot_pairs(&newer.snapshot).unwrap().len(), pairs.len() + 1);
 
-        // Close RocksDB before the process exits (its threads abort it otherwise): the
-        // checkpoint writer lets go of its handle once the machine is dropped.
         drop(machine);
-        let mut storage = storage;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while let Err(still) = storage.try_close() {
-            assert!(std::time::Instant::now() < deadline, "the checkpoint writer never stopped");
-            storage = still;
-            std::thread::yield_now();
-        }
+        close(storage);
     }
 }
