@@ -11,7 +11,7 @@ use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 
 use super::log_store::{LogStore, Syncer};
 use super::network::{Channels, Network};
-use super::state_machine::{SharedLedger, StateMachineStore};
+use super::state_machine::{CheckpointSchedule, SharedLedger, StateMachineStore};
 use super::{Command, CommandReply, NodeId, Raft, TypeConfig};
 use crate::config::{Member, RaftConfig};
 use crate::storage::Storage;
@@ -140,7 +140,7 @@ pub async fn start(
     let log = LogStore::new(storage.clone(), shard, syncer);
     let sm = StateMachineStore::open(storage.clone(), shard)
         .map_err(|e| e.to_string())?
-        .checkpoint_every(config.checkpoint_writes);
+        .checkpoint_every(config.checkpoint_writes, CheckpointSchedule::slot(node_id, shard));
     let ledger = sm.ledger();
     let network = Network::new(node_id, shard, channels);
     let raft =

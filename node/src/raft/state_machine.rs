@@ -3,8 +3,9 @@
 //! Apply takes the entries openraft hands over and runs them through the pure ledger core
 //! (under the write lock of [`SharedLedger`]); the changes collect in the store's journal.
 //! A **checkpoint** writes the journal together with the last applied log id (and the
-//! membership) in ONE RocksDB `WriteBatch`: every `raft.checkpoint_writes` journal writes, on
-//! a membership change, and before every snapshot. Apply only takes the journal (O(1)); the
+//! membership) in ONE RocksDB `WriteBatch`: every `raft.checkpoint_writes` journal writes (in
+//! a phase of its own for each replica: [`CheckpointSchedule`]), on a membership change, and
+//! before every snapshot. Apply only takes the journal (O(1)); the
 //! shard's [`Checkpointer`] thread encodes and writes checkpoints in order, so apply never
 //! waits on RocksDB. Checkpoints are written without RocksDB's write-ahead log (the Raft log
 //! already holds what they cover) and reach disk with the next atomic memtable flush. After
@@ -54,6 +55,61 @@ pub struct Ledger {
     pub applied: Option<LogIdOf<TypeConfig>>,
     /// The membership as of `applied`.
     pub membership: StoredMembershipOf<TypeConfig>,
+    /// When the next periodic checkpoint is due. Not replicated state: it only says when
+    /// this replica writes what it applied.
+    pub checkpoints: CheckpointSchedule,
+}
+
+/// Checkpoint phases a shard's replicas are spread over (a shard has 3 replicas).
+pub const CHECKPOINT_STAGGER_SLOTS: u64 = 3;
+
+/// When a replica's periodic checkpoints are due: every `every` journal writes, counted
+/// over the replica's life (not since the last checkpoint), the first one `every × slot /
+/// CHECKPOINT_STAGGER_SLOTS` writes early. The replicas of a shard apply the same writes; with
+/// the same schedule they would write their checkpoints at the same log positions, three
+/// bursts of CPU at once on the machines (one, in a dev or bench cluster) they share. With
+/// slots 0, 1, 2 they checkpoint a third of a period apart. A checkpoint taken out of turn (a
+/// snapshot, a membership change) only makes the next periodic one smaller: the phase stays,
+/// and a journal never holds more than `every` writes plus one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointSchedule {
+    every: u64,
+    /// Journal writes taken into checkpoints so far.
+    taken: u64,
+    /// The count of writes (taken plus in the journal) at which the next one is due.
+    due: u64,
+}
+
+impl CheckpointSchedule {
+    /// Every `every` writes (at least 1), in phase `slot` (taken modulo
+    /// [`CHECKPOINT_STAGGER_SLOTS`]).
+    #[must_use]
+    pub fn new(every: u64, slot: u64) -> Self {
+        let every = every.max(1);
+        let early = every / CHECKPOINT_STAGGER_SLOTS * (slot % CHECKPOINT_STAGGER_SLOTS);
+        Self { every, taken: 0, due: every - early }
+    }
+
+    /// The slot of `node`'s replica of `shard`: replicas on consecutive node ids get
+    /// different slots, and so do consecutive shards of one node.
+    #[must_use]
+    pub fn slot(node: u64, shard: ShardId) -> u64 {
+        (node + u64::from(shard.0)) % CHECKPOINT_STAGGER_SLOTS
+    }
+
+    /// Whether a journal of `journal_writes` writes makes a checkpoint due.
+    #[must_use]
+    pub fn is_due(&self, journal_writes: usize) -> bool {
+        self.taken + journal_writes as u64 >= self.due
+    }
+
+    /// Counts a journal of `journal_writes` writes taken into a checkpoint.
+    pub fn taken(&mut self, journal_writes: usize) {
+        self.taken += journal_writes as u64;
+        while self.due <= self.taken {
+            self.due += self.every;
+        }
+    }
 }
 
 /// The ledger shared between apply (writer) and the read path (readers). Apply holds the
@@ -71,8 +127,6 @@ pub struct StateMachineStore {
     storage: Storage,
     shard: ShardId,
     ledger: SharedLedger,
-    /// Journal writes that make a checkpoint due (`raft.checkpoint_writes`).
-    checkpoint_writes: usize,
     /// Writes the checkpoints.
     checkpointer: Arc<Checkpointer>,
     /// The last snapshot with data: read to serve a lagging follower, or installed.
@@ -84,28 +138,27 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Loads the state machine of `shard` from disk (empty if new), checkpointing at the
-    /// default `raft.checkpoint_writes`.
+    /// default `raft.checkpoint_writes`, in slot 0.
     ///
     /// # Errors
     /// A RocksDB read error or a corrupt metadata record.
     pub fn open(storage: Storage, shard: ShardId) -> io::Result<Self> {
         let ledger = load(&storage, shard)?;
-        let checkpoint_writes = crate::config::RaftConfig::default().checkpoint_writes;
         Ok(Self {
             storage: storage.clone(),
             shard,
             ledger: Arc::new(RwLock::new(ledger)),
-            checkpoint_writes: usize::try_from(checkpoint_writes).unwrap_or(usize::MAX),
             checkpointer: Arc::new(Checkpointer::start(storage.clone(), shard)?),
             current: Arc::new(Mutex::new(None)),
             built: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// Checkpoints every `writes` journal writes instead (`raft.checkpoint_writes`).
+    /// Checkpoints every `writes` journal writes instead (`raft.checkpoint_writes`), in
+    /// phase `slot` (see [`CheckpointSchedule`]).
     #[must_use]
-    pub fn checkpoint_every(mut self, writes: u64) -> Self {
-        self.checkpoint_writes = usize::try_from(writes).unwrap_or(usize::MAX);
+    pub fn checkpoint_every(self, writes: u64, slot: u64) -> Self {
+        self.ledger.write().checkpoints = CheckpointSchedule::new(writes, slot);
         self
     }
 
@@ -128,7 +181,9 @@ fn load(storage: &Storage, shard: ShardId) -> io::Result<Ledger> {
         Some(bytes) => decode(&bytes)?,
         None => StoredMembershipOf::<TypeConfig>::default(),
     };
-    Ok(Ledger { machine: StateMachine::new(store), applied, membership })
+    let every = crate::config::RaftConfig::default().checkpoint_writes;
+    let checkpoints = CheckpointSchedule::new(every, 0);
+    Ok(Ledger { machine: StateMachine::new(store), applied, membership, checkpoints })
 }
 
 /// Applies one command to the ledger; the changes stay in the store's journal until
@@ -194,13 +249,12 @@ struct ApplyWaits {
 }
 
 /// Applies entries under the write lock. Their changes stay in the store's journal until
-/// a checkpoint is due (`checkpoint_writes` journal writes), the membership changed, or a
+/// a checkpoint is due (the ledger's [`CheckpointSchedule`]), the membership changed, or a
 /// snapshot is built; then the journal is taken (O(1)) and handed, in order, to the
 /// shard's [`Checkpointer`], which writes it with the applied log id in one write off the
 /// apply path. Returns the replies in entry order.
 fn apply_entries(
     checkpointer: &Checkpointer,
-    checkpoint_writes: usize,
     ledger: &RwLock<Ledger>,
     entries: &[openraft::alias::EntryOf<TypeConfig>],
     waits: &mut ApplyWaits,
@@ -224,9 +278,10 @@ fn apply_entries(
             }
         });
         // Checked after every entry (openraft may hand over thousands at once, e.g. on
-        // catch-up): the journal stays within one entry of `checkpoint_writes`. Submitted
-        // under the lock, so checkpoints reach the writer in the order taken.
-        if membership_changed || ledger.machine.store().journal_writes() >= checkpoint_writes {
+        // catch-up): the journal stays within one entry of `raft.checkpoint_writes`.
+        // Submitted under the lock, so checkpoints reach the writer in the order taken.
+        let journal_writes = ledger.machine.store().journal_writes();
+        if membership_changed || ledger.checkpoints.is_due(journal_writes) {
             let submitted = Instant::now();
             checkpointer.submit(Checkpoint::take(&mut ledger, membership_changed))?;
             waits.checkpoint_queue += submitted.elapsed();
@@ -249,8 +304,10 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Takes the journal out of `ledger` (O(1)) with its applied id, and the membership if
-    /// `membership_changed`.
+    /// `membership_changed`; counts it in the ledger's [`CheckpointSchedule`].
     pub fn take(ledger: &mut Ledger, membership_changed: bool) -> Self {
+        let journal_writes = ledger.machine.store().journal_writes();
+        ledger.checkpoints.taken(journal_writes);
         Self {
             journal: ledger.machine.store_mut().take_journal(),
             shard: ledger.machine.store().shard(),
@@ -296,9 +353,8 @@ pub const CHECKPOINTS_QUEUED_MAX: usize = 2;
 
 /// The checkpoint writers' nice value. Between the request path (Raft, apply, replies:
 /// nice 0) and RocksDB's flushes and compactions (nice 19): a checkpoint is a burst of CPU
-/// (~20 MB encoded and put into memtables) that can wait some milliseconds, and the three
-/// replicas of a shard write theirs at the same log positions. At 0 the request path
-/// waited behind those bursts (bench/RESULTS.md, 2026-12-05). [`CHECKPOINTS_QUEUED_MAX`]
+/// (~20 MB encoded and put into memtables) that can wait some milliseconds. At 0 the
+/// request path waited behind those bursts (bench/RESULTS.md, 2026-12-05). [`CHECKPOINTS_QUEUED_MAX`]
 /// bounds how far a starved writer falls behind: apply then waits for it.
 pub const CHECKPOINT_WRITER_NICE: i32 = 10;
 
@@ -444,12 +500,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let pairs: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let (entries, responders): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         let (checkpointer, ledger) = (self.checkpointer.clone(), self.ledger.clone());
-        let (checkpoint_writes, shard) = (self.checkpoint_writes, self.shard);
+        let shard = self.shard;
         let replies = tokio::task::spawn_blocking(move || {
             let mut waits = ApplyWaits::default();
-            let (replies, slow) = timed_step(|| {
-                apply_entries(&checkpointer, checkpoint_writes, &ledger, &entries, &mut waits)
-            });
+            let (replies, slow) =
+                timed_step(|| apply_entries(&checkpointer, &ledger, &entries, &mut waits));
             if let Some(took_ms) = slow {
                 tracing::warn!(
                     %shard,
@@ -662,7 +717,10 @@ fn install(
     checkpointer.barrier()?;
     storage.db().write(batch).map_err(io::Error::other)?;
     storage.sync().map_err(io::Error::other)?;
+    // The schedule stays: the dropped journal was never taken, so the phase is kept.
+    let checkpoints = guard.checkpoints;
     *guard = load(storage, shard)?;
+    guard.checkpoints = checkpoints;
     assert_eq!(guard.applied, meta.last_log_id, "installed snapshot reloads at its log id");
     tracing::info!(%shard, last_log_id = ?meta.last_log_id, "snapshot installed");
     Ok(())
@@ -759,6 +817,71 @@ mod tests {
     fn unflushed(storage: &Storage, family: &str) -> u64 {
         let property = "rocksdb.num-entries-active-mem-table";
         storage.db().property_int_value_cf(storage.cf(family), property).unwrap().unwrap()
+    }
+
+    /// Feeds `entries` entries of `per_entry` writes to `schedule` the way apply does, with
+    /// a checkpoint out of turn after the entries listed in `out_of_turn`; returns the
+    /// write counts (over the run) at which periodic checkpoints were taken and the
+    /// largest journal taken.
+    fn run_schedule(
+        mut schedule: CheckpointSchedule,
+        entries: u64,
+        per_entry: usize,
+        out_of_turn: &[u64],
+    ) -> (Vec<u64>, usize) {
+        let (mut journal, mut written, mut periodic, mut largest) = (0, 0, Vec::new(), 0);
+        for entry in 1..=entries {
+            journal += per_entry;
+            written += per_entry as u64;
+            let periodic_due = schedule.is_due(journal);
+            if periodic_due || out_of_turn.contains(&entry) {
+                if periodic_due {
+                    periodic.push(written);
+                }
+                largest = largest.max(journal);
+                schedule.taken(journal);
+                journal = 0;
+            }
+        }
+        (periodic, largest)
+    }
+
+    #[test]
+    fn replicas_checkpoint_a_third_of_a_period_apart_and_keep_their_phase() {
+        // Proves the three slots spread a shard's checkpoints over the period, that a
+        // checkpoint out of turn (a snapshot) does not pull them back into step, and that
+        // a journal stays within `every` writes plus one entry.
+        let (every, per_entry) = (3_000, 7);
+        let mut firsts = Vec::new();
+        for slot in 0..CHECKPOINT_STAGGER_SLOTS {
+            let schedule = CheckpointSchedule::new(every, slot);
+            let (periodic, largest) = run_schedule(schedule, 5_000, per_entry, &[]);
+            let (with_snapshots, largest_too) =
+                run_schedule(schedule, 5_000, per_entry, &[100, 101, 777, 2_500]);
+            assert_eq!(with_snapshots, periodic, "slot {slot}: same positions");
+            assert!((largest.max(largest_too) as u64) < every + per_entry as u64, "slot {slot}");
+            assert!(periodic.len() >= 11, "slot {slot}: {} checkpoints", periodic.len());
+            for pair in periodic.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(gap.abs_diff(every) < per_entry as u64, "slot {slot}: gap {gap}");
+            }
+            firsts.push(periodic[0]);
+        }
+        // A third of the period apart (within one entry): 3,000, 2,000 and 1,000 writes.
+        for (slot, first) in firsts.iter().enumerate() {
+            let expected = every - every / 3 * slot as u64;
+            assert!(first.abs_diff(expected) < per_entry as u64, "slot {slot}: first at {first}");
+        }
+        // Three consecutive node ids of one shard, and three shards of one node, differ.
+        let slots = |f: &dyn Fn(u64) -> u64| (1..=3).map(f).collect::<Vec<_>>();
+        for spread in [
+            slots(&|n| CheckpointSchedule::slot(n, ShardId(5))),
+            slots(&|s| CheckpointSchedule::slot(2, ShardId(u32::try_from(s).unwrap()))),
+        ] {
+            let mut sorted = spread.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2], "{spread:?}");
+        }
     }
 
     /// The nice value of this process's thread named `name` (Linux `/proc`), if any.
