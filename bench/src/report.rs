@@ -281,7 +281,8 @@ pub struct Report {
     pub machine: Machine,
     /// The population.
     pub population: PopulationSpec,
-    /// Seconds each target took to load the population.
+    /// Seconds each target took to load each population, keyed `target/workloads` (one
+    /// population per workload unless `--shared-population`).
     pub setup_s: BTreeMap<String, f64>,
     /// Every run, in order.
     pub runs: Vec<RunReport>,

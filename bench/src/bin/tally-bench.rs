@@ -61,6 +61,11 @@ struct Args {
     /// Keep the local cluster's data in this folder (default: a temporary folder, removed).
     #[arg(long)]
     local_data_dir: Option<PathBuf>,
+    /// Run every workload on one population (and, with --local, one cluster), in the order
+    /// given, instead of each on a freshly loaded one: later workloads then meet a ledger
+    /// grown by the earlier ones.
+    #[arg(long)]
+    shared_population: bool,
     /// Give merchants, stock, delivered, issuance and supply ordinary (not spread) ids:
     /// on a cluster of several shards most redemptions and earns then become cross-shard
     /// transactions (to measure those).
@@ -252,90 +257,34 @@ async fn run(args: Args) -> Result<bool, BenchError> {
                 false
             }
         };
-    let local = if args.local && args.targets.contains(&TargetName::Tally) {
-        let tallyd = match &args.tallyd {
-            Some(path) => path.clone(),
-            None => tallyd_beside_me()?,
-        };
-        let cluster = LocalCluster::start(
-            &tallyd,
-            args.local_base_port,
-            args.local_data_dir.clone(),
-            args.local_config.as_deref(),
-        )
-        .await?;
-        println!(
-            "local cluster: {} (data {})",
-            cluster.endpoints().join(","),
-            cluster.data_dir().display()
-        );
-        Some(cluster)
-    } else {
-        None
-    };
-    let result = drive(&args, local.as_ref().map(|c| c.endpoints().to_vec()), charts).await;
-    if let Some(cluster) = local {
-        cluster.stop().await?;
-    }
-    result
-}
-
-async fn drive(args: &Args, local: Option<Vec<String>>, charts: bool) -> Result<bool, BenchError> {
-    let spec = args.population();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let ids =
-        Ids::new(u64::try_from(now.as_millis()).unwrap_or(1).max(1)).with_spread(!args.no_spread);
     let mut report = Report {
         started_unix_s: now.as_secs(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::describe(),
-        population: spec,
+        population: args.population(),
         setup_s: Default::default(),
         runs: Vec::new(),
         comparisons: Vec::new(),
     };
-    let mut targets = Vec::new();
-    for name in &args.targets {
-        let target = match name {
-            TargetName::Tally => {
-                let endpoints = local.clone().unwrap_or_else(|| args.endpoints.clone());
-                let client =
-                    Client::builder(endpoints).deadline(Duration::from_secs(60)).build()?;
-                Target::Tally(TallyTarget::new(client, ids))
+    let mut nonce = 0;
+    // Each target alone on the machine: a local cluster lives only while its own runs do.
+    for &name in &args.targets {
+        for round in rounds(&args.workloads, args.shared_population) {
+            // A new nonce per round: the round's population never meets an earlier one's ids.
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            nonce = u64::try_from(now.as_millis()).unwrap_or(1).max(nonce + 1);
+            let local = if args.local && name == TargetName::Tally {
+                Some(start_local(&args, &round).await?)
+            } else {
+                None
+            };
+            let endpoints = local.as_ref().map(|c| c.endpoints().to_vec());
+            let result = drive(&args, &mut report, name, &round, endpoints, nonce, charts).await;
+            if let Some(cluster) = local {
+                cluster.stop().await?;
             }
-            TargetName::Postgres => Target::Postgres(PgTarget::new(args.postgres_url.clone())),
-        };
-        let seqs = Arc::new(AtomicU64::new(1));
-        let started = Instant::now();
-        println!("{}: loading {} accounts ...", target.name(), spec.accounts());
-        target.setup(&spec, &seqs).await?;
-        let took = started.elapsed().as_secs_f64();
-        println!("{}: population loaded in {took:.1} s", target.name());
-        report.setup_s.insert(target.name().to_owned(), took);
-        targets.push((*name, target, Model::new(spec), seqs));
-    }
-    for &workload in &args.workloads {
-        for (name, target, model, seqs) in &mut targets {
-            let load = args.load(*name, workload);
-            // Counted per run: what setup or the last read-back resent is not this run's.
-            let _ = target.take_retries();
-            let stats = driver::run(target, spec, &load, seqs).await?;
-            let retries = target.take_retries();
-            let verification = target.verify(model, &stats.records).await?;
-            let mut run = RunReport::new(target.name(), &load, &stats, verification);
-            run.unknown_errors = target.take_errors();
-            run.client_retries = retries;
-            if charts {
-                let stem = format!("{}-{}", run.target, run.workload);
-                match chart::write(&run, &args.out, &stem) {
-                    Ok(paths) => {
-                        run.charts = paths.iter().map(|p| p.display().to_string()).collect()
-                    }
-                    Err(e) => eprintln!("chart not written: {e}"),
-                }
-            }
-            print!("{}", run.summary());
-            report.runs.push(run);
+            result?;
         }
     }
     report.compare();
@@ -344,4 +293,111 @@ async fn drive(args: &Args, local: Option<Vec<String>>, charts: bool) -> Result<
     std::fs::write(&path, serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?)?;
     println!("report: {}", path.display());
     Ok(report.verified())
+}
+
+/// The workloads grouped by population: each on its own (the default), so every workload
+/// starts from the same state and the order of `--workloads` does not bias the figures, or
+/// all on one (`--shared-population`), in order.
+fn rounds(workloads: &[Workload], shared: bool) -> Vec<Vec<Workload>> {
+    if shared { vec![workloads.to_vec()] } else { workloads.iter().map(|&w| vec![w]).collect() }
+}
+
+/// What a round is called in `setup_s`, log lines and per-round data folders.
+fn round_name(round: &[Workload]) -> String {
+    round.iter().map(|w| w.name()).collect::<Vec<_>>().join(",")
+}
+
+/// A fresh local cluster for `round`: its data in `--local-data-dir` itself when all
+/// workloads share one population, else in a folder per workload inside it.
+async fn start_local(args: &Args, round: &[Workload]) -> Result<LocalCluster, BenchError> {
+    let tallyd = match &args.tallyd {
+        Some(path) => path.clone(),
+        None => tallyd_beside_me()?,
+    };
+    let data_dir = args
+        .local_data_dir
+        .as_ref()
+        .map(|dir| if args.shared_population { dir.clone() } else { dir.join(round_name(round)) });
+    let cluster =
+        LocalCluster::start(&tallyd, args.local_base_port, data_dir, args.local_config.as_deref())
+            .await?;
+    println!(
+        "local cluster for {}: {} (data {})",
+        round_name(round),
+        cluster.endpoints().join(","),
+        cluster.data_dir().display()
+    );
+    Ok(cluster)
+}
+
+/// Loads a population into target `name`, then runs `round`'s workloads on it in order,
+/// each verified; adds the runs to `report`.
+async fn drive(
+    args: &Args,
+    report: &mut Report,
+    name: TargetName,
+    round: &[Workload],
+    local: Option<Vec<String>>,
+    nonce: u64,
+    charts: bool,
+) -> Result<(), BenchError> {
+    let spec = args.population();
+    let target = match name {
+        TargetName::Tally => {
+            let endpoints = local.unwrap_or_else(|| args.endpoints.clone());
+            let client = Client::builder(endpoints).deadline(Duration::from_secs(60)).build()?;
+            let ids = Ids::new(nonce).with_spread(!args.no_spread);
+            Target::Tally(TallyTarget::new(client, ids))
+        }
+        TargetName::Postgres => Target::Postgres(PgTarget::new(args.postgres_url.clone())),
+    };
+    let seqs = Arc::new(AtomicU64::new(1));
+    let mut model = Model::new(spec);
+    let started = Instant::now();
+    let what = round_name(round);
+    println!("{}: loading {} accounts for {what} ...", target.name(), spec.accounts());
+    target.setup(&spec, &seqs).await?;
+    let took = started.elapsed().as_secs_f64();
+    println!("{}: population loaded in {took:.1} s", target.name());
+    report.setup_s.insert(format!("{}/{what}", target.name()), took);
+    for &workload in round {
+        let load = args.load(name, workload);
+        // Counted per run: what setup or the last read-back resent is not this run's.
+        let _ = target.take_retries();
+        let stats = driver::run(&target, spec, &load, &seqs).await?;
+        let retries = target.take_retries();
+        let verification = target.verify(&mut model, &stats.records).await?;
+        let mut run = RunReport::new(target.name(), &load, &stats, verification);
+        run.unknown_errors = target.take_errors();
+        run.client_retries = retries;
+        if charts {
+            let stem = format!("{}-{}", run.target, run.workload);
+            match chart::write(&run, &args.out, &stem) {
+                Ok(paths) => run.charts = paths.iter().map(|p| p.display().to_string()).collect(),
+                Err(e) => eprintln!("chart not written: {e}"),
+            }
+        }
+        print!("{}", run.summary());
+        report.runs.push(run);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workload_gets_its_own_population_unless_shared() {
+        let all = [Workload::RedeemUniform, Workload::FlashSale, Workload::Earn];
+        let own = rounds(&all, false);
+        assert_eq!(own, vec![vec![all[0]], vec![all[1]], vec![all[2]]]);
+        assert_eq!(
+            own.iter().map(|r| round_name(r)).collect::<Vec<_>>(),
+            ["redeem-uniform", "flash-sale", "earn"]
+        );
+        let shared = rounds(&all, true);
+        assert_eq!(shared, vec![all.to_vec()]);
+        assert_eq!(round_name(&shared[0]), "redeem-uniform,flash-sale,earn");
+    }
 }
