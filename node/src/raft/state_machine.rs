@@ -887,15 +887,14 @@ mod tests {
     /// The nice value of this process's thread named `name` (Linux `/proc`), if any.
     fn nice_of_thread(name: &str) -> Option<i32> {
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let path = task.unwrap().path();
-            let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-            if comm.trim_end() != name {
-                continue;
+            let task = task.unwrap();
+            let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+            if comm.trim_end() == name {
+                // The folder's name is the thread's id.
+                let tid = task.file_name().to_str().unwrap().parse().unwrap();
+                let pid = rustix::process::Pid::from_raw(tid).expect("a thread id is not 0");
+                return Some(rustix::process::getpriority_process(Some(pid)).unwrap());
             }
-            let stat = std::fs::read_to_string(path.join("stat")).unwrap();
-            // Fields after the parenthesised name: state is field 3, nice field 19.
-            let after_name = &stat[stat.rfind(')').unwrap() + 1..];
-            return Some(after_name.split_whitespace().nth(16).unwrap().parse().unwrap());
         }
         None
     }
