@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tally_proto::limits::{
     GRPC_MESSAGE_BYTES_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX,
-    HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
+    HTTP2_PENDING_ACCEPT_RESETS_MAX, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
 };
 use tally_proto::raft_v1::raft_service_server::RaftServiceServer;
 use tally_proto::v1;
@@ -199,6 +199,7 @@ pub async fn run(
         .max_frame_size(HTTP2_FRAME_BYTES_MAX)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_PENDING_ACCEPT_RESETS_MAX))
         .add_service(
             tonic::service::interceptor::InterceptedService::new(
                 LedgerServiceServer::new(ledger)

@@ -38,6 +38,14 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// the streams of one peer or client connection).
 pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 
+/// Streams a peer or client may reset before this node has accepted them, at once, on one
+/// connection; one more and the node closes the connection (`ENHANCE_YOUR_CALM`, HTTP/2
+/// "rapid reset" protection). h2's default is 20: between nodes at 16 shards, with the CPU
+/// saturated and replication calls timing out (a timed-out call resets its stream), it was
+/// reached, and closing the one connection a node pair shares cut every shard's
+/// replication, heartbeats and forwarded requests at once (bench/RESULTS.md, 2026-12-05).
+pub const HTTP2_PENDING_ACCEPT_RESETS_MAX: usize = 1024;
+
 /// Largest encoded Raft entry: a full batch of the largest records plus framing.
 pub const RAFT_ENTRY_BYTES_MAX: u32 = BATCH_EVENTS_MAX * 128 + BATCH_EVENTS_MAX * 5 + 1024;
 

@@ -21,7 +21,10 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use parking_lot::Mutex;
-use tally_proto::limits::{RAFT_MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use tally_proto::limits::{
+    HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
+    SNAPSHOT_CHUNK_BYTES_MAX,
+};
 use tally_proto::raft_v1::raft_service_client::RaftServiceClient;
 use tally_proto::raft_v1::{RaftMessage, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
@@ -74,7 +77,13 @@ impl Channels {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(PEER_CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_adaptive_window(true)
+            // Fixed windows, not the adaptive one (which starts at 64 KiB): h2 closes a
+            // connection (`ENHANCE_YOUR_CALM`, "too_many_data_frames") once the small DATA
+            // frames it holds unread exceed half its connection window, and replies to
+            // replication and heartbeats are small. At 64 KiB that was ~150 unread replies,
+            // reached at 16 shards with the CPU saturated; at 32 MiB it is ~75,000.
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
