@@ -29,6 +29,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use tally_bench::workload::{Rng, START_NS};
 use tally_node::config::DirectIo;
+use tally_node::ledger::memory_store::Capacity;
 use tally_node::ledger::{Account, AccountId, CreateAccountStatus, CreateTransferStatus};
 use tally_node::raft::state_machine::{
     Ledger, SharedLedger, StateMachineStore, apply_command, persist,
@@ -95,7 +96,9 @@ fn one_request(events: usize) -> Vec<u32> {
 fn open(accounts: u64) -> (tempfile::TempDir, Storage, SharedLedger) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let storage = Storage::open(dir.path(), DirectIo::Auto).expect("RocksDB opens");
-    let shared = StateMachineStore::open(storage.clone(), SHARD).expect("a new shard").ledger();
+    let shared = StateMachineStore::open(storage.clone(), SHARD, Capacity::default())
+        .expect("a new shard")
+        .ledger();
     let account =
         |id: u64| Account { id: AccountId(id.into()), ledger: 1, code: 1, ..Account::default() };
     let ids: Vec<u64> = (1..=accounts).collect();

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use tally_proto::limits::{BATCH_EVENTS_MAX, RAFT_ENTRIES_PER_MESSAGE_MAX};
 use tally_proto::routing::SHARDS_MAX;
 
+use crate::ledger::memory_store::Capacity;
+
 /// Largest group-commit linger, microseconds.
 pub const LINGER_US_MAX: u64 = 100_000;
 /// Smallest `raft.checkpoint_writes` (tests use it to checkpoint often).
@@ -61,6 +63,8 @@ pub struct NodeConfig {
     pub txn_recovery_after_ms: u64,
     /// Storage (RocksDB) options.
     pub storage: StorageConfig,
+    /// Memory allocated at start for each shard replica's in-memory ledger.
+    pub memory: MemoryConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -124,6 +128,91 @@ pub struct StorageConfig {
     pub direct_io: DirectIo,
 }
 
+/// Memory allocated and touched at start for each shard replica this node hosts, as
+/// TigerBeetle allocates all its memory at start: applying then neither grows a table nor
+/// faults in fresh pages until the shard holds more than this (beyond it the ledger grows as
+/// usual). Costs resident memory from the start ([`MemoryConfig::bytes_per_replica`]) and
+/// start-up time (about a second per ten million transfers per replica, also on every
+/// snapshot install). 0 (the default): nothing allocated ahead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Accounts per shard replica, `0..=MEMORY_ACCOUNTS_PER_SHARD_MAX`.
+    pub accounts_per_shard: u64,
+    /// Transfers per shard replica, `0..=MEMORY_TRANSFERS_PER_SHARD_MAX`.
+    pub transfers_per_shard: u64,
+}
+
+/// Most accounts `memory.accounts_per_shard` may ask for.
+pub const MEMORY_ACCOUNTS_PER_SHARD_MAX: u64 = 1 << 30;
+/// Most transfers `memory.transfers_per_shard` may ask for (a shard's transfers are
+/// indexed by `u32` in memory).
+pub const MEMORY_TRANSFERS_PER_SHARD_MAX: u64 = (1 << 32) - 2;
+
+impl MemoryConfig {
+    /// What each shard replica's store is created with.
+    #[must_use]
+    pub fn capacity(&self) -> Capacity {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Capacity {
+            accounts: size(self.accounts_per_shard),
+            transfers: size(self.transfers_per_shard),
+        }
+    }
+
+    /// About how many bytes each shard replica takes for it (an upper estimate).
+    #[must_use]
+    pub fn bytes_per_replica(&self) -> u64 {
+        self.capacity().bytes()
+    }
+
+    /// Checks the bounds, and that `replicas` replicas' memory fits in `total_bytes`
+    /// (the machine's memory, when known), naming the field.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`].
+    pub fn check(&self, replicas: u32, total_bytes: Option<u64>) -> Result<(), ConfigError> {
+        if self.accounts_per_shard > MEMORY_ACCOUNTS_PER_SHARD_MAX {
+            return Err(invalid(
+                "memory.accounts_per_shard",
+                format!("must be 0..={MEMORY_ACCOUNTS_PER_SHARD_MAX}"),
+            ));
+        }
+        if self.transfers_per_shard > MEMORY_TRANSFERS_PER_SHARD_MAX {
+            return Err(invalid(
+                "memory.transfers_per_shard",
+                format!("must be 0..={MEMORY_TRANSFERS_PER_SHARD_MAX}"),
+            ));
+        }
+        let needed = self.bytes_per_replica().saturating_mul(u64::from(replicas));
+        match total_bytes {
+            Some(total) if needed > total => Err(invalid(
+                "memory",
+                format!(
+                    "{} accounts and {} transfers per shard take about {} MiB per replica, {} \
+                     MiB for this node's {replicas} shard replicas: more than the machine's {} \
+                     MiB",
+                    self.accounts_per_shard,
+                    self.transfers_per_shard,
+                    self.bytes_per_replica() >> 20,
+                    needed >> 20,
+                    total >> 20
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The machine's memory (`MemTotal` of `/proc/meminfo`), if it can be read.
+#[must_use]
+pub fn machine_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// `storage.direct_io`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +260,7 @@ impl Default for NodeConfig {
             pulse_interval_ms: 100,
             txn_recovery_after_ms: 30_000,
             storage: StorageConfig::default(),
+            memory: MemoryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -345,6 +435,7 @@ impl NodeConfig {
                 format!("must be 1..={TXN_RECOVERY_AFTER_MS_MAX}"),
             ));
         }
+        self.memory.check(self.shards, None)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
         }
@@ -510,7 +601,7 @@ impl fmt::Display for NodeConfig {
         write!(
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
-             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} {} \
+             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} {} {} \
              (no secrets in the config)",
             self.node_id,
             self.listen_addr,
@@ -524,6 +615,7 @@ impl fmt::Display for NodeConfig {
             self.raft,
             self.batch,
             self.storage,
+            self.memory,
             self.log
         )
     }
@@ -567,6 +659,16 @@ impl fmt::Display for StorageConfig {
             DirectIo::Off => "off",
         };
         write!(f, "storage.direct_io={direct_io}")
+    }
+}
+
+impl fmt::Display for MemoryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "memory.accounts_per_shard={} memory.transfers_per_shard={}",
+            self.accounts_per_shard, self.transfers_per_shard
+        )
     }
 }
 
@@ -638,6 +740,37 @@ mod tests {
         assert!(error.contains("on") && error.contains("auto"), "{error}");
         let off = NodeConfig::from_toml("[storage]\ndirect_io = \"off\"\n").unwrap();
         assert_eq!(off.storage.direct_io, DirectIo::Off);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_must_fit_the_machine() {
+        let config = NodeConfig::from_toml(
+            "shards = 4\n[memory]\naccounts_per_shard = 1000\ntransfers_per_shard = 2000000\n",
+        )
+        .unwrap();
+        assert_eq!(config.memory.capacity(), Capacity { accounts: 1000, transfers: 2_000_000 });
+        config.validate().unwrap();
+        let per_replica = config.memory.bytes_per_replica();
+        assert!(per_replica >= 2_000_000 * 128, "a transfer is at least its 128 bytes");
+        config.memory.check(4, Some(4 * per_replica)).unwrap();
+        let error = config.memory.check(4, Some(4 * per_replica - 1)).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Invalid { field: "memory", reason } if reason.contains("more than the machine's")),
+            "{error}"
+        );
+        let mut too_many = NodeConfig::default();
+        too_many.memory.transfers_per_shard = MEMORY_TRANSFERS_PER_SHARD_MAX + 1;
+        let error = too_many.validate().unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { field: "memory.transfers_per_shard", .. }));
+        too_many.memory = MemoryConfig {
+            accounts_per_shard: MEMORY_ACCOUNTS_PER_SHARD_MAX + 1,
+            ..MemoryConfig::default()
+        };
+        let error = too_many.validate().unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { field: "memory.accounts_per_shard", .. }));
+        let error = NodeConfig::from_toml("[memory]\ntransfers = 5\n").unwrap_err();
+        assert!(error.contains("unknown field"), "{error}");
+        assert_eq!(NodeConfig::default().memory.bytes_per_replica(), 0);
     }
 
     #[test]
@@ -812,6 +945,8 @@ mod tests {
             "batch.queue_requests_max=16384",
             "batch.in_flight_entries_max=8",
             "storage.direct_io=auto",
+            "memory.accounts_per_shard=0",
+            "memory.transfers_per_shard=0",
             "log.level=\"info\"",
             "log.format=text",
         ] {

@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig, machine_memory_bytes};
+use crate::ledger::memory_store::Capacity;
 use crate::raft::log_store::Syncer;
 use crate::raft::network::Channels;
 use crate::raft::node::Replica;
@@ -68,6 +69,9 @@ pub enum ServerError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The configuration does not fit this machine (e.g. `[memory]` beyond its memory).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
 }
 
 /// Runs one node until `shutdown` resolves (Ctrl-C / SIGTERM in `tallyd start`).
@@ -78,6 +82,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    config.memory.check(config.shards, machine_memory_bytes())?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
@@ -91,6 +96,15 @@ pub async fn run(
         file_io = %storage.file_io(),
         "storage opened"
     );
+    if config.memory.bytes_per_replica() > 0 {
+        tracing::info!(
+            accounts_per_shard = config.memory.accounts_per_shard,
+            transfers_per_shard = config.memory.transfers_per_shard,
+            mib_per_replica = config.memory.bytes_per_replica() >> 20,
+            replicas = config.shards,
+            "allocating each shard replica's ledger memory ahead ([memory])"
+        );
+    }
     let syncer = Syncer::start(storage.clone());
     let channels = Channels::default();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -101,8 +115,12 @@ pub async fn run(
         let (storage, syncer, channels) = (&storage, syncer.clone(), channels.clone());
         let config = &config;
         async move {
+            // The metadata group's few records need no memory ahead.
+            let capacity =
+                if shard == MAP_SHARD { Capacity::default() } else { config.memory.capacity() };
+            let (node_id, raft) = (config.node_id, &config.raft);
             let replica =
-                raft::node::start(config.node_id, shard, storage, syncer, channels, &config.raft)
+                raft::node::start(node_id, shard, storage, syncer, channels, raft, capacity)
                     .await
                     .map_err(ServerError::Raft)?;
             replica

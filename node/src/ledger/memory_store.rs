@@ -47,6 +47,24 @@ impl TransferEntry {
     }
 }
 
+/// What a store allocates and touches when it is created (`[memory]` in a node's
+/// configuration, per shard replica): see [`MemoryStore::with_capacity`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Accounts.
+    pub accounts: usize,
+    /// Transfers.
+    pub transfers: usize,
+}
+
+impl Capacity {
+    /// About how many bytes it takes ([`MemoryStore::capacity_bytes`]).
+    #[must_use]
+    pub fn bytes(self) -> u64 {
+        MemoryStore::capacity_bytes(self.accounts, self.transfers)
+    }
+}
+
 /// The in-memory ledger store.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
@@ -75,20 +93,38 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// About how many bytes [`MemoryStore::with_capacity`] takes for `accounts` accounts
+    /// and `transfers` transfers: each entry, plus its index slot at the lowest load a
+    /// hash table keeps (half full, with its control byte). An upper estimate, for
+    /// checking a configuration against the machine.
+    #[must_use]
+    pub fn capacity_bytes(accounts: usize, transfers: usize) -> u64 {
+        let slot = |entry: usize| 2 * (entry + 1);
+        let account = slot(std::mem::size_of::<(AccountId, AccountEntry)>());
+        let transfer =
+            std::mem::size_of::<TransferEntry>() + slot(std::mem::size_of::<(TransferId, u32)>());
+        (accounts as u64) * (account as u64) + (transfers as u64) * (transfer as u64)
+    }
+
     /// An empty store with memory for `accounts` accounts and `transfers` transfers
     /// allocated *and touched* up front, as TigerBeetle allocates all its memory at start:
     /// applying into it then never pauses to grow a table or to fault in fresh pages. Costs
-    /// start-up time (about a second per ten million transfers) and resident memory.
+    /// start-up time (about a second per ten million transfers) and resident memory
+    /// ([`MemoryStore::capacity_bytes`]). Beyond `transfers` the store grows as usual.
     #[must_use]
     pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
         let mut store = Self::default();
+        // Filling and clearing keeps a table's memory, now faulted in. Reserved first, so
+        // that the filling does not grow parts early (split_map's staggered growth).
         store.accounts.reserve(accounts);
+        let account =
+            AccountEntry { account: Account::default(), transfer_last: NONE, transfer_count: 0 };
+        store.accounts.extend((0..accounts).map(|i| (AccountId(i as u128), account.clone())));
+        store.accounts.clear();
         let blank =
             TransferEntry { transfer: Transfer::default(), prev_debit: NONE, prev_credit: NONE };
         store.transfers.resize(transfers, blank);
         store.transfers.clear();
-        // Filling and clearing keeps the table's memory, now faulted in. Reserved first, so
-        // that the filling does not grow parts early (split_map's staggered growth).
         store.transfer_index.reserve(transfers);
         store.transfer_index.extend((0..transfers).map(|i| (TransferId(i as u128), 0)));
         store.transfer_index.clear();
@@ -376,5 +412,45 @@ impl LedgerStore for MemoryStore {
         for (&id, balances) in sorted {
             balances.iter().for_each(|balance| visit(id, balance));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Capacity, MemoryStore};
+    use crate::ledger::{Account, AccountId, LedgerStore, Transfer, TransferId};
+
+    /// A store made with room for accounts and transfers holds none of the placeholders
+    /// that touched its memory, keeps the room, and works like an empty store.
+    #[test]
+    fn a_store_with_capacity_starts_empty_and_keeps_its_room() {
+        let store = MemoryStore::with_capacity(1_000, 5_000);
+        assert_eq!(store.transfers.len(), 0);
+        assert!(store.transfers.capacity() >= 5_000);
+        assert!(store.transfer_index.is_empty() && store.accounts.is_empty());
+        assert_eq!(store.transfer_timestamp_max(), 0);
+        for i in [0_u128, 1, 999, 4_999] {
+            assert!(store.account(AccountId(i)).is_none(), "placeholder account {i} left");
+            assert!(store.transfer(TransferId(i)).is_none(), "placeholder transfer {i} left");
+        }
+        let mut store = store;
+        store.account_insert(&Account {
+            id: AccountId(7),
+            ledger: 1,
+            code: 1,
+            timestamp: 1,
+            ..Account::default()
+        });
+        let t = Transfer {
+            id: TransferId(0),
+            debit_account_id: AccountId(7),
+            credit_account_id: AccountId(7),
+            timestamp: 2,
+            ..Transfer::default()
+        };
+        store.transfer_insert(&t);
+        assert_eq!(store.transfer(TransferId(0)), Some(t));
+        assert!(Capacity { accounts: 1_000, transfers: 5_000 }.bytes() >= 5_000 * 128);
+        assert_eq!(Capacity::default().bytes(), 0);
     }
 }

@@ -14,6 +14,7 @@ use super::network::{Channels, Network};
 use super::state_machine::{CheckpointSchedule, SharedLedger, StateMachineStore};
 use super::{Command, CommandReply, NodeId, Raft, TypeConfig};
 use crate::config::{Member, RaftConfig};
+use crate::ledger::memory_store::Capacity;
 use crate::storage::Storage;
 use crate::storage::keys::ShardId;
 
@@ -124,7 +125,8 @@ pub fn raft_config(c: &RaftConfig) -> Result<Config, String> {
     config.validate().map_err(|e| e.to_string())
 }
 
-/// Opens `shard`'s log and state machine from `storage` and starts its Raft group.
+/// Opens `shard`'s log and state machine from `storage`, its ledger in memory for
+/// `capacity` allocated first, and starts its Raft group.
 ///
 /// # Errors
 /// The state machine cannot be loaded or openraft refuses to start.
@@ -135,10 +137,11 @@ pub async fn start(
     syncer: Arc<Syncer>,
     channels: Channels,
     config: &RaftConfig,
+    capacity: Capacity,
 ) -> Result<Replica, String> {
     let raft_config = Arc::new(raft_config(config)?);
     let log = LogStore::new(storage.clone(), shard, syncer);
-    let sm = StateMachineStore::open(storage.clone(), shard)
+    let sm = StateMachineStore::open(storage.clone(), shard, capacity)
         .map_err(|e| e.to_string())?
         .checkpoint_every(config.checkpoint_writes, CheckpointSchedule::slot(node_id, shard));
     let ledger = sm.ledger();

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use super::{Command, CommandReply, NodeId, Op, RequestOutcome, TypeConfig, decode, encode};
 use crate::ledger::{
     Account, BatchError, CreateAccountStatus, CreateTransferStatus, EventResult, StateMachine,
-    Transfer,
+    Transfer, memory_store::Capacity,
 };
 use crate::storage::keys::{self, MetaKind, ShardId};
 use crate::storage::ledger_store::{DurableStore, Journal};
@@ -126,6 +126,8 @@ pub type SnapshotData = bytes::Bytes;
 pub struct StateMachineStore {
     storage: Storage,
     shard: ShardId,
+    /// The memory each load of the store allocates and touches first (`[memory]`).
+    capacity: Capacity,
     ledger: SharedLedger,
     /// Writes the checkpoints.
     checkpointer: Arc<Checkpointer>,
@@ -137,16 +139,18 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// Loads the state machine of `shard` from disk (empty if new), checkpointing at the
+    /// Loads the state machine of `shard` from disk (empty if new) into memory for
+    /// `capacity` allocated first (again on every snapshot install), checkpointing at the
     /// default `raft.checkpoint_writes`, in slot 0.
     ///
     /// # Errors
     /// A RocksDB read error or a corrupt metadata record.
-    pub fn open(storage: Storage, shard: ShardId) -> io::Result<Self> {
-        let ledger = load(&storage, shard)?;
+    pub fn open(storage: Storage, shard: ShardId, capacity: Capacity) -> io::Result<Self> {
+        let ledger = load(&storage, shard, capacity)?;
         Ok(Self {
             storage: storage.clone(),
             shard,
+            capacity,
             ledger: Arc::new(RwLock::new(ledger)),
             checkpointer: Arc::new(Checkpointer::start(storage.clone(), shard)?),
             current: Arc::new(Mutex::new(None)),
@@ -169,8 +173,8 @@ impl StateMachineStore {
     }
 }
 
-fn load(storage: &Storage, shard: ShardId) -> io::Result<Ledger> {
-    let store = DurableStore::load(storage, shard)?;
+fn load(storage: &Storage, shard: ShardId, capacity: Capacity) -> io::Result<Ledger> {
+    let store = DurableStore::load(storage, shard, capacity)?;
     let cf = storage.cf(CF_APPLIED);
     let get = |kind| storage.db().get_cf(cf, keys::meta(shard, kind)).map_err(io::Error::other);
     let applied = match get(MetaKind::Applied)? {
@@ -537,11 +541,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> io::Result<()> {
         let (storage, shard, ledger) = (self.storage.clone(), self.shard, self.ledger.clone());
-        let checkpointer = self.checkpointer.clone();
+        let (checkpointer, capacity) = (self.checkpointer.clone(), self.capacity);
         let meta_owned = meta.clone();
         let data = snapshot.clone();
         tokio::task::spawn_blocking(move || {
-            install(&storage, &checkpointer, shard, &ledger, &meta_owned, &data)
+            install(&storage, &checkpointer, shard, capacity, &ledger, &meta_owned, &data)
         })
         .await
         .map_err(io::Error::other)??;
@@ -684,6 +688,7 @@ fn install(
     storage: &Storage,
     checkpointer: &Checkpointer,
     shard: ShardId,
+    capacity: Capacity,
     ledger: &RwLock<Ledger>,
     meta: &SnapshotMetaOf<TypeConfig>,
     data: &[u8],
@@ -719,7 +724,7 @@ fn install(
     storage.sync().map_err(io::Error::other)?;
     // The schedule stays: the dropped journal was never taken, so the phase is kept.
     let checkpoints = guard.checkpoints;
-    *guard = load(storage, shard)?;
+    *guard = load(storage, shard, capacity)?;
     guard.checkpoints = checkpoints;
     assert_eq!(guard.applied, meta.last_log_id, "installed snapshot reloads at its log id");
     tracing::info!(%shard, last_log_id = ?meta.last_log_id, "snapshot installed");
@@ -935,7 +940,8 @@ mod tests {
         // the records are read when a follower needs them, at least as new as the build.
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
-        let mut machine = StateMachineStore::open(storage.clone(), ShardId(2)).unwrap();
+        let mut machine =
+            StateMachineStore::open(storage.clone(), ShardId(2), Capacity::default()).unwrap();
         create_account(&machine, 7, 3);
 
         let built = machine.build_snapshot().await.unwrap();

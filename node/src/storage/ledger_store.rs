@@ -28,7 +28,7 @@ use super::keys::{self, LedgerKind, ShardId};
 use super::{CF_LEDGER, CF_TRANSFERS, Storage, records};
 use crate::ledger::{
     Account, AccountBalance, AccountId, Expiry, LedgerStore, MemoryStore, PendingStatus, Transfer,
-    TransferId,
+    TransferId, memory_store::Capacity,
 };
 
 /// Transfers per segment value (1 MiB of records).
@@ -209,9 +209,16 @@ impl DurableStore {
     /// An empty store for `shard` (a new shard, or before installing a snapshot).
     #[must_use]
     pub fn new(shard: ShardId) -> Self {
+        Self::with_capacity(shard, Capacity::default())
+    }
+
+    /// An empty store for `shard` with its memory for `capacity` allocated and touched
+    /// ([`MemoryStore::with_capacity`]).
+    #[must_use]
+    pub fn with_capacity(shard: ShardId, capacity: Capacity) -> Self {
         Self {
             shard,
-            memory: MemoryStore::new(),
+            memory: MemoryStore::with_capacity(capacity.accounts, capacity.transfers),
             journal: Vec::new(),
             timestamp_last_dirty: false,
             spare: Spare::default(),
@@ -258,7 +265,8 @@ impl DurableStore {
         self.take_journal().write_into(batch, storage);
     }
 
-    /// Rebuilds the store of `shard` from the `ledger` and `transfers` column families.
+    /// Rebuilds the store of `shard` from the `ledger` and `transfers` column families, into
+    /// memory for `capacity` allocated and touched first.
     ///
     /// # Errors
     /// A RocksDB read error, or data in the layout of a tallyd before 2026-12-04
@@ -266,7 +274,7 @@ impl DurableStore {
     ///
     /// # Panics
     /// On a corrupt record (the node must not serve a guess).
-    pub fn load(storage: &Storage, shard: ShardId) -> io::Result<Self> {
+    pub fn load(storage: &Storage, shard: ShardId, capacity: Capacity) -> io::Result<Self> {
         let (cf, transfers_cf) = (storage.cf(CF_LEDGER), storage.cf(CF_TRANSFERS));
         let db = storage.db();
         let mut old_layout = false;
@@ -282,7 +290,7 @@ impl DurableStore {
                 ),
             ));
         }
-        let mut store = Self::new(shard);
+        let mut store = Self::with_capacity(shard, capacity);
         let memory = &mut store.memory;
         scan(db, cf, shard, LedgerKind::Account, &mut |_, v| {
             memory.account_insert(&records::account_decode(v));
@@ -566,7 +574,7 @@ mod tests {
         store.drain_into(&mut batch, &storage);
         storage.db().write(batch).unwrap();
 
-        let loaded = DurableStore::load(&storage, shard).unwrap();
+        let loaded = DurableStore::load(&storage, shard, Capacity::default()).unwrap();
         let debit = loaded.account(AccountId(1)).unwrap();
         assert_eq!(debit.debits_posted, u128::try_from(inserted).unwrap(), "last value kept");
         assert!(loaded.account(AccountId(2)).is_some());

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use tally_node::config::DirectIo;
+use tally_node::ledger::memory_store::Capacity;
 use tally_node::ledger::{AccountFlags, LedgerStore, StateMachine};
 use tally_node::storage::keys::{self, ShardId};
 use tally_node::storage::ledger_store::DurableStore;
@@ -18,9 +19,13 @@ fn persist_and_compare(storage: &Storage, ledger: &mut Ledger<DurableStore>) {
     let mut batch = rocksdb::WriteBatch::default();
     ledger.machine.store_mut().drain_into(&mut batch, storage);
     storage.db().write(batch).unwrap();
-    let reloaded = DurableStore::load(storage, SHARD).unwrap();
+    let reloaded = DurableStore::load(storage, SHARD, Capacity::default()).unwrap();
     let reloaded = StateMachine::new(reloaded);
     assert_eq!(reloaded.digest(), ledger.machine.digest(), "reload differs from live state");
+    // Into memory allocated ahead (`[memory]`), whose placeholders used the same small ids.
+    let ahead = Capacity { accounts: 16, transfers: 256 };
+    let preallocated = StateMachine::new(DurableStore::load(storage, SHARD, ahead).unwrap());
+    assert_eq!(preallocated.digest(), ledger.machine.digest(), "reload into memory ahead differs");
     assert_eq!(reloaded.store().timestamp_last(), ledger.machine.store().timestamp_last());
     assert_eq!(reloaded.next_expiry(), ledger.machine.next_expiry());
 }
@@ -121,10 +126,10 @@ fn state_survives_closing_and_reopening_rocksdb() {
         ledger.machine.digest()
     };
     let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
-    let store = DurableStore::load(&storage, SHARD).unwrap();
+    let store = DurableStore::load(&storage, SHARD, Capacity::default()).unwrap();
     let machine = StateMachine::new(store);
     assert_eq!(machine.digest(), digest);
-    let other_shard = DurableStore::load(&storage, ShardId(4)).unwrap();
+    let other_shard = DurableStore::load(&storage, ShardId(4), Capacity::default()).unwrap();
     assert!(
         StateMachine::new(other_shard)
             .lookup_accounts(&[tally_node::ledger::AccountId(1)])
@@ -156,12 +161,13 @@ fn transfers_live_in_their_own_family_and_the_old_layout_is_refused() {
     let ledger_keys = keys_of(CF_LEDGER);
     assert!(ledger_keys.len() >= 2, "two accounts at least: {ledger_keys:?}");
     assert!(ledger_keys.iter().all(|k| !keys::is_transfer_segment(k)));
-    let reloaded = StateMachine::new(DurableStore::load(&storage, SHARD).unwrap());
+    let reloaded =
+        StateMachine::new(DurableStore::load(&storage, SHARD, Capacity::default()).unwrap());
     assert_eq!(reloaded.digest(), ledger.machine.digest(), "both transfers reload");
 
     // The old layout: the segment under `ledger`.
     let segment = storage.db().get_cf(storage.cf(CF_TRANSFERS), &transfers[0]).unwrap().unwrap();
     storage.db().put_cf(storage.cf(CF_LEDGER), &transfers[0], segment).unwrap();
-    let error = DurableStore::load(&storage, SHARD).unwrap_err();
+    let error = DurableStore::load(&storage, SHARD, Capacity::default()).unwrap_err();
     assert!(error.to_string().contains("empty data_dir"), "{error}");
 }
