@@ -910,11 +910,25 @@ mod tests {
         assert_eq!(config.raft, defaults.raft);
         assert_eq!(config.batch, defaults.batch);
         assert_eq!(config.log, defaults.log);
+        assert_eq!(config.storage, defaults.storage);
+        assert_eq!(config.memory, defaults.memory);
         assert_eq!(config.request_timeout_ms, defaults.request_timeout_ms);
         assert_eq!(config.pulse_interval_ms, defaults.pulse_interval_ms);
         assert_eq!(config.txn_recovery_after_ms, defaults.txn_recovery_after_ms);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.bootstrap.len(), 3);
+    }
+
+    #[test]
+    fn the_bench_peak_config_is_valid() {
+        // bench/peak.toml, the config of the peak-sale runs in bench/RESULTS.md.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peak.toml");
+        let config = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap();
+        assert_eq!(config.shards, 1);
+        assert_eq!(
+            config.memory.capacity(),
+            Capacity { accounts: 1_100_000, transfers: 8_000_000 }
+        );
     }
 
     #[test]
