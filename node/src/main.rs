@@ -335,6 +335,11 @@ async fn start(args: StartArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // `[memory]` against this machine (the server checks it again, for library callers).
+    if let Err(e) = config.memory.check(config.shards, config::machine_memory_bytes()) {
+        say!("tallyd: invalid configuration: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     init_logging(&config);
     tracing::info!(config = %config, "starting tallyd {}", env!("CARGO_PKG_VERSION"));
     tracing::info!(malloc_huge_pages = %huge_pages::state(), "memory");

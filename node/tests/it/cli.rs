@@ -33,3 +33,17 @@ fn an_unknown_field_and_a_bad_flag_are_refused() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("bootstrap"), "{stderr}");
 }
+
+#[test]
+fn ledger_memory_beyond_the_machine_is_refused_before_anything_is_allocated() {
+    // 16 shard replicas of 2^32-2 transfers each would take terabytes: exit code 2, the
+    // `memory` section named, at once (nothing is allocated before the check).
+    let toml = "shards = 16\n[memory]\ntransfers_per_shard = 4294967294\n";
+    let (code, stderr) = start_with(&[], Some(toml));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("memory") && stderr.contains("more than the machine's"), "{stderr}");
+    // One past the bound is refused by the config's own rule.
+    let (code, stderr) = start_with(&[], Some("[memory]\ntransfers_per_shard = 4294967295\n"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("memory.transfers_per_shard"), "{stderr}");
+}
