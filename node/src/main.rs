@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tally_node::config::{self, CliOverrides, LogFormat, NodeConfig};
 use tally_node::dev::{self, DevOptions};
+use tally_node::server::ServerError;
 
 /// Exit code of a configuration that cannot be used.
 const EXIT_CONFIG: u8 = 2;
@@ -335,11 +336,6 @@ async fn start(args: StartArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // `[memory]` against this machine (the server checks it again, for library callers).
-    if let Err(e) = config.memory.check(config.shards, config::machine_memory_bytes()) {
-        say!("tallyd: invalid configuration: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     init_logging(&config);
     tracing::info!(config = %config, "starting tallyd {}", env!("CARGO_PKG_VERSION"));
     tracing::info!(malloc_huge_pages = %huge_pages::state(), "memory");
@@ -347,6 +343,13 @@ async fn start(args: StartArgs) -> ExitCode {
         Ok(()) => {
             tracing::info!("tallyd stopped");
             ExitCode::SUCCESS
+        }
+        // What the server finds the configuration cannot do on this machine (`[memory]`
+        // beyond its memory), checked before anything is allocated: like any invalid
+        // configuration.
+        Err(ServerError::Config(e)) => {
+            say!("tallyd: invalid configuration: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
             tracing::error!(error = %e, "tallyd failed");

@@ -58,10 +58,16 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// About how many bytes it takes ([`MemoryStore::capacity_bytes`]).
+    /// About how many bytes [`MemoryStore::with_capacity`] takes for it: each entry, plus
+    /// its index slot at the lowest load a hash table keeps (half full, with its control
+    /// byte). An upper estimate, for checking a configuration against the machine.
     #[must_use]
     pub fn bytes(self) -> u64 {
-        MemoryStore::capacity_bytes(self.accounts, self.transfers)
+        let slot = |entry: usize| 2 * (entry + 1);
+        let account = slot(std::mem::size_of::<(AccountId, AccountEntry)>());
+        let transfer =
+            std::mem::size_of::<TransferEntry>() + slot(std::mem::size_of::<(TransferId, u32)>());
+        (self.accounts as u64) * (account as u64) + (self.transfers as u64) * (transfer as u64)
     }
 }
 
@@ -93,24 +99,11 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// About how many bytes [`MemoryStore::with_capacity`] takes for `accounts` accounts
-    /// and `transfers` transfers: each entry, plus its index slot at the lowest load a
-    /// hash table keeps (half full, with its control byte). An upper estimate, for
-    /// checking a configuration against the machine.
-    #[must_use]
-    pub fn capacity_bytes(accounts: usize, transfers: usize) -> u64 {
-        let slot = |entry: usize| 2 * (entry + 1);
-        let account = slot(std::mem::size_of::<(AccountId, AccountEntry)>());
-        let transfer =
-            std::mem::size_of::<TransferEntry>() + slot(std::mem::size_of::<(TransferId, u32)>());
-        (accounts as u64) * (account as u64) + (transfers as u64) * (transfer as u64)
-    }
-
     /// An empty store with memory for `accounts` accounts and `transfers` transfers
     /// allocated *and touched* up front, as TigerBeetle allocates all its memory at start:
     /// applying into it then never pauses to grow a table or to fault in fresh pages. Costs
     /// start-up time (about a second per ten million transfers) and resident memory
-    /// ([`MemoryStore::capacity_bytes`]). Beyond `transfers` the store grows as usual.
+    /// ([`Capacity::bytes`]). Beyond `transfers` the store grows as usual.
     #[must_use]
     pub fn with_capacity(accounts: usize, transfers: usize) -> Self {
         let mut store = Self::default();
