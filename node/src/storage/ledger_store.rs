@@ -357,6 +357,9 @@ impl LedgerStore for DurableStore {
     fn account(&self, id: AccountId) -> Option<Account> {
         self.memory.account(id)
     }
+    fn warm_transfers(&self, transfers: &[Transfer]) {
+        self.memory.warm_transfers(transfers);
+    }
     fn account_insert(&mut self, account: &Account) {
         self.memory.account_insert(account);
         self.journal.push(Op::AccountPut(*account));
