@@ -34,7 +34,7 @@ pub const LATENCY_MAX_US: u64 = 300_000_000;
 pub const OPEN_LOOP_LATE_MAX: Duration = Duration::from_secs(30);
 
 /// The shape of a load run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadSpec {
     /// What to send.
     pub workload: Workload,
@@ -56,6 +56,10 @@ pub struct LoadSpec {
     pub zipf_exponent: f64,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Which members swap (`--swap-shards`), as asked.
+    pub swap_shards: crate::scenario::SwapShards,
+    /// The members swaps are drawn from (chosen for `swap_shards`); `None`: every member.
+    pub swappers: Option<std::sync::Arc<[u32]>>,
 }
 
 /// Completions within one second of the run.
@@ -198,6 +202,7 @@ pub async fn run(
             load.seed ^ (task << 32),
             seqs.clone(),
         )
+        .with_swappers(load.swappers.clone())
     };
     let not_sent = match load.rate {
         None => closed_loop(sessions, load, start, &collector, generator).await,

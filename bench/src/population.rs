@@ -181,6 +181,23 @@ impl Ids {
         self.account(Kind::Issuance, 0)
     }
 
+    /// The members (indexes below `members`) whose two accounts, on ledger A and ledger
+    /// B, are on the same data shard (`same`) or on different ones (`!same`), in a cluster
+    /// of `shards` data shards (`tally_proto::routing::shard_of`). With one shard every
+    /// member's accounts share it.
+    ///
+    /// # Panics
+    /// If `shards` is 0 or above `tally_proto::routing::SHARDS_MAX`.
+    #[must_use]
+    pub fn swappers(&self, members: u32, shards: u32, same: bool) -> Vec<u32> {
+        use tally_proto::routing::shard_of;
+        (0..members)
+            .filter(|&i| {
+                (shard_of(self.member(i), shards) == shard_of(self.member_b(i), shards)) == same
+            })
+            .collect()
+    }
+
     /// Member `index`'s account at institution B (ledger B; credited by swaps).
     #[must_use]
     pub fn member_b(&self, index: u32) -> u128 {
@@ -233,6 +250,24 @@ mod tests {
         assert!(!is_spread(ids.member(1)));
         assert!(!shared(ids.with_spread(false)).iter().any(|&id| is_spread(id)));
         assert_eq!(ids.with_spread(false).member(1), ids.member(1));
+    }
+
+    #[test]
+    fn swappers_split_the_members_by_where_their_two_accounts_live() {
+        use tally_proto::routing::shard_of;
+        let ids = Ids::new(7);
+        let (same, cross) = (ids.swappers(4000, 4, true), ids.swappers(4000, 4, false));
+        assert_eq!(same.len() + cross.len(), 4000, "every member is on one side");
+        // Each member's two accounts share one of 4 shards with probability 1/4.
+        assert!((800..1200).contains(&same.len()), "{} of 4000 on one shard", same.len());
+        for &i in &same {
+            assert_eq!(shard_of(ids.member(i), 4), shard_of(ids.member_b(i), 4));
+        }
+        for &i in &cross {
+            assert_ne!(shard_of(ids.member(i), 4), shard_of(ids.member_b(i), 4));
+        }
+        assert_eq!(ids.swappers(100, 1, true).len(), 100);
+        assert!(ids.swappers(100, 1, false).is_empty());
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct RunReport {
     /// not), by cause (gRPC code and `TALLY:<Code>`); an operation the first attempt
     /// applied then answers `exists` and counts as unknown above.
     pub client_retries: BTreeMap<String, u64>,
+    /// Swap runs: which members swapped (`--swap-shards`: `any`, `same`, `cross`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_shards: Option<String>,
     /// Open loop: operations never sent (too far behind schedule).
     pub not_sent: u64,
     /// Operations completed per second (any outcome).
@@ -144,6 +147,8 @@ impl RunReport {
             unknown: stats.unknown,
             unknown_errors: BTreeMap::new(),
             client_retries: BTreeMap::new(),
+            swap_shards: (load.workload == crate::scenario::Workload::Swap)
+                .then(|| load.swap_shards.name().to_owned()),
             not_sent: stats.not_sent,
             ops_per_s: completed as f64 / elapsed,
             ok_per_s: stats.ok as f64 / elapsed,

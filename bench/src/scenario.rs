@@ -39,6 +39,34 @@ pub enum Workload {
     Swap,
 }
 
+/// Which members swap (`--swap-shards`): whether a swap's two member accounts (ledger A,
+/// ledger B) share a shard decides whether it is a single-shard swap or a cross-shard
+/// transaction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwapShards {
+    /// Any member: on `n` shards about `1/n` of the swaps stay on one shard.
+    #[default]
+    Any,
+    /// Only members whose two accounts share a shard: every swap is single-shard.
+    Same,
+    /// Only members whose two accounts are on different shards: every swap is a
+    /// cross-shard transaction (needs at least two shards).
+    Cross,
+}
+
+impl SwapShards {
+    /// The kebab-case name used on the command line and in reports.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Any => "any",
+            Self::Same => "same",
+            Self::Cross => "cross",
+        }
+    }
+}
+
 impl Workload {
     /// The kebab-case name used on the command line and in reports.
     #[must_use]
@@ -126,6 +154,7 @@ pub struct OpGenerator {
     rng: SmallRng,
     zipf: Option<Zipf<f64>>,
     seqs: Arc<AtomicU64>,
+    swappers: Option<Arc<[u32]>>,
 }
 
 impl OpGenerator {
@@ -144,7 +173,22 @@ impl OpGenerator {
         let zipf = (workload == Workload::RedeemZipf).then(|| {
             Zipf::new(f64::from(spec.members), zipf_exponent).expect("validated exponent")
         });
-        Self { workload, spec, rng: SmallRng::seed_from_u64(seed), zipf, seqs }
+        Self { workload, spec, rng: SmallRng::seed_from_u64(seed), zipf, seqs, swappers: None }
+    }
+
+    /// Swaps drawn uniformly from the members `swappers` (indexes below the population's
+    /// member count) instead of from every member; `None` keeps every member.
+    ///
+    /// # Panics
+    /// If `swappers` is empty or names a member outside the population.
+    #[must_use]
+    pub fn with_swappers(mut self, swappers: Option<Arc<[u32]>>) -> Self {
+        if let Some(list) = &swappers {
+            assert!(!list.is_empty(), "at least one member swaps");
+            assert!(list.iter().all(|&m| m < self.spec.members), "swappers are members");
+        }
+        self.swappers = swappers;
+        self
     }
 
     fn seq(&self) -> u64 {
@@ -176,7 +220,10 @@ impl OpGenerator {
     }
 
     fn swap(&mut self) -> Op {
-        let member = self.uniform_member();
+        let member = match &self.swappers {
+            Some(list) => list[self.rng.random_range(0..list.len())],
+            None => self.uniform_member(),
+        };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         let now_ns = now.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let quote_expires_at = now_ns.saturating_add(QUOTE_VALIDITY_NS);
@@ -276,6 +323,29 @@ mod tests {
             assert!(member < 1000 && (1..=POINTS_PER_OP_MAX).contains(&points));
             assert!(quote_expires_at > now_ns + QUOTE_VALIDITY_NS / 2, "{quote_expires_at}");
         }
+    }
+
+    #[test]
+    fn swaps_draw_only_the_chosen_members_and_all_of_them() {
+        let chosen: Arc<[u32]> = Arc::from(vec![3, 500, 999]);
+        let seqs = Arc::new(AtomicU64::new(0));
+        let generator = OpGenerator::new(Workload::Swap, spec(), 0.99, 7, seqs);
+        let ops = generator.with_swappers(Some(chosen.clone())).batch(300);
+        let mut drawn = std::collections::BTreeSet::new();
+        for op in ops {
+            let Op::Swap { member, .. } = op else { panic!("{op:?} is not a swap") };
+            assert!(chosen.contains(&member), "member {member} was not chosen");
+            drawn.insert(member);
+        }
+        assert_eq!(drawn.len(), 3, "each chosen member swaps: {drawn:?}");
+    }
+
+    #[test]
+    #[should_panic(expected = "swappers are members")]
+    fn swappers_outside_the_population_are_refused() {
+        let seqs = Arc::new(AtomicU64::new(0));
+        let generator = OpGenerator::new(Workload::Swap, spec(), 0.99, 7, seqs);
+        let _ = generator.with_swappers(Some(Arc::from(vec![1000])));
     }
 
     #[test]

@@ -419,6 +419,13 @@ impl Client {
         self.inner.map.read().as_ref().map(|m| m.version)
     }
 
+    /// The cluster's data-shard count from the shard map this client holds, `None` before
+    /// its first fetch (any request starts one).
+    #[must_use]
+    pub fn shard_count(&self) -> Option<u32> {
+        self.inner.map.read().as_ref().map(|m| m.shards)
+    }
+
     /// Fetches the shard map from endpoint `index` (failures are only logged: requests
     /// still work without it, through any node). The version kept is the highest seen (a
     /// node that lags may answer with an older one).

@@ -28,7 +28,7 @@ use tally_bench::local::{LocalCluster, tallyd_beside_me};
 use tally_bench::model::Model;
 use tally_bench::population::{Ids, PopulationSpec};
 use tally_bench::report::{Machine, Report, RunReport};
-use tally_bench::scenario::Workload;
+use tally_bench::scenario::{SwapShards, Workload};
 use tally_bench::target::Target;
 use tally_bench::target::postgres::PgTarget;
 use tally_bench::target::tally::TallyTarget;
@@ -114,6 +114,12 @@ struct Args {
     /// Exponent of redeem-zipf's member distribution.
     #[arg(long, default_value_t = 0.99)]
     zipf_exponent: f64,
+    /// Which members the swap workload draws: `any`; `same`, only those whose accounts on
+    /// the two ledgers share a shard (every swap single-shard); `cross`, only those whose
+    /// accounts do not (every swap a cross-shard transaction; needs two shards or more).
+    /// Chosen from the cluster's shard map after setup.
+    #[arg(long, value_enum, default_value = "any")]
+    swap_shards: SwapShards,
     /// Members.
     #[arg(long, default_value_t = 1_000_000)]
     members: u32,
@@ -195,6 +201,9 @@ impl Args {
         {
             return Err("the swap workload runs against tally only (--targets tally)".into());
         }
+        if self.swap_shards != SwapShards::Any && !self.workloads.contains(&Workload::Swap) {
+            return Err("--swap-shards applies to the swap workload only".into());
+        }
         if self.targets.is_empty() || self.workloads.is_empty() {
             return Err("--targets and --workloads need at least one entry".into());
         }
@@ -217,6 +226,8 @@ impl Args {
             seed: self.seed,
             zipf_exponent: self.zipf_exponent,
             progress: !self.no_progress,
+            swap_shards: self.swap_shards,
+            swappers: None,
         }
     }
 }
@@ -342,11 +353,13 @@ async fn drive(
     charts: bool,
 ) -> Result<(), BenchError> {
     let spec = args.population();
+    let mut tally: Option<(Client, Ids)> = None;
     let target = match name {
         TargetName::Tally => {
             let endpoints = local.unwrap_or_else(|| args.endpoints.clone());
             let client = Client::builder(endpoints).deadline(Duration::from_secs(60)).build()?;
             let ids = Ids::new(nonce).with_spread(!args.no_spread);
+            tally = Some((client.clone(), ids));
             Target::Tally(TallyTarget::new(client, ids))
         }
         TargetName::Postgres => Target::Postgres(PgTarget::new(args.postgres_url.clone())),
@@ -360,8 +373,19 @@ async fn drive(
     let took = started.elapsed().as_secs_f64();
     println!("{}: population loaded in {took:.1} s", target.name());
     report.setup_s.insert(format!("{}/{what}", target.name()), took);
+    let swappers = match (&tally, args.swap_shards) {
+        (Some((client, ids)), mode)
+            if mode != SwapShards::Any && round.contains(&Workload::Swap) =>
+        {
+            Some(swappers(client, ids, spec.members, mode).await?)
+        }
+        _ => None,
+    };
     for &workload in round {
-        let load = args.load(name, workload);
+        let mut load = args.load(name, workload);
+        if workload == Workload::Swap {
+            load.swappers.clone_from(&swappers);
+        }
         // Counted per run: what setup or the last read-back resent is not this run's.
         let _ = target.take_retries();
         let stats = driver::run(&target, spec, &load, &seqs).await?;
@@ -381,6 +405,48 @@ async fn drive(
         report.runs.push(run);
     }
     Ok(())
+}
+
+/// How long to wait for the client's first shard map (any request starts its fetch).
+const SHARD_MAP_WAIT: Duration = Duration::from_secs(10);
+
+/// The members whose two swap accounts share a shard (`Same`) or not (`Cross`), by the
+/// shard map `client` holds; an error if there are none (e.g. `cross` on one shard).
+async fn swappers(
+    client: &Client,
+    ids: &Ids,
+    members: u32,
+    mode: SwapShards,
+) -> Result<std::sync::Arc<[u32]>, BenchError> {
+    let started = Instant::now();
+    let shards = loop {
+        if let Some(shards) = client.shard_count() {
+            break shards;
+        }
+        if started.elapsed() > SHARD_MAP_WAIT {
+            return Err(BenchError::Setup(format!(
+                "--swap-shards {}: no shard map from the cluster within {} s",
+                mode.name(),
+                SHARD_MAP_WAIT.as_secs()
+            )));
+        }
+        // Any request starts a fetch of the map; its outcome does not matter here.
+        let _ = client.lookup_accounts(&[ids.member(0)]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let list = ids.swappers(members, shards, mode == SwapShards::Same);
+    println!(
+        "tally: swaps drawn from the {} of {members} members whose two accounts are {} ({shards} shard(s))",
+        list.len(),
+        if mode == SwapShards::Same { "on one shard" } else { "on different shards" }
+    );
+    if list.is_empty() {
+        return Err(BenchError::Setup(format!(
+            "--swap-shards {}: no member qualifies on {shards} shard(s)",
+            mode.name()
+        )));
+    }
+    Ok(list.into())
 }
 
 #[cfg(test)]
