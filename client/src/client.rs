@@ -419,11 +419,20 @@ impl Client {
         self.inner.map.read().as_ref().map(|m| m.version)
     }
 
-    /// The cluster's data-shard count from the shard map this client holds, `None` before
-    /// its first fetch (any request starts one).
-    #[must_use]
-    pub fn shard_count(&self) -> Option<u32> {
-        self.inner.map.read().as_ref().map(|m| m.shards)
+    /// The cluster's data-shard count from the shard map this client holds; without one
+    /// yet, fetched now from each known endpoint in turn (each try bounded by
+    /// [`SHARD_MAP_FETCH_TIMEOUT`]) until one answers. `None` if none did.
+    pub async fn shard_count(&self) -> Option<u32> {
+        let held = || self.inner.map.read().as_ref().map(|m| m.shards);
+        let first = self.inner.current.load(Ordering::Relaxed);
+        let endpoints = self.inner.nodes.read().len();
+        for k in 0..endpoints {
+            if let Some(shards) = held() {
+                return Some(shards);
+            }
+            self.fetch_shard_map(first + k).await;
+        }
+        held()
     }
 
     /// Fetches the shard map from endpoint `index` (failures are only logged: requests

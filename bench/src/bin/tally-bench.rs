@@ -407,9 +407,6 @@ async fn drive(
     Ok(())
 }
 
-/// How long to wait for the client's first shard map (any request starts its fetch).
-const SHARD_MAP_WAIT: Duration = Duration::from_secs(10);
-
 /// The members whose two swap accounts share a shard (`Same`) or not (`Cross`), by the
 /// shard map `client` holds; an error if there are none (e.g. `cross` on one shard).
 async fn swappers(
@@ -418,21 +415,11 @@ async fn swappers(
     members: u32,
     mode: SwapShards,
 ) -> Result<std::sync::Arc<[u32]>, BenchError> {
-    let started = Instant::now();
-    let shards = loop {
-        if let Some(shards) = client.shard_count() {
-            break shards;
-        }
-        if started.elapsed() > SHARD_MAP_WAIT {
-            return Err(BenchError::Setup(format!(
-                "--swap-shards {}: no shard map from the cluster within {} s",
-                mode.name(),
-                SHARD_MAP_WAIT.as_secs()
-            )));
-        }
-        // Any request starts a fetch of the map; its outcome does not matter here.
-        let _ = client.lookup_accounts(&[ids.member(0)]).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let Some(shards) = client.shard_count().await else {
+        return Err(BenchError::Setup(format!(
+            "--swap-shards {}: no endpoint answered with the cluster's shard map",
+            mode.name()
+        )));
     };
     let list = ids.swappers(members, shards, mode == SwapShards::Same);
     println!(

@@ -287,6 +287,21 @@ async fn a_stale_shard_map_is_fetched_again_and_the_same_ids_resent() {
 }
 
 #[tokio::test]
+async fn the_shard_count_is_fetched_from_the_first_endpoint_that_serves_the_map() {
+    // No request made yet: the count is fetched on demand, past a dead endpoint and a node
+    // that serves no map, and then held.
+    let mapless = Fake::default();
+    let node = Fake { map_version: Some(Arc::new(AtomicU64::new(2))), ..Fake::default() };
+    let endpoints = vec![dead_addr().await, serve(mapless).await, serve(node).await];
+    let c = client(endpoints, Duration::from_secs(5));
+    assert_eq!(c.shard_count().await, Some(1));
+    assert_eq!(c.shard_map_version(), Some(2));
+    // Nobody serves a map: `None`, after one bounded try per endpoint.
+    let c = client(vec![serve(Fake::default()).await], Duration::from_secs(5));
+    assert_eq!(c.shard_count().await, None);
+}
+
+#[tokio::test]
 async fn a_stale_shard_map_refusal_without_a_version_backs_off() {
     // A node that says StaleShardMap but names no version, while the map it serves does
     // not move: the client resends at once only once (the first map it fetched is newer
