@@ -28,7 +28,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{ConfigError, NodeConfig, machine_memory_bytes};
 use crate::ledger::memory_store::Capacity;
-use crate::raft::log_store::Syncer;
+use crate::raft::log_store::Writer;
 use crate::raft::network::Channels;
 use crate::raft::node::Replica;
 use crate::raft::service::RaftServer;
@@ -105,14 +105,14 @@ pub async fn run(
             "allocating each shard replica's ledger memory ahead ([memory])"
         );
     }
-    let syncer = Syncer::start(storage.clone());
+    let log_writer = Writer::start(storage.clone());
     let channels = Channels::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut local = BTreeMap::new();
     let mut tasks = Vec::new();
     // Starts (and on a new cluster bootstraps) this node's replica of `shard`.
     let start = |shard: ShardId| {
-        let (storage, syncer, channels) = (&storage, syncer.clone(), channels.clone());
+        let (storage, log_writer, channels) = (&storage, log_writer.clone(), channels.clone());
         let config = &config;
         async move {
             // The metadata group's few records need no memory ahead.
@@ -120,7 +120,7 @@ pub async fn run(
                 if shard == MAP_SHARD { Capacity::default() } else { config.memory.capacity() };
             let (node_id, raft) = (config.node_id, &config.raft);
             let replica =
-                raft::node::start(node_id, shard, storage, syncer, channels, raft, capacity)
+                raft::node::start(node_id, shard, storage, log_writer, channels, raft, capacity)
                     .await
                     .map_err(ServerError::Raft)?;
             replica
@@ -259,7 +259,7 @@ pub async fn run(
         let _ = task.await;
     }
     drop(replicas);
-    drop(syncer);
+    drop(log_writer);
     // Persist the last checkpoints (written without the WAL) so that a clean restart does
     // not re-apply the log since the last flush, then make the log's tail durable.
     if let Err(e) = storage.flush_state() {

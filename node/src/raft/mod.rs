@@ -2,8 +2,9 @@
 //!
 //! Layout:
 //! - this file — the type configuration, the replicated [`Command`] and its reply.
-//! - [`log_store`] — the Raft log, vote and committed id in RocksDB, with one fsync
-//!   thread that makes concurrent appends durable together (group fsync).
+//! - [`log_store`] — the Raft log, vote and committed id in RocksDB, written by one writer
+//!   thread per node and made durable by one fsync thread that covers every shard's
+//!   written appends at once (group fsync).
 //! - [`state_machine`] — applies committed commands to the ledger; each entry's changes and
 //!   its applied log id are one atomic RocksDB write; snapshots.
 //! - [`network`] — the client side of the internal `tally.raft.v1` service.

@@ -9,7 +9,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 
-use super::log_store::{LogStore, Syncer};
+use super::log_store::{LogStore, Writer};
 use super::network::{Channels, Network};
 use super::state_machine::{CheckpointSchedule, SharedLedger, StateMachineStore};
 use super::{Command, CommandReply, NodeId, Raft, TypeConfig};
@@ -134,13 +134,13 @@ pub async fn start(
     node_id: NodeId,
     shard: ShardId,
     storage: &Storage,
-    syncer: Arc<Syncer>,
+    log_writer: Arc<Writer>,
     channels: Channels,
     config: &RaftConfig,
     capacity: Capacity,
 ) -> Result<Replica, String> {
     let raft_config = Arc::new(raft_config(config)?);
-    let log = LogStore::new(storage.clone(), shard, syncer);
+    let log = LogStore::new(storage.clone(), shard, log_writer);
     let sm = StateMachineStore::open(storage.clone(), shard, capacity)
         .map_err(|e| e.to_string())?
         .checkpoint_every(config.checkpoint_writes, CheckpointSchedule::slot(node_id, shard));

@@ -19,9 +19,12 @@
 //!   and an install before it returns. Because the WAL is one ordered file, an fsync makes
 //!   every earlier logged write durable.
 //! - A state-machine checkpoint (ledger records, transfers and the applied log id, the
-//!   [`STATE_FAMILIES`]) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log already
-//!   holds every entry it covers, so logging the same changes twice would only double the
-//!   bytes written and fsynced. The DB uses `atomic_flush`: a flush persists the column
+//!   [`STATE_FAMILIES`]) is one `WriteBatch` written WITHOUT the write-ahead log: the Raft log of
+//!   a majority already holds every entry it covers, so logging the same changes twice
+//!   would only double the bytes written and fsynced. (A leader may apply, and so
+//!   checkpoint, an entry its own log writer has not written yet; if it crashes then,
+//!   openraft purges its log up to the applied index at start, and the entries come back
+//!   from the majority: docs/OPERATING.md, "Guarantees, exactly".) The DB uses `atomic_flush`: a flush persists the column
 //!   families it covers at one sequence point (an automatic flush covers every family
 //!   holding data; [`Storage::flush_state`] covers every state family together), so
 //!   after a crash a checkpoint is either wholly on disk or wholly absent, and Raft
