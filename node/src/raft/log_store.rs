@@ -38,14 +38,16 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use parking_lot::Mutex;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{TypeConfig, decode, encode};
 use crate::storage::keys::{self, Key, MetaKind, ShardId};
 use crate::storage::{CF_RAFT_LOG, CF_RAFT_META, Storage, timed_step};
 
 /// Writes queued for the log writer, at most this many (a store's writes wait beyond:
-/// the back-pressure of a disk that cannot keep up). Bounds the unwritten tails too.
+/// the back-pressure of a disk that cannot keep up). Bounds the unwritten tails too. The
+/// wait is asynchronous: a full queue suspends the shard's Raft task, never a runtime
+/// thread (the node's other shards, its heartbeats and its gRPC service go on).
 pub const SYNC_QUEUE_MAX: usize = 4096;
 
 type Entry = EntryOf<TypeConfig>;
@@ -114,7 +116,7 @@ struct Job {
 /// theirs still holds the database afterwards.
 #[derive(Debug)]
 pub struct Writer {
-    tx: Option<crossbeam_channel::Sender<Job>>,
+    tx: Option<mpsc::Sender<Job>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -140,33 +142,46 @@ impl Writer {
     /// If a thread cannot be spawned.
     #[must_use]
     pub fn start(storage: Storage) -> Arc<Self> {
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(SYNC_QUEUE_MAX);
+        let (tx, mut rx) = mpsc::channel::<Job>(SYNC_QUEUE_MAX);
         let (written_tx, written_rx) = crossbeam_channel::bounded::<Written>(SYNC_QUEUE_MAX);
         let for_sync = storage.clone();
         // After a failed write nothing more is written (a later round landing would leave
         // a hole in the log), and no later report succeeds: Raft must not go on past a log
         // it could not write (openraft stops the node).
         let mut write_failed: Option<String> = None;
-        let writer = spawn_rounds("tally-log-write", rx, move |round| {
+        let jobs = move || {
+            let first = rx.blocking_recv()?;
+            let mut round = vec![first];
+            round.extend(std::iter::from_fn(|| rx.try_recv().ok()));
+            Some(round)
+        };
+        let writer = spawn_rounds("tally-log-write", jobs, move |round| {
             written_tx.send(write_round(&storage, round, &mut write_failed)).is_ok()
         });
         let mut sync_failed: Option<String> = None;
-        let syncer = spawn_rounds("tally-fsync", written_rx, move |rounds| {
+        let written = move || {
+            let first = written_rx.recv().ok()?;
+            let mut rounds = vec![first];
+            rounds.extend(written_rx.try_iter());
+            Some(rounds)
+        };
+        let syncer = spawn_rounds("tally-fsync", written, move |rounds| {
             sync_and_report(&for_sync, rounds, &mut sync_failed);
             true
         });
         Arc::new(Self { tx: Some(tx), threads: vec![writer, syncer] })
     }
 
-    fn submit(&self, job: Job) -> io::Result<()> {
-        self.tx.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+    /// Queues `job`, waiting (asynchronously) while the queue is full.
+    async fn submit(&self, job: Job) -> io::Result<()> {
+        self.tx.as_ref().ok_or_else(stopped)?.send(job).await.map_err(|_| stopped())
     }
 
     /// Queues `ops` and waits until they are written (and fsynced if `sync`), with every
     /// write queued before them.
     async fn write_and_wait(&self, ops: Vec<Op>, sync: bool) -> io::Result<()> {
         let (done, outcome) = oneshot::channel();
-        self.submit(Job { ops, sync, report: Report::Done(Some(done)) })?;
+        self.submit(Job { ops, sync, report: Report::Done(Some(done)) }).await?;
         match outcome.await {
             Ok(result) => result.map_err(io::Error::other),
             Err(_) => Err(stopped()),
@@ -178,24 +193,22 @@ fn stopped() -> io::Error {
     io::Error::other("log writer thread stopped")
 }
 
-/// Starts thread `name`: it takes everything queued on `rx` at once, as one round, and
-/// hands it to `each`, until `rx` closes or `each` returns false. A panic there aborts
-/// the process ([`AbortOnPanic`]).
+/// Starts thread `name`: it takes each round from `next` (everything queued at once,
+/// waiting for the first) and hands it to `each`, until `next` has no more (its queue
+/// closed) or `each` returns false. A panic there aborts the process ([`AbortOnPanic`]).
 ///
 /// # Panics
 /// If the thread cannot be spawned.
 fn spawn_rounds<T: Send + 'static>(
     name: &'static str,
-    rx: crossbeam_channel::Receiver<T>,
+    mut next: impl FnMut() -> Option<Vec<T>> + Send + 'static,
     mut each: impl FnMut(Vec<T>) -> bool + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             let _abort = AbortOnPanic(name);
-            while let Ok(first) = rx.recv() {
-                let mut round = vec![first];
-                round.extend(rx.try_iter());
+            while let Some(round) = next() {
                 if !each(round) {
                     break;
                 }
@@ -450,7 +463,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // recovers it anyway. Queued behind the appends it names, so it never reaches the
         // WAL before them.
         let op = self.meta_op(MetaKind::Committed, &committed)?;
-        self.writer.submit(Job { ops: vec![op], sync: false, report: Report::Done(None) })
+        self.writer.submit(Job { ops: vec![op], sync: false, report: Report::Done(None) }).await
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogIdOf<TypeConfig>>> {
@@ -486,7 +499,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             unwritten.entries.extend(appended);
         }
         let report = Report::Flushed { last_index, unwritten: self.unwritten.clone(), callback };
-        self.writer.submit(Job { ops, sync: true, report })
+        self.writer.submit(Job { ops, sync: true, report }).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
@@ -556,10 +569,10 @@ mod tests {
 
     /// A log store whose writer is the test: its jobs wait in `jobs` until the test runs
     /// them with [`run_writer`], as the writer and fsync threads would.
-    fn held_writer() -> (tempfile::TempDir, Storage, LogStore, crossbeam_channel::Receiver<Job>) {
+    fn held_writer() -> (tempfile::TempDir, Storage, LogStore, mpsc::Receiver<Job>) {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path(), DirectIo::Auto).unwrap();
-        let (tx, jobs) = crossbeam_channel::bounded(SYNC_QUEUE_MAX);
+        let (tx, jobs) = mpsc::channel(SYNC_QUEUE_MAX);
         let log = LogStore::new(
             storage.clone(),
             SHARD,
@@ -568,12 +581,9 @@ mod tests {
         (dir, storage, log, jobs)
     }
 
-    fn run_writer(
-        storage: &Storage,
-        jobs: &crossbeam_channel::Receiver<Job>,
-        failed: &mut Option<String>,
-    ) {
-        let written = write_round(storage, jobs.try_iter().collect(), &mut None);
+    fn run_writer(storage: &Storage, jobs: &mut mpsc::Receiver<Job>, failed: &mut Option<String>) {
+        let round = std::iter::from_fn(|| jobs.try_recv().ok()).collect();
+        let written = write_round(storage, round, &mut None);
         sync_and_report(storage, vec![written], failed);
     }
 
@@ -592,7 +602,7 @@ mod tests {
 
     #[tokio::test]
     async fn appended_entries_are_read_before_and_after_the_writer_writes_them() {
-        let (_dir, storage, mut log, jobs) = held_writer();
+        let (_dir, storage, mut log, mut jobs) = held_writer();
         let mut first = append(&mut log, 1..=3).await;
         // Queued, not written: served from the unwritten tail, flushed not yet reported.
         assert_eq!(indexes(&log.try_get_log_entries(1..4).await.unwrap()), [1, 2, 3]);
@@ -602,7 +612,7 @@ mod tests {
         assert_eq!(state.last_log_id, Some(log_id::<TypeConfig>(1, 1, 3)));
 
         let mut failed = None;
-        run_writer(&storage, &jobs, &mut failed);
+        run_writer(&storage, &mut jobs, &mut failed);
         assert!(failed.is_none());
         first.now_or_never().unwrap().unwrap().unwrap();
         assert!(log.unwritten.lock().entries.is_empty());
@@ -614,17 +624,17 @@ mod tests {
         assert_eq!(indexes(&log.try_get_log_entries(4..).await.unwrap()), [4, 5]);
         assert_eq!(indexes(&log.try_get_log_entries(..3).await.unwrap()), [1, 2]);
         assert!((&mut second).now_or_never().is_none());
-        run_writer(&storage, &jobs, &mut failed);
+        run_writer(&storage, &mut jobs, &mut failed);
         second.now_or_never().unwrap().unwrap().unwrap();
         assert_eq!(indexes(&log.try_get_log_entries(0..100).await.unwrap()), [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]
     async fn a_truncation_hides_queued_entries_at_once_and_ends_after_the_writer_deleted_them() {
-        let (_dir, storage, mut log, jobs) = held_writer();
+        let (_dir, storage, mut log, mut jobs) = held_writer();
         let mut failed = None;
         let _written = append(&mut log, 1..=2).await;
-        run_writer(&storage, &jobs, &mut failed);
+        run_writer(&storage, &mut jobs, &mut failed);
         let _queued = append(&mut log, 3..=5).await;
 
         let mut truncating = log.clone();
@@ -645,7 +655,7 @@ mod tests {
         assert_eq!(indexes(&log.try_get_log_entries(0..100).await.unwrap()), [1, 2, 3]);
         sync_and_report(&storage, vec![written], &mut failed);
         // Then the deletion.
-        run_writer(&storage, &jobs, &mut failed);
+        run_writer(&storage, &mut jobs, &mut failed);
         truncation.await.unwrap().unwrap();
         assert!(failed.is_none());
         assert_eq!(indexes(&log.read_written(0, u64::MAX).unwrap()), [1, 2, 3]);
@@ -653,5 +663,43 @@ mod tests {
         // The log goes on from 4.
         let _next = append(&mut log, 4..=4).await;
         assert_eq!(indexes(&log.try_get_log_entries(0..100).await.unwrap()), [1, 2, 3, 4]);
+    }
+
+    /// Polls `future` once, outside tokio's task budget: after many awaits in one task the
+    /// budget is spent and any poll within it is pending, ready or not.
+    fn polled_once<F: std::future::Future>(future: F) -> Option<F::Output> {
+        tokio::task::unconstrained(future).now_or_never()
+    }
+
+    #[tokio::test]
+    async fn a_full_writer_queue_suspends_the_append_instead_of_blocking_the_thread() {
+        // With the queue full, the next append waits without holding its thread (on this
+        // one-thread runtime a blocking wait would never return), and goes on once the
+        // writer has taken the queue.
+        let (_dir, storage, mut log, mut jobs) = held_writer();
+        let last = u64::try_from(SYNC_QUEUE_MAX).unwrap();
+        let mut flushed = Vec::new();
+        for index in 1..=last {
+            flushed.push(append(&mut log, index..=index).await);
+        }
+        assert_eq!(jobs.len(), SYNC_QUEUE_MAX);
+        let mut queued = log.clone();
+        let mut next = Box::pin(append(&mut queued, last + 1..=last + 1));
+        assert!(polled_once(&mut next).is_none(), "the append waits for room");
+        // The entry is readable already, from the unwritten tail.
+        let read = log.try_get_log_entries(last + 1..=last + 1).await.unwrap();
+        assert_eq!(indexes(&read), [last + 1]);
+
+        let mut failed = None;
+        run_writer(&storage, &mut jobs, &mut failed);
+        let mut next_flushed = next.await;
+        assert!(polled_once(&mut next_flushed).is_none(), "queued, not yet written");
+        run_writer(&storage, &mut jobs, &mut failed);
+        assert!(failed.is_none());
+        for rx in flushed {
+            polled_once(rx).unwrap().unwrap().unwrap();
+        }
+        polled_once(next_flushed).unwrap().unwrap().unwrap();
+        assert_eq!(log.read_written(0, u64::MAX).unwrap().len(), SYNC_QUEUE_MAX + 1);
     }
 }
