@@ -165,8 +165,8 @@ fn discard_mount_in(mountinfo: &str, path: &Path) -> Option<String> {
     for line in mountinfo.lines() {
         // id parent major:minor root mount-point mount-options [optional...] - type source super-options
         let Some((mount, fs)) = line.split_once(" - ") else { continue };
-        let fields: Vec<&str> = mount.split(' ').collect();
-        let (Some(point), Some(options)) = (fields.get(4), fields.get(5)) else { continue };
+        let mut fields = mount.split(' ').skip(4);
+        let (Some(point), Some(options)) = (fields.next(), fields.next()) else { continue };
         let point = unescape_mount_path(point);
         if !path.starts_with(&point) {
             continue;
@@ -187,10 +187,10 @@ fn unescape_mount_path(escaped: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok());
+        match (bytes[i], octal.and_then(|d| u8::from_str_radix(d, 8).ok())) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
                 i += 4;
             }
             (b, _) => {
