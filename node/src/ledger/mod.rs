@@ -7,6 +7,7 @@
 //!
 //! Layout, one concept per file:
 //! - [`ids`] — `AccountId`, `TransferId`.
+//! - [`internal`] — Tally's internal account ids and the ids that resolve their legs.
 //! - [`account`] — `Account`, its flags and `AccountBalance`.
 //! - [`transfer`] — `Transfer`, its flags and the pending-transfer life cycle.
 //! - [`status`] — per-event result codes, TigerBeetle's names, values and precedence.
@@ -31,6 +32,7 @@ mod create_transfer;
 mod digest;
 pub mod filter;
 pub mod ids;
+pub mod internal;
 pub mod memory_store;
 mod post_void;
 mod query;

@@ -5,6 +5,7 @@
 //! remainder returns to the debit account. A closed account accepts only voids.
 
 use super::create_transfer::{Failure, add, fail};
+use super::internal;
 use super::store::{Expiry, LedgerStore};
 use super::{
     AccountFlags, AccountId, CreateTransferStatus as Status, PendingStatus, StateMachine, Transfer,
@@ -45,6 +46,7 @@ impl<S: LedgerStore> StateMachine<S> {
         if !p.flags.contains(TransferFlags::PENDING) {
             return fail(Status::PendingTransferNotPending);
         }
+        let leg = reserved_leg_check(t, &p, post)?;
         pending_match_check(t, &p)?;
         let amount = resolved_amount(t, &p)?;
         self.pending_still_open_check(timestamp_event, &p)?;
@@ -54,10 +56,13 @@ impl<S: LedgerStore> StateMachine<S> {
         let cr =
             self.store.account(p.credit_account_id).expect("a pending transfer's account exists");
         assert!(timestamp > dr.timestamp && timestamp > cr.timestamp);
-        if !void && dr.flags.contains(AccountFlags::CLOSED) {
+        // Tally's post of a leg completes a cross-shard transaction already decided (its
+        // primary's part applied): an account closed since the leg reserved its units takes
+        // it like a void, or the transaction would stay half applied.
+        if !void && !leg && dr.flags.contains(AccountFlags::CLOSED) {
             return fail(Status::DebitAccountAlreadyClosed);
         }
-        if !void && cr.flags.contains(AccountFlags::CLOSED) {
+        if !void && !leg && cr.flags.contains(AccountFlags::CLOSED) {
             return fail(Status::CreditAccountAlreadyClosed);
         }
         let stored = Transfer {
@@ -159,6 +164,20 @@ fn resolve(
 }
 
 /// A post or void may leave accounts, ledger and code at zero; if given they must match.
+/// Tally's rule (`internal`): a pending transfer with an internal account on either side
+/// is a leg of a cross-shard transaction; only Tally's own post or void of it, whose id is
+/// derived from the leg's, may resolve it. Checked before the pending transfer's fields are
+/// compared, so a refused request learns nothing more about the leg. Whether `t` is Tally's
+/// resolution of a leg.
+fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Failure> {
+    if !internal::is_internal(p.debit_account_id.0) && !internal::is_internal(p.credit_account_id.0)
+    {
+        return Ok(false);
+    }
+    let own = if post { internal::post_id(p.id) } else { internal::void_id(p.id) };
+    if t.id == own { Ok(true) } else { fail(Status::PendingTransferReserved) }
+}
+
 fn pending_match_check(t: &Transfer, p: &Transfer) -> Result<(), Failure> {
     if t.debit_account_id != AccountId::ZERO && t.debit_account_id != p.debit_account_id {
         return fail(Status::PendingTransferHasDifferentDebitAccountId);

@@ -127,6 +127,7 @@ statuses! {
         TransferMustHaveTheSameLedgerAsAccounts = 24,
         PendingTransferNotFound = 25,
         PendingTransferNotPending = 26,
+        PendingTransferReserved = 1001,
         PendingTransferHasDifferentDebitAccountId = 27,
         PendingTransferHasDifferentCreditAccountId = 28,
         PendingTransferHasDifferentLedger = 29,

@@ -140,7 +140,22 @@ fn reserved(index: usize) -> Status {
     ))
 }
 
-/// Transfer results on the wire from (timestamp, status) outcomes.
+/// Whether `t` is a post or void with the id Tally derives for resolving its pending
+/// transfer as a cross-shard leg (`ledger::internal`): only a node may send one, or a
+/// client that learnt a leg's id could resolve it behind its transaction's decision.
+fn resolves_as_tally(t: &crate::ledger::Transfer) -> bool {
+    use crate::ledger::internal::{post_id, void_id};
+    t.flags.resolves_pending() && (t.id == post_id(t.pending_id) || t.id == void_id(t.pending_id))
+}
+
+fn reserved_resolution(index: usize) -> Status {
+    Status::invalid_argument(format!(
+        "TALLY:InvalidRequest: event {index} resolves its pending transfer with the id Tally \
+         derives for its own resolutions of cross-shard legs (SHA-256 of \"tally-post\" or \
+         \"tally-void\" and the pending id): choose another id"
+    ))
+}
+
 /// What [`LedgerApi::create`] did.
 struct Created {
     /// (timestamp, wire status) per transfer, in request order.
@@ -150,6 +165,7 @@ struct Created {
     expired: Vec<(usize, u64, u64)>,
 }
 
+/// Transfer results on the wire from (timestamp, status) outcomes.
 fn transfer_results(outcomes: Vec<(u64, i32)>) -> Vec<v1::CreateTransferResult> {
     outcomes
         .into_iter()
@@ -608,6 +624,9 @@ impl LedgerApi {
             };
             if let Some(i) = transfers.iter().position(internal) {
                 return Err(reserved(i));
+            }
+            if let Some(i) = transfers.iter().position(resolves_as_tally) {
+                return Err(reserved_resolution(i));
             }
         }
         let routes = match routed_to {

@@ -39,6 +39,11 @@
 //! decision leg on P, created with P's other legs at prepare and posted as the decision;
 //! "void unless posted" reads both kinds.)
 //!
+//! Only Tally resolves a leg: the ledger refuses a post or void of a pending transfer with
+//! an internal account unless its id is [`post_id`] or [`void_id`] of it
+//! (`pending_transfer_reserved`, `ledger::internal`), and a node refuses client requests
+//! that carry those ids.
+//!
 //! First version's scope: single-phase transfers (flags: only `linked`); a pending, post,
 //! void, balancing, closing or imported transfer across shards is refused
 //! (`INVALID_ARGUMENT`).
@@ -47,7 +52,6 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use futures_util::future::try_join_all;
-use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -60,8 +64,9 @@ use crate::ledger::{
 use crate::storage::keys::ShardId;
 use tally_proto::limits::BATCH_EVENTS_MAX;
 
-/// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
-pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+use crate::ledger::internal::derived;
+pub use crate::ledger::internal::{INTERNAL_ID_HI, is_internal, post_id, void_id};
+
 /// The ledger of aliases (reserved: a user ledger must be below it).
 pub const INTERNAL_LEDGER: u32 = u32::MAX;
 /// Code of internal accounts, aliases and tombstones.
@@ -92,22 +97,6 @@ pub fn sink(ledger: u32) -> AccountId {
     AccountId(transit(ledger).0 | 1)
 }
 
-/// Whether `id` is an internal account's.
-#[must_use]
-pub fn is_internal(id: u128) -> bool {
-    (id >> 64) as u64 == INTERNAL_ID_HI
-}
-
-fn derived(tag: &[u8], parts: &[&[u8]]) -> u128 {
-    let mut hash = Sha256::new();
-    hash.update(tag);
-    for part in parts {
-        hash.update(part);
-    }
-    let digest = hash.finalize();
-    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
-}
-
 /// The digest that names a transaction: SHA-256 (truncated to 128 bits) of its transfers,
 /// every field as sent. Leg, marker and decision ids derive from it, not from the first
 /// transfer's id alone: a *different* request that reuses that id gets its own legs and
@@ -136,18 +125,6 @@ pub fn marker_id(t: u128, shard: ShardId, n: u32) -> TransferId {
         b"tally-marker",
         &[&t.to_le_bytes(), &shard.0.to_le_bytes(), &n.to_le_bytes()],
     ))
-}
-
-/// The id of the transfer that posts leg `leg`.
-#[must_use]
-pub fn post_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-post", &[&leg.0.to_le_bytes()]))
-}
-
-/// The id of the transfer that voids leg `leg`.
-#[must_use]
-pub fn void_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
 }
 
 /// A chain of transfers with the (debit, credit) shard of each (`route::placement`).

@@ -99,6 +99,7 @@ fn cases() -> Vec<Case> {
         c(S::TransferMustHaveTheSameLedgerAsAccounts, nothing, |_| one(Transfer { ledger: 2, ..transfer(100, 2, 1, 1) }), 0),
         c(S::PendingTransferNotFound, nothing, |_| one(post(100, 999, 1)), 0),
         c(S::PendingTransferNotPending, nothing, |_| one(post(100, 50, 1)), 0),
+        c(S::PendingTransferReserved, pending_leg, |_| one(post(100, LEG, 1)), 0),
         c(S::PendingTransferHasDifferentDebitAccountId, nothing, |_| one(Transfer { debit_account_id: tally_node::ledger::AccountId(8), ..post(100, 80, 1) }), 0),
         c(S::PendingTransferHasDifferentCreditAccountId, nothing, |_| one(Transfer { credit_account_id: tally_node::ledger::AccountId(8), ..post(100, 80, 1) }), 0),
         c(S::PendingTransferHasDifferentLedger, nothing, |_| one(Transfer { ledger: 2, ..post(100, 80, 1) }), 0),
@@ -133,6 +134,73 @@ const SPREAD: u128 = (0xFFFD << 112) | 7;
 fn spread_stock(ledger: &mut L) {
     let slice = account(SPREAD, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS);
     assert_eq!(ledger.create_accounts(&[slice]), vec![tally_node::ledger::CreateAccountStatus::Created]);
+}
+
+/// A transit account of Tally's cross-shard transactions (`ledger::internal`) and the id
+/// of a pending leg that debits member 1 into it.
+const TRANSIT: u128 = ((tally_node::ledger::internal::INTERNAL_ID_HI as u128) << 64) | 2;
+const LEG: u128 = 0x1E6;
+
+fn pending_leg(ledger: &mut L) {
+    assert_eq!(ledger.create_accounts(&[plain(TRANSIT)]), vec![tally_node::ledger::CreateAccountStatus::Created]);
+    assert_eq!(ledger.transfer(pending(LEG, 1, TRANSIT, 10, 0)), S::Created);
+}
+
+/// A leg of a cross-shard transaction (a pending transfer with an internal account) is
+/// resolved only by the post or void with the id derived from it, as Tally sends them; any
+/// other id is refused, burns nothing and changes nothing, whichever fields it carries.
+#[test]
+fn only_tallys_own_resolution_resolves_a_cross_shard_leg() {
+    use tally_node::ledger::internal::{post_id, void_id};
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    pending_leg(&mut ledger);
+    let before = ledger.sums(1);
+    let (post_own, void_own) = (post_id(TransferId(LEG)).0, void_id(TransferId(LEG)).0);
+    assert_eq!(ledger.transfer(void(100, LEG)), S::PendingTransferReserved);
+    assert_eq!(ledger.transfer(post(101, LEG, u128::MAX)), S::PendingTransferReserved);
+    // A mismatching field does not tell the leg's fields away: the reservation comes first.
+    let named = Transfer { debit_account_id: tally_node::ledger::AccountId(8), ..post(102, LEG, 1) };
+    assert_eq!(ledger.transfer(named), S::PendingTransferReserved);
+    // The ids of the other kind of resolution are refused too.
+    assert_eq!(ledger.transfer(void(post_own, LEG)), S::PendingTransferReserved);
+    assert_eq!(ledger.transfer(post(void_own, LEG, u128::MAX)), S::PendingTransferReserved);
+    assert_eq!(ledger.sums(1), before, "a refused resolution changes nothing");
+    // Nothing was burnt: the same ids are free for other transfers.
+    assert_eq!(ledger.transfer(transfer(100, 2, 1, 1)), S::Created);
+    assert_eq!(ledger.transfer(post(post_own, LEG, u128::MAX)), S::Created);
+    assert_eq!(ledger.transfer(void(void_own, LEG)), S::PendingTransferAlreadyPosted);
+    let (debits_pending, debits_posted, _, _) = ledger.sums(1);
+    assert_eq!((debits_pending, debits_posted), (before.0 - 10, before.1 + 10));
+    ledger.audit();
+}
+
+/// An account closed while a leg of a cross-shard transaction holds its units still takes
+/// Tally's post of the leg (the transaction was decided and its primary's part applied),
+/// on either side; anything else, a client's transfer or a post of an ordinary pending
+/// transfer, is refused as before.
+#[test]
+fn tallys_post_of_a_leg_completes_into_an_account_closed_since() {
+    use tally_node::ledger::internal::post_id;
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    assert_eq!(ledger.create_accounts(&[plain(TRANSIT)]), vec![tally_node::ledger::CreateAccountStatus::Created]);
+    // A credit leg into 7 and a debit leg out of 6, then both accounts closed.
+    assert_eq!(ledger.transfer(pending(LEG, TRANSIT, 7, 4, 0)), S::Created);
+    assert_eq!(ledger.transfer(transfer(60, 2, 6, 9)), S::Created);
+    assert_eq!(ledger.transfer(pending(LEG + 1, 6, TRANSIT, 3, 0)), S::Created);
+    assert_eq!(ledger.transfer(pending(70, 2, 7, 1, 0)), S::Created);
+    let close = |id, account, flag| Transfer { flags: TransferFlags::PENDING | flag, ..transfer(id, account, 8, 0) };
+    assert_eq!(ledger.transfer(close(90, 6, TransferFlags::CLOSING_DEBIT)), S::Created);
+    let close_credit = Transfer { flags: TransferFlags::PENDING | TransferFlags::CLOSING_CREDIT, ..transfer(91, 8, 7, 0) };
+    assert_eq!(ledger.transfer(close_credit), S::Created);
+    assert_eq!(ledger.transfer(transfer(100, 2, 7, 1)), S::CreditAccountAlreadyClosed);
+    assert_eq!(ledger.transfer(post(101, 70, u128::MAX)), S::CreditAccountAlreadyClosed);
+    assert_eq!(ledger.transfer(post(post_id(TransferId(LEG)).0, LEG, u128::MAX)), S::Created);
+    assert_eq!(ledger.transfer(post(post_id(TransferId(LEG + 1)).0, LEG + 1, u128::MAX)), S::Created);
+    assert_eq!(ledger.sums(7).3, 4);
+    assert_eq!(ledger.sums(6).1, 3);
+    ledger.audit();
 }
 
 /// A dry slice does not burn the transfer's id (the node refills the slice and resends);

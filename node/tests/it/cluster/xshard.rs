@@ -213,6 +213,52 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     let refused = client.create_transfers(vec![pending]).await.unwrap_err();
     assert!(refused.to_string().contains("single-phase"), "{refused}");
 
+    // A client cannot resolve a leg (legs are listed in their accounts' histories): a post
+    // or void of one reads `pending_transfer_reserved` — even of a leg already posted, so
+    // nothing about it is told — burns nothing and moves nothing; one with the id Tally
+    // derives for its own resolution is refused whole at the edge.
+    let history = client
+        .get_account_transfers(v1::AccountFilter {
+            account_id: uint128(m2),
+            limit: 100,
+            flags: v1::AccountFilterFlag::Credits as u32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let leg = history
+        .iter()
+        .find(|t| t.flags & v1::TransferFlag::Pending as u32 != 0)
+        .map(|t| u128_of(t.id))
+        .expect("m2's history lists the credit leg of transfer 10");
+    let before = sums(&client, &[m1, m2]).await;
+    let resolve = |id: u128, flag: v1::TransferFlag| v1::Transfer {
+        id: uint128(id),
+        pending_id: uint128(leg),
+        amount: uint128(if flag == v1::TransferFlag::PostPendingTransfer { u128::MAX } else { 0 }),
+        flags: flag as u32,
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        let results = client
+            .create_transfers(vec![
+                resolve(50, v1::TransferFlag::VoidPendingTransfer),
+                resolve(51, v1::TransferFlag::PostPendingTransfer),
+            ])
+            .await
+            .unwrap();
+        let statuses: Vec<i32> = results.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, vec![TS::PendingTransferReserved as i32; 2], "{results:?}");
+    }
+    use tally_node::ledger::{TransferId, internal};
+    let own_void = internal::void_id(TransferId(leg)).0;
+    let refused = client
+        .create_transfers(vec![resolve(own_void, v1::TransferFlag::VoidPendingTransfer)])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("derives for its own resolutions"), "{refused}");
+    assert_eq!(sums(&client, &[m1, m2]).await, before);
+
     // Every shard's replicas agree.
     converge_every_shard(&cluster).await;
 }

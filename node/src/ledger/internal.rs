@@ -1,0 +1,67 @@
+//! Tally's internal accounts and the ids of the transfers that resolve their pending legs
+//! (`docs/SHARDING.md` §3b), here because one ledger rule depends on them: a pending
+//! transfer with an internal account on either side is a leg of a cross-shard transaction,
+//! and only the post or void with the id derived from it ([`post_id`], [`void_id`]) may
+//! resolve it. Any other post or void of it is refused with `pending_transfer_reserved`
+//! ([`CreateTransferStatus::PendingTransferReserved`](super::CreateTransferStatus)), so a
+//! client that learnt a leg's id (legs are listed by `get_account_transfers`) cannot post
+//! or void it behind its transaction's decision. (The node refuses client requests that
+//! carry those derived ids, `service::ledger`.) Pure functions of the ids: deterministic.
+
+use sha2::{Digest as _, Sha256};
+
+use super::TransferId;
+
+/// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
+pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
+
+/// Whether `id` is an internal account's.
+#[must_use]
+pub const fn is_internal(id: u128) -> bool {
+    (id >> 64) as u64 == INTERNAL_ID_HI
+}
+
+/// SHA-256 of `tag` and `parts`, truncated to 128 bits.
+#[must_use]
+pub fn derived(tag: &[u8], parts: &[&[u8]]) -> u128 {
+    let mut hash = Sha256::new();
+    hash.update(tag);
+    for part in parts {
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
+}
+
+/// The id of the transfer that posts leg `leg`.
+#[must_use]
+pub fn post_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-post", &[&leg.0.to_le_bytes()]))
+}
+
+/// The id of the transfer that voids leg `leg`.
+#[must_use]
+pub fn void_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_ids_are_recognised_by_their_high_half() {
+        assert!(is_internal(u128::from(INTERNAL_ID_HI) << 64));
+        assert!(is_internal((u128::from(INTERNAL_ID_HI) << 64) | 7));
+        assert!(!is_internal(7));
+        assert!(!is_internal(u128::MAX));
+    }
+
+    #[test]
+    fn a_leg_has_one_post_id_and_one_void_id() {
+        let leg = TransferId(42);
+        assert_eq!(post_id(leg), post_id(TransferId(42)));
+        assert_ne!(post_id(leg), void_id(leg));
+        assert_ne!(post_id(leg), post_id(TransferId(43)));
+    }
+}
