@@ -15,6 +15,18 @@ use super::TransferId;
 /// High 64 bits of the ids of Tally's internal accounts (transit, sink, alias accounts).
 pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
 
+/// Ledgers from this one up are Tally's own (`u32::MAX` holds the alias accounts of
+/// cross-shard transactions, `u32::MAX - 1` the shard map's records): a client's account or
+/// transfer on one is refused at the edge, so a client's events can never pass for an
+/// alias, a marker or a map record.
+pub const RESERVED_LEDGER_MIN: u32 = u32::MAX - 1;
+
+/// Transfer codes from this one up are Tally's own (aliases, moves between a spread
+/// account's slices, markers, internal accounts and tombstones): refused in a client's
+/// transfers at the edge, so a client's transfer can never pass for one of them (a move,
+/// for instance, is never burnt when it fails).
+pub const RESERVED_CODE_MIN: u16 = u16::MAX - 3;
+
 /// Whether `id` is an internal account's.
 #[must_use]
 pub const fn is_internal(id: u128) -> bool {

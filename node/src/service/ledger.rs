@@ -148,6 +148,21 @@ fn resolves_as_tally(t: &crate::ledger::Transfer) -> bool {
     t.flags.resolves_pending() && (t.id == post_id(t.pending_id) || t.id == void_id(t.pending_id))
 }
 
+/// Why a client's `code` or `ledger` is Tally's own (`ledger::internal`), if it is.
+pub(super) fn reserved_code_or_ledger(code: u16, ledger: u32) -> Option<String> {
+    use crate::ledger::internal::{RESERVED_CODE_MIN, RESERVED_LEDGER_MIN};
+    if code >= RESERVED_CODE_MIN {
+        Some(format!("code = {code}: codes {RESERVED_CODE_MIN}..=65535 are reserved for Tally"))
+    } else if ledger >= RESERVED_LEDGER_MIN {
+        Some(format!(
+            "ledger = {ledger}: ledgers {RESERVED_LEDGER_MIN}..={} are reserved for Tally",
+            u32::MAX
+        ))
+    } else {
+        None
+    }
+}
+
 fn reserved_resolution(index: usize) -> Status {
     Status::invalid_argument(format!(
         "TALLY:InvalidRequest: event {index} resolves its pending transfer with the id Tally \
@@ -628,6 +643,13 @@ impl LedgerApi {
             if let Some(i) = transfers.iter().position(resolves_as_tally) {
                 return Err(reserved_resolution(i));
             }
+            if let Some((i, why)) = transfers
+                .iter()
+                .enumerate()
+                .find_map(|(i, t)| reserved_code_or_ledger(t.code, t.ledger).map(|why| (i, why)))
+            {
+                return Err(status::invalid_because(&format!("event {i}: {why}")));
+            }
         }
         let routes = match routed_to {
             // A node's own steps: applied where they were sent (a leg between two spread
@@ -938,6 +960,16 @@ impl LedgerService for LedgerApi {
             (routed_to, accounts.iter().position(|a| route::is_internal(a.id.0)))
         {
             return Err(reserved(i));
+        }
+        let reserved_ledger =
+            |a: &crate::ledger::Account| a.ledger >= crate::ledger::internal::RESERVED_LEDGER_MIN;
+        if let (None, Some(i)) = (routed_to, accounts.iter().position(reserved_ledger)) {
+            return Err(status::invalid_because(&format!(
+                "event {i}: ledger = {}: ledgers {}..={} are reserved for Tally",
+                accounts[i].ledger,
+                crate::ledger::internal::RESERVED_LEDGER_MIN,
+                u32::MAX
+            )));
         }
         // Internal and spread accounts exist on every shard: a routed request creates them
         // there; else a spread account is created on every shard (`create_spread`).

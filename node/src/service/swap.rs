@@ -115,6 +115,12 @@ impl Swap {
         let code = |value: u32, name: &str| {
             u16::try_from(value).map_err(|_| invalid(&format!("{name} must fit 16 bits")))
         };
+        let (code_a, code_b) = (code(r.code_a, "code_a")?, code(r.code_b, "code_b")?);
+        for (side, code, ledger) in [("a", code_a, r.ledger_a), ("b", code_b, r.ledger_b)] {
+            if let Some(why) = super::ledger::reserved_code_or_ledger(code, ledger) {
+                return Err(invalid(&format!("side {side}: {why}")));
+            }
+        }
         let quote_id = tally_proto::u128_of(r.quote_id);
         let give = Transfer {
             id: TransferId(give_id),
@@ -125,7 +131,7 @@ impl Swap {
             user_data_64: r.quote_expires_at,
             user_data_32: u32::try_from(i32::from(rounding)).expect("positive"),
             ledger: r.ledger_a,
-            code: code(r.code_a, "code_a")?,
+            code: code_a,
             flags: TransferFlags::LINKED,
             ..Transfer::default()
         };
@@ -138,7 +144,7 @@ impl Swap {
             user_data_64: r.rate_numerator,
             user_data_32: r.rate_denominator,
             ledger: r.ledger_b,
-            code: code(r.code_b, "code_b")?,
+            code: code_b,
             ..Transfer::default()
         };
         Ok(Self { transfers: [give, receive], expires_at: r.quote_expires_at })

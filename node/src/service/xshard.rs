@@ -5,9 +5,9 @@
 //! A transaction T is a transfer whose accounts live on two shards, or a linked chain that
 //! spans shards; T is named by the [`digest`] D of its transfers (shown in logs as
 //! `transaction`), its primary shard P is its first transfer's debit account's shard. For each transfer `X_k` (k = 0..n):
-//! - **Legs**: if its accounts share a shard, one pending leg debit → credit there; else a
-//!   pending leg debit → transit on the debit shard and one transit → credit on the credit
-//!   shard (a per-ledger *transit* account on every shard; a sink beside it receives
+//! - **Legs**: if its accounts share the primary, one leg debit → credit there; else a
+//!   leg debit → transit on the debit shard and one transit → credit on the credit shard
+//!   (the same shard, if its accounts share one outside the primary) (a per-ledger *transit* account on every shard; a sink beside it receives
 //!   tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
 //!   transfers (so another request reusing T's id gets legs of its own). Legs on P are
 //!   single-phase; leg (0, debit), on P, is the **decision leg**. Legs on the other
@@ -76,6 +76,13 @@ pub const MARKER_CODE: u16 = u16::MAX - 1;
 /// Code of aliases (since 2026-12-04; earlier aliases have [`INTERNAL_CODE`] and another
 /// `user_data_64` layout, see [`alias_parts`]).
 pub const ALIAS_CODE: u16 = u16::MAX - 3;
+const _: () = assert!(
+    ALIAS_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+        && REBALANCE_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+        && super::shard_map::MAP_LEDGER >= crate::ledger::internal::RESERVED_LEDGER_MIN,
+    "Tally's own codes and ledgers are in the ranges clients are refused"
+);
+// (INTERNAL_LEDGER is u32::MAX, the top of the reserved range by definition.)
 /// Time a transaction may take from its first leg's prepare to its decision, seconds: a
 /// coordinator (or a resend) that would send its primary's chain later decides it void
 /// instead. Checked by the deciding node against the prepared legs' timestamps (never by
@@ -246,10 +253,17 @@ impl Plan {
                     },
                     timestamp: 0,
                 };
-            if ds == cs {
+            if ds == cs && ds == primary {
+                // Single-phase, created only as (part of) the decision: never pending, so
+                // nothing a client could resolve.
                 let one = leg(ds, leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
                 legs.push(Leg { shard: ds, k, side: 0, transfer: one });
             } else {
+                // Through transit, also when both accounts share a shard outside the
+                // primary: every pending leg then has an internal account, so only Tally
+                // can resolve it (`ledger::internal`). Until 2026-12-06 such a transfer had
+                // one pending leg debit → credit there, which a client that saw it in an
+                // account's history could post or void against the decision.
                 let via = transit(x.ledger);
                 let debit = leg(ds, leg_id(t, k, 0), x.debit_account_id, via);
                 let credit = leg(cs, leg_id(t, k, 1), via, x.credit_account_id);
@@ -995,7 +1009,8 @@ impl LedgerApi {
         for i in unsettled {
             let txn = &mut txns[i];
             let leg = txn.plan.legs[0].transfer;
-            match self.decide_void(txn.plan.primary, leg.id, leg.ledger, deadline).await {
+            match self.decide_void(txn.plan.t, txn.plan.primary, leg.id, leg.ledger, deadline).await
+            {
                 Ok(decision) => (txn.decision, txn.post_status) = (decision, TS::Exists.code()),
                 Err(e) => {
                     undecided[i] = true;
@@ -1194,15 +1209,23 @@ impl LedgerApi {
         outcomes.first().copied().ok_or_else(|| internal("no outcome"))
     }
 
-    /// Decides a transaction void unless it was already posted. First its decision leg's
+    /// Decides transaction `t` void unless it was already posted. First its decision leg's
     /// id (`decision`, of `ledger`, on `primary`) is claimed with a tombstone: created (or
     /// there from an earlier try), or the id burnt by a failed prepare, means the leg never
     /// existed and now never can. Only if the id holds the leg is the leg voided, and the
     /// ledger's answer (voided now, or already posted, voided or expired) is the decision.
     /// A void is never sent to a leg that may not exist: its `not found` would burn the
     /// void's id, and a later void of the same leg would read `id_already_failed`.
+    ///
+    /// An answer that reads "posted" is taken only from the transaction's own decision leg
+    /// ([`LedgerApi::genuine_decision`]): leg ids are a public function of the request, so a
+    /// client can create a transfer of its own under the decision leg's id before sending
+    /// the request; its primary's chain then fails on that id, and the client's transfer
+    /// (single-phase, or pending and posted by the client) must not pass for the decision.
+    /// Such an id holds no decision leg and never can: the transaction is void.
     async fn decide_void(
         &self,
+        t: u128,
         primary: ShardId,
         decision: TransferId,
         ledger: u32,
@@ -1215,12 +1238,55 @@ impl LedgerApi {
         if !exists_differently(status) {
             return Err(internal(&format!("tombstoning the decision leg: status {status}")));
         }
+        if !self.genuine_decision(t, primary, decision, deadline).await? {
+            tracing::warn!(%primary, transaction = %format!("{t:#x}"), "the decision leg's id holds a transfer the transaction did not create: decided void");
+            return Ok(Decision::Void);
+        }
         let (_, status) = self.one(primary, void_of(decision), deadline).await?;
         if prepared(status) {
             return Ok(Decision::Void);
         }
         decided_by(status)
             .ok_or_else(|| internal(&format!("voiding the decision leg: status {status}")))
+    }
+
+    /// Whether the transfer under transaction `t`'s decision-leg id `decision` on `primary`
+    /// is that leg, created by `t`'s own chain. A transfer with an internal account can only
+    /// be Tally's (clients cannot name one), and Tally creates that id only as `t`'s
+    /// decision leg. A decision leg between two client accounts (the first transfer's
+    /// accounts both on the primary) was created in one linked chain right after `t`'s
+    /// aliases on the primary (their alias or marker, before 2026-12-05), so the transfer of
+    /// the alias account one timestamp before it names `t`; a transfer a client created
+    /// under that id has no such neighbour (an alias names `t` only in `t`'s own chain).
+    async fn genuine_decision(
+        &self,
+        t: u128,
+        primary: ShardId,
+        decision: TransferId,
+        deadline: Instant,
+    ) -> Result<bool, Status> {
+        let found = self.lookup_on(primary, vec![decision], deadline).await?;
+        let Some(leg) = found.into_iter().find(|x| x.id == decision) else {
+            return Err(internal("the decision leg's id is taken but nothing is found under it"));
+        };
+        if is_internal(leg.debit_account_id.0) || is_internal(leg.credit_account_id.0) {
+            return Ok(true);
+        }
+        let before = leg.timestamp - 1;
+        let filter = crate::ledger::AccountFilter {
+            account_id: transit(INTERNAL_LEDGER),
+            timestamp_min: before,
+            timestamp_max: before,
+            limit: 1,
+            flags: crate::ledger::AccountFilterFlags::DEBITS,
+            ..crate::ledger::AccountFilter::default()
+        };
+        let neighbour = self.account_transfers_on(primary, filter, deadline).await?;
+        Ok(neighbour.first().is_some_and(|record| {
+            record.timestamp == before
+                && record.user_data_128 == t
+                && matches!(record.code, ALIAS_CODE | MARKER_CODE | INTERNAL_CODE)
+        }))
     }
 
     /// Retries, in the background, the resolutions of decided transactions that `failed`
@@ -1385,7 +1451,7 @@ impl LedgerApi {
                 let primary = ShardId(marker.user_data_32);
                 let finish = async {
                     let decision =
-                        self.decide_void(primary, leg_id(t, 0, 0), ledger0, deadline).await?;
+                        self.decide_void(t, primary, leg_id(t, 0, 0), ledger0, deadline).await?;
                     let events: Vec<Transfer> = open
                         .iter()
                         .filter(|leg| **leg != leg_id(t, 0, 0))
@@ -1566,8 +1632,9 @@ mod tests {
         let plan = plan4(&chain).unwrap();
         let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
         assert_eq!((plan.t, plan.primary), (digest(&chain), sa));
-        // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard.
-        assert_eq!(plan.legs.len(), 3);
+        // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard, but
+        // outside the primary, so through transit there too.
+        assert_eq!(plan.legs.len(), 4);
         let decision = plan.legs[0];
         assert_eq!((decision.shard, decision.k, decision.side), (sa, 0, 0));
         assert_eq!(decision.transfer.id, leg_id(plan.t, 0, 0));
@@ -1580,7 +1647,18 @@ mod tests {
         assert!(plan.legs[1..].iter().all(|l| l.transfer.flags == TransferFlags::PENDING));
         assert!(plan.legs.iter().all(|l| l.transfer.user_data_64 == 77 && l.transfer.code == 9));
         assert_eq!(plan.legs[2].transfer.debit_account_id, AccountId(b));
-        assert_eq!(plan.legs[2].transfer.credit_account_id, AccountId(c));
+        assert_eq!(plan.legs[2].transfer.credit_account_id, transit(3));
+        assert_eq!(plan.legs[3].transfer.debit_account_id, transit(3));
+        assert_eq!(plan.legs[3].transfer.credit_account_id, AccountId(c));
+        assert_eq!((plan.legs[2].shard, plan.legs[3].shard), (sb, sb));
+        // Only Tally can resolve a pending leg: each has an internal account.
+        assert!(
+            plan.legs
+                .iter()
+                .filter(|l| l.transfer.flags == TransferFlags::PENDING)
+                .all(|l| is_internal(l.transfer.debit_account_id.0)
+                    || is_internal(l.transfer.credit_account_id.0))
+        );
         // Aliases claim the transfers' own ids on their debit shards and name T.
         assert_eq!(plan.aliases[0].0, sa);
         assert_eq!(plan.aliases[1].0, sb);
@@ -1615,11 +1693,11 @@ mod tests {
         assert!(is_tombstone(&plan.void_decision()) && !is_tombstone(&decision[1].1));
         assert_eq!(
             prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            vec![Place::Alias(1), Place::Leg(1), Place::Leg(2)]
+            vec![Place::Alias(1), Place::Leg(1), Place::Leg(2), Place::Leg(3)]
         );
         let linked: Vec<bool> =
             prepare[&sb].iter().map(|(_, t)| t.flags.contains(TransferFlags::LINKED)).collect();
-        assert_eq!(linked, vec![true, true, false]);
+        assert_eq!(linked, vec![true, true, true, false]);
         assert_eq!(
             prepare[&sb][1].1,
             Transfer {

@@ -213,6 +213,42 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     let refused = client.create_transfers(vec![pending]).await.unwrap_err();
     assert!(refused.to_string().contains("single-phase"), "{refused}");
 
+    // A client that first creates a transfer of its own under the decision leg's id of the
+    // transfer it is about to send (leg ids are a public function of the request) gets no
+    // "posted" out of it: the id holds no decision leg, the transaction is void, and the
+    // credit on the other shard is voided, not posted.
+    let x = transfer(60, m1, m2, 5, 0);
+    let wire = tally_node::convert::transfer_from_proto(0, &x).unwrap();
+    let decision =
+        tally_node::service::xshard::leg_id(tally_node::service::xshard::digest(&[wire]), 0, 0);
+    let before = sums(&client, &[m1, m2]).await;
+    let squat = transfer(decision.0, p[&1].0, m1, 0, 0);
+    let squatted = client.create_transfers(vec![squat]).await.unwrap();
+    assert_eq!(squatted[0].status, TS::Created as i32, "{squatted:?}");
+    let results = client.create_transfers(vec![x]).await.unwrap();
+    assert_ne!(results[0].status, TS::Created as i32, "{results:?}");
+    assert_eq!(sums(&client, &[m1, m2]).await, before, "nothing moved, nothing reserved");
+    assert!(client.lookup_transfers(&[60]).await.unwrap().is_empty());
+
+    // Tally's own codes and ledgers are refused in a client's events (a client transfer
+    // with a move's code was never burnt; one on the alias accounts' ledger could pass for
+    // an alias and hold recovery up).
+    let moved = transfer(61, m1, m2, 1, 0);
+    let refused = client
+        .create_transfers(vec![v1::Transfer { code: u32::from(u16::MAX - 2), ..moved }])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("reserved for Tally"), "{refused}");
+    let refused = client
+        .create_transfers(vec![v1::Transfer { ledger: u32::MAX, ..moved }])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("ledgers 4294967294..=4294967295"), "{refused}");
+    let account =
+        v1::Account { id: uint128(0xACC), ledger: u32::MAX, code: 1, ..Default::default() };
+    let refused = client.create_accounts(vec![account]).await.unwrap_err();
+    assert!(refused.to_string().contains("reserved for Tally"), "{refused}");
+
     // A client cannot resolve a leg (legs are listed in their accounts' histories): a post
     // or void of one reads `pending_transfer_reserved` — even of a leg already posted, so
     // nothing about it is told — burns nothing and moves nothing; one with the id Tally
