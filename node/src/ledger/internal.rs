@@ -1,6 +1,7 @@
 //! Tally's internal accounts and the ids of the transfers that resolve their pending legs
 //! (`docs/SHARDING.md` §3b), here because one ledger rule depends on them: a pending
-//! transfer with an internal account on either side is a leg of a cross-shard transaction,
+//! transfer with an internal account on either side, or with [`LEG_TIMEOUT`], is a leg of
+//! a cross-shard transaction,
 //! and only the post or void with the id derived from it ([`post_id`], [`void_id`]) may
 //! resolve it. Any other post or void of it is refused with `pending_transfer_reserved`
 //! ([`CreateTransferStatus::PendingTransferReserved`](super::CreateTransferStatus)), so a
@@ -26,6 +27,23 @@ pub const RESERVED_LEDGER_MIN: u32 = u32::MAX - 1;
 /// transfers at the edge, so a client's transfer can never pass for one of them (a move,
 /// for instance, is never burnt when it fails).
 pub const RESERVED_CODE_MIN: u16 = u16::MAX - 3;
+
+/// The timeout of a pending leg between two of a client's accounts (a transfer of a
+/// cross-shard transaction whose accounts share a shard other than its primary): the mark
+/// that makes it a leg for the rule above, as an internal account marks the others. A
+/// cross-shard transfer is single-phase, so a leg's timeout carries nothing of the transfer
+/// (lookups show the transfer with timeout 0); this one expires after 136 years, i.e.
+/// never. Refused in a client's transfers at the edge.
+pub const LEG_TIMEOUT: u32 = u32::MAX;
+
+/// Whether pending transfer `p` is a leg of a cross-shard transaction: it has an internal
+/// account, or [`LEG_TIMEOUT`].
+#[must_use]
+pub fn is_leg(p: &super::Transfer) -> bool {
+    is_internal(p.debit_account_id.0)
+        || is_internal(p.credit_account_id.0)
+        || p.timeout == LEG_TIMEOUT
+}
 
 /// Whether `id` is an internal account's.
 #[must_use]

@@ -165,13 +165,12 @@ fn resolve(
 
 /// A post or void may leave accounts, ledger and code at zero; if given they must match.
 /// Tally's rule (`internal`): a pending transfer with an internal account on either side
-/// is a leg of a cross-shard transaction; only Tally's own post or void of it, whose id is
+/// (or `LEG_TIMEOUT`) is a leg of a cross-shard transaction; only Tally's own post or void of it, whose id is
 /// derived from the leg's, may resolve it. Checked before the pending transfer's fields are
 /// compared, so a refused request learns nothing more about the leg. Whether `t` is Tally's
 /// resolution of a leg.
 fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Failure> {
-    if !internal::is_internal(p.debit_account_id.0) && !internal::is_internal(p.credit_account_id.0)
-    {
+    if !internal::is_leg(p) {
         return Ok(false);
     }
     let own = if post { internal::post_id(p.id) } else { internal::void_id(p.id) };

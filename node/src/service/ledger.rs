@@ -163,6 +163,20 @@ pub(super) fn reserved_code_or_ledger(code: u16, ledger: u32) -> Option<String> 
     }
 }
 
+/// Why a client's transfer `t` uses one of Tally's own codes, ledgers or the leg timeout,
+/// if it does.
+fn reserved_in(t: &crate::ledger::Transfer) -> Option<String> {
+    use crate::ledger::internal::LEG_TIMEOUT;
+    reserved_code_or_ledger(t.code, t.ledger).or_else(|| {
+        (t.timeout == LEG_TIMEOUT).then(|| {
+            format!(
+                "timeout = {LEG_TIMEOUT}: the largest timeout marks Tally's own legs (at most {} s)",
+                LEG_TIMEOUT - 1
+            )
+        })
+    })
+}
+
 fn reserved_resolution(index: usize) -> Status {
     Status::invalid_argument(format!(
         "TALLY:InvalidRequest: event {index} resolves its pending transfer with the id Tally \
@@ -643,10 +657,8 @@ impl LedgerApi {
             if let Some(i) = transfers.iter().position(resolves_as_tally) {
                 return Err(reserved_resolution(i));
             }
-            if let Some((i, why)) = transfers
-                .iter()
-                .enumerate()
-                .find_map(|(i, t)| reserved_code_or_ledger(t.code, t.ledger).map(|why| (i, why)))
+            if let Some((i, why)) =
+                transfers.iter().enumerate().find_map(|(i, t)| reserved_in(t).map(|why| (i, why)))
             {
                 return Err(status::invalid_because(&format!("event {i}: {why}")));
             }

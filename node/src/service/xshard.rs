@@ -5,9 +5,9 @@
 //! A transaction T is a transfer whose accounts live on two shards, or a linked chain that
 //! spans shards; T is named by the [`digest`] D of its transfers (shown in logs as
 //! `transaction`), its primary shard P is its first transfer's debit account's shard. For each transfer `X_k` (k = 0..n):
-//! - **Legs**: if its accounts share the primary, one leg debit → credit there; else a
-//!   leg debit → transit on the debit shard and one transit → credit on the credit shard
-//!   (the same shard, if its accounts share one outside the primary) (a per-ledger *transit* account on every shard; a sink beside it receives
+//! - **Legs**: if its accounts share a shard, one leg debit → credit there (outside the
+//!   primary with timeout `LEG_TIMEOUT`, which marks it as a leg); else a leg debit →
+//!   transit on the debit shard and one transit → credit on the credit shard (a per-ledger *transit* account on every shard; a sink beside it receives
 //!   tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
 //!   transfers (so another request reusing T's id gets legs of its own). Legs on P are
 //!   single-phase; leg (0, debit), on P, is the **decision leg**. Legs on the other
@@ -253,17 +253,18 @@ impl Plan {
                     },
                     timestamp: 0,
                 };
-            if ds == cs && ds == primary {
-                // Single-phase, created only as (part of) the decision: never pending, so
-                // nothing a client could resolve.
-                let one = leg(ds, leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
+            if ds == cs {
+                // One leg: single-phase on the primary (created only as the decision, never
+                // pending); elsewhere pending with `LEG_TIMEOUT`, the mark that lets only
+                // Tally resolve it (it has no internal account). Until 2026-12-06 it had
+                // timeout 0: a plain pending transfer a client that saw it in an account's
+                // history could post or void against the decision.
+                let mut one = leg(ds, leg_id(t, k, 0), x.debit_account_id, x.credit_account_id);
+                if ds != primary {
+                    one.timeout = crate::ledger::internal::LEG_TIMEOUT;
+                }
                 legs.push(Leg { shard: ds, k, side: 0, transfer: one });
             } else {
-                // Through transit, also when both accounts share a shard outside the
-                // primary: every pending leg then has an internal account, so only Tally
-                // can resolve it (`ledger::internal`). Until 2026-12-06 such a transfer had
-                // one pending leg debit → credit there, which a client that saw it in an
-                // account's history could post or void against the decision.
                 let via = transit(x.ledger);
                 let debit = leg(ds, leg_id(t, k, 0), x.debit_account_id, via);
                 let credit = leg(cs, leg_id(t, k, 1), via, x.credit_account_id);
@@ -1632,33 +1633,27 @@ mod tests {
         let plan = plan4(&chain).unwrap();
         let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
         assert_eq!((plan.t, plan.primary), (digest(&chain), sa));
-        // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard, but
-        // outside the primary, so through transit there too.
-        assert_eq!(plan.legs.len(), 4);
+        // Transfer 0 crosses: two legs through transit; transfer 1 stays on b's shard.
+        assert_eq!(plan.legs.len(), 3);
         let decision = plan.legs[0];
         assert_eq!((decision.shard, decision.k, decision.side), (sa, 0, 0));
         assert_eq!(decision.transfer.id, leg_id(plan.t, 0, 0));
         assert_eq!(decision.transfer.credit_account_id, transit(3));
         assert_eq!(plan.legs[1].transfer.debit_account_id, transit(3));
         assert_eq!(plan.legs[1].transfer.credit_account_id, AccountId(b));
-        assert!(plan.legs.iter().all(|l| l.transfer.timeout == 0));
+        assert!(plan.legs[..2].iter().all(|l| l.transfer.timeout == 0));
         // On the primary single-phase (created only as the decision), elsewhere pending.
         assert_eq!(decision.transfer.flags, TransferFlags::empty());
         assert!(plan.legs[1..].iter().all(|l| l.transfer.flags == TransferFlags::PENDING));
         assert!(plan.legs.iter().all(|l| l.transfer.user_data_64 == 77 && l.transfer.code == 9));
         assert_eq!(plan.legs[2].transfer.debit_account_id, AccountId(b));
-        assert_eq!(plan.legs[2].transfer.credit_account_id, transit(3));
-        assert_eq!(plan.legs[3].transfer.debit_account_id, transit(3));
-        assert_eq!(plan.legs[3].transfer.credit_account_id, AccountId(c));
-        assert_eq!((plan.legs[2].shard, plan.legs[3].shard), (sb, sb));
-        // Only Tally can resolve a pending leg: each has an internal account.
-        assert!(
-            plan.legs
-                .iter()
-                .filter(|l| l.transfer.flags == TransferFlags::PENDING)
-                .all(|l| is_internal(l.transfer.debit_account_id.0)
-                    || is_internal(l.transfer.credit_account_id.0))
-        );
+        assert_eq!(plan.legs[2].transfer.credit_account_id, AccountId(c));
+        assert_eq!(plan.legs[2].transfer.timeout, crate::ledger::internal::LEG_TIMEOUT);
+        // Only Tally can resolve a pending leg: each is marked as one (an internal account,
+        // or the leg timeout).
+        let pending = plan.legs.iter().filter(|l| l.transfer.flags == TransferFlags::PENDING);
+        assert_eq!(pending.clone().count(), 2);
+        assert!(pending.map(|l| l.transfer).all(|leg| crate::ledger::internal::is_leg(&leg)));
         // Aliases claim the transfers' own ids on their debit shards and name T.
         assert_eq!(plan.aliases[0].0, sa);
         assert_eq!(plan.aliases[1].0, sb);
@@ -1693,11 +1688,11 @@ mod tests {
         assert!(is_tombstone(&plan.void_decision()) && !is_tombstone(&decision[1].1));
         assert_eq!(
             prepare[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
-            vec![Place::Alias(1), Place::Leg(1), Place::Leg(2), Place::Leg(3)]
+            vec![Place::Alias(1), Place::Leg(1), Place::Leg(2)]
         );
         let linked: Vec<bool> =
             prepare[&sb].iter().map(|(_, t)| t.flags.contains(TransferFlags::LINKED)).collect();
-        assert_eq!(linked, vec![true, true, true, false]);
+        assert_eq!(linked, vec![true, true, false]);
         assert_eq!(
             prepare[&sb][1].1,
             Transfer {

@@ -172,6 +172,11 @@ fn only_tallys_own_resolution_resolves_a_cross_shard_leg() {
     assert_eq!(ledger.transfer(void(void_own, LEG)), S::PendingTransferAlreadyPosted);
     let (debits_pending, debits_posted, _, _) = ledger.sums(1);
     assert_eq!((debits_pending, debits_posted), (before.0 - 10, before.1 + 10));
+    // A leg between two client accounts is marked by the leg timeout instead.
+    let marked = pending(LEG + 1, 2, 8, 5, tally_node::ledger::internal::LEG_TIMEOUT);
+    assert_eq!(ledger.transfer(marked), S::Created);
+    assert_eq!(ledger.transfer(void(103, LEG + 1)), S::PendingTransferReserved);
+    assert_eq!(ledger.transfer(void(void_id(TransferId(LEG + 1)).0, LEG + 1)), S::Created);
     ledger.audit();
 }
 

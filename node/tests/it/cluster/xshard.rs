@@ -40,6 +40,17 @@ fn transfer(id: u128, debit: u128, credit: u128, amount: u128, flags: u32) -> v1
     }
 }
 
+/// The first 100 transfers crediting `account` (its history: legs included).
+async fn credits_of(client: &Client, account: u128) -> Vec<v1::Transfer> {
+    let filter = v1::AccountFilter {
+        account_id: uint128(account),
+        limit: 100,
+        flags: v1::AccountFilterFlag::Credits as u32,
+        ..Default::default()
+    };
+    client.get_account_transfers(filter).await.unwrap()
+}
+
 /// On each shard: a bank account (no limits) and a member (no overdraft), by shard.
 pub async fn people(client: &Client) -> BTreeMap<u32, (u128, u128)> {
     let mut by_shard: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
@@ -253,15 +264,7 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     // or void of one reads `pending_transfer_reserved` — even of a leg already posted, so
     // nothing about it is told — burns nothing and moves nothing; one with the id Tally
     // derives for its own resolution is refused whole at the edge.
-    let history = client
-        .get_account_transfers(v1::AccountFilter {
-            account_id: uint128(m2),
-            limit: 100,
-            flags: v1::AccountFilterFlag::Credits as u32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let history = credits_of(&client, m2).await;
     let leg = history
         .iter()
         .find(|t| t.flags & v1::TransferFlag::Pending as u32 != 0)
@@ -286,6 +289,35 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
         let statuses: Vec<i32> = results.iter().map(|r| r.status).collect();
         assert_eq!(statuses, vec![TS::PendingTransferReserved as i32; 2], "{results:?}");
     }
+    assert_eq!(sums(&client, &[m1, m2]).await, before);
+    // The same for a leg between two client accounts (a transfer of the chain whose
+    // accounts share a shard other than the primary): it carries the leg timeout, which
+    // marks it, and a client's pending transfer may not.
+    let linked = v1::TransferFlag::Linked as u32;
+    let chain = vec![transfer(70, m1, m2, 1, linked), transfer(71, p[&2].0, m2, 1, 0)];
+    let results = client.create_transfers(chain).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    let history = credits_of(&client, m2).await;
+    let same_shard_leg = history
+        .iter()
+        .find(|t| u128_of(t.debit_account_id) == p[&2].0 && t.timeout == u32::MAX)
+        .map(|t| u128_of(t.id))
+        .expect("m2's history lists transfer 71's leg");
+    let void = v1::Transfer {
+        id: uint128(72),
+        pending_id: uint128(same_shard_leg),
+        flags: v1::TransferFlag::VoidPendingTransfer as u32,
+        ..Default::default()
+    };
+    let results = client.create_transfers(vec![void]).await.unwrap();
+    assert_eq!(results[0].status, TS::PendingTransferReserved as i32, "{results:?}");
+    let marked = v1::Transfer {
+        timeout: u32::MAX,
+        ..transfer(73, p[&2].0, m2, 1, v1::TransferFlag::Pending as u32)
+    };
+    let refused = client.create_transfers(vec![marked]).await.unwrap_err();
+    assert!(refused.to_string().contains("marks Tally's own legs"), "{refused}");
+    let before = sums(&client, &[m1, m2]).await;
     use tally_node::ledger::{TransferId, internal};
     let own_void = internal::void_id(TransferId(leg)).0;
     let refused = client
