@@ -1273,6 +1273,18 @@ impl LedgerApi {
         if is_internal(leg.debit_account_id.0) || is_internal(leg.credit_account_id.0) {
             return Ok(true);
         }
+        self.created_after_its_alias(t, primary, &leg, deadline).await
+    }
+
+    /// Whether `leg`, on `primary`, sits right after an alias (or a marker) naming `t` in
+    /// the alias account's history: created in `t`'s own chain ([`Self::genuine_decision`]).
+    async fn created_after_its_alias(
+        &self,
+        t: u128,
+        primary: ShardId,
+        leg: &Transfer,
+        deadline: Instant,
+    ) -> Result<bool, Status> {
         let before = leg.timestamp - 1;
         let filter = crate::ledger::AccountFilter {
             account_id: transit(INTERNAL_LEDGER),
@@ -1510,15 +1522,41 @@ impl LedgerApi {
         ids.dedup();
         let found: std::collections::HashMap<TransferId, Transfer> =
             self.find_everywhere(&ids, deadline).await?.into_iter().map(|x| (x.id, x)).collect();
+        // A single-phase decision leg is T's own (not a client's transfer created under its
+        // id beforehand, §3d) if it has an internal account, or T's first alias exists (it
+        // is created only in T's primary chain, with the leg), or else if it sits right
+        // after an alias naming T (one read on the primary per such transaction).
+        let single =
+            |leg: &Transfer| !leg.flags.contains(TransferFlags::PENDING) && !is_tombstone(leg);
+        let first_aliases: std::collections::HashSet<u128> =
+            aliases.iter().filter(|a| alias_parts(a).1 == 0).map(|a| a.user_data_128).collect();
+        let mut doubtful: BTreeMap<u128, (ShardId, Transfer)> = BTreeMap::new();
+        for alias in aliases {
+            let (t, _, _) = alias_parts(alias);
+            if let Some(leg) = found.get(&leg_id(t, 0, 0)).filter(|leg| single(leg)) {
+                let internal_leg =
+                    is_internal(leg.debit_account_id.0) || is_internal(leg.credit_account_id.0);
+                if !internal_leg && !first_aliases.contains(&t) {
+                    doubtful.insert(t, (ShardId(alias.user_data_32), *leg));
+                }
+            }
+        }
+        let checks = doubtful.iter().map(|(&t, (primary, leg))| async move {
+            Ok::<_, Status>((t, self.created_after_its_alias(t, *primary, leg, deadline).await?))
+        });
+        let genuine: std::collections::HashMap<u128, bool> =
+            try_join_all(checks).await?.into_iter().collect();
         Ok(aliases
             .iter()
             .map(|alias| {
-                let (_, k, n) = alias_parts(alias);
+                let (t, k, n) = alias_parts(alias);
                 let [debit, credit, decision, post] = wanted(alias);
-                let posted = found.contains_key(&post)
-                    || found.get(&decision).is_some_and(|leg| {
-                        !leg.flags.contains(TransferFlags::PENDING) && !is_tombstone(leg)
-                    });
+                // (A post record only Tally can have made: clients may not send a post or
+                // void with a derived id.)
+                let posted = found.get(&post).is_some_and(|p| p.pending_id == decision)
+                    || found
+                        .get(&decision)
+                        .is_some_and(|leg| single(leg) && genuine.get(&t).copied().unwrap_or(true));
                 let debit = found.get(&debit).filter(|_| posted)?;
                 let credit =
                     found.get(&credit).map_or(debit.credit_account_id, |c| c.credit_account_id);

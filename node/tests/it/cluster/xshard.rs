@@ -228,18 +228,23 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     // transfer it is about to send (leg ids are a public function of the request) gets no
     // "posted" out of it: the id holds no decision leg, the transaction is void, and the
     // credit on the other shard is voided, not posted.
-    let x = transfer(60, m1, m2, 5, 0);
-    let wire = tally_node::convert::transfer_from_proto(0, &x).unwrap();
+    // Its second transfer, whose alias on m2's shard was prepared, is not looked up as
+    // made either.
+    let linked = v1::TransferFlag::Linked as u32;
+    let xs = [transfer(60, m1, m2, 5, linked), transfer(62, m2, m3, 1, 0)];
+    let wire: Vec<_> =
+        xs.iter().map(|x| tally_node::convert::transfer_from_proto(0, x).unwrap()).collect();
     let decision =
-        tally_node::service::xshard::leg_id(tally_node::service::xshard::digest(&[wire]), 0, 0);
-    let before = sums(&client, &[m1, m2]).await;
+        tally_node::service::xshard::leg_id(tally_node::service::xshard::digest(&wire), 0, 0);
+    let before = sums(&client, &[m1, m2, m3]).await;
     let squat = transfer(decision.0, p[&1].0, m1, 0, 0);
     let squatted = client.create_transfers(vec![squat]).await.unwrap();
     assert_eq!(squatted[0].status, TS::Created as i32, "{squatted:?}");
-    let results = client.create_transfers(vec![x]).await.unwrap();
-    assert_ne!(results[0].status, TS::Created as i32, "{results:?}");
-    assert_eq!(sums(&client, &[m1, m2]).await, before, "nothing moved, nothing reserved");
+    let results = client.create_transfers(xs.to_vec()).await.unwrap();
+    assert!(results.iter().all(|r| r.status != TS::Created as i32), "{results:?}");
+    assert_eq!(sums(&client, &[m1, m2, m3]).await, before, "nothing moved, nothing reserved");
     assert!(client.lookup_transfers(&[60]).await.unwrap().is_empty());
+    assert!(client.lookup_transfers(&[62]).await.unwrap().is_empty());
 
     // Tally's own codes and ledgers are refused in a client's events (a client transfer
     // with a move's code was never burnt; one on the alias accounts' ledger could pass for
