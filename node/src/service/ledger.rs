@@ -1226,8 +1226,10 @@ impl LedgerService for LedgerApi {
         }
         let mut shard = ShardId(shard_of(filter.account_id.0, self.inner.shards));
         if let Some(routed) = routed_to {
-            // A routed request for a spread account reads that shard's slice.
-            if spread {
+            // A routed request for an account on every shard (a spread account's slice, or
+            // an internal account, e.g. the alias account a node reads to tell a decision
+            // leg from a client's transfer) reads that shard's.
+            if spread || route::is_internal(filter.account_id.0) {
                 shard = routed;
             }
             check_routed(&[Some(shard)], routed)?;

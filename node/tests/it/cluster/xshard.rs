@@ -245,6 +245,16 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     assert_eq!(sums(&client, &[m1, m2, m3]).await, before, "nothing moved, nothing reserved");
     assert!(client.lookup_transfers(&[60]).await.unwrap().is_empty());
     assert!(client.lookup_transfers(&[62]).await.unwrap().is_empty());
+    // The same through every node: one of them does not lead the primary and reads the
+    // decision leg's neighbour there (a routed read of the alias account, which exists on
+    // every shard; it was refused `WrongShard`, and recovery of such transactions with it).
+    for endpoint in cluster.endpoints() {
+        use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+        let mut node = LedgerServiceClient::connect(format!("http://{endpoint}")).await.unwrap();
+        let ids = vec![uint128(62).unwrap()];
+        let found = node.lookup_transfers(v1::LookupTransfersRequest { ids }).await.unwrap();
+        assert!(found.into_inner().transfers.is_empty(), "through {endpoint}");
+    }
 
     // Tally's own codes and ledgers are refused in a client's events (a client transfer
     // with a move's code was never burnt; one on the alias accounts' ledger could pass for
