@@ -1,9 +1,8 @@
 //! Tally's internal accounts and the ids of the transfers that resolve their pending legs
-//! (`docs/SHARDING.md` §3b), here because one ledger rule depends on them: a pending
+//! (`docs/SHARDING.md` §3b, §3d), here because one ledger rule depends on them: a pending
 //! transfer with an internal account on either side, or with [`LEG_TIMEOUT`], is a leg of
-//! a cross-shard transaction,
-//! and only the post or void with the id derived from it ([`post_id`], [`void_id`]) may
-//! resolve it. Any other post or void of it is refused with `pending_transfer_reserved`
+//! a cross-shard transaction, and only the post or void with the id derived from it
+//! ([`post_id`], [`void_id`]) may resolve it. Any other post or void of it is refused with `pending_transfer_reserved`
 //! ([`CreateTransferStatus::PendingTransferReserved`](super::CreateTransferStatus)), so a
 //! client that learnt a leg's id (legs are listed by `get_account_transfers`) cannot post
 //! or void it behind its transaction's decision. (The node refuses client requests that
@@ -40,9 +39,14 @@ pub const LEG_TIMEOUT: u32 = u32::MAX;
 /// account, or [`LEG_TIMEOUT`].
 #[must_use]
 pub fn is_leg(p: &super::Transfer) -> bool {
-    is_internal(p.debit_account_id.0)
-        || is_internal(p.credit_account_id.0)
-        || p.timeout == LEG_TIMEOUT
+    has_internal_account(p) || p.timeout == LEG_TIMEOUT
+}
+
+/// Whether `t` debits or credits an internal account: only Tally can have made it
+/// (clients may not name one).
+#[must_use]
+pub fn has_internal_account(t: &super::Transfer) -> bool {
+    is_internal(t.debit_account_id.0) || is_internal(t.credit_account_id.0)
 }
 
 /// Whether `id` is an internal account's.

@@ -163,12 +163,11 @@ fn resolve(
     (dr, cr)
 }
 
-/// A post or void may leave accounts, ledger and code at zero; if given they must match.
 /// Tally's rule (`internal`): a pending transfer with an internal account on either side
-/// (or `LEG_TIMEOUT`) is a leg of a cross-shard transaction; only Tally's own post or void of it, whose id is
-/// derived from the leg's, may resolve it. Checked before the pending transfer's fields are
-/// compared, so a refused request learns nothing more about the leg. Whether `t` is Tally's
-/// resolution of a leg.
+/// (or `LEG_TIMEOUT`) is a leg of a cross-shard transaction; only Tally's own post or void
+/// of it, whose id is derived from the leg's, may resolve it. Checked before the pending
+/// transfer's fields are compared, so a refused request learns nothing more about the leg.
+/// Whether `t` is Tally's resolution of a leg.
 fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Failure> {
     if !internal::is_leg(p) {
         return Ok(false);
@@ -177,6 +176,7 @@ fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Fa
     if t.id == own { Ok(true) } else { fail(Status::PendingTransferReserved) }
 }
 
+/// A post or void may leave accounts, ledger and code at zero; if given they must match.
 fn pending_match_check(t: &Transfer, p: &Transfer) -> Result<(), Failure> {
     if t.debit_account_id != AccountId::ZERO && t.debit_account_id != p.debit_account_id {
         return fail(Status::PendingTransferHasDifferentDebitAccountId);

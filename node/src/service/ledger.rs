@@ -148,18 +148,24 @@ fn resolves_as_tally(t: &crate::ledger::Transfer) -> bool {
     t.flags.resolves_pending() && (t.id == post_id(t.pending_id) || t.id == void_id(t.pending_id))
 }
 
-/// Why a client's `code` or `ledger` is Tally's own (`ledger::internal`), if it is.
-pub(super) fn reserved_code_or_ledger(code: u16, ledger: u32) -> Option<String> {
-    use crate::ledger::internal::{RESERVED_CODE_MIN, RESERVED_LEDGER_MIN};
-    if code >= RESERVED_CODE_MIN {
-        Some(format!("code = {code}: codes {RESERVED_CODE_MIN}..=65535 are reserved for Tally"))
-    } else if ledger >= RESERVED_LEDGER_MIN {
-        Some(format!(
+/// Why a client's `ledger` is Tally's own (`ledger::internal`), if it is.
+fn reserved_ledger(ledger: u32) -> Option<String> {
+    use crate::ledger::internal::RESERVED_LEDGER_MIN;
+    (ledger >= RESERVED_LEDGER_MIN).then(|| {
+        format!(
             "ledger = {ledger}: ledgers {RESERVED_LEDGER_MIN}..={} are reserved for Tally",
             u32::MAX
-        ))
+        )
+    })
+}
+
+/// Why a client's `code` or `ledger` is Tally's own (`ledger::internal`), if it is.
+pub(super) fn reserved_code_or_ledger(code: u16, ledger: u32) -> Option<String> {
+    use crate::ledger::internal::RESERVED_CODE_MIN;
+    if code >= RESERVED_CODE_MIN {
+        Some(format!("code = {code}: codes {RESERVED_CODE_MIN}..=65535 are reserved for Tally"))
     } else {
-        None
+        reserved_ledger(ledger)
     }
 }
 
@@ -647,10 +653,7 @@ impl LedgerApi {
     ) -> Result<Created, Status> {
         let count = self.inner.shards;
         if routed_to.is_none() {
-            let internal = |t: &crate::ledger::Transfer| {
-                route::is_internal(t.debit_account_id.0)
-                    || route::is_internal(t.credit_account_id.0)
-            };
+            let internal = crate::ledger::internal::has_internal_account;
             if let Some(i) = transfers.iter().position(internal) {
                 return Err(reserved(i));
             }
@@ -973,15 +976,11 @@ impl LedgerService for LedgerApi {
         {
             return Err(reserved(i));
         }
-        let reserved_ledger =
-            |a: &crate::ledger::Account| a.ledger >= crate::ledger::internal::RESERVED_LEDGER_MIN;
-        if let (None, Some(i)) = (routed_to, accounts.iter().position(reserved_ledger)) {
-            return Err(status::invalid_because(&format!(
-                "event {i}: ledger = {}: ledgers {}..={} are reserved for Tally",
-                accounts[i].ledger,
-                crate::ledger::internal::RESERVED_LEDGER_MIN,
-                u32::MAX
-            )));
+        if routed_to.is_none()
+            && let Some((i, why)) =
+                accounts.iter().enumerate().find_map(|(i, a)| Some((i, reserved_ledger(a.ledger)?)))
+        {
+            return Err(status::invalid_because(&format!("event {i}: {why}")));
         }
         // Internal and spread accounts exist on every shard: a routed request creates them
         // there; else a spread account is created on every shard (`create_spread`).

@@ -7,8 +7,8 @@
 //! `transaction`), its primary shard P is its first transfer's debit account's shard. For each transfer `X_k` (k = 0..n):
 //! - **Legs**: if its accounts share a shard, one leg debit → credit there (outside the
 //!   primary with timeout `LEG_TIMEOUT`, which marks it as a leg); else a leg debit →
-//!   transit on the debit shard and one transit → credit on the credit shard (a per-ledger *transit* account on every shard; a sink beside it receives
-//!   tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
+//!   transit on the debit shard and one transit → credit on the credit shard (a
+//!   per-ledger *transit* account on every shard; a sink beside it receives tombstones). Leg ids are derived from (D, k, side), D being the [`digest`] of T's
 //!   transfers (so another request reusing T's id gets legs of its own). Legs on P are
 //!   single-phase; leg (0, debit), on P, is the **decision leg**. Legs on the other
 //!   shards are pending, with no timeout.
@@ -40,7 +40,7 @@
 //! "void unless posted" reads both kinds.)
 //!
 //! Only Tally resolves a leg: the ledger refuses a post or void of a pending transfer with
-//! an internal account unless its id is [`post_id`] or [`void_id`] of it
+//! an internal account (or `LEG_TIMEOUT`) unless its id is [`post_id`] or [`void_id`] of it
 //! (`pending_transfer_reserved`, `ledger::internal`), and a node refuses client requests
 //! that carry those ids.
 //!
@@ -64,8 +64,8 @@ use crate::ledger::{
 use crate::storage::keys::ShardId;
 use tally_proto::limits::BATCH_EVENTS_MAX;
 
-use crate::ledger::internal::derived;
 pub use crate::ledger::internal::{INTERNAL_ID_HI, is_internal, post_id, void_id};
+use crate::ledger::internal::{derived, has_internal_account};
 
 /// The ledger of aliases (reserved: a user ledger must be below it).
 pub const INTERNAL_LEDGER: u32 = u32::MAX;
@@ -1270,7 +1270,7 @@ impl LedgerApi {
         let Some(leg) = found.into_iter().find(|x| x.id == decision) else {
             return Err(internal("the decision leg's id is taken but nothing is found under it"));
         };
-        if is_internal(leg.debit_account_id.0) || is_internal(leg.credit_account_id.0) {
+        if has_internal_account(&leg) {
             return Ok(true);
         }
         self.created_after_its_alias(t, primary, &leg, deadline).await
@@ -1533,12 +1533,11 @@ impl LedgerApi {
         let mut doubtful: BTreeMap<u128, (ShardId, Transfer)> = BTreeMap::new();
         for alias in aliases {
             let (t, _, _) = alias_parts(alias);
-            if let Some(leg) = found.get(&leg_id(t, 0, 0)).filter(|leg| single(leg)) {
-                let internal_leg =
-                    is_internal(leg.debit_account_id.0) || is_internal(leg.credit_account_id.0);
-                if !internal_leg && !first_aliases.contains(&t) {
-                    doubtful.insert(t, (ShardId(alias.user_data_32), *leg));
-                }
+            if let Some(leg) = found.get(&leg_id(t, 0, 0)).filter(|leg| single(leg))
+                && !has_internal_account(leg)
+                && !first_aliases.contains(&t)
+            {
+                doubtful.insert(t, (ShardId(alias.user_data_32), *leg));
             }
         }
         let checks = doubtful.iter().map(|(&t, (primary, leg))| async move {
