@@ -10,8 +10,8 @@
 //! per request (chains kept whole):
 //! - `single`: one transfer between two members (any shards);
 //! - `chain`: 2–3 linked transfers among members (any shards: all or nothing);
-//! - `pending`: a pending transfer between two members of one shard (cross-shard
-//!   pending transfers are refused by design), timeout 1–3 s;
+//! - `pending`: a pending transfer between two members, of one shard or (half of them)
+//!   any two shards (`docs/SHARDING.md` §3e), timeout 1–3 s;
 //! - `post` / `void`: resolves an earlier pending transfer (which may have expired);
 //! - `redeem`: points from a member to the issuer linked with one unit of an item's
 //!   stock to the buyer (refused once the item is sold out);
@@ -383,13 +383,18 @@ impl Generator {
                 ("chain", chain)
             }
             50..62 => {
-                let shard = self.rng.random_range(0..self.population.members.len());
-                let a = self.member_on(shard);
-                let b = loop {
-                    let b = self.member_on(shard);
-                    if b != a || self.population.members[shard].len() == 1 {
-                        break b;
-                    }
+                let (a, b) = if self.rng.random_bool(0.5) {
+                    self.pair()
+                } else {
+                    let shard = self.rng.random_range(0..self.population.members.len());
+                    let a = self.member_on(shard);
+                    let b = loop {
+                        let b = self.member_on(shard);
+                        if b != a || self.population.members[shard].len() == 1 {
+                            break b;
+                        }
+                    };
+                    (a, b)
                 };
                 let amount = self.rng.random_range(1..=40);
                 let mut t = self.transfer(a, b, amount, LEDGER_POINTS);

@@ -174,14 +174,14 @@ pub async fn run(
         stop_rx.clone(),
     )));
     tracing::info!(node_id = config.node_id, shards = config.shards, "shards started");
-    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counters = std::sync::Arc::new(crate::service::NodeCounters::default());
     let admin = AdminApi::new(
         config.node_id,
         config.shards,
         data_replicas,
         meta.clone(),
         channels.clone(),
-        forwarded.clone(),
+        counters.clone(),
     );
     let ledger = LedgerApi::new(
         config.shards,
@@ -189,7 +189,7 @@ pub async fn run(
         meta.clone(),
         channels,
         Duration::from_millis(config.request_timeout_ms),
-        forwarded,
+        counters,
     );
     tasks.push(tokio::spawn(crate::service::xshard::recover(
         ledger.clone(),

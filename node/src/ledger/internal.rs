@@ -22,10 +22,12 @@ pub const INTERNAL_ID_HI: u64 = 0xFFFF_FFFF_FFFF_FFFE;
 pub const RESERVED_LEDGER_MIN: u32 = u32::MAX - 1;
 
 /// Transfer codes from this one up are Tally's own (aliases, moves between a spread
-/// account's slices, markers, internal accounts and tombstones): refused in a client's
-/// transfers at the edge, so a client's transfer can never pass for one of them (a move,
-/// for instance, is never burnt when it fails).
-pub const RESERVED_CODE_MIN: u16 = u16::MAX - 3;
+/// account's slices, markers, internal accounts and tombstones, and the records of
+/// cross-shard pending transfers and their resolutions): refused in a client's transfers
+/// at the edge, so a client's transfer can never pass for one of them (a move, for
+/// instance, is never burnt when it fails). 65532..=65535 until 2026-12-07; four more were
+/// reserved with cross-shard pending transfers.
+pub const RESERVED_CODE_MIN: u16 = u16::MAX - 7;
 
 /// The timeout of a pending leg between two of a client's accounts (a transfer of a
 /// cross-shard transaction whose accounts share a shard other than its primary): the mark
@@ -79,6 +81,50 @@ pub fn void_id(leg: TransferId) -> TransferId {
     TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
 }
 
+/// The id of a client's post of a cross-shard pending transfer, applied to its debit leg
+/// `leg` (`docs/SHARDING.md` §3e). Unlike [`post_id`], a post with this id is a client's
+/// decision, checked as any post is (a closed account refuses it): it is not the
+/// completion of a decided transaction.
+#[must_use]
+pub fn client_post_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-client-post", &[&leg.0.to_le_bytes()]))
+}
+
+/// The id of a client's void of a cross-shard pending transfer, applied to its debit leg
+/// `leg` (see [`client_post_id`]).
+#[must_use]
+pub fn client_void_id(leg: TransferId) -> TransferId {
+    TransferId(derived(b"tally-client-void", &[&leg.0.to_le_bytes()]))
+}
+
+/// How a post or void `t` of leg `t.pending_id` may resolve it, if its id is one Tally
+/// derives: `Some(true)` completes a decided transaction ([`post_id`], [`void_id`]),
+/// `Some(false)` carries a client's decision ([`client_post_id`], [`client_void_id`]).
+#[must_use]
+pub fn derived_resolution(t: &super::Transfer, post: bool) -> Option<bool> {
+    let leg = t.pending_id;
+    let (completion, client) = if post {
+        (post_id(leg), client_post_id(leg))
+    } else {
+        (void_id(leg), client_void_id(leg))
+    };
+    if t.id == completion {
+        Some(true)
+    } else if t.id == client {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether `t` is a post or void with an id Tally derives for its own resolutions of a
+/// leg (either kind): a client may not send one.
+#[must_use]
+pub fn is_derived_resolution(t: &super::Transfer) -> bool {
+    t.flags.resolves_pending()
+        && (derived_resolution(t, true).is_some() || derived_resolution(t, false).is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +143,28 @@ mod tests {
         assert_eq!(post_id(leg), post_id(TransferId(42)));
         assert_ne!(post_id(leg), void_id(leg));
         assert_ne!(post_id(leg), post_id(TransferId(43)));
+        let ids = [post_id(leg), void_id(leg), client_post_id(leg), client_void_id(leg)];
+        for (i, a) in ids.iter().enumerate() {
+            assert!(ids[i + 1..].iter().all(|b| a != b));
+        }
+    }
+
+    #[test]
+    fn a_derived_resolution_says_its_kind() {
+        use super::super::{Transfer, TransferFlags};
+        let leg = TransferId(42);
+        let post = |id| Transfer {
+            id,
+            pending_id: leg,
+            flags: TransferFlags::POST_PENDING_TRANSFER,
+            ..Transfer::default()
+        };
+        assert_eq!(derived_resolution(&post(post_id(leg)), true), Some(true));
+        assert_eq!(derived_resolution(&post(client_post_id(leg)), true), Some(false));
+        assert_eq!(derived_resolution(&post(TransferId(7)), true), None);
+        // A void's ids are not a post's.
+        assert_eq!(derived_resolution(&post(void_id(leg)), true), None);
+        assert!(is_derived_resolution(&post(client_void_id(leg))));
+        assert!(!is_derived_resolution(&post(TransferId(7))));
     }
 }

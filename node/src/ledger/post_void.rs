@@ -164,16 +164,19 @@ fn resolve(
 }
 
 /// Tally's rule (`internal`): a pending transfer with an internal account on either side
-/// (or `LEG_TIMEOUT`) is a leg of a cross-shard transaction; only Tally's own post or void
-/// of it, whose id is derived from the leg's, may resolve it. Checked before the pending
-/// transfer's fields are compared, so a refused request learns nothing more about the leg.
-/// Whether `t` is Tally's resolution of a leg.
+/// (or `LEG_TIMEOUT`) is a leg of a cross-shard transaction; only a post or void whose id
+/// Tally derives from the leg's may resolve it: its own completion of a decided
+/// transaction ([`internal::post_id`], [`internal::void_id`]; the result is `true`), or a
+/// client's post or void of a cross-shard pending transfer, carried to its debit leg
+/// ([`internal::client_post_id`], [`internal::client_void_id`], `false`: checked like any
+/// other post or void). Checked before the pending transfer's fields are compared, so a
+/// refused request learns nothing more about the leg. Whether `t` is Tally's completion of
+/// a leg.
 fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Failure> {
     if !internal::is_leg(p) {
         return Ok(false);
     }
-    let own = if post { internal::post_id(p.id) } else { internal::void_id(p.id) };
-    if t.id == own { Ok(true) } else { fail(Status::PendingTransferReserved) }
+    internal::derived_resolution(t, post).map_or_else(|| fail(Status::PendingTransferReserved), Ok)
 }
 
 /// A post or void may leave accounts, ledger and code at zero; if given they must match.

@@ -6,7 +6,9 @@ use tally_proto::limits::QUERY_RESULTS_MAX;
 
 use super::filter::{AccountFilter, AccountFilterFlags};
 use super::store::LedgerStore;
-use super::{Account, AccountBalance, AccountId, StateMachine, Transfer, TransferId};
+use super::{
+    Account, AccountBalance, AccountId, PendingStatus, StateMachine, Transfer, TransferId,
+};
 
 impl<S: LedgerStore> StateMachine<S> {
     /// The accounts found, in the order of `ids`; missing ids are skipped.
@@ -17,6 +19,15 @@ impl<S: LedgerStore> StateMachine<S> {
     /// The transfers found, in the order of `ids`; missing ids are skipped.
     pub fn lookup_transfers(&self, ids: &[TransferId]) -> Vec<Transfer> {
         ids.iter().filter_map(|&id| self.store.transfer(id)).collect()
+    }
+
+    /// The pending transfer `id` with the state of its life (pending, posted, voided or
+    /// expired): `None` if no transfer has that id or it is not a pending transfer. A
+    /// pending transfer whose timeout has passed reads `Pending` until the expiry sweep
+    /// has released it.
+    pub fn pending_transfer(&self, id: TransferId) -> Option<(Transfer, PendingStatus)> {
+        let t = self.store.transfer(id)?;
+        Some((t, self.store.pending_status(t.timestamp)?))
     }
 
     /// Transfers touching `filter.account_id` that match the filter, in timestamp order

@@ -2,7 +2,7 @@
 //! it, and leadership transfer, for SREs, tools and tests.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tally_proto::v1;
@@ -27,13 +27,13 @@ pub struct AdminApi {
     replicas: Vec<Replica>,
     meta: Metadata,
     channels: Channels,
-    forwarded: Arc<AtomicU64>,
+    counters: Arc<super::NodeCounters>,
 }
 
 impl AdminApi {
     /// Reports on `replicas` (this node's, one per data shard of the cluster's `shards`),
     /// the shard map (`meta`, whose group also appears in `NodeStatus` as shard 0) and the
-    /// ledger service's `forwarded` parts count; forwards leadership transfers and map
+    /// node's `counters` (forwarded parts, watched pending transfers); forwards leadership transfers and map
     /// changes to other nodes over `channels`.
     #[must_use]
     pub fn new(
@@ -42,9 +42,9 @@ impl AdminApi {
         replicas: Vec<Replica>,
         meta: Metadata,
         channels: Channels,
-        forwarded: Arc<AtomicU64>,
+        counters: Arc<super::NodeCounters>,
     ) -> Self {
-        Self { node_id, shards, replicas, meta, channels, forwarded }
+        Self { node_id, shards, replicas, meta, channels, counters }
     }
 
     fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
@@ -105,7 +105,8 @@ impl AdminService for AdminApi {
         Ok(Response::new(v1::NodeStatusReply {
             node_id: self.node_id,
             shards,
-            forwarded_parts: self.forwarded.load(Ordering::Relaxed),
+            forwarded_parts: self.counters.forwarded.load(Ordering::Relaxed),
+            pending_watched: self.counters.pending_watched.load(Ordering::Relaxed),
         }))
     }
 

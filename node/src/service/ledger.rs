@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
@@ -86,8 +86,8 @@ struct Inner {
     meta: Metadata,
     channels: Channels,
     request_timeout: Duration,
-    /// Parts forwarded to another node (reported by `NodeStatus`).
-    forwarded: Arc<AtomicU64>,
+    /// Parts forwarded to another node, and the other counters `NodeStatus` reports.
+    counters: Arc<super::NodeCounters>,
     /// Internal accounts known to exist, by shard (cross-shard transactions).
     internal_ready: parking_lot::Mutex<std::collections::HashSet<(ShardId, u128)>>,
     /// One lock per spread account being refilled: concurrent dry redemptions wait for
@@ -140,12 +140,11 @@ fn reserved(index: usize) -> Status {
     ))
 }
 
-/// Whether `t` is a post or void with the id Tally derives for resolving its pending
+/// Whether `t` is a post or void with an id Tally derives for resolving its pending
 /// transfer as a cross-shard leg (`ledger::internal`): only a node may send one, or a
 /// client that learnt a leg's id could resolve it behind its transaction's decision.
 fn resolves_as_tally(t: &crate::ledger::Transfer) -> bool {
-    use crate::ledger::internal::{post_id, void_id};
-    t.flags.resolves_pending() && (t.id == post_id(t.pending_id) || t.id == void_id(t.pending_id))
+    crate::ledger::internal::is_derived_resolution(t)
 }
 
 /// Why a client's `ledger` is Tally's own (`ledger::internal`), if it is.
@@ -186,8 +185,9 @@ fn reserved_in(t: &crate::ledger::Transfer) -> Option<String> {
 fn reserved_resolution(index: usize) -> Status {
     Status::invalid_argument(format!(
         "TALLY:InvalidRequest: event {index} resolves its pending transfer with the id Tally \
-         derives for its own resolutions of cross-shard legs (SHA-256 of \"tally-post\" or \
-         \"tally-void\" and the pending id): choose another id"
+         derives for its own resolutions of cross-shard legs (SHA-256 of \"tally-post\", \
+         \"tally-void\", \"tally-client-post\" or \"tally-client-void\" and the pending id): \
+         choose another id"
     ))
 }
 
@@ -236,20 +236,29 @@ fn merge<T: Default + Clone>(
 
 /// Lookup results of several shards, in the order of `ids`: each shard's results are
 /// the ids it found, in the order asked; an id found nowhere is skipped.
+///
+/// An id found on several shards (a cross-shard pending transfer's alias and marker share
+/// its id) is taken once, from the shard whose record ranks lowest (`rank`; the first such
+/// shard on a tie), and every shard's list moves past it.
 fn merge_found<T>(
     ids: &[u128],
     mut found: Vec<std::vec::IntoIter<T>>,
     id_of: impl Fn(&T) -> u128,
+    rank: impl Fn(&T) -> u8,
 ) -> Vec<T> {
     let mut heads: Vec<Option<T>> = found.iter_mut().map(Iterator::next).collect();
     let mut out = Vec::new();
     for &id in ids {
+        let mut best: Option<T> = None;
         for (head, rest) in heads.iter_mut().zip(found.iter_mut()) {
             if head.as_ref().is_some_and(|h| id_of(h) == id) {
-                out.extend(std::mem::replace(head, rest.next()));
-                break;
+                let record = std::mem::replace(head, rest.next()).expect("matched");
+                if best.as_ref().is_none_or(|b| rank(&record) < rank(b)) {
+                    best = Some(record);
+                }
             }
         }
+        out.extend(best);
     }
     out
 }
@@ -274,7 +283,7 @@ fn id_of(id: Option<&tally_proto::Uint128>) -> u128 {
 impl LedgerApi {
     /// Serves the `local` shards of a cluster of `shards` data shards, sending the parts of
     /// a shard the map (`meta`) moved off this node to the nodes it names; reaches the other
-    /// nodes over `channels`, counting each part it forwards in `forwarded`. (The shard map
+    /// nodes over `channels`, counting each part it forwards in `counters`. (The shard map
     /// version of requests is checked before they reach it: `Metadata::check_version` as
     /// the service's interceptor.)
     #[must_use]
@@ -284,7 +293,7 @@ impl LedgerApi {
         meta: Metadata,
         channels: Channels,
         request_timeout: Duration,
-        forwarded: Arc<AtomicU64>,
+        counters: Arc<super::NodeCounters>,
     ) -> Self {
         let internal_ready = parking_lot::Mutex::default();
         let refills = spread::Refills::default();
@@ -294,7 +303,7 @@ impl LedgerApi {
             meta,
             channels,
             request_timeout,
-            forwarded,
+            counters,
             internal_ready,
             refills,
             resolving: std::sync::atomic::AtomicUsize::new(0),
@@ -323,6 +332,10 @@ impl LedgerApi {
     }
 
     /// Decided transactions whose resolution is being retried in the background.
+    pub(super) fn counters(&self) -> &super::NodeCounters {
+        &self.inner.counters
+    }
+
     pub(super) fn resolving(&self) -> &std::sync::atomic::AtomicUsize {
         &self.inner.resolving
     }
@@ -426,7 +439,7 @@ impl LedgerApi {
                     },
                 },
             };
-            self.inner.forwarded.fetch_add(1, Ordering::Relaxed);
+            self.inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
             // Bounded here too: a half-open connection would never answer.
             let answer = tokio::time::timeout(left, remote(self.peer(&target)?, left))
                 .await
@@ -715,6 +728,13 @@ impl LedgerApi {
             if let Some((at, now)) = settled.expired {
                 expired.push((range.start, at, now));
             }
+        }
+        // A post or void of a cross-shard pending transfer read `pending_transfer_not_pending`
+        // on the shard of its alias or marker (§3e): carried to its debit leg.
+        if routed_to.is_none() && count > 1 {
+            self.resolve_pending_across(transfers, &routes.shards, &mut outcomes, deadline)
+                .await
+                .map_err(status::partial)?;
         }
         if !raw && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
             self.settle_dry(transfers, wire, &routes.shards, routed_to, &mut outcomes).await?;
@@ -1155,7 +1175,7 @@ impl LedgerService for LedgerApi {
         let summed = spread.iter().filter_map(|id| sums.get(&id.0));
         found.push(summed.map(convert::account_to_proto).collect::<Vec<_>>().into_iter());
         let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
-        let accounts = merge_found(&order, found, |a| id_of(a.id.as_ref()));
+        let accounts = merge_found(&order, found, |a| id_of(a.id.as_ref()), |_| 0);
         Ok(Response::new(v1::LookupAccountsReply { accounts }))
     }
 
@@ -1174,7 +1194,14 @@ impl LedgerService for LedgerApi {
         let found =
             self.lookup_transfers_everywhere(&ids, &request.get_ref().ids, deadline).await?;
         let order: Vec<u128> = ids.iter().map(|id| id.0).collect();
-        let merged = merge_found(&order, found, |t| id_of(t.id.as_ref()));
+        // A cross-shard pending transfer's marker (on its credit shard) yields to its alias.
+        let marker = |t: &v1::Transfer| {
+            u8::from(
+                t.ledger == xshard::INTERNAL_LEDGER
+                    && t.code == u32::from(xshard::PENDING_MARKER_CODE),
+            )
+        };
+        let merged = merge_found(&order, found, |t| id_of(t.id.as_ref()), marker);
         // A transfer of a cross-shard transaction is found as its alias: rebuilt from its
         // legs if the transaction was posted, left out otherwise (all aliases at once).
         let mut aliases = Vec::new();

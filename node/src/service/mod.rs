@@ -8,6 +8,8 @@
 //! - [`batcher`] — group commit of concurrent requests into one Raft entry.
 //! - [`xshard`] — cross-shard transactions: two phases built from ledger primitives,
 //!   and their recovery.
+//! - [`xpending`] — cross-shard pending transfers: their posts and voids carried to the
+//!   debit leg, and the credit leg following it (expiry included).
 //! - [`status`] — cluster conditions as `tonic::Status` with stable codes and leader hints.
 //! - [`shard_map`] — the metadata group (shard 0): the versioned shard map and the
 //!   reconciler that moves each shard's replicas where the map says.
@@ -25,4 +27,15 @@ pub mod spread;
 pub mod status;
 pub mod swap;
 pub mod ticks;
+pub mod xpending;
 pub mod xshard;
+
+/// Counters a node reports in `NodeStatus`, shared by the services that keep them.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Parts of ledger requests forwarded to another node's shard leader.
+    pub forwarded: std::sync::atomic::AtomicU64,
+    /// Cross-shard pending transfers whose expiry this node watches
+    /// ([`xpending::Watch`], summed over its shards).
+    pub pending_watched: std::sync::atomic::AtomicU64,
+}

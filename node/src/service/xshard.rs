@@ -44,9 +44,10 @@
 //! (`pending_transfer_reserved`, `ledger::internal`), and a node refuses client requests
 //! that carry those ids.
 //!
-//! First version's scope: single-phase transfers (flags: only `linked`); a pending, post,
-//! void, balancing, closing or imported transfer across shards is refused
-//! (`INVALID_ARGUMENT`).
+//! Scope: single-phase transfers (flags: only `linked`), and a pending transfer alone
+//! ([`Plan::pending`]; its posts and voids and the following of its legs are in
+//! `xpending`, §3e); a balancing, closing or imported transfer across shards, or a pending
+//! one in a chain, is refused (`INVALID_ARGUMENT`).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -76,8 +77,23 @@ pub const MARKER_CODE: u16 = u16::MAX - 1;
 /// Code of aliases (since 2026-12-04; earlier aliases have [`INTERNAL_CODE`] and another
 /// `user_data_64` layout, see [`alias_parts`]).
 pub const ALIAS_CODE: u16 = u16::MAX - 3;
+/// Code of the alias of a cross-shard *pending* transfer X on its debit shard (§3e): it
+/// names X's credit shard in `user_data_32` (an ordinary alias names the primary, which
+/// here is its own shard).
+pub const PENDING_ALIAS_CODE: u16 = u16::MAX - 4;
+/// Code of the marker of a cross-shard pending transfer X on its credit shard: its id is
+/// X's own, so that a post or void of X routed there by its credit account reads
+/// `pending_transfer_not_pending` (which burns nothing) and is carried to X's debit shard.
+pub const PENDING_MARKER_CODE: u16 = u16::MAX - 5;
+/// Code of the alias of a client's post or void Y of a cross-shard pending transfer X, on
+/// X's debit shard: it claims Y's id, with `user_data_128 = X`, `user_data_64` a
+/// fingerprint of Y ([`fingerprint`]) and `user_data_32` X's credit shard.
+pub const RESOLUTION_ALIAS_CODE: u16 = u16::MAX - 6;
 const _: () = assert!(
-    ALIAS_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+    PENDING_ALIAS_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+        && PENDING_MARKER_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+        && RESOLUTION_ALIAS_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
+        && ALIAS_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
         && REBALANCE_CODE >= crate::ledger::internal::RESERVED_CODE_MIN
         && super::shard_map::MAP_LEDGER >= crate::ledger::internal::RESERVED_LEDGER_MIN,
     "Tally's own codes and ledgers are in the ranges clients are refused"
@@ -174,10 +190,24 @@ pub struct Plan {
     pub aliases: Vec<(ShardId, Transfer)>,
     /// One marker per shard with legs.
     pub markers: BTreeMap<ShardId, Transfer>,
+    /// A cross-shard *pending* transfer (§3e): its debit leg, on the primary, is pending
+    /// with the transfer's timeout and is created as the decision; from then on both legs
+    /// follow that leg's life (a client's post or void of it, or its expiry) instead of
+    /// being posted.
+    pub pending: bool,
+}
+
+/// Whether `transfers` is one cross-shard pending transfer (flags exactly `pending`, not
+/// in a chain: §3e's scope).
+fn lone_pending(transfers: &[Transfer]) -> bool {
+    transfers.len() == 1 && transfers[0].flags == TransferFlags::PENDING
 }
 
 /// The first transfer of `transfers` whose flags a cross-shard transaction cannot carry yet.
 fn unsupported(transfers: &[Transfer]) -> Option<usize> {
+    if lone_pending(transfers) {
+        return None;
+    }
     transfers.iter().position(|t| !(t.flags - TransferFlags::LINKED).is_empty())
 }
 
@@ -189,7 +219,7 @@ fn malformed(transfers: &[Transfer]) -> Option<(usize, &'static str)> {
     transfers.iter().enumerate().find_map(|(i, t)| {
         if t.timestamp != 0 {
             Some((i, "timestamp must be zero"))
-        } else if t.timeout != 0 {
+        } else if t.timeout != 0 && !t.flags.contains(TransferFlags::PENDING) {
             Some((i, "timeout must be zero (only pending transfers time out)"))
         } else if t.pending_id.0 != 0 {
             Some((i, "pending_id must be zero (only post and void name a pending transfer)"))
@@ -212,9 +242,10 @@ impl Plan {
         assert_eq!(transfers.len(), placement.len(), "one placement per transfer");
         if let Some(i) = unsupported(transfers) {
             return Err(format!(
-                "transfer {i} of a cross-shard transaction has flags {:#x}: cross-shard \
-                 transfers are single-phase only for now (pending, post, void, balancing, \
-                 closing and imported transfers must keep their accounts on one shard)",
+                "transfer {i} of a cross-shard transaction has flags {:#x}: across shards, a \
+                 transfer is single-phase (alone or in a linked chain) or a pending transfer \
+                 alone (not linked); balancing, closing and imported transfers, and pending \
+                 transfers in a chain, must keep their accounts on one shard",
                 transfers[i].flags.bits()
             ));
         }
@@ -229,6 +260,7 @@ impl Plan {
         let n = u32::try_from(transfers.len()).expect("bounded above");
         let t = digest(transfers);
         let primary = placement[0].0;
+        let pending = lone_pending(transfers);
         let mut legs = Vec::new();
         let mut aliases = Vec::new();
         for ((k, x), &(ds, cs)) in (0..n).zip(transfers).zip(placement) {
@@ -243,10 +275,12 @@ impl Plan {
                     user_data_128: x.user_data_128,
                     user_data_64: x.user_data_64,
                     user_data_32: x.user_data_32,
-                    timeout: 0,
+                    // A pending transfer's debit leg carries its timeout: its expiry on the
+                    // primary is the transfer's.
+                    timeout: if pending && shard == primary { x.timeout } else { 0 },
                     ledger: x.ledger,
                     code: x.code,
-                    flags: if shard == primary {
+                    flags: if shard == primary && !pending {
                         TransferFlags::empty()
                     } else {
                         TransferFlags::PENDING
@@ -279,10 +313,10 @@ impl Plan {
                 pending_id: TransferId(0),
                 user_data_128: t,
                 user_data_64: names(n, k, transfers[0].ledger),
-                user_data_32: primary.0,
+                user_data_32: if pending { cs.0 } else { primary.0 },
                 timeout: 0,
                 ledger: INTERNAL_LEDGER,
-                code: ALIAS_CODE,
+                code: if pending { PENDING_ALIAS_CODE } else { ALIAS_CODE },
                 flags: TransferFlags::empty(),
                 timestamp: 0,
             };
@@ -292,7 +326,9 @@ impl Plan {
         let mut markers = BTreeMap::new();
         for leg in legs.iter().filter(|l| !aliases.iter().any(|(s, _)| *s == l.shard)) {
             markers.entry(leg.shard).or_insert_with(|| Transfer {
-                id: marker_id(t, leg.shard, n),
+                // A pending transfer's marker takes its id (§3e): a post or void of it
+                // routed to its credit shard finds it there.
+                id: if pending { transfers[0].id } else { marker_id(t, leg.shard, n) },
                 debit_account_id: transit(INTERNAL_LEDGER),
                 credit_account_id: sink(INTERNAL_LEDGER),
                 amount: 0,
@@ -302,12 +338,12 @@ impl Plan {
                 user_data_32: primary.0,
                 timeout: 0,
                 ledger: INTERNAL_LEDGER,
-                code: MARKER_CODE,
+                code: if pending { PENDING_MARKER_CODE } else { MARKER_CODE },
                 flags: TransferFlags::empty(),
                 timestamp: 0,
             });
         }
-        Ok(Self { t, primary, legs, aliases, markers })
+        Ok(Self { t, primary, legs, aliases, markers, pending })
     }
 
     /// The internal accounts each shard needs: transit and sink of every ledger with a
@@ -541,6 +577,8 @@ pub async fn recover(
 ) {
     let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
     let mut cursors: std::collections::HashMap<ShardId, u64> = std::collections::HashMap::new();
+    let mut watches: std::collections::HashMap<ShardId, super::xpending::Watch> =
+        std::collections::HashMap::new();
     let mut ticks = super::ticks::Ticks::new(interval, stop);
     let mut first = 0_usize;
     while ticks.next().await {
@@ -556,8 +594,9 @@ pub async fn recover(
                 continue;
             }
             let cursor = cursors.entry(here.replica.shard).or_default();
+            let watch = watches.entry(here.replica.shard).or_default();
             loop {
-                match api.recover_shard(&here, cursor, age_ns).await {
+                match api.recover_shard(&here, cursor, watch, age_ns).await {
                     Ok(more) if more && started.elapsed() < RECOVERY_TICK_BUDGET => {}
                     Ok(_) => break,
                     Err(e) => {
@@ -567,6 +606,11 @@ pub async fn recover(
                 }
             }
         }
+        let watched: usize = watches.values().map(super::xpending::Watch::len).sum();
+        api.counters().pending_watched.store(
+            u64::try_from(watched).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 
@@ -670,6 +714,9 @@ impl Progress {
                                         },
                                     ),
                             )
+                            // A pending transfer's marker holds its id on the credit shard:
+                            // refused there, the id is taken (`exists_with_different_*`).
+                            .chain(self.markers.values().copied().filter(|_| self.plan.pending))
                             .filter(|&status| status != UNSENT);
                         own.clone()
                             .find(|&status| !prepared(status) && status != linked)
@@ -1009,8 +1056,10 @@ impl LedgerApi {
         }
         for i in unsettled {
             let txn = &mut txns[i];
-            let leg = txn.plan.legs[0].transfer;
-            match self.decide_void(txn.plan.t, txn.plan.primary, leg.id, leg.ledger, deadline).await
+            let (plan, leg) = (&txn.plan, txn.plan.legs[0].transfer);
+            match self
+                .decide_void(plan.t, plan.primary, leg.id, leg.ledger, plan.pending, deadline)
+                .await
             {
                 Ok(decision) => (txn.decision, txn.post_status) = (decision, TS::Exists.code()),
                 Err(e) => {
@@ -1021,9 +1070,14 @@ impl LedgerApi {
         }
         fail::fail_point!("coordinator::after_decision");
 
-        // 3. Resolve every leg outside the primary as decided.
+        // 3. Resolve every leg outside the primary as decided. A pending transfer created
+        // (decided post) keeps its legs pending: they follow its debit leg's life (§3e).
         let mut resolutions: BTreeMap<ShardId, Vec<Transfer>> = BTreeMap::new();
-        for (txn, _) in txns.iter().zip(&undecided).filter(|&(_, undecided)| !undecided) {
+        let resolved = |(txn, undecided): &(&Progress, &bool)| {
+            // Undecided, or a created pending transfer: nothing to resolve.
+            !(**undecided || txn.plan.pending && txn.decision == Decision::Post)
+        };
+        for (txn, _) in txns.iter().zip(&undecided).filter(resolved) {
             let legs = txn.plan.legs.iter().zip(&txn.legs);
             for (leg, (_, status)) in legs.filter(|(leg, _)| leg.shard != txn.plan.primary) {
                 let event = match txn.decision {
@@ -1224,12 +1278,17 @@ impl LedgerApi {
     /// the request; its primary's chain then fails on that id, and the client's transfer
     /// (single-phase, or pending and posted by the client) must not pass for the decision.
     /// Such an id holds no decision leg and never can: the transaction is void.
+    ///
+    /// For a cross-shard pending transfer (`pending`, §3e) the decision leg is the pending
+    /// transfer's debit leg: found, it is never voided here (its own life decides), and the
+    /// answer is `Post`, "created".
     async fn decide_void(
         &self,
         t: u128,
         primary: ShardId,
         decision: TransferId,
         ledger: u32,
+        pending: bool,
         deadline: Instant,
     ) -> Result<Decision, Status> {
         let (_, status) = self.one(primary, tombstone(decision, ledger), deadline).await?;
@@ -1242,6 +1301,9 @@ impl LedgerApi {
         if !self.genuine_decision(t, primary, decision, deadline).await? {
             tracing::warn!(%primary, transaction = %format!("{t:#x}"), "the decision leg's id holds a transfer the transaction did not create: decided void");
             return Ok(Decision::Void);
+        }
+        if pending {
+            return Ok(Decision::Post);
         }
         let (_, status) = self.one(primary, void_of(decision), deadline).await?;
         if prepared(status) {
@@ -1398,14 +1460,22 @@ impl LedgerApi {
     /// alias account's own list: that list can only be read oldest-first by walking every
     /// newer entry, and the entries younger than `age_ns` that a pass must leave (30 s of
     /// them at the default) would make each pass as long as the backlog behind it.
+    ///
+    /// On the debit shard of cross-shard pending transfers (§3e) it first completes the
+    /// credit legs of watched ones that expired, and it follows each pending alias and
+    /// resolution alias it walks ([`LedgerApi::follow_record`]).
     async fn recover_shard(
         &self,
         here: &LocalShard,
         cursor: &mut u64,
+        watch: &mut super::xpending::Watch,
         age_ns: u64,
     ) -> Result<bool, Status> {
         let shard = here.replica.shard;
         let now = super::batcher::cluster_time_now_ns();
+        if let Err(e) = self.follow_watched(here, watch, now).await {
+            tracing::warn!(%shard, error = %e, "expired cross-shard pending transfers: completing their credit legs");
+        }
         let horizon = now.saturating_sub(age_ns);
         // Aliases and markers (every event debiting this account is one or the other): each
         // names the legs of its transaction on this shard, created in the same chain.
@@ -1433,10 +1503,31 @@ impl LedgerApi {
         // Once a transaction fails to recover, the cursor stays before it.
         let mut held = false;
         for marker in markers {
+            if matches!(marker.code, PENDING_ALIAS_CODE | RESOLUTION_ALIAS_CODE) {
+                let deadline = Instant::now() + RECOVERY_STEP_TIMEOUT;
+                match self.follow_record(here, &marker, watch, deadline).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(%shard, "pending-transfer watch full; recovery cursor held");
+                        held = true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "following a cross-shard pending transfer");
+                        held = true;
+                    }
+                }
+                if !held {
+                    *cursor = marker.timestamp;
+                }
+                continue;
+            }
             // (Aliases of the unlinked layout, before 2026-12-04, had markers beside them.)
             let (t, _, n) = alias_parts(&marker);
             // A transaction with several aliases here is looked at once per pass.
-            let names_legs = marker.code == MARKER_CODE || marker.code == ALIAS_CODE;
+            let names_legs = matches!(marker.code, MARKER_CODE | ALIAS_CODE | PENDING_MARKER_CODE);
+            // A cross-shard pending transfer's credit leg: voided if the transfer was never
+            // created; once created it follows the debit leg, from the debit shard.
+            let pending = marker.code == PENDING_MARKER_CODE;
             if !names_legs || !seen.insert(t) {
                 if !held {
                     *cursor = marker.timestamp;
@@ -1463,11 +1554,13 @@ impl LedgerApi {
             if !open.is_empty() {
                 let primary = ShardId(marker.user_data_32);
                 let finish = async {
-                    let decision =
-                        self.decide_void(t, primary, leg_id(t, 0, 0), ledger0, deadline).await?;
+                    let decision = self
+                        .decide_void(t, primary, leg_id(t, 0, 0), ledger0, pending, deadline)
+                        .await?;
                     let events: Vec<Transfer> = open
                         .iter()
                         .filter(|leg| **leg != leg_id(t, 0, 0))
+                        .filter(|_| !(pending && decision == Decision::Post))
                         .map(|&leg| match decision {
                             Decision::Post => post_of(leg),
                             Decision::Void => void_of(leg),
@@ -1506,7 +1599,7 @@ impl LedgerApi {
     /// lookup on every shard serves them all (in requests of at most `BATCH_EVENTS_MAX`
     /// ids): rebuilding them one by one cost a fan-out per alias, and a lookup of a few
     /// thousand ran past every deadline.
-    pub(super) async fn reconstruct(
+    pub(super) async fn reconstruct_chains(
         &self,
         aliases: &[Transfer],
         deadline: Instant,
@@ -1572,7 +1665,7 @@ impl LedgerApi {
     }
 
     /// `ids` looked up on every shard, at most `BATCH_EVENTS_MAX` ids per request.
-    async fn find_everywhere(
+    pub(super) async fn find_everywhere(
         &self,
         ids: &[TransferId],
         deadline: Instant,
@@ -1749,9 +1842,14 @@ mod tests {
             plan.prepare()[&sc].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             vec![Place::Marker(sc), Place::Leg(1)]
         );
-        // Only single-phase transfers for now.
-        let pending = [transfer(100, a, b, TransferFlags::PENDING)];
-        assert!(plan4(&pending).unwrap_err().contains("single-phase"));
+        // A pending transfer crosses shards alone, not in a chain.
+        let pending = [
+            transfer(100, a, b, TransferFlags::PENDING | TransferFlags::LINKED),
+            transfer(101, b, c, TransferFlags::empty()),
+        ];
+        assert!(plan4(&pending).unwrap_err().contains("a pending transfer alone"));
+        let balancing = [transfer(100, a, b, TransferFlags::BALANCING_DEBIT)];
+        assert!(plan4(&balancing).unwrap_err().contains("single-phase"));
         // Fields the legs would not carry are refused, as the ledger refuses them on one
         // shard.
         let timed = [Transfer { timeout: 5, ..chain[1] }];
@@ -1760,6 +1858,53 @@ mod tests {
         assert!(plan4(&stamped).unwrap_err().contains("timestamp must be zero"));
         let open = [chain[0]];
         assert!(plan4(&open).unwrap_err().contains("chain is open"));
+    }
+
+    #[test]
+    fn a_cross_shard_pending_transfer_keeps_its_timeout_on_its_debit_leg() {
+        let a = 1;
+        let b = (2..).find(|&i| shard_of(i, 4) != shard_of(a, 4)).unwrap();
+        let x = Transfer { timeout: 60, ..transfer(100, a, b, TransferFlags::PENDING) };
+        let plan = plan4(&[x]).unwrap();
+        let (sa, sb) = (ShardId(shard_of(a, 4)), ShardId(shard_of(b, 4)));
+        assert!(plan.pending);
+        assert_eq!(plan.primary, sa);
+        // Its debit leg, on the primary, is pending with its timeout: created as the
+        // decision, it is the reservation on A and X's clock.
+        let (debit, credit) = (plan.legs[0], plan.legs[1]);
+        assert_eq!((debit.shard, credit.shard), (sa, sb));
+        assert_eq!(debit.transfer.flags, TransferFlags::PENDING);
+        assert_eq!((debit.transfer.timeout, credit.transfer.timeout), (60, 0));
+        assert_eq!(credit.transfer.flags, TransferFlags::PENDING);
+        assert!(plan.legs.iter().all(|l| crate::ledger::internal::is_leg(&l.transfer)));
+        // Its alias names the credit shard; its marker on the credit shard has X's id.
+        let alias = plan.aliases[0].1;
+        assert_eq!((alias.id, alias.code, alias.user_data_32), (x.id, PENDING_ALIAS_CODE, sb.0));
+        let marker = plan.markers[&sb];
+        assert_eq!(
+            (marker.id, marker.code, marker.user_data_32),
+            (x.id, PENDING_MARKER_CODE, sa.0)
+        );
+        assert_eq!(
+            plan.decision().iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![Place::Alias(0), Place::Leg(0)]
+        );
+        assert_eq!(
+            plan.prepare()[&sb].iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![Place::Marker(sb), Place::Leg(1)]
+        );
+        // Its id taken on the credit shard by another transfer: its marker is refused, the
+        // decision never sent, and X says why.
+        let mut progress = Progress::new(plan.clone());
+        progress.markers.insert(sb, TS::ExistsWithDifferentAmount.code());
+        progress.legs[1] = (3, TS::LinkedEventFailed.code());
+        let code = |s: TS| i32::try_from(s.code()).unwrap();
+        assert_eq!(progress.outcomes()[0].1, code(TS::ExistsWithDifferentAmount));
+        // A single-phase transfer between the same accounts plans as before.
+        let plain = plan4(&[transfer(100, a, b, TransferFlags::empty())]).unwrap();
+        assert!(!plain.pending);
+        assert_eq!(plain.aliases[0].1.code, ALIAS_CODE);
+        assert_eq!(plain.legs[0].transfer.flags, TransferFlags::empty());
     }
 
     #[test]

@@ -180,6 +180,45 @@ fn only_tallys_own_resolution_resolves_a_cross_shard_leg() {
     ledger.audit();
 }
 
+/// A client's post or void of a cross-shard pending transfer reaches its debit leg under
+/// the id derived for a client's decision (`client_post_id`, `client_void_id`): applied
+/// with every check a post or void has, in part too, and, unlike Tally's completion of a
+/// leg, refused by a closed account; a completion id of the other kind is still reserved.
+#[test]
+fn a_clients_decision_reaches_a_cross_shard_pending_transfers_leg_by_its_own_ids() {
+    use tally_node::ledger::internal::{client_post_id, client_void_id, post_id};
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    pending_leg(&mut ledger);
+    let leg = TransferId(LEG);
+    let before = ledger.sums(1);
+    // The void's id does not post, nor the post's void.
+    assert_eq!(ledger.transfer(post(client_void_id(leg).0, LEG, 4)), S::PendingTransferReserved);
+    assert_eq!(ledger.transfer(void(client_post_id(leg).0, LEG)), S::PendingTransferReserved);
+    // Checked as any post: more than reserved, a different ledger.
+    assert_eq!(ledger.transfer(post(client_post_id(leg).0, LEG, 11)), S::ExceedsPendingTransferAmount);
+    let other = Transfer { ledger: 2, ..post(client_post_id(leg).0, LEG, 4) };
+    assert_eq!(ledger.transfer(other), S::PendingTransferHasDifferentLedger);
+    assert_eq!(ledger.sums(1), before);
+    // A post in part: 4 of 10 moved, the reservation released.
+    assert_eq!(ledger.transfer(post(client_post_id(leg).0, LEG, 4)), S::Created);
+    assert_eq!(ledger.transfer(post(client_post_id(leg).0, LEG, 4)), S::Exists);
+    assert_eq!(ledger.transfer(void(client_void_id(leg).0, LEG)), S::PendingTransferAlreadyPosted);
+    let (debits_pending, debits_posted, _, _) = ledger.sums(1);
+    assert_eq!((debits_pending, debits_posted), (before.0 - 10, before.1 + 4));
+    // Into a closed account, a client's post is refused where Tally's completion is not.
+    assert_eq!(ledger.transfer(transfer(60, 2, 6, 9)), S::Created);
+    assert_eq!(ledger.transfer(pending(LEG + 1, 6, TRANSIT, 3, 0)), S::Created);
+    assert_eq!(ledger.transfer(pending(LEG + 2, 6, TRANSIT, 3, 0)), S::Created);
+    let close = Transfer { flags: TransferFlags::PENDING | TransferFlags::CLOSING_DEBIT, ..transfer(90, 6, 8, 0) };
+    assert_eq!(ledger.transfer(close), S::Created);
+    let client = post(client_post_id(TransferId(LEG + 1)).0, LEG + 1, u128::MAX);
+    assert_eq!(ledger.transfer(client), S::DebitAccountAlreadyClosed);
+    assert_eq!(ledger.transfer(void(client_void_id(TransferId(LEG + 1)).0, LEG + 1)), S::Created);
+    assert_eq!(ledger.transfer(post(post_id(TransferId(LEG + 2)).0, LEG + 2, u128::MAX)), S::Created);
+    ledger.audit();
+}
+
 /// An account closed while a leg of a cross-shard transaction holds its units still takes
 /// Tally's post of the leg (the transaction was decided and its primary's part applied),
 /// on either side; anything else, a client's transfer or a post of an ordinary pending

@@ -258,6 +258,19 @@ impl Cluster {
         total
     }
 
+    /// Cross-shard pending transfers the running nodes watch for expiry (`NodeStatus`).
+    pub async fn pending_watched(&self) -> u64 {
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(mut admin) = self.admin(node.id).await else { continue };
+            let request = v1::NodeStatusRequest { include_digest: false };
+            if let Ok(reply) = admin.node_status(request).await {
+                total += reply.into_inner().pending_watched;
+            }
+        }
+        total
+    }
+
     /// Node `id`'s shard map, or `None` if it does not answer.
     pub async fn list_shards(&self, id: u64) -> Option<v1::ListShardsReply> {
         let mut admin = self.admin(id).await?;

@@ -122,19 +122,26 @@ async fn settled_after_restart(cluster: &Cluster) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
-    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+/// A 4-shard cluster ([`XSHARD`]) whose leaders have settled, with [`people`] on every
+/// shard and shard 1's member funded with 100. Leaders settle first: a part that meets a
+/// leadership move is resent by the client, and an event its first attempt applied then
+/// reads `exists`, not `created`.
+async fn four_shards_funded() -> (Cluster, Client, BTreeMap<u32, (u128, u128)>) {
     let cluster = Cluster::start(3, XSHARD);
-    // Leaders settle first: a part that meets a leadership move is resent by the client,
-    // and an event its first attempt applied then reads `exists`, not `created`.
     super::shards::wait_balanced(&cluster, 1).await;
     let client = cluster.client();
     let p = people(&client).await;
-    let (m1, m2, m3, m4) = (p[&1].1, p[&2].1, p[&3].1, p[&4].1);
-    let fund = transfer(1, p[&1].0, m1, 100, 0);
+    let fund = transfer(1, p[&1].0, p[&1].1, 100, 0);
     let funded = client.create_transfers(vec![fund]).await.unwrap()[0].status;
     assert!(tally_client::transfer_succeeded(funded), "{funded}");
+    (cluster, client, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let (cluster, client, p) = four_shards_funded().await;
+    let (m1, m2, m3, m4) = (p[&1].1, p[&2].1, p[&3].1, p[&4].1);
 
     // One transfer across shards: created; resent: exists; looked up as sent.
     let x = transfer(10, m1, m2, 30, 0);
@@ -219,10 +226,12 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
     // (one per transfer would be 40 times that).
     assert!(forwarded <= u64::from(2 * SHARDS), "{forwarded} parts forwarded for one lookup");
 
-    // Cross-shard transfers are single-phase for now: a pending one is refused whole.
-    let pending = transfer(40, m1, m2, 1, v1::TransferFlag::Pending as u32);
-    let refused = client.create_transfers(vec![pending]).await.unwrap_err();
-    assert!(refused.to_string().contains("single-phase"), "{refused}");
+    // A pending transfer crosses shards alone (cross_shard_pending_transfers_...), not
+    // in a chain: such a chain is refused whole.
+    let pending = transfer(40, m1, m2, 1, v1::TransferFlag::Pending as u32 | linked);
+    let chained = vec![pending, transfer(41, m2, m3, 1, 0)];
+    let refused = client.create_transfers(chained).await.unwrap_err();
+    assert!(refused.to_string().contains("a pending transfer alone"), "{refused}");
 
     // A client that first creates a transfer of its own under the decision leg's id of the
     // transfer it is about to send (leg ids are a public function of the request) gets no
@@ -341,6 +350,175 @@ async fn cross_shard_transfers_and_chains_are_all_or_nothing() {
         .unwrap_err();
     assert!(refused.to_string().contains("derives for its own resolutions"), "{refused}");
     assert_eq!(sums(&client, &[m1, m2]).await, before);
+
+    // Every shard's replicas agree.
+    converge_every_shard(&cluster).await;
+}
+
+/// A pending transfer whose accounts live on two shards keeps TigerBeetle's semantics:
+/// both sides reserved, resolved once by a post (in part too) or a void sent through any
+/// node and naming either account or none, each refusal the ledger's own status, an
+/// expiry that releases both sides, and lookups that show it and its post as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_shard_pending_transfers_are_posted_voided_and_expire_as_on_one_shard() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let (cluster, client, p) = four_shards_funded().await;
+    let (m1, m2, m3, m4) = (p[&1].1, p[&2].1, p[&3].1, p[&4].1);
+    let pending = |id, debit, credit, amount, timeout| v1::Transfer {
+        timeout,
+        ..transfer(id, debit, credit, amount, v1::TransferFlag::Pending as u32)
+    };
+    let resolve = |id: u128, of: u128, amount: u128, flag: v1::TransferFlag| v1::Transfer {
+        id: uint128(id),
+        pending_id: uint128(of),
+        amount: uint128(amount),
+        flags: flag as u32,
+        ..Default::default()
+    };
+    let post = v1::TransferFlag::PostPendingTransfer;
+    let void = v1::TransferFlag::VoidPendingTransfer;
+    let status = |results: Vec<v1::CreateTransferResult>| results[0].status;
+
+    // Created: both sides reserved; resent: exists; looked up as sent.
+    let x = pending(200, m1, m2, 30, 0);
+    assert_eq!(status(client.create_transfers(vec![x]).await.unwrap()), TS::Created as i32);
+    assert_eq!(status(client.create_transfers(vec![x]).await.unwrap()), TS::Exists as i32);
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(30, 0, 0, 100), (0, 0, 30, 0)]);
+    let found = client.lookup_transfers(&[200]).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let t = &found[0];
+    assert_eq!((u128_of(t.debit_account_id), u128_of(t.credit_account_id)), (m1, m2));
+    assert_eq!(
+        (u128_of(t.amount), t.flags, t.timeout, t.ledger, t.code, t.user_data_64),
+        (30, v1::TransferFlag::Pending as u32, 0, LEDGER, 3, 42)
+    );
+    // A client cannot resolve its legs (listed in the members' histories) directly.
+    let history = credits_of(&client, m2).await;
+    let credit_leg = history.iter().find(|t| u128_of(t.amount) == 30).expect("the credit leg");
+    let direct = resolve(199, u128_of(credit_leg.id), u128::MAX, post);
+    let results = client.create_transfers(vec![direct]).await.unwrap();
+    assert_eq!(status(results), TS::PendingTransferReserved as i32);
+
+    // Refusals are the ledger's own and change nothing: more than reserved, an account
+    // that is not X's (the credit side is checked where it lives), a different ledger.
+    let too_much = resolve(201, 200, 31, post);
+    assert_eq!(
+        status(client.create_transfers(vec![too_much]).await.unwrap()),
+        TS::ExceedsPendingTransferAmount as i32
+    );
+    let elsewhere = v1::Transfer {
+        debit_account_id: uint128(m1),
+        credit_account_id: uint128(m3),
+        ..resolve(202, 200, 1, post)
+    };
+    assert_eq!(
+        status(client.create_transfers(vec![elsewhere]).await.unwrap()),
+        TS::PendingTransferHasDifferentCreditAccountId as i32
+    );
+    let ledger = v1::Transfer { ledger: LEDGER + 1, ..resolve(203, 200, 1, post) };
+    assert_eq!(
+        status(client.create_transfers(vec![ledger]).await.unwrap()),
+        TS::PendingTransferHasDifferentLedger as i32
+    );
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(30, 0, 0, 100), (0, 0, 30, 0)]);
+
+    // Posted in part (naming its debit account, so it lands on the debit shard): 10 move,
+    // the rest of both reservations is released. Resent: exists. A second post and a void
+    // read what one shard says.
+    let y = v1::Transfer { debit_account_id: uint128(m1), ..resolve(204, 200, 10, post) };
+    assert_eq!(status(client.create_transfers(vec![y]).await.unwrap()), TS::Created as i32);
+    assert_eq!(status(client.create_transfers(vec![y]).await.unwrap()), TS::Exists as i32);
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 10, 0, 100), (0, 0, 0, 10)]);
+    let again = resolve(205, 200, u128::MAX, post);
+    assert_eq!(
+        status(client.create_transfers(vec![again]).await.unwrap()),
+        TS::PendingTransferAlreadyPosted as i32
+    );
+    let late_void = resolve(206, 200, 0, void);
+    assert_eq!(
+        status(client.create_transfers(vec![late_void]).await.unwrap()),
+        TS::PendingTransferAlreadyPosted as i32
+    );
+    // Another transfer reusing the post's id is told so.
+    let reused = resolve(204, 200, 9, post);
+    let name = TS::try_from(status(client.create_transfers(vec![reused]).await.unwrap()))
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    assert!(name.starts_with("CREATE_TRANSFER_STATUS_EXISTS_WITH_DIFFERENT"), "{name}");
+    let found = client.lookup_transfers(&[204, 200]).await.unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let y = &found[0];
+    assert_eq!(
+        (u128_of(y.pending_id), u128_of(y.debit_account_id), u128_of(y.credit_account_id)),
+        (200, m1, m2)
+    );
+    assert_eq!((u128_of(y.amount), y.flags), (10, post as u32));
+    assert_eq!(found[1].flags, v1::TransferFlag::Pending as u32, "X still reads pending");
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 10, 0, 100), (0, 0, 0, 10)]);
+
+    // Voided, naming only its credit account (it lands on the credit shard, by the marker
+    // there): both reservations released, nothing moves.
+    let x = pending(210, m1, m3, 20, 0);
+    assert_eq!(status(client.create_transfers(vec![x]).await.unwrap()), TS::Created as i32);
+    assert_eq!(sums(&client, &[m1, m3]).await, vec![(20, 10, 0, 100), (0, 0, 20, 0)]);
+    let y = v1::Transfer { credit_account_id: uint128(m3), ..resolve(211, 210, 0, void) };
+    assert_eq!(status(client.create_transfers(vec![y]).await.unwrap()), TS::Created as i32);
+    assert_eq!(sums(&client, &[m1, m3]).await, vec![(0, 10, 0, 100), (0, 0, 0, 0)]);
+    let after = resolve(212, 210, u128::MAX, post);
+    assert_eq!(
+        status(client.create_transfers(vec![after]).await.unwrap()),
+        TS::PendingTransferAlreadyVoided as i32
+    );
+
+    // One that overdraws is refused as on one shard, and reserves nothing; a post of it
+    // finds nothing.
+    let overdraw = pending(220, m2, m4, 1_000, 0);
+    assert_eq!(
+        status(client.create_transfers(vec![overdraw]).await.unwrap()),
+        TS::ExceedsCredits as i32
+    );
+    let ghost = resolve(221, 220, u128::MAX, post);
+    let results = client.create_transfers(vec![ghost]).await.unwrap();
+    assert_eq!(status(results), TS::PendingTransferNotFound as i32);
+    assert_eq!(sums(&client, &[m2, m4]).await, vec![(0, 0, 0, 10), (0, 0, 0, 0)]);
+
+    // Its id already taken on the credit shard (by a transfer there): refused as such,
+    // nothing reserved.
+    let there = transfer(240, p[&2].0, m2, 1, 0);
+    assert_eq!(status(client.create_transfers(vec![there]).await.unwrap()), TS::Created as i32);
+    let taken = pending(240, m1, m2, 1, 0);
+    let name = TS::try_from(status(client.create_transfers(vec![taken]).await.unwrap()))
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    assert!(name.starts_with("CREATE_TRANSFER_STATUS_EXISTS_WITH_DIFFERENT"), "{name}");
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 10, 0, 100), (0, 0, 0, 11)]);
+
+    // With a timeout: it expires on its debit shard, and the credit side's reservation is
+    // released by the debit shard's leader (its recovery watch, within a pass of the
+    // expiry), with no request to drive it; a post after that reads expired.
+    let x = pending(230, m1, m4, 5, 1);
+    assert_eq!(status(client.create_transfers(vec![x]).await.unwrap()), TS::Created as i32);
+    assert_eq!(sums(&client, &[m1, m4]).await, vec![(5, 10, 0, 100), (0, 0, 5, 0)]);
+    eventually("both sides are released", std::time::Duration::from_secs(20), || {
+        let client = &client;
+        async move {
+            let now = sums(client, &[m1, m4]).await;
+            (now == vec![(0, 10, 0, 100), (0, 0, 0, 0)]).then_some(())
+        }
+    })
+    .await;
+    // It left the watch (a node reports the count as of its last recovery tick).
+    eventually("the watch is empty", std::time::Duration::from_secs(10), || {
+        let cluster = &cluster;
+        async move { (cluster.pending_watched().await == 0).then_some(()) }
+    })
+    .await;
+    let late = resolve(231, 230, u128::MAX, post);
+    assert_eq!(
+        status(client.create_transfers(vec![late]).await.unwrap()),
+        TS::PendingTransferExpired as i32
+    );
+    assert_eq!(sums(&client, &[m1, m4]).await, vec![(0, 10, 0, 100), (0, 0, 0, 0)]);
 
     // Every shard's replicas agree.
     converge_every_shard(&cluster).await;
@@ -1076,4 +1254,65 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     assert_eq!(sums(&client, &ids).await, expected);
     assert!(client.lookup_transfers(&[70, 71]).await.unwrap().is_empty());
     converge_every_shard(&cluster).await;
+}
+
+/// A node that crashes after a client's post of a cross-shard pending transfer reached the
+/// debit leg and before it completed the credit leg (failpoint
+/// `pending::before_completion`): after the restart, recovery on the debit shard completes
+/// the credit leg with the amount posted, and a resend of the post reads `exists`.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_pending_transfers_post_and_its_completion_is_recovered() {
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let Coordinated { mut cluster, client, mut raw, m } =
+        coordinated(XSHARD, "pending::before_completion=panic").await;
+    let (m2, m3, _) = m;
+    let x = v1::Transfer {
+        timeout: 3600,
+        ..transfer(300, m2, m3, 40, v1::TransferFlag::Pending as u32)
+    };
+    let made = client.create_transfers(vec![x]).await.unwrap();
+    assert_eq!(made[0].status, TS::Created as i32, "{made:?}");
+    // Once the debit shard's leader watches X (its recovery walk has passed X's alias),
+    // only the post's own record can lead recovery to the credit leg.
+    eventually("X is watched", std::time::Duration::from_secs(20), || {
+        let cluster = &cluster;
+        async move { (cluster.pending_watched().await >= 1).then_some(()) }
+    })
+    .await;
+    let y = v1::Transfer {
+        id: uint128(301),
+        pending_id: uint128(300),
+        amount: uint128(15),
+        flags: v1::TransferFlag::PostPendingTransfer as u32,
+        ..Default::default()
+    };
+    let mut exit = None;
+    for _ in 0..5 {
+        let request = v1::CreateTransfersRequest { transfers: vec![y] };
+        let outcome = raw.create_transfers(request).await;
+        assert!(outcome.is_err(), "node 1 answered instead of crashing: {outcome:?}");
+        exit = cluster.wait_exit(1, std::time::Duration::from_secs(3));
+        if exit.is_some() {
+            break;
+        }
+        eprintln!("resending after {outcome:?}");
+    }
+    let exit = exit.expect("node 1 never reached pending::before_completion");
+    assert!(!exit.success(), "node 1 exited with {exit}");
+    // The debit side was posted before the crash; the credit side is still reserved.
+    assert_eq!(sums(&client, &[m2]).await, vec![(0, 15, 0, 100)]);
+    cluster.spawn(1);
+    let expected = vec![(0, 15, 0, 100), (0, 0, 0, 15)];
+    eventually("the credit leg is completed", std::time::Duration::from_secs(30), || {
+        let (client, expected) = (&client, &expected);
+        async move { (sums(client, &[m2, m3]).await == *expected).then_some(()) }
+    })
+    .await;
+    let again = client.create_transfers(vec![y]).await.unwrap();
+    assert_eq!(again[0].status, TS::Exists as i32, "{again:?}");
+    let found = client.lookup_transfers(&[301]).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((u128_of(found[0].amount), u128_of(found[0].credit_account_id)), (15, m3));
+    assert_eq!(sums(&client, &[m2, m3]).await, expected);
 }
