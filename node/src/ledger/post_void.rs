@@ -169,14 +169,22 @@ fn resolve(
 /// transaction ([`internal::post_id`], [`internal::void_id`]; the result is `true`), or a
 /// client's post or void of a cross-shard pending transfer, carried to its debit leg
 /// ([`internal::client_post_id`], [`internal::client_void_id`], `false`: checked like any
-/// other post or void). Checked before the pending transfer's fields are compared, so a
+/// other post or void; only on a leg from a client's account into an internal one). Checked before the pending transfer's fields are compared, so a
 /// refused request learns nothing more about the leg. Whether `t` is Tally's completion of
 /// a leg.
 fn reserved_leg_check(t: &Transfer, p: &Transfer, post: bool) -> Result<bool, Failure> {
     if !internal::is_leg(p) {
         return Ok(false);
     }
-    internal::derived_resolution(t, post).map_or_else(|| fail(Status::PendingTransferReserved), Ok)
+    // A client's decision reaches only a pending transfer's debit leg (a client's account
+    // into transit), never a credit leg or a leg between two client accounts.
+    let debit_leg = internal::is_internal(p.credit_account_id.0)
+        && !internal::is_internal(p.debit_account_id.0);
+    match internal::derived_resolution(t, post) {
+        Some(true) => Ok(true),
+        Some(false) if debit_leg => Ok(false),
+        _ => fail(Status::PendingTransferReserved),
+    }
 }
 
 /// A post or void may leave accounts, ledger and code at zero; if given they must match.

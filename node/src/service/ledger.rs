@@ -942,10 +942,22 @@ impl LedgerApi {
     ) -> Result<HashMap<TransferId, u32>, Status> {
         let wire: Vec<tally_proto::Uint128> = ids.iter().map(|id| id.0.into()).collect();
         let found = self.lookup_transfers_everywhere(ids, &wire, deadline).await?;
-        Ok((1..=self.inner.shards)
-            .zip(found)
-            .flat_map(|(shard, on)| on.map(move |t| (TransferId(id_of(t.id.as_ref())), shard)))
-            .collect())
+        // An id found on two shards: a cross-shard pending transfer's alias (its debit
+        // shard) wins over a marker (which a refused transfer reusing the id may have left
+        // on a third shard, §3e).
+        let mut out: HashMap<TransferId, (u32, bool)> = HashMap::new();
+        for (shard, on) in (1..=self.inner.shards).zip(found) {
+            for t in on {
+                let marker = t.ledger == xshard::INTERNAL_LEDGER
+                    && t.code == u32::from(xshard::PENDING_MARKER_CODE);
+                let id = TransferId(id_of(t.id.as_ref()));
+                let slot = out.entry(id).or_insert((shard, marker));
+                if slot.1 && !marker {
+                    *slot = (shard, marker);
+                }
+            }
+        }
+        Ok(out.into_iter().map(|(id, (shard, _))| (id, shard)).collect())
     }
 
     /// `lookup_transfers` of `ids` on every shard, one list per shard.

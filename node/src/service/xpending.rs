@@ -34,21 +34,28 @@ use tonic::Status;
 
 use super::ledger::{LedgerApi, LocalShard};
 use super::xshard::{
-    INTERNAL_LEDGER, PENDING_ALIAS_CODE, PENDING_MARKER_CODE, RESOLUTION_ALIAS_CODE, is_tombstone,
-    leg_id, prepared, sink, transit, void_of,
+    INTERNAL_LEDGER, PENDING_ALIAS_CODE, PENDING_MARKER_CODE, RESOLUTION_ALIAS_CODE, leg_id,
+    prepared, sink, transit, void_of,
 };
-use crate::ledger::internal::{
-    client_post_id, client_void_id, derived, has_internal_account, post_id,
-};
+use crate::ledger::internal::{client_post_id, client_void_id, derived, post_id};
 use crate::ledger::{
     CreateTransferStatus as TS, PendingStatus, Transfer, TransferFlags, TransferId,
 };
 use crate::storage::keys::ShardId;
 
 /// Pending transfers with a timeout whose expiry a node watches per shard it leads, at
-/// most: past it the recovery walk holds its cursor until entries leave the watch (by
-/// expiring, or by being resolved), so the watch never grows without bound.
+/// most. Past it the recovery walk goes on, and remembers where the first pending alias it
+/// could not watch was ([`Watch::overflow`]); once entries have left (expired, or
+/// resolved: [`WATCH_PRUNE_PER_TICK`]), a second walk from there takes up the rest. So the
+/// watch never grows without bound, and never holds up the rest of recovery.
 pub const WATCH_MAX: usize = 65_536;
+
+/// Watched entries a recovery tick re-reads, at most, besides the due ones (round the
+/// watch in turn): an entry whose pending transfer was posted or voided before its expiry
+/// leaves the watch then (its credit leg completed, again), not only at its expiry, which
+/// may be days away.
+pub const WATCH_PRUNE_PER_TICK: usize = 4_096;
+const _: () = assert!(WATCH_PRUNE_PER_TICK < WATCH_MAX, "a prune reads a slice of the watch");
 
 /// The completion of a credit leg `x_c` as its debit leg ended: posted with `amount`
 /// (`Some`), or voided.
@@ -103,6 +110,40 @@ pub fn is_pending_record(record: &Transfer) -> bool {
         && matches!(record.code, PENDING_ALIAS_CODE | PENDING_MARKER_CODE | RESOLUTION_ALIAS_CODE)
 }
 
+/// Whether `leg` has the shape of a cross-shard pending transfer's debit leg: pending, a
+/// client's account into its ledger's transit account ([`super::xshard::leg_shaped`]).
+#[must_use]
+pub fn pending_debit_leg(leg: &Transfer) -> bool {
+    leg.flags.contains(TransferFlags::PENDING)
+        && super::xshard::leg_shaped(leg)
+        && leg.credit_account_id == transit(leg.ledger)
+}
+
+/// How a post or void `y` of a pending transfer disagrees with its debit leg `x_d`, if it
+/// does, in the ledger's order past the accounts (checked by the caller): ledger, code,
+/// amount (`post_void::resolved_amount`'s rules). Used when `y`'s resolution id is taken
+/// by an earlier resolution, where the ledger answers `exists*` before these checks.
+fn differs_from(y: &Transfer, x_d: &Transfer) -> Option<TS> {
+    if y.ledger > 0 && y.ledger != x_d.ledger {
+        return Some(TS::PendingTransferHasDifferentLedger);
+    }
+    if y.code > 0 && y.code != x_d.code {
+        return Some(TS::PendingTransferHasDifferentCode);
+    }
+    let void = y.flags.contains(TransferFlags::VOID_PENDING_TRANSFER);
+    let amount = match (void, y.amount) {
+        (true, 0) | (false, u128::MAX) => x_d.amount,
+        (_, amount) => amount,
+    };
+    if amount > x_d.amount {
+        Some(TS::ExceedsPendingTransferAmount)
+    } else if void && amount < x_d.amount {
+        Some(TS::PendingTransferHasDifferentAmount)
+    } else {
+        None
+    }
+}
+
 /// Where a cross-shard pending transfer's debit leg stands, read on its debit shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Follow {
@@ -123,8 +164,9 @@ pub fn follow<S: crate::ledger::LedgerStore>(
 ) -> Follow {
     let (x_d, x_c) = (leg_id(t, 0, 0), leg_id(t, 0, 1));
     let Some((leg, status)) = machine.pending_transfer(x_d) else { return Follow::Gone };
-    if !has_internal_account(&leg) {
-        // A client's own transfer under the leg's id (§3d): the transaction was void.
+    if !pending_debit_leg(&leg) {
+        // Not the leg (a client's transfer, or one of Tally's records whose id a client
+        // chose, under the leg's id, §3d): the transaction was void.
         return Follow::Gone;
     }
     match status {
@@ -142,6 +184,11 @@ pub fn follow<S: crate::ledger::LedgerStore>(
 #[derive(Debug, Default)]
 pub struct Watch {
     due: BTreeMap<(u64, u128), ShardId>,
+    /// Where the next prune starts (a key of `due`).
+    prune_from: (u64, u128),
+    /// The timestamp of the first pending alias the recovery walk passed while the watch
+    /// was full: the overflow walk starts there.
+    pub overflow: Option<u64>,
 }
 
 impl Watch {
@@ -209,8 +256,23 @@ impl LedgerApi {
         watch: &mut Watch,
         now: u64,
     ) -> Result<(), Status> {
-        let due: Vec<((u64, u128), ShardId)> =
+        let mut due: Vec<((u64, u128), ShardId)> =
             watch.due.range(..(now.saturating_add(1), 0)).map(|(k, v)| (*k, *v)).collect();
+        // And a slice of the others, in turn: those resolved early leave now.
+        let start = watch.prune_from.max((now.saturating_add(1), 0));
+        let slice: Vec<((u64, u128), ShardId)> = watch
+            .due
+            .range(start..)
+            .chain(watch.due.range((now.saturating_add(1), 0)..start))
+            .take(WATCH_PRUNE_PER_TICK)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        watch.prune_from = watch
+            .due
+            .range(slice.last().map_or(start, |(k, _)| *k)..)
+            .nth(1)
+            .map_or((0, 0), |(k, _)| *k);
+        due.extend(slice);
         if due.is_empty() {
             return Ok(());
         }
@@ -234,6 +296,47 @@ impl LedgerApi {
         for key in leave {
             watch.due.remove(&key);
         }
+        Ok(())
+    }
+
+    /// The overflow walk on `here`: while the watch has room, takes up the pending aliases
+    /// the recovery walk passed while it was full ([`Watch::overflow`]), from there up to
+    /// `walked_to` (the main walk's cursor), at most `RECOVERY_SCAN_MAX` transfers a call.
+    pub(super) async fn walk_overflow(
+        &self,
+        here: &LocalShard,
+        watch: &mut Watch,
+        walked_to: u64,
+    ) -> Result<(), Status> {
+        let Some(from) = watch.overflow else { return Ok(()) };
+        if watch.full() {
+            return Ok(());
+        }
+        let room = WATCH_MAX - watch.len();
+        let names = transit(INTERNAL_LEDGER);
+        let (mut found, mut next, mut walked) = (Vec::new(), None, 0_usize);
+        here.replica.ledger.read().machine.scan_transfers(from, &mut |t| {
+            if t.timestamp > walked_to {
+                return std::ops::ControlFlow::Break(());
+            }
+            walked += 1;
+            if t.debit_account_id == names && t.code == PENDING_ALIAS_CODE {
+                found.push(*t);
+            }
+            if found.len() == room || walked == super::xshard::RECOVERY_SCAN_MAX {
+                next = Some(t.timestamp + 1);
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        let deadline = Instant::now() + super::xshard::RECOVERY_STEP_TIMEOUT;
+        for record in found {
+            if !self.follow_record(here, &record, watch, deadline).await? {
+                next = Some(record.timestamp);
+                break;
+            }
+        }
+        watch.overflow = next;
         Ok(())
     }
 
@@ -358,10 +461,11 @@ impl LedgerApi {
             self.lookup_on(debit_shard, vec![x_d], deadline),
             self.lookup_on(credit_shard, vec![x_c], deadline),
         )?;
-        let leg = debit_legs.first().filter(|l| {
-            l.flags.contains(TransferFlags::PENDING) && has_internal_account(l) && !is_tombstone(l)
+        let leg = debit_legs.first().filter(|l| pending_debit_leg(l));
+        let credit_leg = credit_legs.first().filter(|l| {
+            l.flags.contains(TransferFlags::PENDING) && l.debit_account_id == transit(l.ledger)
         });
-        let (Some(leg), Some(credit_leg)) = (leg, credit_legs.first()) else {
+        let (Some(leg), Some(credit_leg)) = (leg, credit_leg) else {
             // The transaction was decided void, or is not decided yet: X does not exist. As
             // on one shard, that failure marks Y's id failed (where its alias would be).
             let burn = super::spread::burn_of(&resolution_alias(&y, credit_shard));
@@ -391,13 +495,23 @@ impl LedgerApi {
                 "TALLY:Internal: a shard answered a different number of results",
             ));
         };
-        let exists = TS::Exists.code();
-        let answer = if alias_status == exists || prepared(aimed_status) {
-            // Made now, or by an earlier attempt of this very request.
-            (alias_at, if alias_status == exists { exists } else { TS::Created.code() })
+        let (exists, created) = (TS::Exists.code(), TS::Created.code());
+        let answer = if alias_status == exists {
+            // Made by an earlier attempt of this very request.
+            (alias_at, exists)
+        } else if aimed_status == created {
+            (alias_at, created)
         } else if alias_status != TS::LinkedEventFailed.code() {
             // Y's id is taken by another transfer, or failed before.
             (0, alias_status)
+        } else if let Some(mismatch) = (aimed_status == exists
+            || super::xshard::exists_differently(aimed_status))
+        .then(|| differs_from(&y, leg))
+        .flatten()
+        {
+            // Its id taken by an earlier resolution, Y is still checked against X first,
+            // as the ledger checks a post or void before finding X resolved.
+            (0, mismatch.code())
         } else if aimed_status == exists || super::xshard::exists_differently(aimed_status) {
             // Another post (or void) of X came first: X is resolved that way — if the id
             // holds that resolution, and not a client's transfer created under it (§3d:
@@ -532,16 +646,17 @@ impl LedgerApi {
             .collect();
         ids.sort_unstable();
         ids.dedup();
-        let found: std::collections::HashMap<TransferId, Transfer> =
-            self.find_everywhere(&ids, deadline).await?.into_iter().map(|x| (x.id, x)).collect();
+        let found =
+            super::xshard::by_id_preferring_legs(self.find_everywhere(&ids, deadline).await?);
         Ok(records
             .iter()
             .map(|r| {
                 let t = transaction(r)?;
-                let x_d = found.get(&leg_id(t, 0, 0)).filter(|l| {
-                    l.flags.contains(TransferFlags::PENDING) && has_internal_account(l)
-                })?;
-                let credit = found.get(&leg_id(t, 0, 1))?.credit_account_id;
+                let x_d = found.get(&leg_id(t, 0, 0)).filter(|l| pending_debit_leg(l))?;
+                let credit = found
+                    .get(&leg_id(t, 0, 1))
+                    .filter(|l| l.debit_account_id == transit(l.ledger))?
+                    .credit_account_id;
                 if r.code == PENDING_ALIAS_CODE {
                     return Some(Transfer {
                         id: r.id,
@@ -551,7 +666,9 @@ impl LedgerApi {
                     });
                 }
                 let decided = [client_post_id(x_d.id), client_void_id(x_d.id)];
-                let y = decided.iter().find_map(|id| found.get(id))?;
+                let y = decided
+                    .iter()
+                    .find_map(|id| found.get(id).filter(|y| y.pending_id == x_d.id))?;
                 Some(Transfer {
                     id: r.id,
                     debit_account_id: x_d.debit_account_id,

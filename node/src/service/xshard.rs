@@ -485,6 +485,45 @@ pub fn tombstone(leg: TransferId, ledger: u32) -> Transfer {
     }
 }
 
+/// Whether `t` has the shape only a leg of a cross-shard transaction has: on a user
+/// ledger, with that ledger's transit account on one side, not a tombstone. Clients cannot
+/// name a transit account, so no client transfer has it — unlike Tally's records on the
+/// alias ledger (aliases, markers, resolution aliases), which have internal accounts too
+/// but ids a client chooses (its transfers' own): "has an internal account" alone let a
+/// client's alias, created under a decision leg's id, pass for that leg (review of
+/// 2026-12-06).
+#[must_use]
+pub fn leg_shaped(t: &Transfer) -> bool {
+    let via = transit(t.ledger);
+    t.ledger != INTERNAL_LEDGER
+        && (t.debit_account_id == via || t.credit_account_id == via)
+        && !is_tombstone(t)
+}
+
+/// `records` (found on several shards) by id, for reading legs: Tally's own records on the
+/// alias ledger are left out (never legs, and their ids are a client's choice, so one can
+/// sit under a leg's id), and where an id was found twice a [`leg_shaped`] record wins (a
+/// client's plain transfer under a leg's id on another shard must not hide the leg).
+#[must_use]
+pub fn by_id_preferring_legs(
+    records: Vec<Transfer>,
+) -> std::collections::HashMap<TransferId, Transfer> {
+    let mut out: std::collections::HashMap<TransferId, Transfer> = std::collections::HashMap::new();
+    for record in records.into_iter().filter(|x| x.ledger != INTERNAL_LEDGER) {
+        match out.entry(record.id) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(record);
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                if leg_shaped(&record) && !leg_shaped(slot.get()) {
+                    slot.insert(record);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Whether `t` is a tombstone (a zero-amount transfer from a transit account to its sink).
 #[must_use]
 pub fn is_tombstone(t: &Transfer) -> bool {
@@ -1314,9 +1353,10 @@ impl LedgerApi {
     }
 
     /// Whether the transfer under transaction `t`'s decision-leg id `decision` on `primary`
-    /// is that leg, created by `t`'s own chain. A transfer with an internal account can only
-    /// be Tally's (clients cannot name one), and Tally creates that id only as `t`'s
-    /// decision leg. A decision leg between two client accounts (the first transfer's
+    /// is that leg, created by `t`'s own chain. A transfer with a transit account on its own
+    /// ledger ([`leg_shaped`]) can only be a leg, and Tally creates a leg under that id
+    /// only as `t`'s decision leg; Tally's other records (aliases, markers, resolution
+    /// aliases, on the alias ledger) carry ids clients choose and are never a leg. A decision leg between two client accounts (the first transfer's
     /// accounts both on the primary) was created in one linked chain right after `t`'s
     /// aliases on the primary (their alias or marker, before 2026-12-05), so the transfer of
     /// the alias account one timestamp before it names `t`; a transfer a client created
@@ -1332,8 +1372,12 @@ impl LedgerApi {
         let Some(leg) = found.into_iter().find(|x| x.id == decision) else {
             return Err(internal("the decision leg's id is taken but nothing is found under it"));
         };
-        if has_internal_account(&leg) {
+        if leg_shaped(&leg) {
             return Ok(true);
+        }
+        if has_internal_account(&leg) {
+            // An alias, a marker or a resolution alias whose id a client chose: no leg.
+            return Ok(false);
         }
         self.created_after_its_alias(t, primary, &leg, deadline).await
     }
@@ -1476,6 +1520,9 @@ impl LedgerApi {
         if let Err(e) = self.follow_watched(here, watch, now).await {
             tracing::warn!(%shard, error = %e, "expired cross-shard pending transfers: completing their credit legs");
         }
+        if let Err(e) = self.walk_overflow(here, watch, *cursor).await {
+            tracing::warn!(%shard, error = %e, "cross-shard pending transfers: the overflow walk");
+        }
         let horizon = now.saturating_sub(age_ns);
         // Aliases and markers (every event debiting this account is one or the other): each
         // names the legs of its transaction on this shard, created in the same chain.
@@ -1508,8 +1555,11 @@ impl LedgerApi {
                 match self.follow_record(here, &marker, watch, deadline).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        tracing::debug!(%shard, "pending-transfer watch full; recovery cursor held");
-                        held = true;
+                        // The watch is full: the overflow walk comes back for it.
+                        if watch.overflow.is_none() {
+                            tracing::info!(%shard, "pending-transfer watch full; the rest is walked again once entries leave");
+                        }
+                        watch.overflow.get_or_insert(marker.timestamp);
                     }
                     Err(e) => {
                         tracing::warn!(%shard, error = %e, "following a cross-shard pending transfer");
@@ -1613,8 +1663,7 @@ impl LedgerApi {
         let mut ids: Vec<TransferId> = aliases.iter().flat_map(wanted).collect();
         ids.sort_unstable();
         ids.dedup();
-        let found: std::collections::HashMap<TransferId, Transfer> =
-            self.find_everywhere(&ids, deadline).await?.into_iter().map(|x| (x.id, x)).collect();
+        let found = by_id_preferring_legs(self.find_everywhere(&ids, deadline).await?);
         // A single-phase decision leg is T's own (not a client's transfer created under its
         // id beforehand, §3d) if it has an internal account, or T's first alias exists (it
         // is created only in T's primary chain, with the leg), or else if it sits right
@@ -1627,7 +1676,7 @@ impl LedgerApi {
         for alias in aliases {
             let (t, _, _) = alias_parts(alias);
             if let Some(leg) = found.get(&leg_id(t, 0, 0)).filter(|leg| single(leg))
-                && !has_internal_account(leg)
+                && !leg_shaped(leg)
                 && !first_aliases.contains(&t)
             {
                 doubtful.insert(t, (ShardId(alias.user_data_32), *leg));

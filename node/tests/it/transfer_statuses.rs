@@ -206,6 +206,9 @@ fn a_clients_decision_reaches_a_cross_shard_pending_transfers_leg_by_its_own_ids
     assert_eq!(ledger.transfer(void(client_void_id(leg).0, LEG)), S::PendingTransferAlreadyPosted);
     let (debits_pending, debits_posted, _, _) = ledger.sums(1);
     assert_eq!((debits_pending, debits_posted), (before.0 - 10, before.1 + 4));
+    // Not on a credit leg (transit into a client's account): reserved for Tally.
+    assert_eq!(ledger.transfer(pending(LEG + 3, TRANSIT, 7, 2, 0)), S::Created);
+    assert_eq!(ledger.transfer(post(client_post_id(TransferId(LEG + 3)).0, LEG + 3, 1)), S::PendingTransferReserved);
     // Into a closed account, a client's post is refused where Tally's completion is not.
     assert_eq!(ledger.transfer(transfer(60, 2, 6, 9)), S::Created);
     assert_eq!(ledger.transfer(pending(LEG + 1, 6, TRANSIT, 3, 0)), S::Created);

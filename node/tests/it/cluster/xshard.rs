@@ -434,6 +434,19 @@ async fn cross_shard_pending_transfers_are_posted_voided_and_expire_as_on_one_sh
         status(client.create_transfers(vec![again]).await.unwrap()),
         TS::PendingTransferAlreadyPosted as i32
     );
+    // A second post with another id reads what one shard says, whether its fields match
+    // the first one's or ask for more than was reserved; nothing of it is stored.
+    let same = resolve(207, 200, 10, post);
+    assert_eq!(
+        status(client.create_transfers(vec![same]).await.unwrap()),
+        TS::PendingTransferAlreadyPosted as i32
+    );
+    let more = resolve(208, 200, 31, post);
+    assert_eq!(
+        status(client.create_transfers(vec![more]).await.unwrap()),
+        TS::ExceedsPendingTransferAmount as i32
+    );
+    assert!(client.lookup_transfers(&[207, 208]).await.unwrap().is_empty());
     let late_void = resolve(206, 200, 0, void);
     assert_eq!(
         status(client.create_transfers(vec![late_void]).await.unwrap()),
@@ -519,6 +532,29 @@ async fn cross_shard_pending_transfers_are_posted_voided_and_expire_as_on_one_sh
         TS::PendingTransferExpired as i32
     );
     assert_eq!(sums(&client, &[m1, m4]).await, vec![(0, 10, 0, 100), (0, 0, 0, 0)]);
+
+    // Tally's records whose ids a client chooses — the alias of its own cross-shard
+    // transfer, a post's or void's resolution alias — never pass for a decision leg: a
+    // transaction whose decision-leg id one of them took first is void, its credit never
+    // posted (both read `created`, the credit made from nothing, before the check).
+    use tally_node::service::xshard::{digest, leg_id};
+    let decision_of = |t: &v1::Transfer| {
+        leg_id(digest(&[tally_node::convert::transfer_from_proto(0, t).unwrap()]), 0, 0).0
+    };
+    let x = pending(250, m1, m3, 1, 0);
+    assert_eq!(status(client.create_transfers(vec![x]).await.unwrap()), TS::Created as i32);
+    for (i, squat) in [transfer(0, m1, m3, 1, 0), resolve(0, 250, 0, void)].into_iter().enumerate()
+    {
+        let target = transfer(260 + i as u128, m1, m2, 5, 0);
+        let squat = v1::Transfer { id: uint128(decision_of(&target)), ..squat };
+        let squatted = client.create_transfers(vec![squat]).await.unwrap();
+        assert_eq!(status(squatted), TS::Created as i32, "squat {i}");
+        let before = sums(&client, &[m1, m2]).await;
+        let results = client.create_transfers(vec![target]).await.unwrap();
+        assert_ne!(results[0].status, TS::Created as i32, "squat {i}: {results:?}");
+        assert_eq!(sums(&client, &[m1, m2]).await, before, "squat {i}: nothing moved");
+        assert!(client.lookup_transfers(&[260 + i as u128]).await.unwrap().is_empty());
+    }
 
     // Every shard's replicas agree.
     converge_every_shard(&cluster).await;
