@@ -1351,4 +1351,11 @@ async fn a_crash_between_a_pending_transfers_post_and_its_completion_is_recovere
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((u128_of(found[0].amount), u128_of(found[0].credit_account_id)), (15, m3));
     assert_eq!(sums(&client, &[m2, m3]).await, expected);
+    // Posted an hour before its expiry, X leaves the watch now (a tick re-reads a slice of
+    // the watch besides the due entries), not in an hour.
+    eventually("X leaves the watch", std::time::Duration::from_secs(20), || {
+        let cluster = &cluster;
+        async move { (cluster.pending_watched().await == 0).then_some(()) }
+    })
+    .await;
 }
