@@ -216,11 +216,6 @@ impl Watch {
     }
 }
 
-/// Whether a completion's answer leaves the credit leg as its debit leg ended.
-fn completed(status: u32) -> bool {
-    prepared(status)
-}
-
 impl LedgerApi {
     /// Sends `completions` (credit shard, completion), each shard's in one request; which
     /// of them were answered (in the order given): `created` or `exists`, or, logged, any
@@ -237,7 +232,8 @@ impl LedgerApi {
         let sends = by_shard.into_iter().map(|(shard, events)| async move {
             let outcomes = self.transfers_on(shard, events.clone(), deadline).await?;
             for (event, (_, status)) in events.iter().zip(outcomes) {
-                if !completed(status) {
+                // `created`, or `exists`: the credit leg is as its debit leg ended.
+                if !prepared(status) {
                     tracing::warn!(%shard, leg = %format!("{:#x}", event.pending_id.0), status, "completion of a cross-shard pending transfer's credit leg refused");
                 }
             }
@@ -351,10 +347,10 @@ impl LedgerApi {
         watch: &mut Watch,
         deadline: Instant,
     ) -> Result<bool, Status> {
-        let (t, credit) = {
+        let (t, credit, state) = {
             let ledger = here.replica.ledger.read();
             let machine = &ledger.machine;
-            if record.code == RESOLUTION_ALIAS_CODE {
+            let (t, credit) = if record.code == RESOLUTION_ALIAS_CODE {
                 // It names X; X's pending alias beside it names the transaction.
                 let x = TransferId(record.user_data_128);
                 match machine.lookup_transfers(&[x]).first() {
@@ -365,9 +361,9 @@ impl LedgerApi {
                 }
             } else {
                 (record.user_data_128, ShardId(record.user_data_32))
-            }
+            };
+            (t, credit, follow(machine, t))
         };
-        let state = follow(&here.replica.ledger.read().machine, t);
         match state {
             Follow::Open(Some(at)) => {
                 if watch.full() {
@@ -495,6 +491,12 @@ impl LedgerApi {
                 "TALLY:Internal: a shard answered a different number of results",
             ));
         };
+        // What resolved X's debit leg, if anything did (one read, for the answer and the
+        // completion both).
+        let records = self
+            .lookup_on(debit_shard, vec![client_post_id(x_d), client_void_id(x_d)], deadline)
+            .await?;
+        let resolution = records.iter().find(|r| r.pending_id == x_d);
         let (exists, created) = (TS::Exists.code(), TS::Created.code());
         let answer = if alias_status == exists {
             // Made by an earlier attempt of this very request.
@@ -504,20 +506,13 @@ impl LedgerApi {
         } else if alias_status != TS::LinkedEventFailed.code() {
             // Y's id is taken by another transfer, or failed before.
             (0, alias_status)
-        } else if let Some(mismatch) = (aimed_status == exists
-            || super::xshard::exists_differently(aimed_status))
-        .then(|| differs_from(&y, leg))
-        .flatten()
-        {
-            // Its id taken by an earlier resolution, Y is still checked against X first,
-            // as the ledger checks a post or void before finding X resolved.
-            (0, mismatch.code())
         } else if aimed_status == exists || super::xshard::exists_differently(aimed_status) {
-            // Another post (or void) of X came first: X is resolved that way — if the id
-            // holds that resolution, and not a client's transfer created under it (§3d:
-            // derived ids can be taken first; X then stays open to the other kind).
-            let holder = self.lookup_on(debit_shard, vec![decision_id], deadline).await?;
-            if holder.first().is_some_and(|r| r.pending_id == x_d) {
+            if let Some(mismatch) = differs_from(&y, leg) {
+                // Its id taken by an earlier resolution, Y is still checked against X
+                // first, as the ledger checks a post or void before finding X resolved.
+                (0, mismatch.code())
+            } else if resolution.is_some_and(|r| r.id == decision_id) {
+                // Another post (or void) of X came first: X is resolved that way.
                 let already = if post {
                     TS::PendingTransferAlreadyPosted
                 } else {
@@ -525,6 +520,8 @@ impl LedgerApi {
                 };
                 (0, already.code())
             } else {
+                // A client's transfer took the derived id first (§3d): X stays open to the
+                // other kind.
                 (0, aimed_status)
             }
         } else {
@@ -538,30 +535,16 @@ impl LedgerApi {
         fail::fail_point!("pending::before_completion");
         // Whatever ended X's debit leg, its credit leg follows now (the first completion
         // counts; recovery does the same after a crash here).
-        let ended = [
-            TS::Created,
-            TS::Exists,
-            TS::PendingTransferAlreadyPosted,
-            TS::PendingTransferAlreadyVoided,
-            TS::PendingTransferExpired,
-        ];
-        if ended.iter().any(|s| s.code() == answer.1) {
-            let records = self
-                .lookup_on(debit_shard, vec![client_post_id(x_d), client_void_id(x_d)], deadline)
-                .await?;
-            let event = match records.iter().find(|r| r.pending_id == x_d) {
-                Some(r) if r.flags.contains(TransferFlags::POST_PENDING_TRANSFER) => {
-                    Some(completion(x_c, Some(r.amount)))
-                }
-                Some(_) => Some(completion(x_c, None)),
-                None if answer.1 == TS::PendingTransferExpired.code() => {
-                    Some(completion(x_c, None))
-                }
-                None => None,
-            };
-            if let Some(event) = event {
-                self.complete(&[(credit_shard, event)], deadline).await?;
+        let event = match resolution {
+            Some(r) if r.flags.contains(TransferFlags::POST_PENDING_TRANSFER) => {
+                Some(completion(x_c, Some(r.amount)))
             }
+            Some(_) => Some(completion(x_c, None)),
+            None if answer.1 == TS::PendingTransferExpired.code() => Some(completion(x_c, None)),
+            None => None,
+        };
+        if let Some(event) = event {
+            self.complete(&[(credit_shard, event)], deadline).await?;
         }
         Ok(Some(answer))
     }
