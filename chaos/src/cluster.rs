@@ -10,9 +10,12 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tally_client::Client;
+use tally_proto::auth::ClusterKey;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::net::Network;
 
@@ -39,6 +42,10 @@ pub struct Cluster {
     dir: PathBuf,
     config: PathBuf,
     bootstrap: String,
+    /// The cluster key's file (written by `tallyd keygen`) and the key, which the suite's
+    /// leadership and replica changes carry, as an operator's do.
+    key_file: PathBuf,
+    key: ClusterKey,
     procs: Vec<Proc>,
 }
 
@@ -53,9 +60,35 @@ pub enum ClusterError {
         /// The error.
         source: std::io::Error,
     },
+    /// `tallyd keygen` failed, or wrote no usable key.
+    #[error("cluster key: {0}")]
+    Key(String),
     /// The cluster did not reach a state in time.
     #[error("timed out after {0:?} waiting until {1}")]
     Timeout(Duration, String),
+}
+
+/// A new cluster key in `dir/cluster.key`, written by `tallyd keygen` (a key left by an
+/// earlier run in the same folder is replaced).
+fn new_key(tallyd: &Path, dir: &Path) -> Result<(PathBuf, ClusterKey), ClusterError> {
+    let path = dir.join("cluster.key");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(path.display().to_string())(e));
+        }
+        _ => {}
+    }
+    let output = std::process::Command::new(tallyd)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .map_err(io(format!("{} keygen", tallyd.display())))?;
+    if !output.status.success() {
+        return Err(ClusterError::Key(String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    let key = ClusterKey::read_file(&path).map_err(ClusterError::Key)?;
+    Ok((path, key))
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -80,6 +113,7 @@ impl Cluster {
         std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
         let config = dir.join("tallyd.toml");
         std::fs::write(&config, toml).map_err(io(config.display().to_string()))?;
+        let (key_file, key) = new_key(tallyd, dir)?;
         let bootstrap =
             (1..=nodes).map(|n| format!("{n}={}", net.addr(n))).collect::<Vec<_>>().join(",");
         let mut cluster = Self {
@@ -88,6 +122,8 @@ impl Cluster {
             dir: dir.to_owned(),
             config,
             bootstrap,
+            key_file,
+            key,
             procs: (0..nodes).map(|_| Proc { env: env.to_vec(), ..Proc::default() }).collect(),
         };
         for node in 1..=nodes {
@@ -147,12 +183,20 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--bootstrap", &self.bootstrap])
+            .arg("--cluster-key-file")
+            .arg(&self.key_file)
             .envs(self.procs[usize::from(node) - 1].env.iter().map(|(k, v)| (k, v)))
             .envs(extra.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err));
-        for key in ["TALLY_CONFIG", "TALLY_SHARDS", "TALLY_LOG_LEVEL", "RUST_LOG"] {
+        for key in [
+            "TALLY_CONFIG",
+            "TALLY_SHARDS",
+            "TALLY_LOG_LEVEL",
+            "TALLY_CLUSTER_KEY_FILE",
+            "RUST_LOG",
+        ] {
             command.env_remove(key);
         }
         let child = command.spawn().map_err(io(format!("start {}", self.tallyd.display())))?;
@@ -235,14 +279,17 @@ impl Cluster {
         Client::builder(self.endpoints()).attempt_timeout(attempt).deadline(deadline).build()
     }
 
-    /// An admin connection to node `node`, if it answers.
-    pub async fn admin(&self, node: u8) -> Option<AdminServiceClient<tonic::transport::Channel>> {
+    /// An admin connection to node `node` whose calls carry the cluster key, if it answers.
+    pub async fn admin(
+        &self,
+        node: u8,
+    ) -> Option<AdminServiceClient<InterceptedService<Channel, ClusterKey>>> {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://{}", self.net.addr(node)))
                 .ok()?
                 .connect_timeout(ADMIN_CALL_TIMEOUT)
                 .timeout(ADMIN_CALL_TIMEOUT);
-        Some(AdminServiceClient::new(endpoint.connect().await.ok()?))
+        Some(AdminServiceClient::with_interceptor(endpoint.connect().await.ok()?, self.key.clone()))
     }
 
     /// The shards as node `node` knows them, if it answers.

@@ -4,7 +4,7 @@
 //! (clap applies flag > env; [`NodeConfig::load`] lays those over the file.) Unknown fields
 //! are refused; [`NodeConfig::validate`] names the bad field by its dotted path. The
 //! effective configuration is logged at start ([`NodeConfig`]'s `Display`); there are no
-//! secrets in it yet (TLS keys will be paths, never contents).
+//! secrets in it: the cluster key is a path (`cluster_key_file`), never its contents.
 //!
 //! `deploy/tallyd.example.toml` documents every field with its unit and default.
 
@@ -67,6 +67,10 @@ pub struct NodeConfig {
     pub memory: MemoryConfig,
     /// Logging.
     pub log: LogConfig,
+    /// File holding the cluster key (`tally_proto::auth`): the same key on every node of the
+    /// cluster, readable by its owner only. Required: calls only nodes make (Raft, routed
+    /// ledger requests, leadership and replica changes) must carry it.
+    pub cluster_key_file: PathBuf,
 }
 
 /// One initial voter.
@@ -262,6 +266,7 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             memory: MemoryConfig::default(),
             log: LogConfig::default(),
+            cluster_key_file: PathBuf::new(),
         }
     }
 }
@@ -342,6 +347,8 @@ pub struct CliOverrides {
     pub log_level: Option<String>,
     /// `--log-format` / `TALLY_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `--cluster-key-file` / `TALLY_CLUSTER_KEY_FILE`.
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -400,6 +407,9 @@ impl NodeConfig {
         if let Some(v) = o.log_format {
             self.log.format = v;
         }
+        if let Some(v) = &o.cluster_key_file {
+            self.cluster_key_file.clone_from(v);
+        }
         if self.advertise_addr.is_empty() {
             self.advertise_addr = self.listen_addr.to_string();
         }
@@ -438,6 +448,13 @@ impl NodeConfig {
         self.memory.check(self.shards, None)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
+        }
+        if self.cluster_key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "cluster_key_file",
+                "required: the file holding the cluster key, the same on every node \
+                 (`tallyd keygen --out FILE` writes a new one)",
+            ));
         }
         Ok(())
     }
@@ -593,7 +610,8 @@ fn parse_member(part: &str) -> Result<Member, String> {
 }
 
 /// The effective configuration on one line of `key=value` pairs named by dotted path, for
-/// the startup log. Nothing is redacted because the configuration holds no secrets yet.
+/// the startup log. Nothing is redacted: the configuration holds no secrets (the cluster
+/// key's path, not the key).
 impl fmt::Display for NodeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let members: Vec<String> =
@@ -602,7 +620,7 @@ impl fmt::Display for NodeConfig {
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
              request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} {} {} \
-             (no secrets in the config)",
+             cluster_key_file={} (no secrets in the config)",
             self.node_id,
             self.listen_addr,
             self.advertised_addr(),
@@ -616,7 +634,8 @@ impl fmt::Display for NodeConfig {
             self.batch,
             self.storage,
             self.memory,
-            self.log
+            self.log,
+            self.cluster_key_file.display()
         )
     }
 }
@@ -698,9 +717,14 @@ mod tests {
         }
     }
 
+    /// What `tallyd dev` and the test clusters pass: the cluster key's file.
+    fn keyed() -> CliOverrides {
+        CliOverrides { cluster_key_file: Some(PathBuf::from("cluster.key")), ..Default::default() }
+    }
+
     fn with(toml: &str) -> Result<NodeConfig, ConfigError> {
         let mut config = NodeConfig::from_toml(toml).unwrap();
-        config.apply(&CliOverrides::default());
+        config.apply(&keyed());
         config.validate().map(|()| config)
     }
 
@@ -712,9 +736,16 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        // The defaults alone make a usable single-node configuration, loaded or not.
-        NodeConfig::default().validate().unwrap();
-        let loaded = NodeConfig::load(None, &CliOverrides::default()).unwrap();
+        // The defaults and a cluster key's file make a usable single-node configuration; the
+        // defaults alone are refused, naming the missing file.
+        let unkeyed = NodeConfig::load(None, &CliOverrides::default());
+        assert_eq!(field_of(unkeyed), "cluster_key_file");
+        let error = NodeConfig::default().validate().unwrap_err().to_string();
+        assert!(error.contains("required") && error.contains("tallyd keygen"), "{error}");
+        let keyed_default =
+            NodeConfig { cluster_key_file: PathBuf::from("cluster.key"), ..NodeConfig::default() };
+        keyed_default.validate().unwrap();
+        let loaded = NodeConfig::load(None, &keyed()).unwrap();
         assert_eq!(loaded.advertise_addr, "127.0.0.1:7001");
         assert_eq!(loaded.batch.events_max, BATCH_EVENTS_MAX);
         assert_eq!((loaded.request_timeout_ms, loaded.pulse_interval_ms), (10_000, 100));
@@ -745,7 +776,8 @@ mod tests {
     #[test]
     fn memory_is_bounded_and_must_fit_the_machine() {
         let config = NodeConfig::from_toml(
-            "shards = 4\n[memory]\naccounts_per_shard = 1000\ntransfers_per_shard = 2000000\n",
+            "shards = 4\ncluster_key_file = \"cluster.key\"\n\
+             [memory]\naccounts_per_shard = 1000\ntransfers_per_shard = 2000000\n",
         )
         .unwrap();
         assert_eq!(config.memory.capacity(), Capacity { accounts: 1000, transfers: 2_000_000 });
@@ -868,7 +900,7 @@ mod tests {
             "node_id = 2\nlisten_addr = \"127.0.0.1:7002\"\n[batch]\nlinger_us = 7\n\
              [log]\nlevel = \"debug\"\n",
         );
-        let from_file = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap();
+        let from_file = NodeConfig::load(Some(&path), &keyed()).unwrap();
         assert_eq!((from_file.node_id, from_file.batch.linger_us), (2, 7));
         assert_eq!(from_file.advertise_addr, "127.0.0.1:7002");
         assert_eq!(from_file.raft, RaftConfig::default());
@@ -879,6 +911,7 @@ mod tests {
             log_level: Some("warn".into()),
             log_format: Some(LogFormat::Json),
             bootstrap: Some(parse_bootstrap("3=0.0.0.0:7003").unwrap()),
+            cluster_key_file: Some(PathBuf::from("/etc/tally/cluster.key")),
             ..CliOverrides::default()
         };
         let overridden = NodeConfig::load(Some(&path), &overrides).unwrap();
@@ -887,6 +920,7 @@ mod tests {
         assert_eq!(overridden.data_dir, PathBuf::from("/var/lib/tally"));
         assert_eq!(overridden.log, LogConfig { level: "warn".into(), format: LogFormat::Json });
         assert_eq!(overridden.bootstrap, vec![Member { id: 3, addr: "0.0.0.0:7003".into() }]);
+        assert_eq!(overridden.cluster_key_file, PathBuf::from("/etc/tally/cluster.key"));
         let advertise = CliOverrides { advertise_addr: Some("tally-2:7002".into()), ..overrides };
         let error = NodeConfig::load(Some(&path), &advertise).unwrap_err();
         assert_eq!(field_of(Err(error)), "bootstrap");
@@ -895,9 +929,9 @@ mod tests {
     #[test]
     fn an_invalid_override_is_refused_after_merging() {
         // Overrides are validated like the file: a flag cannot smuggle in a bad value.
-        let overrides = CliOverrides { node_id: Some(0), ..CliOverrides::default() };
+        let overrides = CliOverrides { node_id: Some(0), ..keyed() };
         assert_eq!(field_of(NodeConfig::load(None, &overrides)), "node_id");
-        let overrides = CliOverrides { log_level: Some("info,[".into()), ..Default::default() };
+        let overrides = CliOverrides { log_level: Some("info,[".into()), ..keyed() };
         assert_eq!(field_of(NodeConfig::load(None, &overrides)), "log.level");
     }
 
@@ -917,13 +951,15 @@ mod tests {
         assert_eq!(config.txn_recovery_after_ms, defaults.txn_recovery_after_ms);
         assert_eq!(config.shards, defaults.shards);
         assert_eq!(config.bootstrap.len(), 3);
+        assert_eq!(config.cluster_key_file, PathBuf::from("/etc/tally/cluster.key"));
     }
 
     #[test]
     fn the_bench_peak_config_is_valid() {
         // bench/peak.toml, the config of the peak-sale runs in bench/RESULTS.md.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peak.toml");
-        let config = NodeConfig::load(Some(&path), &CliOverrides::default()).unwrap();
+        // `tallyd dev` passes the cluster key's file.
+        let config = NodeConfig::load(Some(&path), &keyed()).unwrap();
         assert_eq!(config.shards, 1);
         assert_eq!(
             config.memory.capacity(),
@@ -934,7 +970,7 @@ mod tests {
     #[test]
     fn the_summary_names_every_field_by_its_path() {
         // The startup log line carries every effective value under its dotted path.
-        let config = NodeConfig::load(None, &CliOverrides::default()).unwrap();
+        let config = NodeConfig::load(None, &keyed()).unwrap();
         let summary = config.to_string();
         for key in [
             "node_id=1",
@@ -963,6 +999,7 @@ mod tests {
             "memory.transfers_per_shard=0",
             "log.level=\"info\"",
             "log.format=text",
+            "cluster_key_file=cluster.key",
         ] {
             assert!(summary.contains(key), "{key} missing from {summary}");
         }

@@ -8,8 +8,11 @@
 //! (stdout and stderr) to `<data_dir>/node-i/tallyd.log`, appended across runs.
 //! `<data_dir>/tally-dev.toml` records the base port, because the cluster's membership
 //! stores the nodes' addresses: a later run on other ports would not reach itself, so it is
-//! refused. `--fresh` removes `<data_dir>` first, and only if it holds nothing but what
-//! `tallyd dev` put there.
+//! refused. `<data_dir>/cluster.key` is the cluster key all three nodes are given, written
+//! (mode 600, by [`crate::keygen`]) when the folder has none; an operator's
+//! `tallyd shards transfer-leader` or `set-replicas` names it with `--cluster-key-file`.
+//! `--fresh` removes `<data_dir>` first, and only if it holds nothing but what `tallyd dev`
+//! put there.
 //!
 //! Lifecycle: checks the three ports are free, spawns the nodes (each in its own process
 //! group, with no inherited `TALLY_*` settings), waits until all three answer the gRPC
@@ -45,8 +48,10 @@ pub const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 8;
 /// The file in `data_dir` recording how the cluster was created.
 const MARKER_FILE: &str = "tally-dev.toml";
+/// The file in `data_dir` holding the cluster key.
+pub const KEY_FILE: &str = "cluster.key";
 /// Settings a node must not inherit from the caller's environment.
-const NODE_ENV_REMOVED: [&str; 9] = [
+const NODE_ENV_REMOVED: [&str; 10] = [
     "TALLY_CONFIG",
     "TALLY_NODE_ID",
     "TALLY_LISTEN_ADDR",
@@ -56,6 +61,7 @@ const NODE_ENV_REMOVED: [&str; 9] = [
     "TALLY_SHARDS",
     "TALLY_LOG_LEVEL",
     "TALLY_LOG_FORMAT",
+    "TALLY_CLUSTER_KEY_FILE",
 ];
 
 /// `tallyd dev` options.
@@ -111,6 +117,9 @@ pub enum DevError {
         /// The last lines of its log, each on its own indented line (may be empty).
         tail: String,
     },
+    /// The cluster key could not be written or read.
+    #[error("cluster key: {0}")]
+    Key(String),
     /// The ports do not fit in u16.
     #[error("--base-port {0} leaves no room for {DEV_NODES} ports")]
     Ports(u16),
@@ -208,7 +217,8 @@ fn node_addrs(base_port: u16) -> Result<Vec<String>, DevError> {
     Ok((base_port..=last).map(|port| format!("127.0.0.1:{port}")).collect())
 }
 
-/// Applies `--fresh`, then checks or writes the base-port marker.
+/// Applies `--fresh`, writes the cluster key if there is none, then checks or writes the
+/// base-port marker.
 fn prepare_data_dir(options: &DevOptions) -> Result<(), DevError> {
     let dir = &options.data_dir;
     if options.fresh && dir.exists() {
@@ -216,6 +226,11 @@ fn prepare_data_dir(options: &DevOptions) -> Result<(), DevError> {
         std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
     }
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let key = dir.join(KEY_FILE);
+    if !key.exists() {
+        crate::keygen::write_new(&key).map_err(DevError::Key)?;
+    }
+    tally_proto::auth::ClusterKey::read_file(&key).map_err(DevError::Key)?;
     let marker = dir.join(MARKER_FILE);
     match std::fs::read_to_string(&marker) {
         Ok(text) => check_marker(dir, &marker, &text, options.base_port),
@@ -245,13 +260,14 @@ fn check_marker(dir: &Path, marker: &Path, text: &str, base_port: u16) -> Result
     Ok(())
 }
 
-/// Refuses to delete a folder holding anything but the marker and `node-<n>` folders.
+/// Refuses to delete a folder holding anything but the marker, the key and `node-<n>`
+/// folders.
 fn check_dev_folder(dir: &Path) -> Result<(), DevError> {
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let name = entry.map_err(io_error(dir))?.file_name().to_string_lossy().into_owned();
         let is_node =
             name.strip_prefix("node-").is_some_and(|n| n.parse::<u16>().is_ok_and(|n| n >= 1));
-        if name != MARKER_FILE && !is_node {
+        if name != MARKER_FILE && name != KEY_FILE && !is_node {
             return Err(DevError::NotDevFolder {
                 data_dir: dir.display().to_string(),
                 entry: name,
@@ -304,6 +320,8 @@ fn spawn(options: &DevOptions, id: u16, addr: &str, bootstrap: &str) -> Result<D
         .args(["--node-id", &id.to_string(), "--listen", addr, "--bootstrap", bootstrap])
         .arg("--data-dir")
         .arg(&dir)
+        .arg("--cluster-key-file")
+        .arg(options.data_dir.join(KEY_FILE))
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
@@ -397,6 +415,10 @@ fn print_ready(data_dir: &Path, nodes: &[DevNode]) {
     let endpoints: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
     println!("endpoints: {}", endpoints.join(","));
     println!("data: {} (kept across runs; --fresh starts over)", data_dir.display());
+    println!(
+        "cluster key: {} (for `tallyd shards transfer-leader|set-replicas --cluster-key-file`)",
+        data_dir.join(KEY_FILE).display()
+    );
     println!("Ctrl-C stops all {}.", nodes.len());
 }
 
@@ -504,14 +526,22 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("cluster");
         prepare_data_dir(&options(&dir, 7001, false)).unwrap();
+        let key = std::fs::read_to_string(dir.join(KEY_FILE)).unwrap();
         std::fs::create_dir_all(dir.join("node-1")).unwrap();
         std::fs::write(dir.join("node-1/balance"), "kept").unwrap();
         prepare_data_dir(&options(&dir, 7001, false)).unwrap();
         assert!(dir.join("node-1/balance").exists());
+        // The nodes' key is kept with their data.
+        assert_eq!(std::fs::read_to_string(dir.join(KEY_FILE)).unwrap(), key);
         let error = prepare_data_dir(&options(&dir, 7101, false)).unwrap_err();
         assert!(matches!(error, DevError::BasePort { recorded: 7001, .. }), "{error}");
         prepare_data_dir(&options(&dir, 7101, true)).unwrap();
         assert!(!dir.join("node-1").exists());
+        assert_ne!(
+            std::fs::read_to_string(dir.join(KEY_FILE)).unwrap(),
+            key,
+            "a new cluster, a new key"
+        );
         let marker = std::fs::read_to_string(dir.join(MARKER_FILE)).unwrap();
         assert!(marker.contains("base_port = 7101"), "{marker}");
     }

@@ -10,15 +10,17 @@
 //! - [`raft`] — openraft on RocksDB; the only module that names openraft types.
 //! - [`service`] — the gRPC services: public `tally.v1` ledger (routing by shard,
 //!   forwarding), admin, group commit, leader balancing.
-//! - [`shards_cli`] — `tallyd shards list|transfer-leader`.
+//! - [`shards_cli`] — `tallyd shards list|transfer-leader|set-replicas`.
 //! - [`server`] — assembles one node: storage, raft, services, shutdown.
 //! - [`dev`] — `tallyd dev`: a local three-process cluster on loopback.
+//! - [`keygen`] — `tallyd keygen`: a new cluster key (`tally_proto::auth`).
 //!
 //! See `docs/ARCHITECTURE.md` for the request flow.
 
 pub mod config;
 pub mod convert;
 pub mod dev;
+pub mod keygen;
 pub mod ledger;
 pub mod raft;
 pub mod server;

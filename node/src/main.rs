@@ -57,6 +57,13 @@ enum Command {
     /// leadership or assigns its replicas, through any node's admin service.
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// Writes a new cluster key: 64 random hex digits, to a new file readable by its owner
+    /// only. Give every node of one cluster the same key (`cluster_key_file`).
+    Keygen {
+        /// The file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +80,9 @@ enum ShardsCommand {
         /// A node's host:port (any node: the request goes on to the shard's leader).
         #[arg(long, default_value = "127.0.0.1:7001", value_name = "HOST:PORT")]
         endpoint: String,
+        /// The cluster key's file (an operator's call, like a node's).
+        #[arg(long, env = "TALLY_CLUSTER_KEY_FILE", value_name = "FILE")]
+        cluster_key_file: PathBuf,
         /// The shard, 1..=shards.
         #[arg(long, value_name = "S")]
         shard: u32,
@@ -87,6 +97,9 @@ enum ShardsCommand {
         /// A node's host:port (any node: the change goes on to the metadata group's leader).
         #[arg(long, default_value = "127.0.0.1:7001", value_name = "HOST:PORT")]
         endpoint: String,
+        /// The cluster key's file (an operator's call, like a node's).
+        #[arg(long, env = "TALLY_CLUSTER_KEY_FILE", value_name = "FILE")]
+        cluster_key_file: PathBuf,
         /// The shard, 1..=shards.
         #[arg(long, value_name = "S")]
         shard: u32,
@@ -103,7 +116,7 @@ raft error); 2 invalid configuration (the message names the field) or bad flags.
 Examples:
   tallyd start --config /etc/tally/tallyd.toml
   tallyd start --node-id 2 --listen 0.0.0.0:7001 --advertise tally-2.internal:7001 \\
-      --data-dir /var/lib/tally \\
+      --data-dir /var/lib/tally --cluster-key-file /etc/tally/cluster.key \\
       --bootstrap 1=tally-1.internal:7001,2=tally-2.internal:7001,3=tally-3.internal:7001";
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +157,10 @@ struct StartArgs {
     /// Log line format, written to stderr. [file: log.format; default text]
     #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// File holding the cluster key, the same on every node, mode 600 (`tallyd keygen`
+    /// writes one). Required. [file: cluster_key_file]
+    #[arg(long, env = "TALLY_CLUSTER_KEY_FILE", value_name = "FILE")]
+    cluster_key_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -300,17 +317,31 @@ fn main() -> ExitCode {
         Command::Start(args) => runtime.block_on(start(args)),
         Command::Dev(args) => runtime.block_on(dev_cluster(args)),
         Command::Shards(command) => runtime.block_on(shards(command)),
+        Command::Keygen { out } => keygen(&out),
+    }
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    match tally_node::keygen::write_new(out) {
+        Ok(()) => {
+            println!("wrote a new cluster key to {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            say!("tallyd keygen: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 async fn shards(command: ShardsCommand) -> ExitCode {
     let outcome = match command {
         ShardsCommand::List { endpoint } => tally_node::shards_cli::list(&endpoint).await,
-        ShardsCommand::TransferLeader { endpoint, shard, to } => {
-            tally_node::shards_cli::transfer_leader(&endpoint, shard, to).await
+        ShardsCommand::TransferLeader { endpoint, cluster_key_file, shard, to } => {
+            tally_node::shards_cli::transfer_leader(&endpoint, &cluster_key_file, shard, to).await
         }
-        ShardsCommand::SetReplicas { endpoint, shard, nodes } => {
-            tally_node::shards_cli::set_replicas(&endpoint, shard, &nodes).await
+        ShardsCommand::SetReplicas { endpoint, cluster_key_file, shard, nodes } => {
+            tally_node::shards_cli::set_replicas(&endpoint, &cluster_key_file, shard, &nodes).await
         }
     };
     match outcome {
@@ -376,6 +407,7 @@ fn load_config(args: StartArgs) -> Result<NodeConfig, String> {
         shards: args.shards,
         log_level: args.log_level,
         log_format: args.log_format,
+        cluster_key_file: args.cluster_key_file,
     };
     NodeConfig::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())
 }
@@ -452,6 +484,8 @@ mod tests {
             "debug",
             "--log-format",
             "json",
+            "--cluster-key-file",
+            "/etc/tally/cluster.key",
         ])
         .unwrap();
         let Command::Start(args) = cli.command else { panic!("not start") };
@@ -460,6 +494,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/t2"));
         assert_eq!(config.bootstrap.len(), 2);
         assert_eq!((config.log.level.as_str(), config.log.format), ("debug", LogFormat::Json));
+        assert_eq!(config.cluster_key_file, PathBuf::from("/etc/tally/cluster.key"));
     }
 
     #[test]

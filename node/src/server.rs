@@ -2,7 +2,10 @@
 //! map) and of each data shard, serves gRPC, and shuts down in one order.
 //!
 //! Served on `listen_addr` (one port): `tally.v1.LedgerService` (public),
-//! `tally.raft.v1.RaftService` (internal), `grpc.health.v1.Health` and server reflection.
+//! `tally.v1.AdminService`, `tally.raft.v1.RaftService` (internal), `grpc.health.v1.Health`
+//! and server reflection. Node-only calls (every Raft call, ledger requests routed by a
+//! node, leadership and replica changes) must carry the cluster key
+//! (`tally_proto::auth`), read from `cluster_key_file` before anything else is opened.
 //!
 //! Shutdown (Ctrl-C / SIGTERM): hand the leadership of every shard this node leads to a
 //! caught-up voter (still serving meanwhile, at most `HANDOVER_WAIT`), stop accepting
@@ -13,6 +16,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use tally_proto::auth::ClusterKey;
 use tally_proto::limits::{
     GRPC_MESSAGE_BYTES_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX,
     HTTP2_PENDING_ACCEPT_RESETS_MAX, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
@@ -83,6 +87,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     config.memory.check(config.shards, machine_memory_bytes())?;
+    let key = ClusterKey::read_file(&config.cluster_key_file)
+        .map_err(|reason| ConfigError::Invalid { field: "cluster_key_file", reason })?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
@@ -114,7 +120,7 @@ pub async fn run(
         );
     }
     let log_writer = Writer::start(storage.clone());
-    let channels = Channels::default();
+    let channels = Channels::new(key.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut local = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -182,6 +188,7 @@ pub async fn run(
         meta.clone(),
         channels.clone(),
         counters.clone(),
+        key.clone(),
     );
     let ledger = LedgerApi::new(
         config.shards,
@@ -197,9 +204,18 @@ pub async fn run(
         Duration::from_millis(config.txn_recovery_after_ms),
         stop_rx.clone(),
     )));
-    // Every ledger request routed with an older shard map is refused before it is served.
-    let map_check =
-        move |request: tonic::Request<()>| meta.check_version(request.metadata()).map(|()| request);
+    // A ledger request carrying a node's headers is refused without the cluster key, and
+    // every one routed with an older shard map, before it is served.
+    let ledger_key = key.clone();
+    let ledger_check = move |request: tonic::Request<()>| {
+        if crate::service::ledger::carries_node_headers(request.metadata()) {
+            ledger_key.check(request.metadata(), "a ledger request routed by a node")?;
+        }
+        meta.check_version(request.metadata()).map(|()| request)
+    };
+    let raft_check = move |request: tonic::Request<()>| {
+        key.check(request.metadata(), "tally.raft.v1.RaftService").map(|()| request)
+    };
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);
 
@@ -231,14 +247,15 @@ pub async fn run(
                 LedgerServiceServer::new(ledger)
                     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
                     .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize),
-                map_check,
+                ledger_check,
             ),
         )
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             RaftServiceServer::new(raft_server)
                 .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
-        )
+            raft_check,
+        ))
         .add_service(AdminServiceServer::new(admin))
         .add_service(health_service)
         .add_service(reflection)

@@ -1,10 +1,14 @@
 //! `tallyd shards`: the shard map, leadership transfer and replica assignment from the
-//! command line, through any node's `tally.v1.AdminService`.
+//! command line, through any node's `tally.v1.AdminService`. Moving a leader or replicas
+//! is an operator's call: it carries the cluster key (`tally_proto::auth`).
 
+use std::path::Path;
 use std::time::Duration;
 
+use tally_proto::auth::ClusterKey;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long connecting to the node may take.
@@ -13,14 +17,26 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn connect(endpoint: &str) -> Result<AdminServiceClient<Channel>, String> {
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+    Ok(AdminServiceClient::new(channel(endpoint).await?))
+}
+
+/// An admin client whose calls carry the key in `key_file`.
+async fn connect_keyed(
+    endpoint: &str,
+    key_file: &Path,
+) -> Result<AdminServiceClient<InterceptedService<Channel, ClusterKey>>, String> {
+    let key = ClusterKey::read_file(key_file).map_err(|e| format!("cluster key: {e}"))?;
+    Ok(AdminServiceClient::with_interceptor(channel(endpoint).await?, key))
+}
+
+async fn channel(endpoint: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| format!("{endpoint}: not host:port ({e})"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .connect()
         .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-    Ok(AdminServiceClient::new(channel))
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))
 }
 
 fn rejected(endpoint: &str, status: &tonic::Status) -> String {
@@ -73,12 +89,19 @@ pub fn render(reply: &v1::ListShardsReply) -> String {
     out
 }
 
-/// Moves `shard`'s leadership to node `to` through `endpoint`; returns the line to print.
+/// Moves `shard`'s leadership to node `to` through `endpoint`, with the cluster key in
+/// `key_file`; returns the line to print.
 ///
 /// # Errors
-/// The node cannot be reached, or refuses or times out (the message says which and why).
-pub async fn transfer_leader(endpoint: &str, shard: u32, to: u64) -> Result<String, String> {
-    let reply = connect(endpoint)
+/// The key file is unusable, or the node cannot be reached, or refuses or times out (the
+/// message says which and why).
+pub async fn transfer_leader(
+    endpoint: &str,
+    key_file: &Path,
+    shard: u32,
+    to: u64,
+) -> Result<String, String> {
+    let reply = connect_keyed(endpoint, key_file)
         .await?
         .transfer_leader(v1::TransferLeaderRequest { shard_id: shard, to_node_id: to })
         .await
@@ -87,14 +110,20 @@ pub async fn transfer_leader(endpoint: &str, shard: u32, to: u64) -> Result<Stri
     Ok(format!("shard {shard}: node {} leads", reply.leader_id))
 }
 
-/// Assigns `shard`'s replicas to `nodes` through `endpoint`: reads the map's committed
-/// version (`GetShardMap`), then changes it if nobody changed it meanwhile; returns the
-/// line to print.
+/// Assigns `shard`'s replicas to `nodes` through `endpoint`, with the cluster key in
+/// `key_file`: reads the map's committed version (`GetShardMap`), then changes it if nobody
+/// changed it meanwhile; returns the line to print.
 ///
 /// # Errors
-/// The node cannot be reached, or refuses the change (the message says which and why).
-pub async fn set_replicas(endpoint: &str, shard: u32, nodes: &[u64]) -> Result<String, String> {
-    let mut admin = connect(endpoint).await?;
+/// The key file is unusable, or the node cannot be reached, or refuses the change (the
+/// message says which and why).
+pub async fn set_replicas(
+    endpoint: &str,
+    key_file: &Path,
+    shard: u32,
+    nodes: &[u64],
+) -> Result<String, String> {
+    let mut admin = connect_keyed(endpoint, key_file).await?;
     let map = admin
         .get_shard_map(v1::GetShardMapRequest {})
         .await

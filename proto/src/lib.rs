@@ -8,8 +8,10 @@
 //! - [`limits`] — every protocol limit (`*_max`), with compile-time asserts that tie them to
 //!   the gRPC message size.
 //! - [`routing`] — which data shard holds an account (`shard_of`), fixed for all versions.
+//! - [`auth`] — the cluster key a node's calls carry (`tally-node-key`).
 //! - [`u128`](crate::Uint128) conversions — `Uint128 { lo, hi }` to and from `u128`.
 
+pub mod auth;
 pub mod limits;
 pub mod routing;
 

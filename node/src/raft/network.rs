@@ -1,8 +1,9 @@
 //! The client side of the internal `tally.raft.v1` service: how a node's Raft groups reach
 //! the other nodes.
 //!
-//! One HTTP/2 channel per peer address, shared by every shard's group ([`Channels`]); each
-//! message names its shard. openraft's messages travel as postcard bytes, so this file is
+//! One HTTP/2 channel per peer address, shared by every shard's group ([`Channels`]) and by
+//! the services' forwarded calls; every call on it carries the cluster key
+//! (`tally_proto::auth`). Each message names its shard. openraft's messages travel as postcard bytes, so this file is
 //! the only place that translates between openraft and the wire.
 
 use std::collections::HashMap;
@@ -21,12 +22,14 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use parking_lot::Mutex;
+use tally_proto::auth::ClusterKey;
 use tally_proto::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
     SNAPSHOT_CHUNK_BYTES_MAX,
 };
 use tally_proto::raft_v1::raft_service_client::RaftServiceClient;
 use tally_proto::raft_v1::{RaftMessage, SnapshotChunk};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::state_machine::SnapshotData;
@@ -58,21 +61,32 @@ pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// peak load when both followers were marked unreachable).
 pub const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 
+/// A channel to a peer whose every call carries the cluster key.
+pub type NodeChannel = InterceptedService<Channel, ClusterKey>;
+
 /// Lazily connected channels to peers, by address, shared by all groups of a node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Channels {
     by_addr: Arc<Mutex<HashMap<String, Channel>>>,
+    key: ClusterKey,
 }
 
 impl Channels {
+    /// No channel yet; every call on one will carry `key`.
+    #[must_use]
+    pub fn new(key: ClusterKey) -> Self {
+        Self { by_addr: Arc::default(), key }
+    }
+
     /// The channel to `addr`, created (lazily connecting) on first use.
     ///
     /// # Errors
     /// `addr` does not make a valid URI.
-    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+    pub fn get(&self, addr: &str) -> Result<NodeChannel, tonic::transport::Error> {
+        let keyed = |channel: &Channel| InterceptedService::new(channel.clone(), self.key.clone());
         let mut by_addr = self.by_addr.lock();
         if let Some(channel) = by_addr.get(addr) {
-            return Ok(channel.clone());
+            return Ok(keyed(channel));
         }
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(PEER_CONNECT_TIMEOUT)
@@ -88,8 +102,9 @@ impl Channels {
             .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .connect_lazy();
-        by_addr.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        let peer = keyed(&channel);
+        by_addr.insert(addr.to_owned(), channel);
+        Ok(peer)
     }
 }
 
@@ -172,7 +187,7 @@ impl Connection {
         }
     }
 
-    fn client(&self) -> Result<RaftServiceClient<Channel>, RpcError> {
+    fn client(&self) -> Result<RaftServiceClient<NodeChannel>, RpcError> {
         let channel = self.channels.get(&self.addr).map_err(|e| unreachable(&e))?;
         Ok(RaftServiceClient::new(channel)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize)
@@ -193,7 +208,7 @@ impl Connection {
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        F: FnOnce(RaftServiceClient<NodeChannel>, tonic::Request<RaftMessage>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
     {
         let mut request = tonic::Request::new(self.message(req)?);
@@ -311,7 +326,9 @@ mod tests {
             shard: ShardId(0),
             target: 2,
             addr: "127.0.0.1:1".into(),
-            channels: Channels::default(),
+            channels: Channels::new(
+                ClusterKey::parse("0123456789abcdef0123456789abcdef").expect("a valid key"),
+            ),
         };
         let ttl = Duration::from_millis(100);
         let map =

@@ -1,19 +1,21 @@
 //! `tally.v1.AdminService`: a node's local view of its shards, the shard map as it knows
-//! it, and leadership transfer, for SREs, tools and tests.
+//! it, and leadership transfer, for SREs, tools and tests. The calls that change the
+//! cluster (`TransferLeader`, `SetShardReplicas`) are for nodes and operators only: they
+//! must carry the cluster key (`tally_proto::auth`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tally_proto::auth::ClusterKey;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::admin_service_server::AdminService;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::shard_map::{MAP_WRITE_WAIT, Metadata};
 use super::status;
-use crate::raft::network::Channels;
+use crate::raft::network::{Channels, NodeChannel};
 use crate::raft::node::{Replica, ReplicaError, Role};
 
 /// How long `TransferLeader` waits for the target to take over.
@@ -28,13 +30,14 @@ pub struct AdminApi {
     meta: Metadata,
     channels: Channels,
     counters: Arc<super::NodeCounters>,
+    key: ClusterKey,
 }
 
 impl AdminApi {
     /// Reports on `replicas` (this node's, one per data shard of the cluster's `shards`),
     /// the shard map (`meta`, whose group also appears in `NodeStatus` as shard 0) and the
     /// node's `counters` (forwarded parts, watched pending transfers); forwards leadership transfers and map
-    /// changes to other nodes over `channels`.
+    /// changes to other nodes over `channels`; refuses those calls without `key`.
     #[must_use]
     pub fn new(
         node_id: u64,
@@ -43,8 +46,9 @@ impl AdminApi {
         meta: Metadata,
         channels: Channels,
         counters: Arc<super::NodeCounters>,
+        key: ClusterKey,
     ) -> Self {
-        Self { node_id, shards, replicas, meta, channels, counters }
+        Self { node_id, shards, replicas, meta, channels, counters, key }
     }
 
     fn replica(&self, shard_id: u32) -> Result<&Replica, Status> {
@@ -59,7 +63,7 @@ impl AdminApi {
 ///
 /// # Errors
 /// `UNAVAILABLE` `TALLY:Unreachable` for an address that is not a valid URI.
-pub fn peer(channels: &Channels, addr: &str) -> Result<AdminServiceClient<Channel>, Status> {
+pub fn peer(channels: &Channels, addr: &str) -> Result<AdminServiceClient<NodeChannel>, Status> {
     let channel = channels
         .get(addr)
         .map_err(|e| Status::unavailable(format!("TALLY:Unreachable: {addr}: {e}")))?;
@@ -159,6 +163,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderReply>, Status> {
+        self.key.check(request.metadata(), "TransferLeader")?;
         let v1::TransferLeaderRequest { shard_id, to_node_id } = *request.get_ref();
         let replica = self.replica(shard_id)?;
         if !replica.voters().iter().any(|(id, _)| *id == to_node_id) {
@@ -197,6 +202,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::SetShardReplicasRequest>,
     ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
+        self.key.check(request.metadata(), "SetShardReplicas")?;
         let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
             request.get_ref();
         let nodes = self.meta.validate(*shard_id, node_ids)?;

@@ -37,7 +37,6 @@ use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 use tally_proto::v1::ledger_service_server::LedgerService;
 use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::batcher::{Batcher, Kind};
@@ -49,7 +48,7 @@ use super::swap;
 use super::xshard;
 use crate::convert;
 use crate::ledger::{AccountFlags, StateMachine, TransferId};
-use crate::raft::network::Channels;
+use crate::raft::network::{Channels, NodeChannel};
 use crate::raft::node::{LeaderHint, Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
 use crate::storage::keys::ShardId;
@@ -111,6 +110,15 @@ fn routed<M>(message: M, shard: ShardId, timeout: Duration) -> Request<M> {
 /// sent, so a leg on a dry spread slice comes back `slice_dry` to the coordinator, which
 /// refills it, instead of being refilled, resent or burnt by the shard's leader.
 pub const RAW_METADATA_KEY: &str = "tally-raw";
+
+/// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
+/// [`RAW_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
+/// internal accounts and ids, so the server refuses such a request without the cluster key
+/// (`tally_proto::auth`).
+#[must_use]
+pub fn carries_node_headers(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata.contains_key(SHARD_METADATA_KEY) || metadata.contains_key(RAW_METADATA_KEY)
+}
 
 fn invalid_route(e: &RouteError) -> Status {
     Status::invalid_argument(format!("TALLY:InvalidRequest: {e}"))
@@ -348,7 +356,7 @@ impl LedgerApi {
         u64::try_from(self.inner.request_timeout.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn peer(&self, addr: &str) -> Result<LedgerServiceClient<Channel>, Status> {
+    fn peer(&self, addr: &str) -> Result<LedgerServiceClient<NodeChannel>, Status> {
         let channel = self
             .inner
             .channels
@@ -394,7 +402,7 @@ impl LedgerApi {
     where
         L: Fn(LocalShard) -> LF,
         LF: Future<Output = Result<T, Status>>,
-        R: Fn(LedgerServiceClient<Channel>, Duration) -> RF,
+        R: Fn(LedgerServiceClient<NodeChannel>, Duration) -> RF,
         RF: Future<Output = Result<T, Status>>,
     {
         let here = self.shard(shard)?.clone();
@@ -506,7 +514,7 @@ impl LedgerApi {
         forward: F,
     ) -> Result<Vec<(u64, i32)>, Status>
     where
-        F: Fn(LedgerServiceClient<Channel>, Duration, ShardId, &[usize]) -> FF + Copy,
+        F: Fn(LedgerServiceClient<NodeChannel>, Duration, ShardId, &[usize]) -> FF + Copy,
         FF: Future<Output = Result<Vec<(u64, i32)>, Status>>,
     {
         let local = |here: LocalShard, indexes: Vec<usize>| async move {

@@ -2,8 +2,18 @@
 
 use std::process::Command;
 
+/// `tallyd start` with `args`, the config `file` and a usable cluster key.
 fn start_with(args: &[&str], file: Option<&str>) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    tally_node::keygen::write_new(&key).unwrap();
+    let key = key.display().to_string();
+    let keyed: Vec<&str> =
+        ["--cluster-key-file", key.as_str()].into_iter().chain(args.iter().copied()).collect();
+    start_unkeyed(&keyed, file, &dir)
+}
+
+fn start_unkeyed(args: &[&str], file: Option<&str>, dir: &tempfile::TempDir) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tallyd"));
     command.arg("start").args(args).arg("--data-dir").arg(dir.path());
     if let Some(toml) = file {
@@ -11,7 +21,8 @@ fn start_with(args: &[&str], file: Option<&str>) -> (i32, String) {
         std::fs::write(&path, toml).unwrap();
         command.arg("--config").arg(path);
     }
-    let output = command.env_remove("RUST_LOG").output().unwrap();
+    let output =
+        command.env_remove("RUST_LOG").env_remove("TALLY_CLUSTER_KEY_FILE").output().unwrap();
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -46,4 +57,52 @@ fn ledger_memory_beyond_the_machine_is_refused_before_anything_is_allocated() {
     let (code, stderr) = start_with(&[], Some("[memory]\ntransfers_per_shard = 4294967295\n"));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("memory.transfers_per_shard"), "{stderr}");
+}
+
+#[test]
+fn a_node_needs_a_usable_cluster_key() {
+    // Without a key file, with one others may read, or with one that holds no key, `start`
+    // stops at once with exit code 2 naming `cluster_key_file` (nothing is opened).
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = start_unkeyed(&[], None, &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cluster_key_file") && stderr.contains("tallyd keygen"), "{stderr}");
+    let key = dir.path().join("cluster.key");
+    let flag = ["--cluster-key-file", key.to_str().unwrap()];
+    let (code, stderr) = start_unkeyed(&flag, None, &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cluster_key_file") && stderr.contains("No such file"), "{stderr}");
+    tally_node::keygen::write_new(&key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = start_unkeyed(&flag, None, &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("mode 644") && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::write(&key, "too short\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = start_unkeyed(&flag, None, &dir);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("32 to 256 characters"), "{stderr}");
+    assert!(!dir.path().join("rocksdb").exists(), "nothing opened");
+}
+
+#[test]
+fn keygen_writes_a_new_key_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let keygen = || {
+        Command::new(env!("CARGO_BIN_EXE_tallyd"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let first = keygen();
+    assert!(first.status.success(), "{first:?}");
+    let written = std::fs::read_to_string(&key).unwrap();
+    tally_proto::auth::ClusterKey::read_file(&key).unwrap();
+    let second = keygen();
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    assert!(String::from_utf8_lossy(&second.stderr).contains("exists"), "{second:?}");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), written);
 }

@@ -7,8 +7,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_client::Client;
+use tally_proto::auth::ClusterKey;
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// An admin client whose calls carry the cluster key.
+pub type KeyedAdmin = AdminServiceClient<InterceptedService<Channel, ClusterKey>>;
 
 /// One cluster at a time: three processes each already keep both cores busy.
 pub static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -65,6 +71,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     config_path: PathBuf,
     bootstrap: String,
+    key_path: PathBuf,
+    key: ClusterKey,
     _dir: tempfile::TempDir,
 }
 
@@ -86,7 +94,10 @@ impl Cluster {
             nodes.iter().map(|n| format!("{}={}", n.id, n.addr)).collect::<Vec<_>>().join(",");
         let config_path = dir.path().join("tallyd.toml");
         std::fs::write(&config_path, config_toml).unwrap();
-        let mut cluster = Self { nodes, config_path, bootstrap, _dir: dir };
+        let key_path = dir.path().join("cluster.key");
+        let key = tally_node::keygen::generate().unwrap();
+        ClusterKey::write_new_file(&key_path, &key).unwrap();
+        let mut cluster = Self { nodes, config_path, bootstrap, key_path, key, _dir: dir };
         for id in 1..=size {
             cluster.spawn(id);
         }
@@ -128,6 +139,7 @@ impl Cluster {
     /// As [`Self::spawn`], with extra environment variables (e.g. `FAILPOINTS`).
     pub fn spawn_with(&mut self, id: u64, env: &[(&str, &str)]) {
         let (config, bootstrap) = (self.config_path.clone(), self.bootstrap.clone());
+        let key_path = self.key_path.clone();
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already running");
         std::fs::create_dir_all(&node.data_dir).unwrap();
@@ -144,6 +156,8 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--bootstrap", &bootstrap, "--log-level", "info"])
+            .arg("--cluster-key-file")
+            .arg(&key_path)
             .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -208,6 +222,8 @@ impl Cluster {
             &node.data_dir.display().to_string(),
             "--bootstrap",
             &self.bootstrap,
+            "--cluster-key-file",
+            &self.key_path.display().to_string(),
         ];
         (node.data_dir.clone(), args.iter().map(|&a| a.to_owned()).collect())
     }
@@ -242,9 +258,17 @@ impl Cluster {
         reply.into_inner().shards.into_iter().find(|s| s.shard_id == shard)
     }
 
-    /// An admin client of node `id`, or `None` if it does not answer.
-    pub async fn admin(&self, id: u64) -> Option<AdminServiceClient<tonic::transport::Channel>> {
-        AdminServiceClient::connect(format!("http://{}", self.node(id).addr)).await.ok()
+    /// The cluster key the nodes were given (what an operator's or node's call carries).
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
+    /// An admin client of node `id` whose calls carry the cluster key, as an operator's
+    /// do, or `None` if it does not answer.
+    pub async fn admin(&self, id: u64) -> Option<KeyedAdmin> {
+        let channel = Channel::from_shared(format!("http://{}", self.node(id).addr)).ok()?;
+        let channel = channel.connect().await.ok()?;
+        Some(AdminServiceClient::with_interceptor(channel, self.key.clone()))
     }
 
     /// Parts forwarded by all running nodes since they started.

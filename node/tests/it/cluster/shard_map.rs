@@ -235,6 +235,7 @@ async fn replicas_move_where_the_versioned_map_says_and_stale_requests_are_refus
         ids: vec![tally_proto::Uint128::from(a2)],
     });
     routed.metadata_mut().insert("tally-shard", MetadataValue::from(2_u32));
+    cluster.key().attach_to(&mut routed);
     let e = removed.lookup_accounts(routed).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     let hint = e.metadata().get("tally-leader-addr").unwrap().to_str().unwrap().to_owned();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tally_client::Client;
+use tally_proto::auth::ClusterKey;
 use tally_proto::routing::{SHARD_METADATA_KEY, shard_of};
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 use tally_proto::v1::{self, CreateTransferStatus as TS};
@@ -79,7 +80,15 @@ fn leader_of(map: &v1::ListShardsReply, shard: u32) -> u64 {
     map.shard_infos.iter().find(|s| s.shard_id == shard).expect("shard listed").leader_id
 }
 
-fn routed<M>(message: M, shard: u32) -> tonic::Request<M> {
+/// `message` routed to `shard` as a node routes it: with the cluster key.
+fn routed<M>(message: M, shard: u32, key: &ClusterKey) -> tonic::Request<M> {
+    let mut request = routed_unkeyed(message, shard);
+    key.attach_to(&mut request);
+    request
+}
+
+/// `message` routed to `shard` by someone who does not hold the cluster key.
+fn routed_unkeyed<M>(message: M, shard: u32) -> tonic::Request<M> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(SHARD_METADATA_KEY, MetadataValue::from(shard));
     request
@@ -225,20 +234,98 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
     let mut raw =
         LedgerServiceClient::connect(format!("http://{}", cluster.addr(follower))).await.unwrap();
     let lookup = v1::LookupAccountsRequest { ids: vec![by_shard[&shard][0].into()] };
-    let refused = raw.lookup_accounts(routed(lookup.clone(), shard)).await.unwrap_err();
+    let refused =
+        raw.lookup_accounts(routed(lookup.clone(), shard, cluster.key())).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().starts_with("TALLY:NotLeader"), "{refused:?}");
     let hint = refused.metadata().get("tally-leader-addr").unwrap().to_str().unwrap();
     assert_eq!(hint, cluster.addr(leader));
     let mut raw_leader = LedgerServiceClient::connect(format!("http://{hint}")).await.unwrap();
-    let served = raw_leader.lookup_accounts(routed(lookup, shard)).await.unwrap().into_inner();
+    let served = raw_leader
+        .lookup_accounts(routed(lookup, shard, cluster.key()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(served.accounts.len(), 1);
     let elsewhere = v1::LookupAccountsRequest { ids: vec![by_shard[&1][0].into()] };
-    let wrong = raw_leader.lookup_accounts(routed(elsewhere.clone(), shard)).await.unwrap_err();
+    let wrong = raw_leader
+        .lookup_accounts(routed(elsewhere.clone(), shard, cluster.key()))
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
     assert!(wrong.message().starts_with("TALLY:WrongShard"), "{wrong:?}");
-    let unknown = raw_leader.lookup_accounts(routed(elsewhere, 9)).await.unwrap_err();
+    let unknown =
+        raw_leader.lookup_accounts(routed(elsewhere, 9, cluster.key())).await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+
+    // Node-only calls need the cluster key. A node's routed request skips the edge checks
+    // that keep clients away from Tally's internal accounts: this one, unkeyed or with
+    // another key, would move points out of shard 2's transit account (which transfer 301
+    // created). Refused before it is served, and nothing moves.
+    let member = by_shard[&shard][1];
+    let transit = tally_node::service::xshard::transit(LEDGER).0;
+    let forged = || {
+        let message = v1::CreateTransfersRequest {
+            transfers: vec![transfer(500, transit, member, 1_000_000, 0)],
+        };
+        let mut request = routed_unkeyed(message, shard);
+        request.metadata_mut().insert("tally-raw", MetadataValue::from(1_u32));
+        request
+    };
+    let before = via_two.lookup_accounts(&[member]).await.unwrap()[0];
+    let missing = raw_leader.create_transfers(forged()).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::Unauthenticated, "{missing:?}");
+    assert!(missing.message().contains("cluster key (tally-node-key) is missing"), "{missing:?}");
+    let mut wrong_key = forged();
+    ClusterKey::parse(&"0".repeat(64)).unwrap().attach_to(&mut wrong_key);
+    let wrong = raw_leader.create_transfers(wrong_key).await.unwrap_err();
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated, "{wrong:?}");
+    assert!(wrong.message().contains("is not this cluster's key"), "{wrong:?}");
+    // Also through a node that does not lead the shard, and for a routed read.
+    let unkeyed_read = raw.lookup_accounts(routed_unkeyed(
+        v1::LookupAccountsRequest { ids: vec![member.into()] },
+        shard,
+    ));
+    assert_eq!(unkeyed_read.await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert!(via_two.lookup_transfers(&[500]).await.unwrap().is_empty(), "nothing created");
+    assert_eq!(via_two.lookup_accounts(&[member]).await.unwrap()[0], before);
+    // Sent unrouted, as a client sends it, the edge refuses it for naming a transit account.
+    let edge = raw_leader
+        .create_transfers(v1::CreateTransfersRequest {
+            transfers: vec![transfer(500, transit, member, 1_000_000, 0)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(edge.code(), tonic::Code::InvalidArgument, "{edge:?}");
+    // A Raft call without the key is refused before its payload is even read.
+    let mut raft = tally_proto::raft_v1::raft_service_client::RaftServiceClient::connect(format!(
+        "http://{}",
+        cluster.addr(leader)
+    ))
+    .await
+    .unwrap();
+    let vote = tally_proto::raft_v1::RaftMessage { shard_id: shard, payload: vec![0xFF; 8] };
+    let refused = raft.vote(vote.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut keyed_vote = tonic::Request::new(vote);
+    cluster.key().attach_to(&mut keyed_vote);
+    let garbage = raft.vote(keyed_vote).await.unwrap_err();
+    assert_ne!(garbage.code(), tonic::Code::Unauthenticated, "with the key, the payload is read");
+    // An admin call that changes the cluster, without the key.
+    let mut unkeyed_admin = tally_proto::v1::admin_service_client::AdminServiceClient::connect(
+        format!("http://{}", cluster.addr(3)),
+    )
+    .await
+    .unwrap();
+    let request = v1::TransferLeaderRequest { shard_id: 2, to_node_id: 1 };
+    let refused = unkeyed_admin.transfer_leader(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let request =
+        v1::SetShardReplicasRequest { shard_id: 2, node_ids: vec![1], expected_map_version: 0 };
+    let refused = unkeyed_admin.set_shard_replicas(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // Reads of the map stay open to clients.
+    unkeyed_admin.list_shards(v1::ListShardsRequest {}).await.unwrap();
 
     // Leadership transfer on request, through a node that does not lead the shard; then
     // balancing hands it back to the preferred node.

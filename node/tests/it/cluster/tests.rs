@@ -340,6 +340,7 @@ async fn malformed_requests_get_precise_errors_and_spare_their_batch() {
         tally_proto::routing::SHARD_METADATA_KEY,
         tonic::metadata::MetadataValue::from(1_u32),
     );
+    cluster.key().attach_to(&mut request);
     let status = raw.create_transfers(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().starts_with("TALLY:NotLeader"), "{status:?}");
