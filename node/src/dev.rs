@@ -217,8 +217,8 @@ fn node_addrs(base_port: u16) -> Result<Vec<String>, DevError> {
     Ok((base_port..=last).map(|port| format!("127.0.0.1:{port}")).collect())
 }
 
-/// Applies `--fresh`, writes the cluster key if there is none, then checks or writes the
-/// base-port marker.
+/// Applies `--fresh`, checks or writes the base-port marker, then writes the cluster key
+/// if there is none and checks it.
 fn prepare_data_dir(options: &DevOptions) -> Result<(), DevError> {
     let dir = &options.data_dir;
     if options.fresh && dir.exists() {
@@ -226,11 +226,6 @@ fn prepare_data_dir(options: &DevOptions) -> Result<(), DevError> {
         std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
     }
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let key = dir.join(KEY_FILE);
-    if !key.exists() {
-        crate::keygen::write_new(&key).map_err(DevError::Key)?;
-    }
-    tally_proto::auth::ClusterKey::read_file(&key).map_err(DevError::Key)?;
     let marker = dir.join(MARKER_FILE);
     match std::fs::read_to_string(&marker) {
         Ok(text) => check_marker(dir, &marker, &text, options.base_port),
@@ -243,7 +238,12 @@ fn prepare_data_dir(options: &DevOptions) -> Result<(), DevError> {
             std::fs::write(&marker, text).map_err(io_error(&marker))
         }
         Err(e) => Err(io_error(&marker)(e)),
+    }?;
+    let key = dir.join(KEY_FILE);
+    if !key.exists() {
+        crate::keygen::write_new(&key).map_err(DevError::Key)?;
     }
+    tally_proto::auth::ClusterKey::read_file(&key).map(drop).map_err(DevError::Key)
 }
 
 fn check_marker(dir: &Path, marker: &Path, text: &str, base_port: u16) -> Result<(), DevError> {

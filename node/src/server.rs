@@ -196,7 +196,7 @@ pub async fn run(
         meta.clone(),
         channels,
         Duration::from_millis(config.request_timeout_ms),
-        counters,
+        counters.clone(),
     );
     tasks.push(tokio::spawn(crate::service::xshard::recover(
         ledger.clone(),
@@ -206,15 +206,18 @@ pub async fn run(
     )));
     // A ledger request carrying a node's headers is refused without the cluster key, and
     // every one routed with an older shard map, before it is served.
-    let ledger_key = key.clone();
+    let (ledger_key, ledger_counters) = (key.clone(), counters.clone());
     let ledger_check = move |request: tonic::Request<()>| {
         if crate::service::ledger::carries_node_headers(request.metadata()) {
-            ledger_key.check(request.metadata(), "a ledger request routed by a node")?;
+            let check = ledger_key.check(request.metadata(), "a ledger request routed by a node");
+            ledger_counters.count_refusal(check)?;
         }
         meta.check_version(request.metadata()).map(|()| request)
     };
+    let raft_counters = counters.clone();
     let raft_check = move |request: tonic::Request<()>| {
-        key.check(request.metadata(), "tally.raft.v1.RaftService").map(|()| request)
+        let check = key.check(request.metadata(), "tally.raft.v1.RaftService");
+        raft_counters.count_refusal(check).map(|()| request)
     };
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);

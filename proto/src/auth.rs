@@ -10,10 +10,12 @@
 //! `UNAUTHENTICATED` `TALLY:Unauthenticated` before anything is done. Clients of the ledger
 //! (the client library) send none of these headers and need no key.
 //!
-//! The key is the trimmed text of a file ([`ClusterKey::read_file`]): 32 to 256 visible
-//! ASCII characters (`tallyd keygen` writes 64 random hex digits), readable by its owner
-//! only. It travels as it is in every node call: on a network others can watch, it must
-//! be carried inside TLS or a private network (the port has no TLS yet).
+//! The key is the text of a file ([`ClusterKey::read_file`]): 32 to 256 visible ASCII
+//! characters (`tallyd keygen` writes 64 random hex digits), readable by its owner only.
+//! The file may hold a second key on a second line: accepted too, never sent, so a
+//! cluster's key is changed by rolling restarts (`docs/OPERATING.md`, "Rotation"). The
+//! key travels as it is in every node call: on a network others can watch, it must be
+//! carried inside TLS or a private network (the port has no TLS yet).
 
 use std::fmt;
 use std::path::Path;
@@ -28,11 +30,18 @@ pub const NODE_KEY_METADATA_KEY: &str = "tally-node-key";
 pub const CLUSTER_KEY_LEN_MIN: usize = 32;
 /// Most characters of a cluster key.
 pub const CLUSTER_KEY_LEN_MAX: usize = 256;
+/// Largest cluster key file read, bytes (two keys of the longest, with room for blank
+/// lines and surrounding whitespace).
+pub const KEY_FILE_BYTES_MAX: usize = 1024;
 
-/// A cluster key, checked to be usable as a gRPC metadata value. `Debug` does not show it.
+/// A cluster key, checked to be usable as a gRPC metadata value, and the key a rotation
+/// also accepts. `Debug` shows neither.
 #[derive(Clone)]
 pub struct ClusterKey {
+    /// Sent, and accepted.
     value: AsciiMetadataValue,
+    /// Accepted too (the second line of the file), while the cluster's key changes.
+    also: Option<AsciiMetadataValue>,
 }
 
 impl fmt::Debug for ClusterKey {
@@ -42,28 +51,23 @@ impl fmt::Debug for ClusterKey {
 }
 
 impl ClusterKey {
-    /// The key written in `text` (surrounding whitespace ignored).
+    /// The key written in `text` (surrounding whitespace and blank lines ignored), and the
+    /// key on its second line, if any, accepted as well.
     ///
     /// # Errors
-    /// Fewer than [`CLUSTER_KEY_LEN_MIN`] or more than [`CLUSTER_KEY_LEN_MAX`] characters,
-    /// or a character that is not visible ASCII (`!`..=`~`).
+    /// No key or more than two lines, or a key of fewer than [`CLUSTER_KEY_LEN_MIN`] or
+    /// more than [`CLUSTER_KEY_LEN_MAX`] characters, or with a character that is not
+    /// visible ASCII (`!`..=`~`).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let key = text.trim();
-        if !(CLUSTER_KEY_LEN_MIN..=CLUSTER_KEY_LEN_MAX).contains(&key.len()) {
-            return Err(format!(
-                "a cluster key has {CLUSTER_KEY_LEN_MIN} to {CLUSTER_KEY_LEN_MAX} characters, \
-                 not {} (`tallyd keygen` writes one)",
-                key.len()
-            ));
+        let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+        let value = one_key(lines.next().unwrap_or(""))?;
+        let also = lines.next().map(one_key).transpose()?;
+        if lines.next().is_some() {
+            return Err("a cluster key file holds one key, or two while the key changes (the \
+                        first sent, both accepted), not more"
+                .to_owned());
         }
-        if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic()) {
-            return Err(format!(
-                "a cluster key holds visible ASCII characters only, not {c:?} (`tallyd keygen` \
-                 writes one)"
-            ));
-        }
-        let value = key.parse().map_err(|e| format!("not a metadata value: {e}"))?;
-        Ok(Self { value })
+        Ok(Self { value, also })
     }
 
     /// The key in the file at `path`, which only its owner may read or write.
@@ -72,9 +76,12 @@ impl ClusterKey {
     /// The file cannot be read, can be read or written by its group or by others, or does
     /// not hold a key ([`ClusterKey::parse`]).
     pub fn read_file(path: &Path) -> Result<Self, String> {
+        use std::io::Read as _;
         use std::os::unix::fs::PermissionsExt as _;
         let shown = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        // One open: the mode checked is the mode of the file read.
+        let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(format!(
@@ -82,7 +89,14 @@ impl ClusterKey {
                  chmod 600 it"
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        let mut text = String::new();
+        let limit = KEY_FILE_BYTES_MAX as u64 + 1;
+        file.take(limit).read_to_string(&mut text).map_err(|e| format!("{shown}: {e}"))?;
+        if text.len() > KEY_FILE_BYTES_MAX {
+            return Err(format!(
+                "{shown}: a cluster key file holds at most {KEY_FILE_BYTES_MAX} bytes (two keys)"
+            ));
+        }
         Self::parse(&text).map_err(|e| format!("{shown}: {e}"))
     }
 
@@ -112,12 +126,14 @@ impl ClusterKey {
         request.metadata_mut().insert(NODE_KEY_METADATA_KEY, self.value.clone());
     }
 
-    /// Whether `metadata` carries this key (compared in constant time).
+    /// Whether `metadata` carries this key or the one also accepted (compared in constant
+    /// time).
     #[must_use]
     pub fn is_in(&self, metadata: &MetadataMap) -> bool {
-        metadata
-            .get(NODE_KEY_METADATA_KEY)
-            .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(self.value.as_bytes())))
+        let Some(sent) = metadata.get(NODE_KEY_METADATA_KEY) else { return false };
+        let sent = sent.as_bytes();
+        let also = self.also.as_ref().map_or_else(|| 0.into(), |also| sent.ct_eq(also.as_bytes()));
+        bool::from(sent.ct_eq(self.value.as_bytes()) | also)
     }
 
     /// Refuses a node-only call (`what`) that does not carry this key.
@@ -138,6 +154,24 @@ impl ClusterKey {
              its cluster key ({NODE_KEY_METADATA_KEY}) {why}"
         )))
     }
+}
+
+/// One key, checked.
+fn one_key(key: &str) -> Result<AsciiMetadataValue, String> {
+    if !(CLUSTER_KEY_LEN_MIN..=CLUSTER_KEY_LEN_MAX).contains(&key.len()) {
+        return Err(format!(
+            "a cluster key has {CLUSTER_KEY_LEN_MIN} to {CLUSTER_KEY_LEN_MAX} characters, \
+         not {} (`tallyd keygen` writes one)",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "a cluster key holds visible ASCII characters only, not {c:?} (`tallyd keygen` \
+         writes one)"
+        ));
+    }
+    key.parse().map_err(|e| format!("not a metadata value: {e}"))
 }
 
 /// Sends the key with every call of a client (`Client::with_interceptor(channel, key)`).
@@ -189,6 +223,31 @@ mod tests {
     }
 
     #[test]
+    fn a_second_key_is_accepted_and_never_sent() {
+        // A rotation's steps: old + new on every node, then new + old, then new alone.
+        let (old, new) = (KEY.to_owned(), KEY.replace('0', "z"));
+        let sent_by = |file: &str| {
+            let mut request = Request::new(());
+            ClusterKey::parse(file).unwrap().attach_to(&mut request);
+            request.into_parts().0
+        };
+        let step_1 = ClusterKey::parse(&format!("{old}\n{new}\n")).unwrap();
+        let step_2 = ClusterKey::parse(&format!("\n{new}\n\n{old}")).unwrap();
+        let step_3 = ClusterKey::parse(&new).unwrap();
+        for (node, accepts_old) in [(&step_1, true), (&step_2, true), (&step_3, false)] {
+            assert!(node.is_in(&sent_by(&new)), "every step accepts the new key");
+            assert_eq!(node.is_in(&sent_by(&old)), accepts_old);
+        }
+        assert!(step_1.is_in(&sent_by(&format!("{old}\n{new}"))), "the first line is sent");
+        assert!(!step_3.is_in(&sent_by(&format!("{old}\n{new}"))));
+        let three = ClusterKey::parse(&format!("{old}\n{new}\n{old}")).unwrap_err();
+        assert!(three.contains("not more"), "{three}");
+        let second_bad = ClusterKey::parse(&format!("{old}\nshort")).unwrap_err();
+        assert!(second_bad.contains("not 5"), "{second_bad}");
+        assert!(ClusterKey::parse("\n \n").unwrap_err().contains("not 0"));
+    }
+
+    #[test]
     fn the_file_is_the_owners_only() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = std::env::temp_dir().join(format!("tally-key-test-{}", std::process::id()));
@@ -201,9 +260,20 @@ mod tests {
         assert!(ClusterKey::read_file(&path).unwrap().value == key.value);
         // Never overwritten.
         assert!(ClusterKey::write_new_file(&path, &key).unwrap_err().contains("exists"));
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let open = ClusterKey::read_file(&path).unwrap_err();
-        assert!(open.contains("mode 640") && open.contains("chmod 600"), "{open}");
+        for mode in [0o640, 0o620, 0o604, 0o602, 0o644] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let open = ClusterKey::read_file(&path).unwrap_err();
+            assert!(
+                open.contains(&format!("mode {mode:o}")) && open.contains("chmod 600"),
+                "{open}"
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        ClusterKey::read_file(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, format!("{KEY}\n").repeat(40)).unwrap();
+        let long = ClusterKey::read_file(&path).unwrap_err();
+        assert!(long.contains("at most 1024 bytes"), "{long}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

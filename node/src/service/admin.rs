@@ -87,6 +87,10 @@ impl AdminService for AdminApi {
         request: Request<v1::NodeStatusRequest>,
     ) -> Result<Response<v1::NodeStatusReply>, Status> {
         let include_digest = request.get_ref().include_digest;
+        if include_digest {
+            let check = self.key.check(request.metadata(), "NodeStatus with include_digest");
+            self.counters.count_refusal(check)?;
+        }
         let shards = std::iter::once(self.meta.replica())
             .chain(&self.replicas)
             .map(|replica| {
@@ -111,6 +115,7 @@ impl AdminService for AdminApi {
             shards,
             forwarded_parts: self.counters.forwarded.load(Ordering::Relaxed),
             pending_watched: self.counters.pending_watched.load(Ordering::Relaxed),
+            unauthenticated_refused: self.counters.unauthenticated.load(Ordering::Relaxed),
         }))
     }
 
@@ -163,7 +168,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderReply>, Status> {
-        self.key.check(request.metadata(), "TransferLeader")?;
+        self.counters.count_refusal(self.key.check(request.metadata(), "TransferLeader"))?;
         let v1::TransferLeaderRequest { shard_id, to_node_id } = *request.get_ref();
         let replica = self.replica(shard_id)?;
         if !replica.voters().iter().any(|(id, _)| *id == to_node_id) {
@@ -202,7 +207,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::SetShardReplicasRequest>,
     ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
-        self.key.check(request.metadata(), "SetShardReplicas")?;
+        self.counters.count_refusal(self.key.check(request.metadata(), "SetShardReplicas"))?;
         let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
             request.get_ref();
         let nodes = self.meta.validate(*shard_id, node_ids)?;

@@ -38,4 +38,19 @@ pub struct NodeCounters {
     /// Cross-shard pending transfers whose expiry this node watches
     /// ([`xpending::Watch`], summed over its shards).
     pub pending_watched: std::sync::atomic::AtomicU64,
+    /// Calls refused for want of the cluster key (`tally_proto::auth`).
+    pub unauthenticated: std::sync::atomic::AtomicU64,
+}
+
+impl NodeCounters {
+    /// `check` (a cluster-key check's outcome), counting a refusal.
+    ///
+    /// # Errors
+    /// `check`'s own.
+    pub fn count_refusal(&self, check: Result<(), tonic::Status>) -> Result<(), tonic::Status> {
+        if check.is_err() {
+            self.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        check
+    }
 }

@@ -106,3 +106,34 @@ fn keygen_writes_a_new_key_and_never_overwrites_one() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("exists"), "{second:?}");
     assert_eq!(std::fs::read_to_string(&key).unwrap(), written);
 }
+
+#[test]
+fn an_operators_change_needs_a_usable_key_file() {
+    // `tallyd shards transfer-leader` reads the key before it connects: a missing or
+    // open key file is refused, naming it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cluster.key");
+    let transfer = || {
+        let output = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+            .args(["shards", "transfer-leader", "--endpoint", "127.0.0.1:1", "--shard", "1"])
+            .args(["--to", "2", "--cluster-key-file"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = transfer();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cluster key:") && stderr.contains("No such file"), "{stderr}");
+    tally_node::keygen::write_new(&key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o604)).unwrap();
+    let (code, stderr) = transfer();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("mode 604"), "{stderr}");
+    // A usable key gets as far as the node (none listens on port 1).
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = transfer();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach 127.0.0.1:1"), "{stderr}");
+}

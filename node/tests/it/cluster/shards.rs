@@ -80,6 +80,15 @@ fn leader_of(map: &v1::ListShardsReply, shard: u32) -> u64 {
     map.shard_infos.iter().find(|s| s.shard_id == shard).expect("shard listed").leader_id
 }
 
+/// Node `node`'s status, asked without the cluster key (no digest).
+async fn unkeyed_admin_of(cluster: &Cluster, node: u64) -> v1::NodeStatusReply {
+    let endpoint = format!("http://{}", cluster.addr(node));
+    let mut admin =
+        tally_proto::v1::admin_service_client::AdminServiceClient::connect(endpoint).await.unwrap();
+    let request = v1::NodeStatusRequest { include_digest: false };
+    admin.node_status(request).await.unwrap().into_inner()
+}
+
 /// `message` routed to `shard` as a node routes it: with the cluster key.
 fn routed<M>(message: M, shard: u32, key: &ClusterKey) -> tonic::Request<M> {
     let mut request = routed_unkeyed(message, shard);
@@ -324,8 +333,25 @@ async fn a_sharded_cluster_routes_forwards_and_balances_leaders() {
         v1::SetShardReplicasRequest { shard_id: 2, node_ids: vec![1], expected_map_version: 0 };
     let refused = unkeyed_admin.set_shard_replicas(request).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-    // Reads of the map stay open to clients.
+    // A state digest holds each shard's writes while it reads the whole state: keyed too.
+    let digest = v1::NodeStatusRequest { include_digest: true };
+    let refused = unkeyed_admin.node_status(digest).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // Every ledger call routed without the key, whatever it asks.
+    let accounts = v1::CreateAccountsRequest { accounts: vec![account(member + 1_000)] };
+    let refused = raw_leader.create_accounts(routed_unkeyed(accounts, shard)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let swap = raw_leader.swap(routed_unkeyed(v1::SwapRequest::default(), shard));
+    assert_eq!(swap.await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    // Reads of the map and a node's status stay open to clients, and the nodes counted the
+    // nine calls refused above, and nothing else (their own calls all carry the key).
     unkeyed_admin.list_shards(v1::ListShardsRequest {}).await.unwrap();
+    let mut refused = 0;
+    for node in 1..=3 {
+        let status = unkeyed_admin_of(&cluster, node).await;
+        refused += status.unauthenticated_refused;
+    }
+    assert_eq!(refused, 9);
 
     // Leadership transfer on request, through a node that does not lead the shard; then
     // balancing hands it back to the preferred node.
