@@ -263,6 +263,21 @@ impl Cluster {
         &self.key
     }
 
+    /// Rewrites the key file every node reads when it starts (e.g. a step of a rotation:
+    /// one key, or two on two lines); the harness's own calls then send its first key.
+    pub fn set_key_file(&mut self, text: &str) {
+        self.key = ClusterKey::parse(text).unwrap();
+        std::fs::write(&self.key_path, text).unwrap();
+    }
+
+    /// Calls node `id` refused for want of the cluster key since it started, or `None` if
+    /// it does not answer.
+    pub async fn refused(&self, id: u64) -> Option<u64> {
+        let mut admin = self.admin(id).await?;
+        let reply = admin.node_status(v1::NodeStatusRequest { include_digest: false }).await;
+        Some(reply.ok()?.into_inner().unauthenticated_refused)
+    }
+
     /// An admin client of node `id` whose calls carry the cluster key, as an operator's
     /// do, or `None` if it does not answer.
     pub async fn admin(&self, id: u64) -> Option<KeyedAdmin> {

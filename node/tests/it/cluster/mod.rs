@@ -5,6 +5,7 @@
 //! share two cores). Every wait polls a condition with a bound; nothing sleeps blindly.
 
 mod harness;
+mod key;
 mod shard_map;
 mod shards;
 mod tests;
