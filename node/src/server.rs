@@ -210,14 +210,14 @@ pub async fn run(
     let ledger_check = move |request: tonic::Request<()>| {
         if crate::service::ledger::carries_node_headers(request.metadata()) {
             let check = ledger_key.check(request.metadata(), "a ledger request routed by a node");
-            ledger_counters.count_refusal(check)?;
+            ledger_counters.count_refusal(check, request.remote_addr())?;
         }
         meta.check_version(request.metadata()).map(|()| request)
     };
     let raft_counters = counters.clone();
     let raft_check = move |request: tonic::Request<()>| {
         let check = key.check(request.metadata(), "tally.raft.v1.RaftService");
-        raft_counters.count_refusal(check).map(|()| request)
+        raft_counters.count_refusal(check, request.remote_addr()).map(|()| request)
     };
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);

@@ -89,7 +89,7 @@ impl AdminService for AdminApi {
         let include_digest = request.get_ref().include_digest;
         if include_digest {
             let check = self.key.check(request.metadata(), "NodeStatus with include_digest");
-            self.counters.count_refusal(check)?;
+            self.counters.count_refusal(check, request.remote_addr())?;
         }
         let shards = std::iter::once(self.meta.replica())
             .chain(&self.replicas)
@@ -168,7 +168,8 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderReply>, Status> {
-        self.counters.count_refusal(self.key.check(request.metadata(), "TransferLeader"))?;
+        let check = self.key.check(request.metadata(), "TransferLeader");
+        self.counters.count_refusal(check, request.remote_addr())?;
         let v1::TransferLeaderRequest { shard_id, to_node_id } = *request.get_ref();
         let replica = self.replica(shard_id)?;
         if !replica.voters().iter().any(|(id, _)| *id == to_node_id) {
@@ -207,7 +208,8 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::SetShardReplicasRequest>,
     ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
-        self.counters.count_refusal(self.key.check(request.metadata(), "SetShardReplicas"))?;
+        let check = self.key.check(request.metadata(), "SetShardReplicas");
+        self.counters.count_refusal(check, request.remote_addr())?;
         let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
             request.get_ref();
         let nodes = self.meta.validate(*shard_id, node_ids)?;

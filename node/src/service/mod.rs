@@ -43,13 +43,29 @@ pub struct NodeCounters {
 }
 
 impl NodeCounters {
-    /// `check` (a cluster-key check's outcome), counting a refusal.
+    /// `check` (a cluster-key check's outcome for a call from `peer`), counting a refusal
+    /// and logging it at the 1st, 2nd, 4th, 8th, ... refusal (a warning a flood of forged
+    /// calls cannot turn into a flood of log lines).
     ///
     /// # Errors
     /// `check`'s own.
-    pub fn count_refusal(&self, check: Result<(), tonic::Status>) -> Result<(), tonic::Status> {
-        if check.is_err() {
-            self.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub fn count_refusal(
+        &self,
+        check: Result<(), tonic::Status>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Result<(), tonic::Status> {
+        if let Err(status) = &check {
+            let refused =
+                self.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    refused,
+                    peer = ?peer,
+                    reason = status.message(),
+                    "refused a call for want of the cluster key (a node given another key, or \
+                     someone without it; logged at the 1st, 2nd, 4th, 8th, ... refusal)"
+                );
+            }
         }
         check
     }

@@ -102,6 +102,18 @@ async fn the_key_changes_by_rolling_restarts_and_a_node_with_another_key_is_shut
         (ours > 0 && theirs > 0).then_some(())
     })
     .await;
+    // The refusals are logged (with the caller's address), at doubling counts only.
+    let logs: String = [1, 2]
+        .iter()
+        .map(|&id| std::fs::read_to_string(cluster.start_args(id).0.join("tallyd.log")).unwrap())
+        .collect();
+    let warned: Vec<&str> =
+        logs.lines().filter(|l| l.contains("for want of the cluster key")).collect();
+    assert!(warned.iter().any(|l| l.contains("refused=1 ") && l.contains("peer=Some(127.")));
+    assert!(warned.iter().all(|l| {
+        let count = l.split("refused=").nth(1).and_then(|r| r.split(' ').next());
+        count.and_then(|c| c.parse::<u64>().ok()).is_some_and(u64::is_power_of_two)
+    }));
     let outsider_applied = cluster.status(3, false).await.unwrap().applied_index;
     assert!(outsider_applied < applied, "node 3 applied {outsider_applied} of {applied}");
     outsider.kill().unwrap();
