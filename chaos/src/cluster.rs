@@ -10,12 +10,10 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tally_client::Client;
-use tally_proto::auth::ClusterKey;
+use tally_proto::auth::{ClusterKey, KeyedChannel};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tokio::time::Instant;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::net::Network;
 
@@ -280,10 +278,7 @@ impl Cluster {
     }
 
     /// An admin connection to node `node` whose calls carry the cluster key, if it answers.
-    pub async fn admin(
-        &self,
-        node: u8,
-    ) -> Option<AdminServiceClient<InterceptedService<Channel, ClusterKey>>> {
+    pub async fn admin(&self, node: u8) -> Option<AdminServiceClient<KeyedChannel>> {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("http://{}", self.net.addr(node)))
                 .ok()?

@@ -209,15 +209,17 @@ pub async fn run(
     let (ledger_key, ledger_counters) = (key.clone(), counters.clone());
     let ledger_check = move |request: tonic::Request<()>| {
         if crate::service::ledger::carries_node_headers(request.metadata()) {
-            let check = ledger_key.check(request.metadata(), "a ledger request routed by a node");
-            ledger_counters.count_refusal(check, request.remote_addr())?;
+            ledger_counters.require_key(
+                &ledger_key,
+                &request,
+                "a ledger request routed by a node",
+            )?;
         }
         meta.check_version(request.metadata()).map(|()| request)
     };
     let raft_counters = counters.clone();
     let raft_check = move |request: tonic::Request<()>| {
-        let check = key.check(request.metadata(), "tally.raft.v1.RaftService");
-        raft_counters.count_refusal(check, request.remote_addr()).map(|()| request)
+        raft_counters.require_key(&key, &request, "tally.raft.v1.RaftService").map(|()| request)
     };
     let groups = replicas.iter().map(|r| (r.shard, r.raft.clone())).collect();
     let raft_server = RaftServer::new(groups);

@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tally_proto::auth::ClusterKey;
+use tally_proto::auth::{ClusterKey, KeyedChannel};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long connecting to the node may take.
@@ -24,7 +23,7 @@ async fn connect(endpoint: &str) -> Result<AdminServiceClient<Channel>, String> 
 async fn connect_keyed(
     endpoint: &str,
     key_file: &Path,
-) -> Result<AdminServiceClient<InterceptedService<Channel, ClusterKey>>, String> {
+) -> Result<AdminServiceClient<KeyedChannel>, String> {
     let key = ClusterKey::read_file(key_file).map_err(|e| format!("cluster key: {e}"))?;
     Ok(AdminServiceClient::with_interceptor(channel(endpoint).await?, key))
 }

@@ -22,10 +22,16 @@ use std::path::Path;
 
 use subtle::ConstantTimeEq as _;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// gRPC metadata key holding the cluster key on a node's call.
 pub const NODE_KEY_METADATA_KEY: &str = "tally-node-key";
+/// A channel whose every call carries the cluster key (`Client::new(keyed)`, or
+/// `Client::with_interceptor(channel, key)`).
+pub type KeyedChannel = InterceptedService<Channel, ClusterKey>;
+
 /// Fewest characters of a cluster key (32 characters of hex: 128 bits).
 pub const CLUSTER_KEY_LEN_MIN: usize = 32;
 /// Most characters of a cluster key.

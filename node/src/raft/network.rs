@@ -22,14 +22,13 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RaftNetworkV2};
 use parking_lot::Mutex;
-use tally_proto::auth::ClusterKey;
+use tally_proto::auth::{ClusterKey, KeyedChannel};
 use tally_proto::limits::{
     HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
     SNAPSHOT_CHUNK_BYTES_MAX,
 };
 use tally_proto::raft_v1::raft_service_client::RaftServiceClient;
 use tally_proto::raft_v1::{RaftMessage, SnapshotChunk};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::state_machine::SnapshotData;
@@ -62,7 +61,7 @@ pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const APPEND_ENTRIES_TIMEOUT_MIN: Duration = Duration::from_secs(2);
 
 /// A channel to a peer whose every call carries the cluster key.
-pub type NodeChannel = InterceptedService<Channel, ClusterKey>;
+pub type NodeChannel = KeyedChannel;
 
 /// Lazily connected channels to peers, by address, shared by all groups of a node.
 #[derive(Clone, Debug)]
@@ -83,7 +82,7 @@ impl Channels {
     /// # Errors
     /// `addr` does not make a valid URI.
     pub fn get(&self, addr: &str) -> Result<NodeChannel, tonic::transport::Error> {
-        let keyed = |channel: &Channel| InterceptedService::new(channel.clone(), self.key.clone());
+        let keyed = |channel: &Channel| KeyedChannel::new(channel.clone(), self.key.clone());
         let mut by_addr = self.by_addr.lock();
         if let Some(channel) = by_addr.get(addr) {
             return Ok(keyed(channel));

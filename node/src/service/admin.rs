@@ -88,8 +88,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<v1::NodeStatusReply>, Status> {
         let include_digest = request.get_ref().include_digest;
         if include_digest {
-            let check = self.key.check(request.metadata(), "NodeStatus with include_digest");
-            self.counters.count_refusal(check, request.remote_addr())?;
+            self.counters.require_key(&self.key, &request, "NodeStatus with include_digest")?;
         }
         let shards = std::iter::once(self.meta.replica())
             .chain(&self.replicas)
@@ -168,8 +167,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::TransferLeaderRequest>,
     ) -> Result<Response<v1::TransferLeaderReply>, Status> {
-        let check = self.key.check(request.metadata(), "TransferLeader");
-        self.counters.count_refusal(check, request.remote_addr())?;
+        self.counters.require_key(&self.key, &request, "TransferLeader")?;
         let v1::TransferLeaderRequest { shard_id, to_node_id } = *request.get_ref();
         let replica = self.replica(shard_id)?;
         if !replica.voters().iter().any(|(id, _)| *id == to_node_id) {
@@ -208,8 +206,7 @@ impl AdminService for AdminApi {
         &self,
         request: Request<v1::SetShardReplicasRequest>,
     ) -> Result<Response<v1::SetShardReplicasReply>, Status> {
-        let check = self.key.check(request.metadata(), "SetShardReplicas");
-        self.counters.count_refusal(check, request.remote_addr())?;
+        self.counters.require_key(&self.key, &request, "SetShardReplicas")?;
         let v1::SetShardReplicasRequest { shard_id, node_ids, expected_map_version } =
             request.get_ref();
         let nodes = self.meta.validate(*shard_id, node_ids)?;

@@ -43,18 +43,22 @@ pub struct NodeCounters {
 }
 
 impl NodeCounters {
-    /// `check` (a cluster-key check's outcome for a call from `peer`), counting a refusal
-    /// and logging it at the 1st, 2nd, 4th, 8th, ... refusal (a warning a flood of forged
-    /// calls cannot turn into a flood of log lines).
+    /// Refuses `request`, a node-only call (`what`), unless it carries `key`
+    /// ([`ClusterKey::check`](tally_proto::auth::ClusterKey::check)); counts a refusal and
+    /// logs it, with the caller's address, at the 1st, 2nd, 4th, 8th, ... refusal (a
+    /// warning a flood of forged calls cannot turn into a flood of log lines).
     ///
     /// # Errors
-    /// `check`'s own.
-    pub fn count_refusal(
+    /// `UNAUTHENTICATED` `TALLY:Unauthenticated`.
+    pub fn require_key<T>(
         &self,
-        check: Result<(), tonic::Status>,
-        peer: Option<std::net::SocketAddr>,
+        key: &tally_proto::auth::ClusterKey,
+        request: &tonic::Request<T>,
+        what: &str,
     ) -> Result<(), tonic::Status> {
+        let check = key.check(request.metadata(), what);
         if let Err(status) = &check {
+            let peer = request.remote_addr();
             let refused =
                 self.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if refused.is_power_of_two() {

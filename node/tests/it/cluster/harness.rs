@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tally_client::Client;
-use tally_proto::auth::ClusterKey;
+use tally_proto::auth::{ClusterKey, KeyedChannel};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// An admin client whose calls carry the cluster key.
-pub type KeyedAdmin = AdminServiceClient<InterceptedService<Channel, ClusterKey>>;
+pub type KeyedAdmin = AdminServiceClient<KeyedChannel>;
 
 /// One cluster at a time: three processes each already keep both cores busy.
 pub static CLUSTER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
