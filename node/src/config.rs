@@ -27,6 +27,8 @@ pub const CHECKPOINT_WRITES_MIN: u64 = 1;
 pub const CHECKPOINT_WRITES_MAX: u64 = 1 << 24;
 /// Largest `txn_recovery_after_ms` (one day).
 pub const TXN_RECOVERY_AFTER_MS_MAX: u64 = 86_400_000;
+/// Largest `pending_watch_max`: about 64 MiB of watch per shard this node leads.
+pub const PENDING_WATCH_MAX_MAX: usize = 1 << 20;
 /// Largest `raft.leader_balance_interval_ms` (one hour).
 pub const LEADER_BALANCE_INTERVAL_MS_MAX: u64 = 3_600_000;
 
@@ -61,6 +63,11 @@ pub struct NodeConfig {
     /// transaction if its legs there are still unresolved (its coordinator presumably
     /// crashed), milliseconds, `1..=TXN_RECOVERY_AFTER_MS_MAX`.
     pub txn_recovery_after_ms: u64,
+    /// Cross-shard pending transfers with a timeout whose expiry a shard's leader watches,
+    /// at most, per shard (`1..=PENDING_WATCH_MAX_MAX`, default
+    /// [`crate::service::xpending::WATCH_MAX`]); past it, the rest are walked again once
+    /// entries leave (`docs/SHARDING.md` §3e). About 64 bytes an entry.
+    pub pending_watch_max: usize,
     /// Storage (RocksDB) options.
     pub storage: StorageConfig,
     /// Memory allocated at start for each shard replica's in-memory ledger.
@@ -263,6 +270,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 10_000,
             pulse_interval_ms: 100,
             txn_recovery_after_ms: 30_000,
+            pending_watch_max: crate::service::xpending::WATCH_MAX,
             storage: StorageConfig::default(),
             memory: MemoryConfig::default(),
             log: LogConfig::default(),
@@ -445,6 +453,12 @@ impl NodeConfig {
                 format!("must be 1..={TXN_RECOVERY_AFTER_MS_MAX}"),
             ));
         }
+        if !(1..=PENDING_WATCH_MAX_MAX).contains(&self.pending_watch_max) {
+            return Err(invalid(
+                "pending_watch_max",
+                format!("must be 1..={PENDING_WATCH_MAX_MAX}"),
+            ));
+        }
         self.memory.check(self.shards, None)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
@@ -619,7 +633,8 @@ impl fmt::Display for NodeConfig {
         write!(
             f,
             "node_id={} listen_addr={} advertise_addr={} data_dir={} bootstrap=[{}] shards={} \
-             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} {} {} {} {} {} \
+             request_timeout_ms={} pulse_interval_ms={} txn_recovery_after_ms={} pending_watch_max={} \
+             {} {} {} {} {} \
              cluster_key_file={} (no secrets in the config)",
             self.node_id,
             self.listen_addr,
@@ -630,6 +645,7 @@ impl fmt::Display for NodeConfig {
             self.request_timeout_ms,
             self.pulse_interval_ms,
             self.txn_recovery_after_ms,
+            self.pending_watch_max,
             self.raft,
             self.batch,
             self.storage,
@@ -847,6 +863,8 @@ mod tests {
             ("request_timeout_ms = 0", "request_timeout_ms"),
             ("pulse_interval_ms = 0", "pulse_interval_ms"),
             ("txn_recovery_after_ms = 0", "txn_recovery_after_ms"),
+            ("pending_watch_max = 0", "pending_watch_max"),
+            ("pending_watch_max = 1048577", "pending_watch_max"),
             ("shards = 0", "shards"),
             ("shards = 1025", "shards"),
             ("[log]\nlevel = \"info,[\"", "log.level"),
@@ -855,6 +873,7 @@ mod tests {
         }
         with("[batch]\nlinger_us = 0").unwrap();
         with("shards = 1024").unwrap();
+        with("pending_watch_max = 1048576").unwrap();
         with("[batch]\nlinger_us = 100000").unwrap();
     }
 
@@ -982,6 +1001,7 @@ mod tests {
             "request_timeout_ms=10000",
             "pulse_interval_ms=100",
             "txn_recovery_after_ms=30000",
+            "pending_watch_max=65536",
             "raft.heartbeat_interval_ms=100",
             "raft.election_timeout_min_ms=1000",
             "raft.election_timeout_max_ms=2000",

@@ -427,6 +427,13 @@ async fn first_exit(nodes: &mut [DevNode]) -> DevError {
     let waits = nodes.iter_mut().map(|node| {
         Box::pin(async move {
             let what = match node.child.wait().await {
+                // A node stops cleanly on SIGTERM, SIGINT or SIGHUP: here one sent to the
+                // node, not to `tallyd dev` (e.g. `pkill -P` of this process, whose
+                // children the nodes are; `cargo run` execs this binary in its own place).
+                Ok(status) if status.success() => format!(
+                    "stopped ({status}) as a node does on a signal sent to it rather than to \
+                     tallyd dev; stop the dev cluster with Ctrl-C or a signal to tallyd dev"
+                ),
                 Ok(status) => format!("exited on its own ({status})"),
                 Err(e) => format!("could not be watched ({e})"),
             };

@@ -202,6 +202,7 @@ pub async fn run(
         ledger.clone(),
         crate::service::xshard::RECOVERY_INTERVAL,
         Duration::from_millis(config.txn_recovery_after_ms),
+        config.pending_watch_max,
         stop_rx.clone(),
     )));
     // A ledger request carrying a node's headers is refused without the cluster key, and

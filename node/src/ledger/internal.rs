@@ -6,7 +6,8 @@
 //! ([`CreateTransferStatus::PendingTransferReserved`](super::CreateTransferStatus)), so a
 //! client that learnt a leg's id (legs are listed by `get_account_transfers`) cannot post
 //! or void it behind its transaction's decision. (The node refuses client requests that
-//! carry those derived ids, `service::ledger`.) Pure functions of the ids: deterministic.
+//! carry those derived ids, or any transfer id in their range [`RESOLUTION_ID_HI`],
+//! `service::ledger`.) Pure functions of the ids: deterministic.
 
 use sha2::{Digest as _, Sha256};
 
@@ -69,16 +70,67 @@ pub fn derived(tag: &[u8], parts: &[&[u8]]) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("16 bytes"))
 }
 
+/// High 32 bits of every id Tally derives for resolving a leg ([`post_id`], [`void_id`],
+/// [`client_post_id`], [`client_void_id`]). No client transfer may have an id in this
+/// range (refused at the edge, [`is_reserved_transfer_id`]), so a client can never take
+/// one of those ids first with a transfer of its own: a transfer under a leg's post id
+/// made before Tally's post would leave the leg pending and its transaction half applied
+/// (`docs/SHARDING.md` §3d). The other 96 bits are SHA-256 of a tag and the leg's id.
+pub const RESOLUTION_ID_HI: u32 = 0xFFFF_FFFE;
+
+/// Whether a transfer `id` lies in the range of Tally's resolution ids
+/// ([`RESOLUTION_ID_HI`]): refused in a client's transfers.
+#[must_use]
+pub const fn is_reserved_transfer_id(id: u128) -> bool {
+    (id >> 96) as u32 == RESOLUTION_ID_HI
+}
+
+/// One kind of resolution of a leg: its hash tag.
+#[derive(Clone, Copy)]
+enum Resolution {
+    Post,
+    Void,
+    ClientPost,
+    ClientVoid,
+}
+
+impl Resolution {
+    const fn tag(self) -> &'static [u8] {
+        match self {
+            Self::Post => b"tally-post",
+            Self::Void => b"tally-void",
+            Self::ClientPost => b"tally-client-post",
+            Self::ClientVoid => b"tally-client-void",
+        }
+    }
+
+    /// The ids of this resolution of `leg`: the one Tally uses, in the reserved range, and
+    /// the one it used before 2026-12-07 (the same hash, all 128 bits of it). The earlier
+    /// id is still accepted by the ledger rule (a log written before holds resolutions
+    /// under it, and replaying that log must give the same state) and still read by
+    /// lookups, but never written again: a client may take it with a plain transfer and
+    /// blocks nothing.
+    fn ids(self, leg: TransferId) -> [TransferId; 2] {
+        let hash = derived(self.tag(), &[&leg.0.to_le_bytes()]);
+        let low_96 = hash & ((1_u128 << 96) - 1);
+        [TransferId((u128::from(RESOLUTION_ID_HI) << 96) | low_96), TransferId(hash)]
+    }
+
+    fn id(self, leg: TransferId) -> TransferId {
+        self.ids(leg)[0]
+    }
+}
+
 /// The id of the transfer that posts leg `leg`.
 #[must_use]
 pub fn post_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-post", &[&leg.0.to_le_bytes()]))
+    Resolution::Post.id(leg)
 }
 
 /// The id of the transfer that voids leg `leg`.
 #[must_use]
 pub fn void_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-void", &[&leg.0.to_le_bytes()]))
+    Resolution::Void.id(leg)
 }
 
 /// The id of a client's post of a cross-shard pending transfer, applied to its debit leg
@@ -87,30 +139,48 @@ pub fn void_id(leg: TransferId) -> TransferId {
 /// completion of a decided transaction.
 #[must_use]
 pub fn client_post_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-client-post", &[&leg.0.to_le_bytes()]))
+    Resolution::ClientPost.id(leg)
 }
 
 /// The id of a client's void of a cross-shard pending transfer, applied to its debit leg
 /// `leg` (see [`client_post_id`]).
 #[must_use]
 pub fn client_void_id(leg: TransferId) -> TransferId {
-    TransferId(derived(b"tally-client-void", &[&leg.0.to_le_bytes()]))
+    Resolution::ClientVoid.id(leg)
+}
+
+/// Every id a client's post of debit leg `leg` may be stored under: [`client_post_id`],
+/// then the id used before 2026-12-07. For lookups; a record found under one resolves
+/// `leg` only if its `pending_id` is `leg`.
+#[must_use]
+pub fn client_post_ids(leg: TransferId) -> [TransferId; 2] {
+    Resolution::ClientPost.ids(leg)
+}
+
+/// Every id a client's post or void of debit leg `leg` may be stored under (posts first;
+/// see [`client_post_ids`]).
+#[must_use]
+pub fn client_decision_ids(leg: TransferId) -> [TransferId; 4] {
+    let [post, post_before] = Resolution::ClientPost.ids(leg);
+    let [void, void_before] = Resolution::ClientVoid.ids(leg);
+    [post, post_before, void, void_before]
 }
 
 /// How a post or void `t` of leg `t.pending_id` may resolve it, if its id is one Tally
-/// derives: `Some(true)` completes a decided transaction ([`post_id`], [`void_id`]),
-/// `Some(false)` carries a client's decision ([`client_post_id`], [`client_void_id`]).
+/// derives (either id of [`Resolution::ids`]): `Some(true)` completes a decided
+/// transaction ([`post_id`], [`void_id`]), `Some(false)` carries a client's decision
+/// ([`client_post_id`], [`client_void_id`]).
 #[must_use]
 pub fn derived_resolution(t: &super::Transfer, post: bool) -> Option<bool> {
-    let leg = t.pending_id;
     let (completion, client) = if post {
-        (post_id(leg), client_post_id(leg))
+        (Resolution::Post, Resolution::ClientPost)
     } else {
-        (void_id(leg), client_void_id(leg))
+        (Resolution::Void, Resolution::ClientVoid)
     };
-    if t.id == completion {
+    let is = |kind: Resolution| kind.ids(t.pending_id).contains(&t.id);
+    if is(completion) {
         Some(true)
-    } else if t.id == client {
+    } else if is(client) {
         Some(false)
     } else {
         None
@@ -166,5 +236,30 @@ mod tests {
         assert_eq!(derived_resolution(&post(void_id(leg)), true), None);
         assert!(is_derived_resolution(&post(client_void_id(leg))));
         assert!(!is_derived_resolution(&post(TransferId(7))));
+        // The ids used before 2026-12-07 (the whole hash) still resolve the same way.
+        let [_, post_before] = Resolution::Post.ids(leg);
+        let [_, client_void_before] = Resolution::ClientVoid.ids(leg);
+        assert_eq!(derived_resolution(&post(post_before), true), Some(true));
+        assert!(is_derived_resolution(&post(client_void_before)));
+        assert_eq!(derived_resolution(&post(client_void_before), true), None);
+    }
+
+    #[test]
+    fn resolution_ids_are_in_the_reserved_range_and_share_their_hash_with_the_earlier_ones() {
+        for leg in [1, 42, u128::MAX - 1, u128::from(INTERNAL_ID_HI) << 64].map(TransferId) {
+            for kind in
+                [Resolution::Post, Resolution::Void, Resolution::ClientPost, Resolution::ClientVoid]
+            {
+                let [id, before] = kind.ids(leg);
+                assert!(is_reserved_transfer_id(id.0), "{:#x}", id.0);
+                assert_eq!(id.0 & ((1 << 96) - 1), before.0 & ((1 << 96) - 1));
+                assert_ne!(id, before);
+            }
+        }
+        assert_eq!(client_decision_ids(TransferId(9))[..2], client_post_ids(TransferId(9)));
+        assert!(!is_reserved_transfer_id(7));
+        assert!(!is_reserved_transfer_id(u128::MAX));
+        assert!(!is_reserved_transfer_id(u128::MAX << 96));
+        assert!(is_reserved_transfer_id(u128::from(RESOLUTION_ID_HI) << 96));
     }
 }

@@ -180,7 +180,7 @@ pub(super) fn reserved_code_or_ledger(code: u16, ledger: u32) -> Option<String> 
 /// if it does.
 fn reserved_in(t: &crate::ledger::Transfer) -> Option<String> {
     use crate::ledger::internal::LEG_TIMEOUT;
-    reserved_code_or_ledger(t.code, t.ledger).or_else(|| {
+    reserved_transfer_id(t.id.0).or_else(|| reserved_code_or_ledger(t.code, t.ledger)).or_else(|| {
         (t.timeout == LEG_TIMEOUT).then(|| {
             format!(
                 "timeout = {LEG_TIMEOUT}: the largest timeout marks Tally's own legs (at most {} s)",
@@ -190,12 +190,25 @@ fn reserved_in(t: &crate::ledger::Transfer) -> Option<String> {
     })
 }
 
+/// Why a client's transfer id is Tally's own (`ledger::internal::RESOLUTION_ID_HI`), if it is.
+pub(super) fn reserved_transfer_id(id: u128) -> Option<String> {
+    use crate::ledger::internal::{RESOLUTION_ID_HI, is_reserved_transfer_id};
+    is_reserved_transfer_id(id).then(|| {
+        format!(
+            "id = {id:#x}: transfer ids whose high 32 bits are {RESOLUTION_ID_HI:#x} are \
+             reserved for Tally's resolutions of cross-shard legs: choose another id"
+        )
+    })
+}
+
 fn reserved_resolution(index: usize) -> Status {
     Status::invalid_argument(format!(
-        "TALLY:InvalidRequest: event {index} resolves its pending transfer with the id Tally \
-         derives for its own resolutions of cross-shard legs (SHA-256 of \"tally-post\", \
-         \"tally-void\", \"tally-client-post\" or \"tally-client-void\" and the pending id): \
-         choose another id"
+        "TALLY:InvalidRequest: event {index} resolves its pending transfer with an id Tally \
+         derives for its own resolutions of cross-shard legs (from SHA-256 of \"tally-post\", \
+         \"tally-void\", \"tally-client-post\" or \"tally-client-void\" and the pending id, \
+         in the range whose high 32 bits are {:#x} or, as before 2026-12-07, all 128 bits): \
+         choose another id",
+        crate::ledger::internal::RESOLUTION_ID_HI
     ))
 }
 

@@ -90,6 +90,11 @@ impl Swap {
         if give_id == receive_id {
             return Err(invalid("give_id and receive_id must differ"));
         }
+        for (name, id) in [("give_id", give_id), ("receive_id", receive_id)] {
+            if let Some(why) = super::ledger::reserved_transfer_id(id) {
+                return Err(invalid(&format!("{name}: {why}")));
+            }
+        }
         let member_a = id(r.member_a_account_id, "member_a_account_id")?;
         let pool_a = id(r.pool_a_account_id, "pool_a_account_id")?;
         let pool_b = id(r.pool_b_account_id, "pool_b_account_id")?;
@@ -252,7 +257,7 @@ mod tests {
 
     #[test]
     fn bad_swaps_are_refused_naming_the_field() {
-        let cases: [(Breaker, &str); 7] = [
+        let cases: [(Breaker, &str); 8] = [
             (|r| r.give_id = None, "give_id is required"),
             (|r| r.receive_id = r.give_id, "must differ"),
             (|r| r.pool_b_account_id = None, "pool_b_account_id"),
@@ -267,6 +272,7 @@ mod tests {
                 "rounds to 0",
             ),
             (|r| r.code_b = 70_000, "code_b"),
+            (|r| r.receive_id = tally_proto::uint128(0xFFFF_FFFE << 96 | 5), "receive_id: id"),
         ];
         for (i, (break_it, expected)) in cases.into_iter().enumerate() {
             let mut r = request();

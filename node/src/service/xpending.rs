@@ -37,14 +37,16 @@ use super::xshard::{
     INTERNAL_LEDGER, PENDING_ALIAS_CODE, PENDING_MARKER_CODE, RESOLUTION_ALIAS_CODE, leg_id,
     prepared, sink, transit, void_of,
 };
-use crate::ledger::internal::{client_post_id, client_void_id, derived, post_id};
+use crate::ledger::internal::{
+    client_decision_ids, client_post_id, client_post_ids, client_void_id, derived, post_id,
+};
 use crate::ledger::{
     CreateTransferStatus as TS, PendingStatus, Transfer, TransferFlags, TransferId,
 };
 use crate::storage::keys::ShardId;
 
 /// Pending transfers with a timeout whose expiry a node watches per shard it leads, at
-/// most. Past it the recovery walk goes on, and remembers where the first pending alias it
+/// most, by default (`pending_watch_max` sets it). Past it the recovery walk goes on, and remembers where the first pending alias it
 /// could not watch was ([`Watch::overflow`]); once entries have left (expired, or
 /// resolved: [`WATCH_PRUNE_PER_TICK`]), a second walk from there takes up the rest. So the
 /// watch never grows without bound, and never holds up the rest of recovery.
@@ -173,16 +175,19 @@ pub fn follow<S: crate::ledger::LedgerStore>(
         PendingStatus::Pending => Follow::Open(leg.expires_at()),
         PendingStatus::Expired | PendingStatus::Voided => Follow::Done(completion(x_c, None)),
         PendingStatus::Posted => {
-            let post = machine.lookup_transfers(&[client_post_id(x_d)]);
-            post.first().map_or(Follow::Gone, |p| Follow::Done(completion(x_c, Some(p.amount))))
+            let posts = machine.lookup_transfers(&client_post_ids(x_d));
+            let post = posts.iter().find(|p| p.pending_id == x_d);
+            post.map_or(Follow::Gone, |p| Follow::Done(completion(x_c, Some(p.amount))))
         }
     }
 }
 
 /// The pending transfers with a timeout on one shard, by expiry, whose credit legs wait
 /// on their expiry: (expires at, transaction) → credit shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Watch {
+    /// Entries at most (`pending_watch_max`).
+    capacity: usize,
     due: BTreeMap<(u64, u128), ShardId>,
     /// Where the next prune starts (a key of `due`).
     prune_from: (u64, u128),
@@ -192,10 +197,16 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Whether it holds [`WATCH_MAX`] entries.
+    /// An empty watch of at most `capacity` entries (at least 1).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), due: BTreeMap::new(), prune_from: (0, 0), overflow: None }
+    }
+
+    /// Whether it holds its capacity of entries.
     #[must_use]
     pub fn full(&self) -> bool {
-        self.due.len() >= WATCH_MAX
+        self.due.len() >= self.capacity
     }
 
     /// Watches transaction `t`'s debit leg, expiring at `at`, credit leg on `credit`.
@@ -308,7 +319,7 @@ impl LedgerApi {
         if watch.full() {
             return Ok(());
         }
-        let room = WATCH_MAX - watch.len();
+        let room = watch.capacity - watch.len();
         let names = transit(INTERNAL_LEDGER);
         let (mut found, mut next, mut walked) = (Vec::new(), None, 0_usize);
         here.replica.ledger.read().machine.scan_transfers(from, &mut |t| {
@@ -493,9 +504,8 @@ impl LedgerApi {
         };
         // What resolved X's debit leg, if anything did (one read, for the answer and the
         // completion both).
-        let records = self
-            .lookup_on(debit_shard, vec![client_post_id(x_d), client_void_id(x_d)], deadline)
-            .await?;
+        let records =
+            self.lookup_on(debit_shard, client_decision_ids(x_d).to_vec(), deadline).await?;
         let resolution = records.iter().find(|r| r.pending_id == x_d);
         let (exists, created) = (TS::Exists.code(), TS::Created.code());
         let answer = if alias_status == exists {
@@ -520,8 +530,9 @@ impl LedgerApi {
                 };
                 (0, already.code())
             } else {
-                // A client's transfer took the derived id first (§3d): X stays open to the
-                // other kind.
+                // Something else holds the derived id (a client's transfer could take it
+                // before 2026-12-07, when those ids were not yet reserved, §3d): X stays
+                // open to the other kind.
                 (0, aimed_status)
             }
         } else {
@@ -624,7 +635,8 @@ impl LedgerApi {
             .filter_map(transaction)
             .flat_map(|t| {
                 let x_d = leg_id(t, 0, 0);
-                [x_d, leg_id(t, 0, 1), client_post_id(x_d), client_void_id(x_d)]
+                let [a, b, c, d] = client_decision_ids(x_d);
+                [x_d, leg_id(t, 0, 1), a, b, c, d]
             })
             .collect();
         ids.sort_unstable();
@@ -648,8 +660,7 @@ impl LedgerApi {
                         ..*x_d
                     });
                 }
-                let decided = [client_post_id(x_d.id), client_void_id(x_d.id)];
-                let y = decided
+                let y = client_decision_ids(x_d.id)
                     .iter()
                     .find_map(|id| found.get(id).filter(|y| y.pending_id == x_d.id))?;
                 Some(Transfer {
@@ -697,12 +708,16 @@ mod tests {
 
     #[test]
     fn the_watch_holds_at_most_its_bound() {
-        let mut watch = Watch::default();
+        let mut watch = Watch::new(WATCH_MAX);
         for t in 0..WATCH_MAX as u128 {
             assert!(!watch.full());
             watch.insert(7, t, ShardId(1));
         }
         assert!(watch.full());
         assert_eq!(watch.len(), WATCH_MAX);
+        let mut small = Watch::new(0);
+        assert!(!small.full(), "a watch holds at least one entry");
+        small.insert(7, 1, ShardId(1));
+        assert!(small.full());
     }
 }

@@ -60,7 +60,8 @@ use super::ledger::{LedgerApi, LocalShard};
 use super::spread::REBALANCE_CODE;
 
 use crate::ledger::{
-    Account, AccountId, CreateTransferStatus as TS, Transfer, TransferFlags, TransferId,
+    Account, AccountId, CreateTransferStatus as TS, PendingStatus, Transfer, TransferFlags,
+    TransferId,
 };
 use crate::storage::keys::ShardId;
 use tally_proto::limits::BATCH_EVENTS_MAX;
@@ -604,14 +605,15 @@ pub const RESOLVE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_s
 pub const RESOLVING_MAX: usize = 1024;
 
 /// Recovers, every `interval`, the transactions with legs on the shards this node leads
-/// whose markers are older than `age` (see [`LedgerApi::recover_shard`]); until `stop`
-/// changes. A transaction is decided exactly once whoever decides it, so recovering one
+/// whose markers are older than `age` (see [`LedgerApi::recover_shard`]), watching at most
+/// `watch_max` pending transfers' expiries per shard; until `stop` changes. A transaction is decided exactly once whoever decides it, so recovering one
 /// whose coordinator is still at work is safe: at worst it voids a transaction that would
 /// have been posted, and the coordinator reports that.
 pub async fn recover(
     api: LedgerApi,
     interval: std::time::Duration,
     age: std::time::Duration,
+    watch_max: usize,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
@@ -633,7 +635,9 @@ pub async fn recover(
                 continue;
             }
             let cursor = cursors.entry(here.replica.shard).or_default();
-            let watch = watches.entry(here.replica.shard).or_default();
+            let watch = watches
+                .entry(here.replica.shard)
+                .or_insert_with(|| super::xpending::Watch::new(watch_max));
             loop {
                 match api.recover_shard(&here, cursor, watch, age_ns).await {
                     Ok(more) if more && started.elapsed() < RECOVERY_TICK_BUDGET => {}
@@ -1588,17 +1592,17 @@ impl LedgerApi {
             let ledger0 = ledger0_of(&marker);
             let candidates: Vec<TransferId> =
                 (0..n).flat_map(|k| [leg_id(t, k, 0), leg_id(t, k, 1)]).collect();
+            // The legs still pending, by the ledger's own record of each pending transfer
+            // (not by a lookup of the resolutions' ids: a transfer a client made under one
+            // of those ids, before they were reserved, made a pending leg look resolved).
             let open: Vec<TransferId> = {
                 let ledger = here.replica.ledger.read();
                 let machine = &ledger.machine;
-                machine
-                    .lookup_transfers(&candidates)
-                    .into_iter()
-                    .filter(|leg| leg.flags.contains(TransferFlags::PENDING))
-                    .filter(|leg| {
-                        machine.lookup_transfers(&[post_id(leg.id), void_id(leg.id)]).is_empty()
-                    })
-                    .map(|leg| leg.id)
+                candidates
+                    .iter()
+                    .filter_map(|&id| machine.pending_transfer(id))
+                    .filter(|(_, status)| *status == PendingStatus::Pending)
+                    .map(|(leg, _)| leg.id)
                     .collect()
             };
             if !open.is_empty() {

@@ -127,7 +127,12 @@ async fn settled_after_restart(cluster: &Cluster) {
 /// leadership move is resent by the client, and an event its first attempt applied then
 /// reads `exists`, not `created`.
 async fn four_shards_funded() -> (Cluster, Client, BTreeMap<u32, (u128, u128)>) {
-    let cluster = Cluster::start(3, XSHARD);
+    four_shards_funded_with(XSHARD).await
+}
+
+/// [`four_shards_funded`] with `config` (e.g. [`XSHARD`] and more).
+async fn four_shards_funded_with(config: &str) -> (Cluster, Client, BTreeMap<u32, (u128, u128)>) {
+    let cluster = Cluster::start(3, config);
     super::shards::wait_balanced(&cluster, 1).await;
     let client = cluster.client();
     let p = people(&client).await;
@@ -557,6 +562,133 @@ async fn cross_shard_pending_transfers_are_posted_voided_and_expire_as_on_one_sh
     }
 
     // Every shard's replicas agree.
+    converge_every_shard(&cluster).await;
+}
+
+/// The watch of pending transfers' expiries is bounded (`pending_watch_max`, here 2): with
+/// 6 cross-shard pending transfers waiting to expire, the debit shard's leader watches 2
+/// and remembers where the walk passed the rest; as the watched ones expire and leave, the
+/// overflow walk takes up the others. Every credit side is released, and the watch never
+/// holds more than its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_expiry_watch_is_bounded_and_takes_up_what_it_passed() {
+    const WATCH_MAX: u64 = 2;
+    const PENDING: u128 = 6;
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let config = format!("pending_watch_max = {WATCH_MAX}\n{XSHARD}");
+    let (cluster, client, p) = four_shards_funded_with(&config).await;
+    let (m1, m4) = (p[&1].1, p[&4].1);
+    // A timeout the recovery walk (aliases older than 500 ms, a pass a second) meets
+    // before it runs out: each must be watched, or passed while the watch is full.
+    let pending: Vec<v1::Transfer> = (0..PENDING)
+        .map(|i| v1::Transfer {
+            timeout: 4,
+            ..transfer(400 + i, m1, m4, 1, v1::TransferFlag::Pending as u32)
+        })
+        .collect();
+    let results = client.create_transfers(pending).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    let reserved = vec![(PENDING, 0, 0, 100), (0, 0, PENDING, 0)];
+    assert_eq!(sums(&client, &[m1, m4]).await, reserved);
+
+    let limit = std::time::Duration::from_secs(30);
+    let watched = || async {
+        let n = cluster.pending_watched().await;
+        assert!(n <= WATCH_MAX, "{n} pending transfers watched, above the bound {WATCH_MAX}");
+        n
+    };
+    eventually("the watch is full", limit, || async {
+        (watched().await == WATCH_MAX).then_some(())
+    })
+    .await;
+    // Both sides of all six are released: the 2 watched as they expire, the 4 passed by
+    // the overflow walk once the watch has room.
+    eventually("every pending transfer's both sides are released", limit, || async {
+        watched().await;
+        let now = sums(&client, &[m1, m4]).await;
+        (now == vec![(0, 0, 0, 100), (0, 0, 0, 0)]).then_some(())
+    })
+    .await;
+    eventually("the watch is empty", limit, || async { (watched().await == 0).then_some(()) })
+        .await;
+    let posts: Vec<v1::Transfer> = (0..PENDING)
+        .map(|i| v1::Transfer {
+            id: uint128(500 + i),
+            pending_id: uint128(400 + i),
+            amount: uint128(u128::MAX),
+            flags: v1::TransferFlag::PostPendingTransfer as u32,
+            ..Default::default()
+        })
+        .collect();
+    let results = client.create_transfers(posts).await.unwrap();
+    assert!(results.iter().all(|r| r.status == TS::PendingTransferExpired as i32), "{results:?}");
+    converge_every_shard(&cluster).await;
+}
+
+/// A client cannot take, ahead of Tally, the id with which Tally resolves a leg: the ids
+/// Tally derives for its posts and voids of legs lie in a range no client transfer may
+/// use (§3d). A plain transfer under the id of the post that completes a pending
+/// transfer's credit leg, made before the client's post, would leave the credit leg
+/// pending for good (the member debited, the credit never arriving); it is refused, and
+/// the post then completes both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_take_the_ids_tally_resolves_legs_with() {
+    use tally_node::ledger::{TransferId, internal};
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let (cluster, client, p) = four_shards_funded().await;
+    let (m1, m2) = (p[&1].1, p[&2].1);
+    let pending = v1::TransferFlag::Pending as u32;
+    let created = client.create_transfers(vec![transfer(300, m1, m2, 10, pending)]).await;
+    assert_eq!(created.unwrap()[0].status, TS::Created as i32);
+
+    // The legs are listed in the members' histories.
+    let debits = v1::AccountFilter {
+        account_id: uint128(m1),
+        limit: 100,
+        flags: v1::AccountFilterFlag::Debits as u32,
+        ..Default::default()
+    };
+    let debits = client.get_account_transfers(debits).await.unwrap();
+    let leg = |history: &[v1::Transfer]| {
+        let leg = history.iter().find(|t| u128_of(t.amount) == 10 && t.flags == pending);
+        TransferId(u128_of(leg.expect("a pending leg of 10").id))
+    };
+    let (x_d, x_c) = (leg(&debits), leg(&credits_of(&client, m2).await));
+    assert_ne!(x_d, x_c);
+
+    // Plain transfers under the ids of Tally's completion of the credit leg (on its shard,
+    // between shard 2's accounts) and of a client's post of the debit leg (shard 1): each
+    // refused whole, before anything is done.
+    let squats = [(internal::post_id(x_c), p[&2]), (internal::client_post_id(x_d), p[&1])];
+    for (id, (bank, member)) in squats {
+        let before = sums(&client, &[bank, member]).await;
+        let refused = client
+            .create_transfers(vec![transfer(id.0, bank, member, 1, 0)])
+            .await
+            .expect_err("a transfer id in Tally's resolution range");
+        let message = refused.to_string();
+        let rejected = matches!(
+            refused,
+            tally_client::ClientError::Rejected { code: tonic::Code::InvalidArgument, .. }
+        );
+        assert!(rejected, "{message}");
+        assert!(message.contains("reserved for Tally's resolutions"), "{message}");
+        assert!(message.contains(&format!("{:#x}", id.0)), "{message}");
+        assert_eq!(sums(&client, &[bank, member]).await, before);
+        assert!(client.lookup_transfers(&[id.0]).await.unwrap().is_empty());
+    }
+
+    // The post ends both legs: m1 pays 10, m2 receives 10, nothing stays pending.
+    let post = v1::Transfer {
+        id: uint128(301),
+        pending_id: uint128(300),
+        amount: uint128(u128::MAX),
+        flags: v1::TransferFlag::PostPendingTransfer as u32,
+        ..Default::default()
+    };
+    let posted = client.create_transfers(vec![post]).await.unwrap();
+    assert_eq!(posted[0].status, TS::Created as i32, "{posted:?}");
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(0, 10, 0, 100), (0, 0, 0, 10)]);
     converge_every_shard(&cluster).await;
 }
 
