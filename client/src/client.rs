@@ -60,7 +60,7 @@ pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `TALLY:<Code>`s a [`RetryCause`] names (those of the statuses the client resends
 /// after); any other code is counted as `other`, so the counts stay bounded.
-pub const RETRY_MESSAGE_CODES: [&str; 10] = [
+pub const RETRY_MESSAGE_CODES: [&str; 11] = [
     "NotLeader",
     "OutcomeUnknown",
     "NoQuorum",
@@ -71,6 +71,7 @@ pub const RETRY_MESSAGE_CODES: [&str; 10] = [
     "Overloaded",
     "Timeout",
     "StaleShardMap",
+    "ProtocolMismatch",
 ];
 
 /// Why an attempt failed and the call went on with another: its gRPC code and the

@@ -78,6 +78,18 @@ pub enum ServerError {
     Config(#[from] ConfigError),
 }
 
+/// This node's protocol version (`tally_proto::auth`): [`NODE_PROTOCOL_VERSION`], or
+/// in a `failpoints` build with `node::protocol_version=return(N)`, N (tests run a node as
+/// a build of another version would).
+///
+/// [`NODE_PROTOCOL_VERSION`]: tally_proto::auth::NODE_PROTOCOL_VERSION
+fn protocol_version() -> u32 {
+    fail::fail_point!("node::protocol_version", |v: Option<String>| v
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0));
+    tally_proto::auth::NODE_PROTOCOL_VERSION
+}
+
 /// Runs one node until `shutdown` resolves (Ctrl-C / SIGTERM in `tallyd start`).
 ///
 /// # Errors
@@ -88,7 +100,9 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     config.memory.check(config.shards, machine_memory_bytes())?;
     let key = ClusterKey::read_file(&config.cluster_key_file)
-        .map_err(|reason| ConfigError::Invalid { field: "cluster_key_file", reason })?;
+        .map_err(|reason| ConfigError::Invalid { field: "cluster_key_file", reason })?
+        .with_protocol(protocol_version());
+    let node_protocol = key.protocol();
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen_addr, source })?;
@@ -241,7 +255,7 @@ pub async fn run(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, "serving");
+    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, node_protocol, "serving");
     let fatal = parking_lot::Mutex::new(None::<String>);
     let served = tonic::transport::Server::builder()
         .max_frame_size(HTTP2_FRAME_BYTES_MAX)

@@ -16,6 +16,12 @@
 //! cluster's key is changed by rolling restarts (`docs/OPERATING.md`, "Rotation"). The
 //! key travels as it is in every node call: on a network others can watch, it must be
 //! carried inside TLS or a private network (the port has no TLS yet).
+//!
+//! Every keyed call also carries the sender's node protocol version
+//! ([`NODE_PROTOCOL_VERSION`], under [`NODE_PROTOCOL_METADATA_KEY`]); a node refuses a
+//! keyed call of another version `UNAVAILABLE` `TALLY:ProtocolMismatch`, so two builds
+//! that could apply one Raft log differently never replicate to each other: a node on
+//! another version is shut out as if partitioned (`docs/OPERATING.md`, "Upgrading").
 
 use std::fmt;
 use std::path::Path;
@@ -28,6 +34,16 @@ use tonic::{Request, Status};
 
 /// gRPC metadata key holding the cluster key on a node's call.
 pub const NODE_KEY_METADATA_KEY: &str = "tally-node-key";
+/// gRPC metadata key holding the sender's [`NODE_PROTOCOL_VERSION`] on a node's call.
+pub const NODE_PROTOCOL_METADATA_KEY: &str = "tally-node-protocol";
+/// The node protocol version of this build. Raised whenever two builds could disagree:
+/// on the state one Raft log gives (the ledger's rules, the formats of log entries and
+/// snapshots) or on what a node-to-node call means. Nodes of different versions refuse
+/// each other's keyed calls. Builds before 2026-12-07 sent no version (read as 0).
+///
+/// 1 (2026-12-07): Tally's resolutions of cross-shard legs take ids in a reserved range,
+/// which a build before would refuse to apply.
+pub const NODE_PROTOCOL_VERSION: u32 = 1;
 /// A channel whose every call carries the cluster key (`Client::new(keyed)`, or
 /// `Client::with_interceptor(channel, key)`).
 pub type KeyedChannel = InterceptedService<Channel, ClusterKey>;
@@ -48,6 +64,8 @@ pub struct ClusterKey {
     value: AsciiMetadataValue,
     /// Accepted too (the second line of the file), while the cluster's key changes.
     also: Option<AsciiMetadataValue>,
+    /// The node protocol version sent, and the only one accepted.
+    protocol: u32,
 }
 
 impl fmt::Debug for ClusterKey {
@@ -73,7 +91,20 @@ impl ClusterKey {
                         first sent, both accepted), not more"
                 .to_owned());
         }
-        Ok(Self { value, also })
+        Ok(Self { value, also, protocol: NODE_PROTOCOL_VERSION })
+    }
+
+    /// This key, sending and accepting node protocol `version` instead of
+    /// [`NODE_PROTOCOL_VERSION`] (for tests that run a node as another version would).
+    #[must_use]
+    pub fn with_protocol(self, version: u32) -> Self {
+        Self { protocol: version, ..self }
+    }
+
+    /// The node protocol version sent and accepted.
+    #[must_use]
+    pub fn protocol(&self) -> u32 {
+        self.protocol
     }
 
     /// The key in the file at `path`, which only its owner may read or write.
@@ -127,9 +158,12 @@ impl ClusterKey {
             .map_err(|e| format!("{shown}: {e}"))
     }
 
-    /// Puts this key in `request`'s metadata, as a node's call carries it.
+    /// Puts this key and the node protocol version in `request`'s metadata, as a node's
+    /// call carries them.
     pub fn attach_to<T>(&self, request: &mut Request<T>) {
-        request.metadata_mut().insert(NODE_KEY_METADATA_KEY, self.value.clone());
+        let metadata = request.metadata_mut();
+        metadata.insert(NODE_KEY_METADATA_KEY, self.value.clone());
+        metadata.insert(NODE_PROTOCOL_METADATA_KEY, AsciiMetadataValue::from(self.protocol));
     }
 
     /// Whether `metadata` carries this key or the one also accepted (compared in constant
@@ -142,13 +176,16 @@ impl ClusterKey {
         bool::from(sent.ct_eq(self.value.as_bytes()) | also)
     }
 
-    /// Refuses a node-only call (`what`) that does not carry this key.
+    /// Refuses a node-only call (`what`) that does not carry this key, or that carries it
+    /// from a node of another protocol version.
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` `TALLY:Unauthenticated`, saying whether the key was missing or wrong.
+    /// `UNAUTHENTICATED` `TALLY:Unauthenticated`, saying whether the key was missing or
+    /// wrong; with the key, `UNAVAILABLE` `TALLY:ProtocolMismatch` naming both versions
+    /// (retryable: during an upgrade another node may serve the call).
     pub fn check(&self, metadata: &MetadataMap, what: &str) -> Result<(), Status> {
         if self.is_in(metadata) {
-            return Ok(());
+            return self.check_protocol(metadata, what);
         }
         let why = if metadata.contains_key(NODE_KEY_METADATA_KEY) {
             "is not this cluster's key"
@@ -158,6 +195,27 @@ impl ClusterKey {
         Err(Status::unauthenticated(format!(
             "TALLY:Unauthenticated: {what} is for the cluster's nodes and operators only, and \
              its cluster key ({NODE_KEY_METADATA_KEY}) {why}"
+        )))
+    }
+}
+
+impl ClusterKey {
+    fn check_protocol(&self, metadata: &MetadataMap, what: &str) -> Result<(), Status> {
+        let sent = metadata.get(NODE_PROTOCOL_METADATA_KEY);
+        let version = sent.map(|v| v.to_str().ok().and_then(|v| v.parse::<u32>().ok()));
+        if version == Some(Some(self.protocol)) {
+            return Ok(());
+        }
+        let theirs = match (sent, version) {
+            (None, _) => "none (a build from before 2026-12-07)".to_owned(),
+            (Some(_), Some(Some(v))) => v.to_string(),
+            (Some(raw), _) => format!("unreadable ({raw:?})"),
+        };
+        Err(Status::unavailable(format!(
+            "TALLY:ProtocolMismatch: {what} came from a node of node protocol version {theirs}, \
+             and this node runs version {}: nodes of two versions never replicate to each \
+             other; run one version on every node (docs/OPERATING.md, \"Upgrading\")",
+            self.protocol
         )))
     }
 }
@@ -226,6 +284,54 @@ mod tests {
         sent.insert(NODE_KEY_METADATA_KEY, KEY[..KEY.len() - 1].parse().unwrap());
         assert!(!key.is_in(&sent));
         assert_eq!(format!("{key:?}"), "ClusterKey(..)");
+    }
+
+    #[test]
+    fn a_keyed_call_of_another_protocol_version_is_refused() {
+        let key = ClusterKey::parse(KEY).unwrap();
+        assert_eq!(key.protocol(), NODE_PROTOCOL_VERSION);
+        let sent_by = |key: &ClusterKey| {
+            let mut request = Request::new(());
+            key.attach_to(&mut request);
+            request.into_parts().0
+        };
+        assert!(key.check(&sent_by(&key), "this call").is_ok());
+        let newer = key.clone().with_protocol(NODE_PROTOCOL_VERSION + 1);
+        for (metadata, theirs) in [
+            (sent_by(&newer), (NODE_PROTOCOL_VERSION + 1).to_string()),
+            (
+                {
+                    let mut old = sent_by(&key);
+                    old.remove(NODE_PROTOCOL_METADATA_KEY);
+                    old
+                },
+                "none (a build from before 2026-12-07)".to_owned(),
+            ),
+            (
+                {
+                    let mut odd = sent_by(&key);
+                    odd.insert(NODE_PROTOCOL_METADATA_KEY, "x1".parse().unwrap());
+                    odd
+                },
+                "unreadable".to_owned(),
+            ),
+        ] {
+            let refused = key.check(&metadata, "this call").unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Unavailable);
+            let message = refused.message();
+            assert!(message.starts_with("TALLY:ProtocolMismatch: this call"), "{message}");
+            assert!(message.contains(&format!("version {theirs}")), "{message}");
+            assert!(
+                message.contains(&format!("runs version {NODE_PROTOCOL_VERSION}")),
+                "{message}"
+            );
+        }
+        // Each side refuses the other's calls.
+        assert!(newer.check(&sent_by(&key), "this call").is_err());
+        assert!(newer.check(&sent_by(&newer), "this call").is_ok());
+        // Without the key, the key is what is reported.
+        let keyless = newer.check(&MetadataMap::new(), "this call").unwrap_err();
+        assert_eq!(keyless.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

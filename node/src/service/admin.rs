@@ -115,6 +115,7 @@ impl AdminService for AdminApi {
             forwarded_parts: self.counters.forwarded.load(Ordering::Relaxed),
             pending_watched: self.counters.pending_watched.load(Ordering::Relaxed),
             unauthenticated_refused: self.counters.unauthenticated.load(Ordering::Relaxed),
+            protocol_mismatch_refused: self.counters.protocol_mismatch.load(Ordering::Relaxed),
         }))
     }
 

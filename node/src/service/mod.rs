@@ -40,16 +40,19 @@ pub struct NodeCounters {
     pub pending_watched: std::sync::atomic::AtomicU64,
     /// Calls refused for want of the cluster key (`tally_proto::auth`).
     pub unauthenticated: std::sync::atomic::AtomicU64,
+    /// Keyed calls refused as coming from a node of another protocol version.
+    pub protocol_mismatch: std::sync::atomic::AtomicU64,
 }
 
 impl NodeCounters {
-    /// Refuses `request`, a node-only call (`what`), unless it carries `key`
+    /// Refuses `request`, a node-only call (`what`), unless it carries `key` from a node
+    /// of this node's protocol version
     /// ([`ClusterKey::check`](tally_proto::auth::ClusterKey::check)); counts a refusal and
-    /// logs it, with the caller's address, at the 1st, 2nd, 4th, 8th, ... refusal (a
-    /// warning a flood of forged calls cannot turn into a flood of log lines).
+    /// logs it, with the caller's address, at the 1st, 2nd, 4th, 8th, ... refusal of its
+    /// kind (a warning a flood of forged calls cannot turn into a flood of log lines).
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` `TALLY:Unauthenticated`.
+    /// `UNAUTHENTICATED` `TALLY:Unauthenticated`, or `UNAVAILABLE` `TALLY:ProtocolMismatch`.
     pub fn require_key<T>(
         &self,
         key: &tally_proto::auth::ClusterKey,
@@ -59,15 +62,27 @@ impl NodeCounters {
         let check = key.check(request.metadata(), what);
         if let Err(status) = &check {
             let peer = request.remote_addr();
-            let refused =
-                self.unauthenticated.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let reason = status.message();
+            let (counter, why) = if status.code() == tonic::Code::Unauthenticated {
+                (
+                    &self.unauthenticated,
+                    "refused a call for want of the cluster key (a node given another key, or \
+                     someone without it",
+                )
+            } else {
+                (
+                    &self.protocol_mismatch,
+                    "refused a node's call of another protocol version (two versions in one \
+                     cluster",
+                )
+            };
+            let refused = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if refused.is_power_of_two() {
                 tracing::warn!(
                     refused,
                     peer = ?peer,
-                    reason = status.message(),
-                    "refused a call for want of the cluster key (a node given another key, or \
-                     someone without it; logged at the 1st, 2nd, 4th, 8th, ... refusal)"
+                    reason,
+                    "{why}; logged at the 1st, 2nd, 4th, 8th, ... refusal)"
                 );
             }
         }

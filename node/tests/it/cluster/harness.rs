@@ -277,6 +277,15 @@ impl Cluster {
         Some(reply.ok()?.into_inner().unauthenticated_refused)
     }
 
+    /// Keyed calls node `id` refused as coming from a node of another protocol version
+    /// since it started, or `None` if it does not answer.
+    #[cfg(feature = "failpoints")]
+    pub async fn protocol_refused(&self, id: u64) -> Option<u64> {
+        let mut admin = self.admin(id).await?;
+        let reply = admin.node_status(v1::NodeStatusRequest { include_digest: false }).await;
+        Some(reply.ok()?.into_inner().protocol_mismatch_refused)
+    }
+
     /// An admin client of node `id` whose calls carry the cluster key, as an operator's
     /// do, or `None` if it does not answer.
     pub async fn admin(&self, id: u64) -> Option<KeyedAdmin> {
