@@ -20,8 +20,10 @@
 //! Every keyed call also carries the sender's node protocol version
 //! ([`NODE_PROTOCOL_VERSION`], under [`NODE_PROTOCOL_METADATA_KEY`]); a node refuses a
 //! keyed call of another version `UNAVAILABLE` `TALLY:ProtocolMismatch`, so two builds
-//! that could apply one Raft log differently never replicate to each other: a node on
-//! another version is shut out as if partitioned (`docs/OPERATING.md`, "Upgrading").
+//! that both check (from commit 6d99873 on) and could apply one Raft log differently
+//! never replicate to each other: each is shut out from the other as if partitioned. A
+//! build from before checks nothing and would still take a newer leader's entries
+//! (`docs/OPERATING.md`, "Upgrading": stop every node to go to or from one).
 
 use std::fmt;
 use std::path::Path;
@@ -39,9 +41,10 @@ pub const NODE_PROTOCOL_METADATA_KEY: &str = "tally-node-protocol";
 /// The node protocol version of this build. Raised whenever two builds could disagree:
 /// on the state one Raft log gives (the ledger's rules, the formats of log entries and
 /// snapshots) or on what a node-to-node call means. Nodes of different versions refuse
-/// each other's keyed calls. Builds before 2026-12-07 sent no version (read as 0).
+/// each other's keyed calls. Builds before commit 6d99873 send none (refused as "none")
+/// and check none.
 ///
-/// 1 (2026-12-07): Tally's resolutions of cross-shard legs take ids in a reserved range,
+/// 1 (commit 6d99873, 2026-12-07): Tally's resolutions of cross-shard legs take ids in a reserved range,
 /// which a build before would refuse to apply.
 pub const NODE_PROTOCOL_VERSION: u32 = 1;
 /// A channel whose every call carries the cluster key (`Client::new(keyed)`, or
@@ -207,14 +210,14 @@ impl ClusterKey {
             return Ok(());
         }
         let theirs = match (sent, version) {
-            (None, _) => "none (a build from before 2026-12-07)".to_owned(),
+            (None, _) => "none (a build from before the version check)".to_owned(),
             (Some(_), Some(Some(v))) => v.to_string(),
             (Some(raw), _) => format!("unreadable ({raw:?})"),
         };
         Err(Status::unavailable(format!(
             "TALLY:ProtocolMismatch: {what} came from a node of node protocol version {theirs}, \
-             and this node runs version {}: nodes of two versions never replicate to each \
-             other; run one version on every node (docs/OPERATING.md, \"Upgrading\")",
+             and this node runs version {}: it takes no node call of another version; run \
+             one version on every node (docs/OPERATING.md, \"Upgrading\")",
             self.protocol
         )))
     }
@@ -305,7 +308,7 @@ mod tests {
                     old.remove(NODE_PROTOCOL_METADATA_KEY);
                     old
                 },
-                "none (a build from before 2026-12-07)".to_owned(),
+                "none (a build from before the version check)".to_owned(),
             ),
             (
                 {

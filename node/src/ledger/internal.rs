@@ -149,6 +149,14 @@ pub fn client_void_id(leg: TransferId) -> TransferId {
     Resolution::ClientVoid.id(leg)
 }
 
+/// Every id Tally's post of leg `leg` may be stored under: [`post_id`], then the id used
+/// before 2026-12-07 (for lookups of transactions decided before; a record found under
+/// one posts `leg` only if its `pending_id` is `leg`).
+#[must_use]
+pub fn post_ids(leg: TransferId) -> [TransferId; 2] {
+    Resolution::Post.ids(leg)
+}
+
 /// Every id a client's post of debit leg `leg` may be stored under: [`client_post_id`],
 /// then the id used before 2026-12-07. For lookups; a record found under one resolves
 /// `leg` only if its `pending_id` is `leg`.

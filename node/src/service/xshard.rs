@@ -1659,10 +1659,13 @@ impl LedgerApi {
         deadline: Instant,
     ) -> Result<Vec<Option<Transfer>>, Status> {
         // Posted: the decision leg exists single-phase (or, prepared before 2026-12-05,
-        // pending with its post).
+        // pending with its post, under either id a post of it may have: posted before
+        // 2026-12-07, under the earlier one).
         let wanted = |alias: &Transfer| {
             let (t, k, _) = alias_parts(alias);
-            [leg_id(t, k, 0), leg_id(t, k, 1), leg_id(t, 0, 0), post_id(leg_id(t, 0, 0))]
+            let decision = leg_id(t, 0, 0);
+            let [post, post_before] = crate::ledger::internal::post_ids(decision);
+            [leg_id(t, k, 0), leg_id(t, k, 1), decision, post, post_before]
         };
         let mut ids: Vec<TransferId> = aliases.iter().flat_map(wanted).collect();
         ids.sort_unstable();
@@ -1695,10 +1698,12 @@ impl LedgerApi {
             .iter()
             .map(|alias| {
                 let (t, k, n) = alias_parts(alias);
-                let [debit, credit, decision, post] = wanted(alias);
+                let [debit, credit, decision, post, post_before] = wanted(alias);
                 // (A post record only Tally can have made: clients may not send a post or
                 // void with a derived id.)
-                let posted = found.get(&post).is_some_and(|p| p.pending_id == decision)
+                let posted = [post, post_before]
+                    .iter()
+                    .any(|id| found.get(id).is_some_and(|p| p.pending_id == decision))
                     || found
                         .get(&decision)
                         .is_some_and(|leg| single(leg) && genuine.get(&t).copied().unwrap_or(true));

@@ -180,6 +180,26 @@ fn only_tallys_own_resolution_resolves_a_cross_shard_leg() {
     ledger.audit();
 }
 
+/// A post of a leg under the id Tally used before 2026-12-07 (the whole 128-bit hash,
+/// outside today's reserved range) still applies, as a Raft log written by an earlier
+/// build must replay to the same state; another id is still refused.
+#[test]
+fn a_leg_posted_under_the_earlier_id_applies_as_before() {
+    use tally_node::ledger::internal::{is_reserved_transfer_id, post_ids};
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    pending_leg(&mut ledger);
+    let before = ledger.sums(1);
+    let [today, earlier] = post_ids(TransferId(LEG));
+    assert!(is_reserved_transfer_id(today.0) && !is_reserved_transfer_id(earlier.0));
+    assert_eq!(ledger.transfer(post(earlier.0 ^ 1, LEG, u128::MAX)), S::PendingTransferReserved);
+    assert_eq!(ledger.transfer(post(earlier.0, LEG, u128::MAX)), S::Created);
+    assert_eq!(ledger.transfer(post(today.0, LEG, u128::MAX)), S::PendingTransferAlreadyPosted);
+    let (debits_pending, debits_posted, _, _) = ledger.sums(1);
+    assert_eq!((debits_pending, debits_posted), (before.0 - 10, before.1 + 10));
+    ledger.audit();
+}
+
 /// A client's post or void of a cross-shard pending transfer reaches its debit leg under
 /// the id derived for a client's decision (`client_post_id`, `client_void_id`): applied
 /// with every check a post or void has, in part too, and, unlike Tally's completion of a

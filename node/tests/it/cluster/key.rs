@@ -137,8 +137,9 @@ fn logged_at_doubling_counts(cluster: &Cluster, ids: &[u64], what: &str) {
     }));
 }
 
-/// A node running another node protocol version (here as a build from before the
-/// version existed would, failpoint `node::protocol_version`), with the cluster's key:
+/// A node running another node protocol version (here version 0, failpoint
+/// `node::protocol_version`, a build that checks; builds from before the check send no
+/// version, which the unit tests of `tally_proto::auth` cover), with the cluster's key:
 /// the other two go on without it and refuse its calls, it refuses theirs, and it applies
 /// nothing new, so two builds that could apply one log differently never replicate to
 /// each other. Restarted on the cluster's version, it catches up.
