@@ -200,9 +200,8 @@ impl ClusterKey {
              its cluster key ({NODE_KEY_METADATA_KEY}) {why}"
         )))
     }
-}
 
-impl ClusterKey {
+    /// Refuses a keyed call (`what`) from a node of another protocol version.
     fn check_protocol(&self, metadata: &MetadataMap, what: &str) -> Result<(), Status> {
         let sent = metadata.get(NODE_PROTOCOL_METADATA_KEY);
         let version = sent.map(|v| v.to_str().ok().and_then(|v| v.parse::<u32>().ok()));

@@ -46,10 +46,11 @@ use crate::ledger::{
 use crate::storage::keys::ShardId;
 
 /// Pending transfers with a timeout whose expiry a node watches per shard it leads, at
-/// most, by default (`pending_watch_max` sets it). Past it the recovery walk goes on, and remembers where the first pending alias it
-/// could not watch was ([`Watch::overflow`]); once entries have left (expired, or
-/// resolved: [`WATCH_PRUNE_PER_TICK`]), a second walk from there takes up the rest. So the
-/// watch never grows without bound, and never holds up the rest of recovery.
+/// most, by default (`pending_watch_max` sets it). Past it the recovery walk goes on, and
+/// remembers where the first pending alias it could not watch was ([`Watch::overflow`]);
+/// once entries have left (expired, or resolved: [`WATCH_PRUNE_PER_TICK`]), a second walk
+/// from there takes up the rest. So the watch never grows without bound, and never holds
+/// up the rest of recovery.
 pub const WATCH_MAX: usize = 65_536;
 
 /// Watched entries a recovery tick re-reads, at most, besides the due ones (round the

@@ -606,9 +606,10 @@ pub const RESOLVING_MAX: usize = 1024;
 
 /// Recovers, every `interval`, the transactions with legs on the shards this node leads
 /// whose markers are older than `age` (see [`LedgerApi::recover_shard`]), watching at most
-/// `watch_max` pending transfers' expiries per shard; until `stop` changes. A transaction is decided exactly once whoever decides it, so recovering one
-/// whose coordinator is still at work is safe: at worst it voids a transaction that would
-/// have been posted, and the coordinator reports that.
+/// `watch_max` pending transfers' expiries per shard; until `stop` changes. A transaction
+/// is decided exactly once whoever decides it, so recovering one whose coordinator is
+/// still at work is safe: at worst it voids a transaction that would have been posted, and
+/// the coordinator reports that.
 pub async fn recover(
     api: LedgerApi,
     interval: std::time::Duration,
