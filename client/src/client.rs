@@ -7,7 +7,11 @@
 //!   `CANCELLED`, `ABORTED`, `UNKNOWN`: resent to the next endpoint after a backoff;
 //! - `RESOURCE_EXHAUSTED` (`TALLY:Overloaded`): resent to the same endpoint after the
 //!   server's `tally-retry-after-ms` or the backoff, whichever is longer;
-//! - any other code: not retried, [`ClientError::Rejected`].
+//! - any other code: not retried: [`ClientError::Rejected`] when nothing of the request
+//!   applied, [`ClientError::OutcomeUnknown`] when that is not known (see there).
+//!
+//! At most [`IMMEDIATE_RESENDS_MAX`] resends in a row go out without a wait (redirects, a
+//! newer shard map); then the client backs off as after any other failure.
 //!
 //! **Shards.** The client keeps a copy of the cluster's shard map (`AdminService.ListShards`:
 //! the shard count and each shard's leader), fetched in the background by the first call
@@ -36,7 +40,9 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tally_proto::limits::{BATCH_EVENTS_MAX, GRPC_MESSAGE_BYTES_MAX, SWAPS_PER_REQUEST_MAX};
-use tally_proto::routing::{MAP_VERSION_METADATA_KEY, shard_of};
+use tally_proto::routing::{
+    MAP_VERSION_METADATA_KEY, OUTCOME_METADATA_KEY, OUTCOME_UNKNOWN, shard_of,
+};
 use tally_proto::v1;
 use tally_proto::v1::admin_service_client::AdminServiceClient;
 use tally_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -57,6 +63,10 @@ pub const ENDPOINTS_MAX: usize = 64;
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
 /// How long fetching the shard map may take.
 pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Resends a call makes at once, in a row (after a redirect to the leader or a newer
+/// shard map), before it waits its backoff like after any other failure: two nodes that
+/// each name the other as leader during an election cannot make a call spin.
+pub const IMMEDIATE_RESENDS_MAX: u32 = 4;
 
 /// The `TALLY:<Code>`s a [`RetryCause`] names (those of the statuses the client resends
 /// after); any other code is counted as `other`, so the counts stay bounded.
@@ -304,6 +314,86 @@ enum Next {
     Fail,
 }
 
+/// Whether a call writes: a failed attempt of a write may have applied some of its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// Whether a failed attempt of a write may have applied some of its events: its own
+/// timeout, a lost connection, `UNKNOWN`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
+/// `INTERNAL`, `DATA_LOSS`, `TALLY:OutcomeUnknown`, `TALLY:Timeout`, `TALLY:Unreachable`,
+/// or any status marked `tally-outcome: unknown`. Not the refusals a node makes before it
+/// proposes anything: a redirect, no quorum, stopping, a full queue, a stale shard map, a
+/// malformed request, another protocol version.
+fn may_have_applied(status: &tonic::Status, attempt_timed_out: bool) -> bool {
+    use tonic::Code;
+    if attempt_timed_out || outcome_marked_unknown(status) {
+        return true;
+    }
+    let nothing_done = [
+        "TALLY:NotLeader",
+        "TALLY:NoQuorum",
+        "TALLY:Stopped",
+        "TALLY:RaftStopped",
+        "TALLY:ProtocolMismatch",
+    ];
+    match status.code() {
+        Code::Unavailable => !nothing_done.iter().any(|c| status.message().starts_with(c)),
+        Code::Unknown
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Internal
+        | Code::DataLoss => true,
+        _ => false,
+    }
+}
+
+/// Whether a node marked `status` with `tally-outcome: unknown` (a part of a split request
+/// failed while others may have applied).
+fn outcome_marked_unknown(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .get(OUTCOME_METADATA_KEY)
+        .is_some_and(|v| v.as_bytes() == OUTCOME_UNKNOWN.as_bytes())
+}
+
+/// The error of a call that ends on `status`, not retried. A write's outcome is unknown when
+/// the status itself may follow an apply, or when an `earlier` attempt may have applied and
+/// the refusal depends on the cluster's state (a resend refused for a clock or a quote says
+/// nothing of the first attempt); a refusal of the request's content (`INVALID_ARGUMENT`,
+/// `NOT_FOUND`, ...) would have refused every attempt alike.
+fn final_error(
+    kind: Kind,
+    status: &tonic::Status,
+    attempts: u32,
+    earlier: Option<String>,
+) -> ClientError {
+    use tonic::Code;
+    let about_content = matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::Unimplemented
+    );
+    let unknown = may_have_applied(status, false) || (earlier.is_some() && !about_content);
+    if kind == Kind::Write && unknown {
+        let earlier = if may_have_applied(status, false) { None } else { earlier };
+        return ClientError::OutcomeUnknown {
+            code: status.code(),
+            message: status.message().to_owned(),
+            attempts,
+            earlier,
+        };
+    }
+    ClientError::Rejected { code: status.code(), message: status.message().to_owned() }
+}
+
 fn classify(status: &tonic::Status) -> Next {
     use tonic::Code;
     let metadata =
@@ -474,16 +564,21 @@ impl Client {
 
     /// Runs `rpc` with redirects and retries until it succeeds, fails for good, or the
     /// deadline passes. `rpc` must send the same request every time.
-    async fn call<T, F, Fut>(&self, rpc: F) -> Result<T, ClientError>
+    async fn call<T, F, Fut>(&self, kind: Kind, rpc: F) -> Result<T, ClientError>
     where
         F: Fn(LedgerServiceClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call_via(None, rpc).await
+        self.call_via(None, kind, rpc).await
     }
 
     /// As [`Self::call`], trying endpoint `first` first if given.
-    async fn call_via<T, F, Fut>(&self, first: Option<usize>, rpc: F) -> Result<T, ClientError>
+    async fn call_via<T, F, Fut>(
+        &self,
+        first: Option<usize>,
+        kind: Kind,
+        rpc: F,
+    ) -> Result<T, ClientError>
     where
         F: Fn(LedgerServiceClient<Channel>, Stamp) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -495,6 +590,9 @@ impl Client {
         let mut index = first.unwrap_or_else(|| self.inner.current.load(Ordering::Relaxed));
         let mut attempts = 0_u32;
         let mut last_error;
+        // The first failed attempt that may have applied something (a write's).
+        let mut earlier: Option<String> = None;
+        let mut immediate = 0_u32;
         loop {
             attempts += 1;
             let (at, node) = self.node_at(index);
@@ -527,12 +625,7 @@ impl Client {
                     let newer = fetched > stamp.0 && fetched >= wanted.or(stamp.0);
                     if newer { Duration::ZERO } else { backoff }
                 }
-                Next::Fail => {
-                    return Err(ClientError::Rejected {
-                        code: status.code(),
-                        message: status.message().to_owned(),
-                    });
-                }
+                Next::Fail => return Err(final_error(kind, &status, attempts, earlier)),
                 Next::Redirect(addr) => {
                     tracing::debug!(from = %node.addr, to = %addr, "redirected to the leader");
                     index = self.index_of(&addr);
@@ -547,6 +640,16 @@ impl Client {
                     index = at;
                     backoff.max(hint)
                 }
+            };
+            if kind == Kind::Write && earlier.is_none() && may_have_applied(&status, timed_out) {
+                earlier = Some(last_error.clone());
+            }
+            immediate = if wait.is_zero() { immediate + 1 } else { 0 };
+            let wait = if immediate > IMMEDIATE_RESENDS_MAX {
+                immediate = 0;
+                backoff
+            } else {
+                wait
             };
             if !wait.is_zero() {
                 backoff = (backoff * 2).min(settings.backoff_max);
@@ -576,7 +679,7 @@ impl Client {
         let first = self.leader_for(accounts[0].id.map_or(0, u128::from));
         let request = v1::CreateAccountsRequest { accounts };
         let reply = self
-            .call_via(first, |mut c, stamp| {
+            .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
                 async move { c.create_accounts(r).await }
             })
@@ -603,7 +706,7 @@ impl Client {
         let first = home.and_then(|id| self.leader_for(id));
         let request = v1::CreateTransfersRequest { transfers };
         let reply = self
-            .call_via(first, |mut c, stamp| {
+            .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
                 async move { c.create_transfers(r).await }
             })
@@ -625,20 +728,29 @@ impl Client {
     /// Runs a swap (build it with [`crate::loyalty::swap`]): the give and receive
     /// transfers' results, and the amount received. Retried like
     /// [`Self::create_transfers`] (same ids: an applied swap reads back `EXISTS`). An
-    /// expired quote is an error (`FAILED_PRECONDITION`, `TALLY:QuoteExpired`).
+    /// expired quote is [`ClientError::Rejected`] (`FAILED_PRECONDITION`,
+    /// `TALLY:QuoteExpired`): final, the node makes sure no earlier attempt of the same
+    /// swap can still apply (`docs/SHARDING.md` §4); [`ClientError::OutcomeUnknown`] if an
+    /// earlier attempt of this call may have applied, as for any refusal of that kind.
     ///
     /// # Errors
     /// See [`ClientError`].
     pub async fn swap(&self, request: v1::SwapRequest) -> Result<v1::SwapReply, ClientError> {
         let member = request.member_a_account_id.map_or(0, u128::from);
         let first = if member == 0 { None } else { self.leader_for(member) };
-        self.call_via(first, |mut c, stamp| async move { c.swap(stamp.on(request)).await }).await
+        self.call_via(
+            first,
+            Kind::Write,
+            |mut c, stamp| async move { c.swap(stamp.on(request)).await },
+        )
+        .await
     }
 
     /// Runs many swaps in one request (at most [`SWAPS_PER_REQUEST_MAX`]; ids distinct
     /// across all of them): one result per swap, in order, each all-or-nothing on its
     /// own. A swap refused alone (malformed, an id reused, its quote expired) says so in
-    /// its result's `refusal` and `message`; the others are made. Retried like
+    /// its result's `refusal` and `message`; the others are made. `QUOTE_EXPIRED` is final
+    /// there too: no earlier attempt of that swap can still apply. Retried like
     /// [`Self::create_transfers`]: a resend reads each applied swap back as `EXISTS`.
     ///
     /// # Errors
@@ -658,7 +770,7 @@ impl Client {
         let first = if member == 0 { None } else { self.leader_for(member) };
         let request = v1::SwapBatchRequest { swaps };
         let reply = self
-            .call_via(first, |mut c, stamp| {
+            .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
                 async move { c.swap_batch(r).await }
             })
@@ -677,7 +789,7 @@ impl Client {
             ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
         };
         let reply = self
-            .call_via(first, |mut c, stamp| {
+            .call_via(first, Kind::Read, |mut c, stamp| {
                 let r = stamp.on(request.clone());
                 async move { c.lookup_accounts(r).await }
             })
@@ -695,7 +807,7 @@ impl Client {
             ids: ids.iter().map(|&id| tally_proto::Uint128::from(id)).collect(),
         };
         let reply = self
-            .call(|mut c, stamp| {
+            .call(Kind::Read, |mut c, stamp| {
                 let r = stamp.on(request.clone());
                 async move { c.lookup_transfers(r).await }
             })
@@ -714,7 +826,7 @@ impl Client {
         let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountTransfersRequest { filter: Some(filter) };
         let reply = self
-            .call_via(first, |mut c, stamp| async move {
+            .call_via(first, Kind::Read, |mut c, stamp| async move {
                 c.get_account_transfers(stamp.on(request)).await
             })
             .await?;
@@ -732,7 +844,7 @@ impl Client {
         let first = self.leader_for(filter.account_id.map_or(0, u128::from));
         let request = v1::GetAccountBalancesRequest { filter: Some(filter) };
         let reply = self
-            .call_via(first, |mut c, stamp| async move {
+            .call_via(first, Kind::Read, |mut c, stamp| async move {
                 c.get_account_balances(stamp.on(request)).await
             })
             .await?;

@@ -11,14 +11,38 @@ pub enum ClientError {
     /// Refused before sending: empty or over `BATCH_EVENTS_MAX` events.
     #[error("request refused locally: {0}")]
     InvalidRequest(String),
-    /// The cluster refused the request for good (malformed, not permitted, ...). Not
-    /// retried: resending it unchanged cannot succeed.
+    /// The cluster refused the request for good (malformed, not permitted, ...) and nothing
+    /// of it applied. Not retried: resending it unchanged cannot succeed.
     #[error("rejected by the cluster ({code:?}): {message}")]
     Rejected {
         /// The gRPC code.
         code: tonic::Code,
         /// The server's message (starts with a stable `TALLY:<Code>`).
         message: String,
+    },
+    /// A create (or swap) ended with an error that does not say whether it applied, in
+    /// whole or in part: `INTERNAL` or `DATA_LOSS`; a status a node marked
+    /// `tally-outcome: unknown` (its request was split over shards and another part may
+    /// have applied); or a refusal that depends on the cluster's state (e.g.
+    /// `FAILED_PRECONDITION` `TALLY:QuoteExpired` or `TALLY:BatchRefused`) answering a
+    /// resend after an earlier attempt that may have applied (it timed out, lost its
+    /// connection or read `OutcomeUnknown`). Not retried. Learn the outcome by resending
+    /// the same request (same ids: an applied event reads `exists`) or by looking the ids
+    /// up; never resend it under new ids, which could apply it twice.
+    #[error(
+        "outcome unknown after {attempts} attempts ({code:?}): {message}{}",
+        earlier.as_ref().map(|e| format!("; an earlier attempt may have applied: {e}")).unwrap_or_default()
+    )]
+    OutcomeUnknown {
+        /// The last attempt's gRPC code.
+        code: tonic::Code,
+        /// Its message (starts with a stable `TALLY:<Code>`).
+        message: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The first earlier attempt that may have applied (its endpoint and error), if
+        /// that is why the outcome is unknown.
+        earlier: Option<String>,
     },
     /// No reply within the deadline. For a create, the outcome is UNKNOWN: some events may
     /// have applied. Resend the same request (same ids) to learn it; nothing applies twice.

@@ -22,6 +22,16 @@ pub const SHARD_METADATA_KEY: &str = "tally-shard";
 /// A request without it is not checked.
 pub const MAP_VERSION_METADATA_KEY: &str = "tally-map-version";
 
+/// gRPC metadata key a node sets, to [`OUTCOME_UNKNOWN`], on the error status of a write it
+/// split into parts (by shard, or into a cross-shard transaction's steps) when one part
+/// failed while others may have applied. Whatever the status's code, the request as a whole
+/// may then be partly applied: resend it with the same ids, or look its ids up, to learn
+/// which events exist. A status without it says nothing about other parts.
+pub const OUTCOME_METADATA_KEY: &str = "tally-outcome";
+
+/// The value of [`OUTCOME_METADATA_KEY`].
+pub const OUTCOME_UNKNOWN: &str = "unknown";
+
 /// The top 16 bits of a **spread** account's id (`docs/SHARDING.md` §2): such an account has
 /// one slice, with the same id, on every data shard, and a transfer that names it applies
 /// to the slice on the shard of its other account. Whether an account is spread is a fixed

@@ -365,3 +365,88 @@ async fn oversized_and_empty_requests_are_refused_locally() {
     assert!(Client::builder(Vec::<String>::new()).build().is_err());
     assert!(Client::builder(["not a uri with spaces"]).build().is_err());
 }
+
+/// The error of a create of `ids`; fails the test if the call succeeds.
+async fn write_error(c: &Client, ids: &[u128]) -> ClientError {
+    c.create_transfers(transfers(ids)).await.expect_err("the call fails")
+}
+
+#[tokio::test]
+async fn an_error_that_may_follow_an_apply_is_an_unknown_outcome_not_a_rejection() {
+    // INTERNAL (e.g. a node that merged its parts' results wrongly after they applied), and
+    // any status a node marked `tally-outcome: unknown` (a split request's part failed while
+    // others may have applied), whatever its code: the caller must not read "nothing done".
+    let mut marked = Status::failed_precondition("TALLY:BatchRefused: clock out of range");
+    marked.metadata_mut().insert("tally-outcome", MetadataValue::from_static("unknown"));
+    let mut marked_invalid = Status::invalid_argument("TALLY:WrongShard: event 3");
+    marked_invalid.metadata_mut().insert("tally-outcome", MetadataValue::from_static("unknown"));
+    let internal = Status::internal("TALLY:Internal: a shard answered 1 results for 2 events");
+    for status in [internal, marked, marked_invalid] {
+        let code = status.code();
+        let node = Fake::answering(vec![status]);
+        let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+        let error = write_error(&c, &[1, 2]).await;
+        assert!(
+            matches!(&error, ClientError::OutcomeUnknown { code: c, attempts: 1, earlier: None, .. } if *c == code),
+            "{error:?}"
+        );
+        assert_eq!(node.requests().len(), 1, "not resent");
+    }
+    // The same refusal unmarked, on a first attempt: nothing applied.
+    let node = Fake::answering(vec![Status::failed_precondition("TALLY:BatchRefused: clock")]);
+    let c = client(vec![serve(node).await], Duration::from_secs(5));
+    let error = write_error(&c, &[1]).await;
+    assert!(matches!(error, ClientError::Rejected { code: tonic::Code::FailedPrecondition, .. }));
+}
+
+#[tokio::test]
+async fn a_state_refusal_of_a_resend_after_an_uncertain_attempt_is_an_unknown_outcome() {
+    // The first attempt may have applied (OutcomeUnknown without a hint: resent to the next
+    // node); the resend is refused for the cluster's state (a clock, a quote), which says
+    // nothing of the first attempt: unknown, naming the first attempt.
+    let uncertain = Status::unavailable("TALLY:OutcomeUnknown: leadership changed");
+    let refused = Status::failed_precondition("TALLY:QuoteExpired: the quote expired");
+    let node = Fake::answering(vec![uncertain.clone(), refused]);
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    let error = write_error(&c, &[7]).await;
+    let ClientError::OutcomeUnknown { code, attempts, earlier: Some(earlier), .. } = &error else {
+        panic!("expected OutcomeUnknown naming the earlier attempt, got {error:?}");
+    };
+    assert_eq!((*code, *attempts), (tonic::Code::FailedPrecondition, 2));
+    assert!(earlier.contains("OutcomeUnknown"), "{earlier}");
+    assert!(error.to_string().contains("an earlier attempt may have applied"), "{error}");
+    assert_eq!(node.requests(), vec![vec![7], vec![7]], "the same ids both times");
+    // A refusal of the request's content would have refused the first attempt too.
+    let invalid = Status::invalid_argument("TALLY:InvalidRequest: event 0: code");
+    let node = Fake::answering(vec![uncertain.clone(), invalid]);
+    let c = client(vec![serve(node).await], Duration::from_secs(5));
+    let error = write_error(&c, &[8]).await;
+    assert!(matches!(error, ClientError::Rejected { code: tonic::Code::InvalidArgument, .. }));
+    // A redirect says nothing was done: the refusal after it is a rejection.
+    let leader = Fake::answering(vec![Status::failed_precondition("TALLY:BatchRefused: clock")]);
+    let leader_addr = serve(leader).await;
+    let follower = Fake::answering(vec![not_leader(&leader_addr)]);
+    let c = client(vec![serve(follower).await], Duration::from_secs(5));
+    let error = write_error(&c, &[9]).await;
+    assert!(matches!(error, ClientError::Rejected { code: tonic::Code::FailedPrecondition, .. }));
+}
+
+#[tokio::test]
+async fn two_nodes_naming_each_other_leader_cannot_make_a_call_spin() {
+    // During an election two nodes may each redirect to the other: the client resends at
+    // once only IMMEDIATE_RESENDS_MAX times in a row, then backs off.
+    let a = Fake::default();
+    let b = Fake::default();
+    let (a_addr, b_addr) = (serve(a.clone()).await, serve(b.clone()).await);
+    a.script.lock().extend((0..100_000).map(|_| not_leader(&b_addr)));
+    b.script.lock().extend((0..100_000).map(|_| not_leader(&a_addr)));
+    let c = client(vec![a_addr], Duration::from_millis(300));
+    let error = write_error(&c, &[1]).await;
+    let ClientError::DeadlineExceeded { attempts, .. } = error else {
+        panic!("expected DeadlineExceeded, got {error:?}");
+    };
+    // Backoff 5, 10, 20, 40, 50, 50… ms within 300 ms: about 9 waits, each after at most
+    // 5 attempts; without the bound, thousands of attempts at loopback speed.
+    assert!((10..=60).contains(&attempts), "{attempts} attempts");
+    assert_eq!(a.requests().len() + b.requests().len(), attempts as usize);
+}

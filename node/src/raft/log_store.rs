@@ -514,7 +514,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             unwritten.truncating_from = Some(from);
         }
-        self.writer.write_and_wait(vec![self.delete_op(from, u64::MAX)], false).await?;
+        // Fsynced before openraft goes on (truncations are rare: a leader change with
+        // entries to replace): entries appended after it may be applied, and a checkpoint
+        // made durable, before their own fsync; the conflicting entries must not be able
+        // to come back in the durable log under that checkpoint's applied id. (RocksDB
+        // also syncs older WAL files before a flush; this does not depend on it.)
+        self.writer.write_and_wait(vec![self.delete_op(from, u64::MAX)], true).await?;
         // Deleted: RocksDB holds nothing at or after `from` any more. (After a failure the
         // cap stays: the node stops.)
         self.unwritten.lock().truncating_from = None;
@@ -654,8 +659,11 @@ mod tests {
         assert_eq!(indexes(&log.read_written(0, u64::MAX).unwrap()), [1, 2, 3, 4, 5]);
         assert_eq!(indexes(&log.try_get_log_entries(0..100).await.unwrap()), [1, 2, 3]);
         sync_and_report(&storage, vec![written], &mut failed);
-        // Then the deletion.
-        run_writer(&storage, &mut jobs, &mut failed);
+        // Then the deletion, fsynced before the truncation returns.
+        let deletion = jobs.try_recv().unwrap();
+        assert!(deletion.sync, "a truncation is fsynced");
+        let written = write_round(&storage, vec![deletion], &mut None);
+        sync_and_report(&storage, vec![written], &mut failed);
         truncation.await.unwrap().unwrap();
         assert!(failed.is_none());
         assert_eq!(indexes(&log.read_written(0, u64::MAX).unwrap()), [1, 2, 3]);

@@ -5,8 +5,10 @@
 //! - [`log_store`] — the Raft log, vote and committed id in RocksDB, written by one writer
 //!   thread per node and made durable by one fsync thread that covers every shard's
 //!   written appends at once (group fsync).
-//! - [`state_machine`] — applies committed commands to the ledger; each entry's changes and
-//!   its applied log id are one atomic RocksDB write; snapshots.
+//! - [`state_machine`] — applies committed commands to the ledger; checkpoints the applied
+//!   state with its applied log id in one atomic RocksDB write every
+//!   `raft.checkpoint_writes` ledger writes (a restart replays the log from there);
+//!   snapshots.
 //! - [`network`] — the client side of the internal `tally.raft.v1` service.
 //! - [`service`] — the server side of `tally.raft.v1`.
 //! - [`node`] — starting a shard's Raft, leadership queries, writes and linearizable reads.

@@ -197,12 +197,12 @@ pub fn apply_command(machine: &mut StateMachine<DurableStore>, command: &Command
     let time = command.cluster_time_ns;
     let requests = match &command.op {
         Op::CreateAccounts { requests, events } => {
-            let accounts = decode_records(events, ACCOUNT_BYTES, records::account_decode);
+            let accounts = decode_records(events, ACCOUNT_BYTES, records::account_decode_event);
             let apply = |events: &[Account]| machine.create_accounts(time, events);
             apply_requests(requests, &accounts, apply, CreateAccountStatus::code)
         }
         Op::CreateTransfers { requests, events } => {
-            let transfers = decode_records(events, TRANSFER_BYTES, records::transfer_decode);
+            let transfers = decode_records(events, TRANSFER_BYTES, records::transfer_decode_event);
             let apply = |events: &[Transfer]| machine.create_transfers(time, events);
             apply_requests(requests, &transfers, apply, CreateTransferStatus::code)
         }
@@ -263,6 +263,9 @@ fn apply_entries(
     entries: &[openraft::alias::EntryOf<TypeConfig>],
     waits: &mut ApplyWaits,
 ) -> io::Result<Vec<CommandReply>> {
+    // A failed checkpoint write stops the node at its next apply, not only at its next
+    // checkpoint (up to `raft.checkpoint_writes` writes later).
+    Checkpointer::check(&checkpointer.failed)?;
     let asked = Instant::now();
     let mut ledger = ledger.write();
     waits.lock = asked.elapsed();

@@ -138,6 +138,10 @@ async fn run<P: Propose>(proposer: P, config: BatchConfig, mut rx: mpsc::Receive
             },
         };
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        if first.reply.is_closed() {
+            // Its caller gave up while it queued: never proposed (see `gather`).
+            continue;
+        }
         let (group, rest) = gather(first, &mut rx, config.events_max, linger).await;
         carry = rest;
         tokio::spawn(propose(proposer.clone(), group, permit));
@@ -145,7 +149,11 @@ async fn run<P: Propose>(proposer: P, config: BatchConfig, mut rx: mpsc::Receive
 }
 
 /// Takes `first` and whatever follows of the same kind, within `events_max` and `linger`.
-/// Returns the group and the request that did not fit, if any.
+/// Returns the group and the request that did not fit, if any. A queued request whose
+/// caller has given up (its future dropped: the node's request timeout, a cancelled call)
+/// is dropped unproposed, as if it had never been sent, which its caller's answer
+/// (`TALLY:Timeout`: "may still apply") allows: under overload, work nobody waits for no
+/// longer fills the entries while callers resend it.
 async fn gather(
     first: Submission,
     rx: &mut mpsc::Receiver<Submission>,
@@ -170,6 +178,9 @@ async fn gather(
                 }
             }
         };
+        if next.reply.is_closed() {
+            continue;
+        }
         if next.kind != kind || events + next.events > events_max {
             return (group, Some(next));
         }
@@ -260,10 +271,18 @@ mod tests {
         ids.iter().flat_map(|id| id.to_le_bytes()).collect()
     }
 
-    /// Requests queued while an entry is in flight are proposed together in the next
-    /// entry, in order, and each caller gets exactly the outcomes of its own events.
-    #[tokio::test]
-    async fn queued_requests_share_an_entry_and_get_their_own_outcomes() {
+    /// A batcher with one in-flight slot, held by a first request of one event (id 7)
+    /// whose entry waits at the gate.
+    struct Held {
+        batcher: Batcher,
+        task: JoinHandle<()>,
+        /// Each proposed entry's request sizes, in order.
+        entries: mpsc::Receiver<Vec<u32>>,
+        gate: Arc<Semaphore>,
+        first: JoinHandle<Result<RequestOutcome, SubmitError>>,
+    }
+
+    async fn one_entry_in_flight() -> Held {
         let (entries_tx, mut entries) = mpsc::channel(4);
         let gate = Arc::new(Semaphore::new(0));
         let config =
@@ -275,6 +294,24 @@ mod tests {
             async move { batcher.submit(Kind::Transfers, 1, records(&[7])).await }
         });
         assert_eq!(entries.recv().await, Some(vec![1]), "the first request goes out alone");
+        Held { batcher, task, entries, gate, first }
+    }
+
+    /// Polls `future` once, asserting it waits: `submit` queues its request before its
+    /// first await, so this queues it.
+    async fn queue<F: Future>(mut future: std::pin::Pin<&mut F>) {
+        std::future::poll_fn(|cx| {
+            assert!(future.as_mut().poll(cx).is_pending(), "queued behind the first entry");
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    /// Requests queued while an entry is in flight are proposed together in the next
+    /// entry, in order, and each caller gets exactly the outcomes of its own events.
+    #[tokio::test]
+    async fn queued_requests_share_an_entry_and_get_their_own_outcomes() {
+        let Held { batcher, task, mut entries, gate, first } = one_entry_in_flight().await;
 
         // Ten callers of 1 to 3 events each, queued while the first entry holds the only
         // in-flight slot: `submit` queues before its first await, so one poll queues all.
@@ -289,11 +326,7 @@ mod tests {
                 .zip(&sizes)
                 .map(|(ids, &count)| batcher.submit(Kind::Transfers, count, records(ids)));
             let mut callers = pin!(join_all(submits));
-            std::future::poll_fn(|cx| {
-                assert!(callers.as_mut().poll(cx).is_pending(), "the callers wait for the gate");
-                Poll::Ready(())
-            })
-            .await;
+            queue(callers.as_mut()).await;
             gate.add_permits(1);
             callers.await
         };
@@ -306,5 +339,32 @@ mod tests {
         assert_eq!(first, vec![(7, 0)]);
         drop(batcher);
         task.await.expect("the batching task ends when every Batcher is dropped");
+    }
+
+    /// A request whose caller gave up before it was proposed is never proposed; one whose
+    /// caller still waits is, in its turn.
+    #[tokio::test]
+    async fn a_request_given_up_before_it_is_proposed_is_not_proposed() {
+        let Held { batcher, task, mut entries, gate, first } = one_entry_in_flight().await;
+        // Two callers queue behind it and give up (their futures dropped after one poll,
+        // which queues them); a third queues after them and waits.
+        for ids in [&[20, 21][..], &[30, 31, 32][..]] {
+            let count = u32::try_from(ids.len()).expect("small");
+            queue(pin!(batcher.submit(Kind::Transfers, count, records(ids)))).await;
+        }
+        {
+            let mut waiting = pin!(batcher.submit(Kind::Transfers, 1, records(&[40])));
+            queue(waiting.as_mut()).await;
+            gate.add_permits(2);
+            assert_eq!(waiting.await.expect("submitted").expect("applied"), vec![(40, 0)]);
+        }
+        assert_eq!(entries.recv().await, Some(vec![1]), "only the waiting caller's request");
+        assert_eq!(
+            first.await.expect("caller task").expect("submitted").expect("applied"),
+            vec![(7, 0)]
+        );
+        drop(batcher);
+        task.await.expect("the batching task ends when every Batcher is dropped");
+        assert!(entries.recv().await.is_none(), "nothing else was proposed");
     }
 }

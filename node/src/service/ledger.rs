@@ -18,8 +18,9 @@
 //! `NotLeader` with the leader's address, at once. If one part of a split request fails
 //! (e.g. its shard has no leader), the request fails although other parts may have
 //! applied — with `OutcomeUnknown` where the part's own error would say nothing was done
-//! (`NotLeader`, `Overloaded`, …; [`status::partial`]), else with that error: resend it
-//! unchanged (ids are idempotency keys; an applied event then reads `exists`).
+//! (`NotLeader`, `Overloaded`, …; [`status::partial`]), else with that error, either way
+//! marked `tally-outcome: unknown`: resend it unchanged (ids are idempotency keys; an
+//! applied event then reads `exists`).
 //!
 //! Every request is bounded by `request_timeout_ms` inside the node, forwarding included.
 
@@ -219,6 +220,21 @@ struct Created {
     /// Cross-shard chains decided void because their quote expired: (index of the chain's
     /// first transfer, quote expiry, cluster time then).
     expired: Vec<(usize, u64, u64)>,
+}
+
+/// Late swaps settled ([`LedgerApi::settle_late_swaps`]): (request index, swap, its two
+/// transfers as stored if it applied, `None` if it expired for good), and those to run.
+type LateSwaps =
+    (Vec<(usize, swap::Swap, Option<Vec<crate::ledger::Transfer>>)>, Vec<(usize, swap::Swap)>);
+
+/// `made`'s two transfers as stored, if `found` holds both as the swap asked.
+fn applied(
+    made: &swap::Swap,
+    found: &HashMap<u128, crate::ledger::Transfer>,
+) -> Option<Vec<crate::ledger::Transfer>> {
+    let both: Vec<crate::ledger::Transfer> =
+        made.transfers.iter().filter_map(|t| found.get(&t.id.0).copied()).collect();
+    made.applied_as(&both).then_some(both)
 }
 
 /// Transfer results on the wire from (timestamp, status) outcomes.
@@ -607,24 +623,15 @@ impl LedgerApi {
         }
         let received = |made: &swap::Swap| Some(made.transfers[1].amount.into());
         let now = super::batcher::cluster_time_now_ns();
-        let (late, ready): (Vec<_>, Vec<_>) =
+        let (late, mut ready): (Vec<_>, Vec<_>) =
             valid.into_iter().partition(|(_, made)| made.check_quote(now).is_err());
+        let mut handed_back = std::collections::HashSet::new();
         if !late.is_empty() {
-            // Too late to start: unless it was applied already (a resend reads EXISTS).
-            let ids = late.iter().flat_map(|(_, m)| m.transfers.map(|t| t.id.0.into())).collect();
-            let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
-            let found = found.await?.into_inner().transfers;
-            let mut by_id = HashMap::new();
-            for (k, wire) in found.iter().enumerate() {
-                let t = convert::transfer_from_proto(k, wire)
-                    .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
-                by_id.insert(t.id.0, t);
-            }
+            let (answered, to_run) = self.settle_late_swaps(late).await?;
+            handed_back.extend(to_run.iter().map(|(i, _)| *i));
             let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
-            for (i, made) in late {
-                let both: Vec<crate::ledger::Transfer> =
-                    made.transfers.iter().filter_map(|t| by_id.get(&t.id.0).copied()).collect();
-                results[i] = Some(if made.applied_as(&both) {
+            for (i, made, applied) in answered {
+                results[i] = Some(if let Some(both) = applied {
                     v1::SwapResult {
                         results: transfer_results(
                             both.iter().map(|t| (t.timestamp, exists)).collect(),
@@ -637,14 +644,27 @@ impl LedgerApi {
                     refused(v1::SwapRefusal::QuoteExpired, &expired, Some(made.transfers[1].amount))
                 });
             }
+            ready.extend(to_run);
         }
         if !ready.is_empty() {
             let transfers: Vec<crate::ledger::Transfer> =
                 ready.iter().flat_map(|(_, made)| made.transfers).collect();
             let wire: Vec<v1::Transfer> =
                 transfers.iter().map(convert::transfer_to_proto).collect();
-            let not_after: Vec<u64> =
-                ready.iter().flat_map(|(_, made)| [made.expires_at; 2]).collect();
+            // A late cross-shard swap handed back runs with the edge's margin taken off its
+            // expiry, already past: its transaction ends void unless an earlier attempt's
+            // decision posted it first.
+            let not_after: Vec<u64> = ready
+                .iter()
+                .flat_map(|(i, made)| {
+                    let at = if handed_back.contains(i) {
+                        made.expires_at.saturating_sub(swap::QUOTE_TIME_LEFT_MIN_NS)
+                    } else {
+                        made.expires_at
+                    };
+                    [at; 2]
+                })
+                .collect();
             let created = self.create(&transfers, &wire, None, &not_after, false).await?;
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
@@ -652,16 +672,20 @@ impl LedgerApi {
             for (k, (i, made)) in ready.iter().enumerate() {
                 let pair: Vec<v1::CreateTransferResult> = outcomes.by_ref().take(2).collect();
                 let (refusal, message) = match expired.get(&k) {
-                    Some(&(at, now)) => (
+                    Some(&(_, now)) => (
                         v1::SwapRefusal::QuoteExpired,
-                        swap::quote_expired(at, now).message().to_owned(),
+                        swap::quote_expired(made.expires_at, now).message().to_owned(),
                     ),
                     None => (v1::SwapRefusal::None, String::new()),
                 };
+                // A late swap voided for its quote is answered as one refused before it
+                // started (it was, by this node): no transfer results.
+                let late_refusal =
+                    refusal == v1::SwapRefusal::QuoteExpired && handed_back.contains(i);
                 results[*i] = Some(v1::SwapResult {
                     refusal: refusal as i32,
                     message,
-                    results: pair,
+                    results: if late_refusal { Vec::new() } else { pair },
                     amount_received: received(made),
                 });
             }
@@ -670,6 +694,91 @@ impl LedgerApi {
             .into_iter()
             .map(|r| r.ok_or_else(|| Status::internal("TALLY:Internal: a swap without a result")))
             .collect()
+    }
+
+    /// Settles the swaps whose quote had (nearly) expired when they reached this node:
+    /// each is answered applied (both transfers found as asked: `EXISTS`) or expired for
+    /// good, or handed back to run as usual. Expired "for good" must hold while an earlier
+    /// attempt of the same swap (a resend's first try, abandoned by its client) may still
+    /// be in flight on any node, so a lookup that finds nothing is not enough:
+    /// - a swap on one shard has its give transfer's id burnt there, through its Raft log
+    ///   (a transfer from an account no one has, which the ledger refuses and records as
+    ///   failed): an earlier attempt applied before it is found, one applied after it
+    ///   meets `id_already_failed` and applies nothing;
+    /// - a cross-shard swap is handed back, to run with [`swap::QUOTE_TIME_LEFT_MIN_NS`]
+    ///   taken off its expiry: its transaction, the same for every attempt, is decided
+    ///   once, void unless an earlier attempt's decision posted it first.
+    ///
+    /// # Errors
+    /// What fails the whole request retryably; nothing of the other swaps has run yet.
+    async fn settle_late_swaps(&self, late: Vec<(usize, swap::Swap)>) -> Result<LateSwaps, Status> {
+        let count = self.inner.shards;
+        let deadline = self.deadline();
+        let found = self.found_transfers(late.iter().flat_map(|(_, m)| m.transfers)).await?;
+        let mut answered = Vec::new();
+        let mut to_run = Vec::new();
+        let mut burns: BTreeMap<ShardId, Vec<(usize, swap::Swap)>> = BTreeMap::new();
+        for (i, made) in late {
+            if let Some(both) = applied(&made, &found) {
+                answered.push((i, made, Some(both)));
+                continue;
+            }
+            let routes = route::transfer_routes(&made.transfers, count, |_| None);
+            match routes.shards[..] {
+                [Some(shard), Some(other)] if shard == other && routes.transactions.is_empty() => {
+                    burns.entry(shard).or_default().push((i, made));
+                }
+                _ => to_run.push((i, made)),
+            }
+        }
+        let burnt = burns.into_iter().map(|(shard, swaps)| async move {
+            let events = swaps.iter().map(|(_, made)| spread::burn_of(&made.transfers[0]));
+            let results = self.transfers_on(shard, events.collect(), deadline).await?;
+            Ok::<_, Status>(swaps.into_iter().zip(results).collect::<Vec<_>>())
+        });
+        let mut taken = Vec::new();
+        for ((i, made), (_, status)) in try_join_all(burnt).await?.into_iter().flatten() {
+            if xshard::exists_differently(status) {
+                // The give id exists: an earlier attempt may have applied meanwhile.
+                taken.push((i, made));
+            } else if status == crate::ledger::CreateTransferStatus::DebitAccountNotFound.code()
+                || status == crate::ledger::CreateTransferStatus::IdAlreadyFailed.code()
+            {
+                answered.push((i, made, None));
+            } else {
+                return Err(Status::internal(format!(
+                    "TALLY:Internal: swap {i}'s quote expired, but its give transfer's id \
+                     {:#x} could not be marked failed (status {status}); resend the request",
+                    made.transfers[0].id.0
+                )));
+            }
+        }
+        if !taken.is_empty() {
+            let found = self.found_transfers(taken.iter().flat_map(|(_, m)| m.transfers)).await?;
+            for (i, made) in taken {
+                // Not applied as asked: the id belongs to another transfer, and this swap
+                // can never apply.
+                let both = applied(&made, &found);
+                answered.push((i, made, both));
+            }
+        }
+        Ok((answered, to_run))
+    }
+
+    /// The transfers found among the ids of `transfers`, by id.
+    async fn found_transfers(
+        &self,
+        transfers: impl Iterator<Item = crate::ledger::Transfer>,
+    ) -> Result<HashMap<u128, crate::ledger::Transfer>, Status> {
+        let ids = transfers.map(|t| t.id.0.into()).collect();
+        let found = self.lookup_transfers(Request::new(v1::LookupTransfersRequest { ids }));
+        let mut by_id = HashMap::new();
+        for (k, wire) in found.await?.into_inner().transfers.iter().enumerate() {
+            let t = convert::transfer_from_proto(k, wire)
+                .map_err(|e| Status::internal(format!("TALLY:Internal: {e}")))?;
+            by_id.insert(t.id.0, t);
+        }
+        Ok(by_id)
     }
 
     /// Creates validated `transfers` (`wire`: the same as sent, for forwarding): routed

@@ -14,7 +14,11 @@
 //! | whole batch refused by the ledger | `FAILED_PRECONDITION` | `BatchRefused` | | see message |
 //! | routed request with an event of another shard | `INVALID_ARGUMENT` | `WrongShard` | | fix the routing |
 //! | routed request for a shard this node does not host | `NOT_FOUND` | `UnknownShard` | | fix the routing |
+//!
+//! Any of these on a request split into parts after another part may have applied also
+//! carries `tally-outcome: unknown` ([`partial`]).
 
+use tally_proto::routing::{OUTCOME_METADATA_KEY, OUTCOME_UNKNOWN};
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
@@ -123,11 +127,16 @@ pub fn replica(e: &ReplicaError) -> Status {
 /// transaction's steps) that failed with `part`'s error while other parts may have
 /// applied: an answer that says "nothing done" (`NotLeader`, `Overloaded`, `NoQuorum`,
 /// `Stopped`) becomes `OutcomeUnknown` (its metadata kept, so a leader hint still
-/// redirects), since for the request as a whole it is not true; any other status is kept.
+/// redirects), since for the request as a whole it is not true; any other status keeps
+/// its code and message. Either way it carries `tally-outcome: unknown`
+/// ([`OUTCOME_METADATA_KEY`]), so a client never reads it as "refused, nothing applied".
 #[must_use]
 pub fn partial(part: Status) -> Status {
+    let unknown = MetadataValue::from_static(OUTCOME_UNKNOWN);
     let nothing_done = ["TALLY:NotLeader", "TALLY:Overloaded", "TALLY:NoQuorum", "TALLY:Stopped"];
     if !nothing_done.iter().any(|code| part.message().starts_with(code)) {
+        let mut part = part;
+        part.metadata_mut().insert(OUTCOME_METADATA_KEY, unknown);
         return part;
     }
     let mut status = Status::unavailable(format!(
@@ -137,6 +146,7 @@ pub fn partial(part: Status) -> Status {
     ));
     *status.metadata_mut() = part.metadata().clone();
     status.metadata_mut().remove(RETRY_AFTER_MS_KEY);
+    status.metadata_mut().insert(OUTCOME_METADATA_KEY, unknown);
     status
 }
 
@@ -176,6 +186,10 @@ mod tests {
     use super::*;
     use crate::raft::node::LeaderHint;
 
+    fn outcome(status: &Status) -> Option<&str> {
+        status.metadata().get(OUTCOME_METADATA_KEY).and_then(|v| v.to_str().ok())
+    }
+
     #[test]
     fn a_part_that_did_nothing_makes_a_split_request_outcome_unknown() {
         let hint = LeaderHint { id: Some(2), addr: Some("127.0.0.1:7202".to_owned()) };
@@ -189,9 +203,14 @@ mod tests {
         let whole = partial(full);
         assert!(whole.message().starts_with("TALLY:OutcomeUnknown:"), "{}", whole.message());
         assert!(whole.metadata().get(RETRY_AFTER_MS_KEY).is_none());
-        // A status that already allows for an applied part, or says what is wrong, stays.
+        assert_eq!(outcome(&whole), Some(OUTCOME_UNKNOWN));
+        // A status that already allows for an applied part, or says what is wrong, keeps
+        // its code and message, and is marked: other parts may have applied.
         for kept in [timeout(10_000), invalid_because("bad"), refused("clock")] {
-            assert_eq!(partial(kept.clone()).message(), kept.message());
+            let whole = partial(kept.clone());
+            assert_eq!((whole.code(), whole.message()), (kept.code(), kept.message()));
+            assert_eq!(outcome(&whole), Some(OUTCOME_UNKNOWN), "{kept:?}");
+            assert_eq!(outcome(&kept), None);
         }
     }
 }

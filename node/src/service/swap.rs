@@ -11,6 +11,14 @@
 //! the deciding node's clock; its commit lands at most one Raft commit later. A resend of
 //! an applied swap reads `EXISTS`, before or after the expiry.
 //!
+//! A refusal for the quote is final, also while an earlier attempt of the same swap (one
+//! its client gave up on and resent) may still be in flight on some node: a swap on one
+//! shard first has its give transfer's id burnt through that shard's log (an attempt
+//! applied before is found and answered `EXISTS`; one applied after meets
+//! `id_already_failed` and applies nothing); a cross-shard swap runs its transaction, the
+//! same for every attempt, with the margin taken off its expiry, so that it is decided
+//! void unless an earlier attempt's decision posted it (`LedgerApi::settle_late_swaps`).
+//!
 //! The amount received is computed here, once, with the request's rounding rule, and
 //! stored as the receive transfer's amount; the rate, rounding, quote id and expiry are
 //! stored in the transfers' user data (see `SwapRequest` in `ledger.proto`), so a lookup

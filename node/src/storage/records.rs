@@ -85,12 +85,28 @@ pub fn account_encode(a: &Account) -> [u8; ACCOUNT_BYTES] {
         .finish()
 }
 
-/// Decodes an account.
+/// Decodes a stored account.
 ///
 /// # Panics
-/// On a record of the wrong length or with undefined flag bits (corruption).
+/// On a record of the wrong length or with undefined flag bits (corruption: the ledger
+/// stores no account with such bits).
 #[must_use]
 pub fn account_decode(bytes: &[u8]) -> Account {
+    let account = account_decode_event(bytes);
+    assert!(
+        AccountFlags::from_bits(account.flags.bits()).is_some(),
+        "corrupt account record: flags"
+    );
+    account
+}
+
+/// Decodes an account of a request (a Raft command's event): undefined flag bits are kept,
+/// for the ledger to answer `reserved_flag` as it does for any other event it refuses.
+///
+/// # Panics
+/// On a record of the wrong length.
+#[must_use]
+pub fn account_decode_event(bytes: &[u8]) -> Account {
     let mut r = reader(bytes, ACCOUNT_BYTES, "account");
     Account {
         id: AccountId(r.u128()),
@@ -104,7 +120,7 @@ pub fn account_decode(bytes: &[u8]) -> Account {
         reserved: r.u32(),
         ledger: r.u32(),
         code: r.u16(),
-        flags: AccountFlags::from_bits(r.u16()).expect("corrupt account record: flags"),
+        flags: AccountFlags::from_bits_retain(r.u16()),
         timestamp: r.u64(),
     }
 }
@@ -129,12 +145,28 @@ pub fn transfer_encode(t: &Transfer) -> [u8; TRANSFER_BYTES] {
         .finish()
 }
 
-/// Decodes a transfer.
+/// Decodes a stored transfer.
 ///
 /// # Panics
-/// On a record of the wrong length or with undefined flag bits (corruption).
+/// On a record of the wrong length or with undefined flag bits (corruption: the ledger
+/// stores no transfer with such bits).
 #[must_use]
 pub fn transfer_decode(bytes: &[u8]) -> Transfer {
+    let transfer = transfer_decode_event(bytes);
+    assert!(
+        TransferFlags::from_bits(transfer.flags.bits()).is_some(),
+        "corrupt transfer record: flags"
+    );
+    transfer
+}
+
+/// Decodes a transfer of a request (a Raft command's event): undefined flag bits are kept,
+/// for the ledger to answer `reserved_flag` as it does for any other event it refuses.
+///
+/// # Panics
+/// On a record of the wrong length.
+#[must_use]
+pub fn transfer_decode_event(bytes: &[u8]) -> Transfer {
     let mut r = reader(bytes, TRANSFER_BYTES, "transfer");
     Transfer {
         id: TransferId(r.u128()),
@@ -148,7 +180,7 @@ pub fn transfer_decode(bytes: &[u8]) -> Transfer {
         timeout: r.u32(),
         ledger: r.u32(),
         code: r.u16(),
-        flags: TransferFlags::from_bits(r.u16()).expect("corrupt transfer record: flags"),
+        flags: TransferFlags::from_bits_retain(r.u16()),
         timestamp: r.u64(),
     }
 }
@@ -217,6 +249,23 @@ mod tests {
 
     fn distinct(seed: u8) -> u128 {
         u128::from_le_bytes([seed; 16]) ^ 0x0123_4567_89ab_cdef
+    }
+
+    #[test]
+    fn a_request_event_keeps_undefined_flag_bits_for_the_ledger_to_refuse() {
+        // A Raft command's events come from clients: undefined bits reach the ledger
+        // (which answers `reserved_flag`) instead of stopping the replica.
+        let t = Transfer { flags: TransferFlags::from_bits_retain(1 << 9), ..Transfer::default() };
+        assert_eq!(transfer_decode_event(&transfer_encode(&t)).flags.bits(), 1 << 9);
+        let a = Account { flags: AccountFlags::from_bits_retain(1 << 6), ..Account::default() };
+        assert_eq!(account_decode_event(&account_encode(&a)).flags.bits(), 1 << 6);
+    }
+
+    #[test]
+    #[should_panic(expected = "corrupt transfer record: flags")]
+    fn a_stored_transfer_with_undefined_flag_bits_is_corruption() {
+        let t = Transfer { flags: TransferFlags::from_bits_retain(1 << 9), ..Transfer::default() };
+        let _ = transfer_decode(&transfer_encode(&t));
     }
 
     #[test]

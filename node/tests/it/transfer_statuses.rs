@@ -352,3 +352,32 @@ fn closed_account_precedes_exceeds_credits() {
     assert_eq!(ledger.transfer(transfer(102, 1, 2, 100)), S::Created);
     ledger.audit();
 }
+
+/// An imported post may follow, in the same batch, the imported pending transfer it posts,
+/// whose client timestamp lies above the post's own place in the batch's clock: created
+/// (an assertion compared the pending transfer's timestamp with that place, so the batch
+/// stopped every replica that applied it).
+#[test]
+fn an_imported_post_may_follow_its_pending_transfer_in_one_batch() {
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    // The batch's events take the clock's ticks `now`, `now + 1`, ...; imported timestamps
+    // must lie below the last event's tick (`now + 4` for five events).
+    let now = ledger.now;
+    let filler = |id, timestamp| imported(transfer(id, 2, 1, 1), timestamp);
+    let batch = [
+        imported(pending(200, 2, 1, 5, 0), now + 2),
+        imported(post(201, 200, u128::MAX), now + 3),
+        filler(202, now + 10),
+        filler(203, now + 11),
+        filler(204, now + 12),
+    ];
+    let statuses = ledger.create_transfers(&batch);
+    assert_eq!(&statuses[..2], &[S::Created, S::Created], "{statuses:?}");
+    assert_eq!(&statuses[2..], &[S::ImportedEventTimestampMustNotAdvance; 3], "{statuses:?}");
+    let stored = ledger.machine.lookup_transfers(&[TransferId(200), TransferId(201)]);
+    assert_eq!(stored.iter().map(|t| t.timestamp).collect::<Vec<_>>(), vec![now + 2, now + 3]);
+    // Account 1 had 100 posted credits and 10 pending (base); the 5 are posted.
+    assert_eq!(ledger.sums(1), (0, 0, 10, 105));
+    ledger.audit();
+}

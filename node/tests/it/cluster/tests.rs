@@ -289,11 +289,16 @@ async fn malformed_requests_get_precise_errors_and_spare_their_batch() {
 
     let mut wrong_ledger = transfer(13, 1, 3, 5);
     wrong_ledger.ledger = LEDGER + 1;
+    // Flag bits no flag defines travel through the Raft log as they came: every replica's
+    // apply must answer `reserved_flag`, not stop on them (it aborted, on every replica
+    // and again at every restart, when it decoded them as a corrupt record).
+    let undefined_flag = v1::Transfer { flags: 1 << 9, ..transfer(14, 1, 2, 5) };
     let batch = vec![
         transfer(10, 1, 2, 5),
         transfer(0, 1, 2, 5),
         transfer(11, 99, 2, 5),
         wrong_ledger,
+        undefined_flag,
         transfer(12, 1, 2, 7),
     ];
     let statuses: Vec<i32> =
@@ -303,10 +308,18 @@ async fn malformed_requests_get_precise_errors_and_spare_their_batch() {
         TS::IdMustNotBeZero,
         TS::DebitAccountNotFound,
         TS::AccountsMustHaveTheSameLedger,
+        TS::ReservedFlag,
         TS::Created,
     ];
     assert_eq!(statuses, expected.map(|s| s as i32));
     assert_eq!(balances(&client, &[2]).await, vec![(0, 12)]);
+    let accounts = vec![account(4, 1 << 6), account(5, 0)];
+    let statuses: Vec<i32> =
+        client.create_accounts(accounts).await.unwrap().iter().map(|r| r.status).collect();
+    let expected = [v1::CreateAccountStatus::ReservedFlag, v1::CreateAccountStatus::Created];
+    assert_eq!(statuses, expected.map(|s| s as i32));
+    let applied = cluster.status(leader, false).await.unwrap().applied_index;
+    cluster.wait_converged(&[1, 2, 3], applied).await;
 
     let leader_addr = cluster.nodes[usize::try_from(leader - 1).unwrap()].addr.clone();
     let mut raw = LedgerServiceClient::connect(format!("http://{leader_addr}")).await.unwrap();
@@ -418,4 +431,84 @@ async fn concurrent_callers_each_get_their_own_results() {
     assert!(entries < 64, "64 concurrent requests took {entries} entries: no group commit");
     // 22 callers x 2 + 21 callers x 1 created, 1 point each.
     assert_eq!(balances(&client, &[2]).await, vec![(0, 22 * 2 + 21)]);
+}
+
+/// Nanoseconds since the Unix epoch by this machine's clock (the nodes' cluster time).
+fn now_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_nanos()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_refused_for_its_quote_can_never_apply_afterwards() {
+    // A swap whose quote has under 1 s left is refused; the refusal must stay true while
+    // an earlier attempt of the same swap (abandoned by its client, resent) is still in
+    // flight. Here such an attempt is played by the same transfer arriving after the
+    // refusal: it meets its id burnt. A swap applied in time reads `exists` after expiry.
+    use tally_client::loyalty::{self, Swap};
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start(3, FAST_RAFT);
+    cluster.wait_leader().await;
+    let client = cluster.client();
+    let on_b = |id: u128| v1::Account { ledger: LEDGER + 1, ..account(id, 0) };
+    let accounts = vec![account(1, 0), account(2, 0), account(5, 0), on_b(3), on_b(4), on_b(6)];
+    let created = client.create_accounts(accounts).await.unwrap();
+    assert!(created.iter().all(|r| r.status == v1::CreateAccountStatus::Created as i32));
+    let fund =
+        vec![transfer(1, 5, 1, 100), v1::Transfer { ledger: LEDGER + 1, ..transfer(2, 6, 3, 100) }];
+    let funded = client.create_transfers(fund).await.unwrap();
+    assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
+    let swap = |give: u128, expires_at: u64| Swap {
+        give_id: give,
+        receive_id: give + 1,
+        member_a_account: 1,
+        pool_a_account: 2,
+        ledger_a: LEDGER,
+        code_a: 7,
+        pool_b_account: 3,
+        member_b_account: 4,
+        ledger_b: LEDGER + 1,
+        code_b: 8,
+        points: 10,
+        rate: (1, 1),
+        rounding: v1::Rounding::Down,
+        quote_id: 0xABC,
+        quote_expires_at: expires_at,
+    };
+
+    let late = swap(100, now_ns() + 500_000_000);
+    let refused = client.swap(loyalty::swap(&late)).await.unwrap_err();
+    assert!(
+        matches!(&refused, tally_client::ClientError::Rejected { code: tonic::Code::FailedPrecondition, message } if message.contains("TALLY:QuoteExpired")),
+        "{refused:?}"
+    );
+    // The earlier attempt arrives: its give transfer's id is burnt, nothing applies.
+    let give = v1::Transfer { code: 7, flags: 1, ..transfer(100, 1, 2, 10) };
+    let receive = v1::Transfer { ledger: LEDGER + 1, code: 8, ..transfer(101, 3, 4, 10) };
+    let statuses: Vec<i32> = client
+        .create_transfers(vec![give, receive])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![TS::IdAlreadyFailed as i32, TS::LinkedEventFailed as i32]);
+    // Resent, still refused; nothing moved.
+    let again = client.swap(loyalty::swap(&late)).await.unwrap_err();
+    assert!(again.to_string().contains("TALLY:QuoteExpired"), "{again}");
+    assert!(client.lookup_transfers(&[100, 101]).await.unwrap().is_empty());
+    assert_eq!(balances(&client, &[1, 4]).await, vec![(0, 100), (0, 0)]);
+
+    // Made in time, resent once under 1 s of its quote is left: found, `exists`.
+    let in_time = swap(200, now_ns() + 1_600_000_000);
+    let made = client.swap(loyalty::swap(&in_time)).await.unwrap();
+    assert!(made.results.iter().all(|r| r.status == TS::Created as i32), "{made:?}");
+    eventually("the quote has under 1 s left", Duration::from_secs(5), || async {
+        (now_ns() + 1_000_000_000 > in_time.quote_expires_at).then_some(())
+    })
+    .await;
+    let resent = client.swap(loyalty::swap(&in_time)).await.unwrap();
+    assert!(resent.results.iter().all(|r| r.status == TS::Exists as i32), "{resent:?}");
+    assert_eq!(balances(&client, &[1, 4]).await, vec![(10, 100), (0, 10)]);
 }
