@@ -34,8 +34,15 @@ fn status_names(results: &[v1::CreateTransferResult]) -> Vec<String> {
         .collect()
 }
 
+/// No transfer applied (each refused, with its own status).
+fn refused(results: &[v1::CreateTransferResult]) -> bool {
+    !results.is_empty() && !results.iter().any(|r| tally_client::transfer_succeeded(r.status))
+}
+
+/// Every transfer exists as asked: `created`, or `exists` when the client resent the
+/// request after an attempt whose reply was lost had applied it.
 fn created(results: &[v1::CreateTransferResult]) -> bool {
-    results.iter().all(|r| r.status == v1::CreateTransferStatus::Created as i32)
+    !results.is_empty() && results.iter().all(|r| tally_client::transfer_succeeded(r.status))
 }
 
 #[tokio::main]
@@ -128,8 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for (what, transfers, should_apply) in day {
         let results = client.create_transfers(transfers).await?;
-        let as_expected =
-            if should_apply { created(&results) } else { !results.iter().any(|r| r.status == 0) };
+        let as_expected = if should_apply { created(&results) } else { refused(&results) };
         script_ok &= as_expected;
         let mark = if as_expected { "ok" } else { "UNEXPECTED" };
         println!("{what:<40} {:?} {mark}", status_names(&results));
@@ -138,8 +144,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let expected = [(0, 1), (200, 1), (500, 0)];
     for (i, member) in members.into_iter().enumerate() {
         let found = client.lookup_accounts(&[member, item(member)]).await?;
-        let points = u128_of(found[0].credits_posted) - u128_of(found[0].debits_posted);
-        let cards = u128_of(found[1].credits_posted);
+        let [account, cards_account] = found.as_slice() else {
+            return Err(format!("member {}: {} of its 2 accounts found", i + 1, found.len()).into());
+        };
+        let points = u128_of(account.credits_posted) - u128_of(account.debits_posted);
+        let cards = u128_of(cards_account.credits_posted);
         script_ok &= (points, cards) == expected[i];
         println!("member {}: {points} points, {cards} fuel card(s)", i + 1);
     }

@@ -33,7 +33,7 @@ pub struct Swap {
     pub member_a_account: u128,
     /// Institution A's pool on ledger A (credited).
     pub pool_a_account: u128,
-    /// Ledger A (institution A's point currency) and the give transfer's code.
+    /// Ledger A (institution A's point currency).
     pub ledger_a: u32,
     /// The give transfer's reason code.
     pub code_a: u16,

@@ -47,6 +47,7 @@ pub use account::{Account, AccountBalance, AccountFlags};
 pub use filter::{AccountFilter, AccountFilterFlags, FilterError};
 pub use ids::{AccountId, TransferId};
 pub use memory_store::MemoryStore;
+pub use query::{AccountQuery, QUERY_VISITS_PER_STEP};
 pub use state_machine::{BatchError, StateMachine};
 pub use status::{
     CreateAccountResult, CreateAccountStatus, CreateTransferResult, CreateTransferStatus,

@@ -237,6 +237,15 @@ fn applied(
     made.applied_as(&both).then_some(both)
 }
 
+/// One step of an account query ([`StateMachine::get_account_transfers_step`] or
+/// [`StateMachine::get_account_balances_step`]).
+type QueryStep<T> = fn(
+    &StateMachine<crate::storage::ledger_store::DurableStore>,
+    &crate::ledger::AccountFilter,
+    &mut crate::ledger::AccountQuery,
+    &mut Vec<T>,
+);
+
 /// Transfer results on the wire from (timestamp, status) outcomes.
 fn transfer_results(outcomes: Vec<(u64, i32)>) -> Vec<v1::CreateTransferResult> {
     outcomes
@@ -527,6 +536,29 @@ impl LedgerApi {
                 e => status::replica(&e),
             })?;
         Ok(read(&here.replica.ledger.read().machine))
+    }
+
+    /// Runs `filter`'s account query on `shard`'s state machine after a linearizable
+    /// barrier, in steps of at most [`crate::ledger::QUERY_VISITS_PER_STEP`] transfers,
+    /// each under its own hold of the ledger, yielding between them (the ledger's writes
+    /// wait for one step, not for the walk); within `request_timeout_ms` in all.
+    async fn query_local<T>(
+        &self,
+        here: &LocalShard,
+        filter: &crate::ledger::AccountFilter,
+        step: QueryStep<T>,
+    ) -> Result<Vec<T>, Status> {
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let mut query = self.read_local(here, |m| m.account_query_start(filter)).await?;
+        let mut out = Vec::new();
+        while !query.done() {
+            if Instant::now() >= deadline {
+                return Err(status::timeout(self.timeout_ms()));
+            }
+            step(&here.replica.ledger.read().machine, filter, &mut query, &mut out);
+            tokio::task::yield_now().await;
+        }
+        Ok(out)
     }
 
     /// Creates `events` whose shards are `shards`: all here if the request was `routed`
@@ -1050,10 +1082,13 @@ impl LedgerApi {
             shard,
             deadline,
             true,
-            |here| async move { self.read_local(&here, |m| m.get_account_transfers(&filter)).await },
+            |here| async move {
+                self.query_local(&here, &filter, StateMachine::get_account_transfers_step).await
+            },
             |mut peer, left| {
-                let message =
-                    v1::GetAccountTransfersRequest { filter: Some(convert::filter_to_proto(&filter)) };
+                let message = v1::GetAccountTransfersRequest {
+                    filter: Some(convert::filter_to_proto(&filter)),
+                };
                 async move {
                     let reply = peer.get_account_transfers(routed(message, shard, left)).await?;
                     peer_decoded(&reply.into_inner().transfers, convert::transfer_from_proto)
@@ -1408,8 +1443,8 @@ impl LedgerService for LedgerApi {
                 self.deadline(),
                 routed_to.is_none(),
                 |here| async move {
-                    let found =
-                        self.read_local(&here, |m| m.get_account_transfers(&filter)).await?;
+                    let step = StateMachine::get_account_transfers_step;
+                    let found = self.query_local(&here, &filter, step).await?;
                     let transfers = found.iter().map(convert::transfer_to_proto).collect();
                     Ok(v1::GetAccountTransfersReply { transfers })
                 },
@@ -1450,7 +1485,8 @@ impl LedgerService for LedgerApi {
                 self.deadline(),
                 routed_to.is_none(),
                 |here| async move {
-                    let found = self.read_local(&here, |m| m.get_account_balances(&filter)).await?;
+                    let step = StateMachine::get_account_balances_step;
+                    let found = self.query_local(&here, &filter, step).await?;
                     let balances = found.iter().map(convert::balance_to_proto).collect();
                     Ok(v1::GetAccountBalancesReply { balances })
                 },

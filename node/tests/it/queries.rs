@@ -127,3 +127,63 @@ fn lookups_keep_order_and_skip_missing() {
     assert_eq!(ids(&transfers), [16, 10]);
     assert_eq!(transfers[1].amount, 10);
 }
+
+/// A query whose filter matches little of a long history runs in steps of at most
+/// `QUERY_VISITS_PER_STEP` transfers (each a hold of the ledger the node lets go of in
+/// between), and the steps answer what one walk would, at the time the query started:
+/// transfers applied between steps are not read.
+#[test]
+fn a_long_account_query_runs_in_bounded_steps_and_answers_as_of_its_start() {
+    use tally_node::ledger::QUERY_VISITS_PER_STEP;
+
+    let mut ledger = Ledger::new(super::new_store());
+    ledger.create_accounts(&[account(1, AccountFlags::HISTORY), plain(2)]);
+    let total = 2 * QUERY_VISITS_PER_STEP + 100;
+    let transfers: Vec<Transfer> = (1..=total)
+        .map(|i| {
+            let i = u64::try_from(i).unwrap();
+            Transfer { user_data_64: i, ..transfer(u128::from(i), 2, 1, 1) }
+        })
+        .collect();
+    for batch in transfers.chunks(8190) {
+        assert!(ledger.create_transfers(batch).iter().all(|s| *s == S::Created));
+    }
+    let m = &ledger.machine;
+    let rare = |flags, user_data_64| AccountFilter { user_data_64, limit: 10, ..filter(flags) };
+    for (name, f, expected) in [
+        ("oldest first, one match near the end", rare(F::CREDITS, 2 * QUERY_VISITS_PER_STEP as u64 + 50), vec![2 * QUERY_VISITS_PER_STEP as u128 + 50]),
+        ("newest first, one match near the start", rare(F::CREDITS | F::REVERSED, 7), vec![7]),
+        ("no match", rare(F::CREDITS, u64::MAX), vec![]),
+        ("limit reached in the first step", AccountFilter { limit: 3, ..filter(F::CREDITS | F::REVERSED) }, vec![total as u128, total as u128 - 1, total as u128 - 2]),
+    ] {
+        let mut query = m.account_query_start(&f);
+        let (mut out, mut steps) = (Vec::new(), 0);
+        while !query.done() {
+            m.get_account_transfers_step(&f, &mut query, &mut out);
+            steps += 1;
+        }
+        assert_eq!(ids(&out), expected, "{name}");
+        assert_eq!(ids(&m.get_account_transfers(&f)), expected, "{name}: one go");
+        // The whole history takes three steps unless the limit ends it first.
+        assert_eq!(steps, if f.limit == 3 { 1 } else { 3 }, "{name}");
+    }
+    // Balances step alike.
+    let f = rare(F::CREDITS, 2 * QUERY_VISITS_PER_STEP as u64 + 50);
+    let balances = m.get_account_balances(&f);
+    assert_eq!(balances.len(), 1);
+    assert_eq!(balances[0].credits_posted, 2 * QUERY_VISITS_PER_STEP as u128 + 50);
+
+    // A transfer applied between two steps of a query is not read by it.
+    let f = rare(F::CREDITS, 999_999_999);
+    let mut query = ledger.machine.account_query_start(&f);
+    let mut out = Vec::new();
+    ledger.machine.get_account_transfers_step(&f, &mut query, &mut out);
+    assert!(!query.done() && out.is_empty());
+    let late = Transfer { user_data_64: 999_999_999, ..transfer(10_000_000, 2, 1, 1) };
+    assert_eq!(ledger.transfer(late), S::Created);
+    while !query.done() {
+        ledger.machine.get_account_transfers_step(&f, &mut query, &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(ids(&ledger.machine.get_account_transfers(&f)), [10_000_000], "a new query reads it");
+}
