@@ -323,22 +323,18 @@ enum Kind {
 
 /// Whether a failed attempt of a write may have applied some of its events: its own
 /// timeout, a lost connection, `UNKNOWN`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
-/// `INTERNAL`, `DATA_LOSS`, `TALLY:OutcomeUnknown`, `TALLY:Timeout`, `TALLY:Unreachable`,
-/// or any status marked `tally-outcome: unknown`. Not the refusals a node makes before it
-/// proposes anything: a redirect, no quorum, stopping, a full queue, a stale shard map, a
-/// malformed request, another protocol version.
+/// `INTERNAL`, `DATA_LOSS`, any `UNAVAILABLE` but a redirect, no quorum or another
+/// protocol version (so `TALLY:OutcomeUnknown`, `TALLY:Unreachable`, `TALLY:Stopped`), or
+/// any status marked `tally-outcome: unknown`. Not the refusals a node makes before it
+/// proposes anything: a redirect, no quorum, a full queue, a stale shard map, a malformed
+/// request, another protocol version.
 fn may_have_applied(status: &tonic::Status, attempt_timed_out: bool) -> bool {
     use tonic::Code;
     if attempt_timed_out || outcome_marked_unknown(status) {
         return true;
     }
-    let nothing_done = [
-        "TALLY:NotLeader",
-        "TALLY:NoQuorum",
-        "TALLY:Stopped",
-        "TALLY:RaftStopped",
-        "TALLY:ProtocolMismatch",
-    ];
+    // Not `Stopped`: a replica stopping answers it also for an entry already appended.
+    let nothing_done = ["TALLY:NotLeader", "TALLY:NoQuorum", "TALLY:ProtocolMismatch"];
     match status.code() {
         Code::Unavailable => !nothing_done.iter().any(|c| status.message().starts_with(c)),
         Code::Unknown
@@ -362,9 +358,11 @@ fn outcome_marked_unknown(status: &tonic::Status) -> bool {
 
 /// The error of a call that ends on `status`, not retried. A write's outcome is unknown when
 /// the status itself may follow an apply, or when an `earlier` attempt may have applied and
-/// the refusal depends on the cluster's state (a resend refused for a clock or a quote says
-/// nothing of the first attempt); a refusal of the request's content (`INVALID_ARGUMENT`,
-/// `NOT_FOUND`, ...) would have refused every attempt alike.
+/// the refusal depends on the cluster's state (a resend refused for a clock says nothing
+/// of the first attempt). Known either way: a refusal of the request's content
+/// (`INVALID_ARGUMENT`, `UNIMPLEMENTED`, `OUT_OF_RANGE`), which would have refused every
+/// attempt alike, and `TALLY:QuoteExpired`, which the node answers only once no attempt of
+/// the swap can apply any more.
 fn final_error(
     kind: Kind,
     status: &tonic::Status,
@@ -372,16 +370,10 @@ fn final_error(
     earlier: Option<String>,
 ) -> ClientError {
     use tonic::Code;
-    let about_content = matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::Unimplemented
-    );
-    let unknown = may_have_applied(status, false) || (earlier.is_some() && !about_content);
+    let known =
+        matches!(status.code(), Code::InvalidArgument | Code::Unimplemented | Code::OutOfRange)
+            || status.message().starts_with("TALLY:QuoteExpired");
+    let unknown = may_have_applied(status, false) || (earlier.is_some() && !known);
     if kind == Kind::Write && unknown {
         let earlier = if may_have_applied(status, false) { None } else { earlier };
         return ClientError::OutcomeUnknown {
@@ -729,9 +721,8 @@ impl Client {
     /// transfers' results, and the amount received. Retried like
     /// [`Self::create_transfers`] (same ids: an applied swap reads back `EXISTS`). An
     /// expired quote is [`ClientError::Rejected`] (`FAILED_PRECONDITION`,
-    /// `TALLY:QuoteExpired`): final, the node makes sure no earlier attempt of the same
-    /// swap can still apply (`docs/SHARDING.md` §4); [`ClientError::OutcomeUnknown`] if an
-    /// earlier attempt of this call may have applied, as for any refusal of that kind.
+    /// `TALLY:QuoteExpired`), also after an attempt that timed out: final, the node makes
+    /// sure no earlier attempt of the same swap can still apply (`docs/SHARDING.md` §4).
     ///
     /// # Errors
     /// See [`ClientError`].

@@ -24,9 +24,9 @@ pub enum ClientError {
     /// whole or in part: `INTERNAL` or `DATA_LOSS`; a status a node marked
     /// `tally-outcome: unknown` (its request was split over shards and another part may
     /// have applied); or a refusal that depends on the cluster's state (e.g.
-    /// `FAILED_PRECONDITION` `TALLY:QuoteExpired` or `TALLY:BatchRefused`) answering a
-    /// resend after an earlier attempt that may have applied (it timed out, lost its
-    /// connection or read `OutcomeUnknown`). Not retried. Learn the outcome by resending
+    /// `FAILED_PRECONDITION` `TALLY:BatchRefused`) answering a resend after an earlier
+    /// attempt that may have applied (it timed out, lost its connection or read
+    /// `OutcomeUnknown` or `Stopped`). (`TALLY:QuoteExpired` is final: `Rejected`.) Not retried. Learn the outcome by resending
     /// the same request (same ids: an applied event reads `exists`) or by looking the ids
     /// up; never resend it under new ids, which could apply it twice.
     #[error(

@@ -18,9 +18,8 @@ use std::time::Duration;
 
 use tally_proto::auth::ClusterKey;
 use tally_proto::limits::{
-    GRPC_MESSAGE_BYTES_MAX, HTTP2_CONCURRENT_STREAMS_MAX, HTTP2_CONNECTION_WINDOW_BYTES,
-    HTTP2_FRAME_BYTES_MAX, HTTP2_PENDING_ACCEPT_RESETS_MAX, HTTP2_STREAM_WINDOW_BYTES,
-    RAFT_MESSAGE_BYTES_MAX,
+    GRPC_MESSAGE_BYTES_MAX, HTTP2_CONNECTION_WINDOW_BYTES, HTTP2_FRAME_BYTES_MAX,
+    HTTP2_PENDING_ACCEPT_RESETS_MAX, HTTP2_STREAM_WINDOW_BYTES, RAFT_MESSAGE_BYTES_MAX,
 };
 use tally_proto::raft_v1::raft_service_server::RaftServiceServer;
 use tally_proto::v1;
@@ -263,7 +262,6 @@ pub async fn run(
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .http2_max_pending_accept_reset_streams(Some(HTTP2_PENDING_ACCEPT_RESETS_MAX))
-        .max_concurrent_streams(Some(HTTP2_CONCURRENT_STREAMS_MAX))
         // A connection whose other end vanished (no FIN: a crashed host, a cut network)
         // is found and closed, with its streams, instead of held for ever.
         .http2_keepalive_interval(Some(PEER_KEEPALIVE_INTERVAL))

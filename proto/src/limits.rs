@@ -46,13 +46,6 @@ pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 32 * 1024 * 1024;
 /// replication, heartbeats and forwarded requests at once (bench/RESULTS.md, 2026-12-05).
 pub const HTTP2_PENDING_ACCEPT_RESETS_MAX: usize = 1024;
 
-/// Streams a peer or client may have open at once on one connection to a node
-/// (`SETTINGS_MAX_CONCURRENT_STREAMS`; without a setting hyper allows any number): a
-/// sender past it waits for one of its streams to end (HTTP/2 flow, no error). Requests
-/// beyond it are better spread over more connections. Well above what one node pair's
-/// shared connection carries at 16 shards (replication of each group plus forwarded parts).
-pub const HTTP2_CONCURRENT_STREAMS_MAX: u32 = 4096;
-
 /// Largest encoded Raft entry: a full batch of the largest records plus framing.
 pub const RAFT_ENTRY_BYTES_MAX: u32 = BATCH_EVENTS_MAX * 128 + BATCH_EVENTS_MAX * 5 + 1024;
 

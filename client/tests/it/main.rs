@@ -402,10 +402,10 @@ async fn an_error_that_may_follow_an_apply_is_an_unknown_outcome_not_a_rejection
 #[tokio::test]
 async fn a_state_refusal_of_a_resend_after_an_uncertain_attempt_is_an_unknown_outcome() {
     // The first attempt may have applied (OutcomeUnknown without a hint: resent to the next
-    // node); the resend is refused for the cluster's state (a clock, a quote), which says
+    // node); the resend is refused for the cluster's state (the leader's clock), which says
     // nothing of the first attempt: unknown, naming the first attempt.
     let uncertain = Status::unavailable("TALLY:OutcomeUnknown: leadership changed");
-    let refused = Status::failed_precondition("TALLY:QuoteExpired: the quote expired");
+    let refused = Status::failed_precondition("TALLY:BatchRefused: leader clock out of range");
     let node = Fake::answering(vec![uncertain.clone(), refused]);
     let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
     let error = write_error(&c, &[7]).await;
@@ -416,12 +416,24 @@ async fn a_state_refusal_of_a_resend_after_an_uncertain_attempt_is_an_unknown_ou
     assert!(earlier.contains("OutcomeUnknown"), "{earlier}");
     assert!(error.to_string().contains("an earlier attempt may have applied"), "{error}");
     assert_eq!(node.requests(), vec![vec![7], vec![7]], "the same ids both times");
-    // A refusal of the request's content would have refused the first attempt too.
+    // A refusal of the request's content would have refused the first attempt too, and a
+    // node answers QuoteExpired only once no attempt of the swap can apply: both final.
     let invalid = Status::invalid_argument("TALLY:InvalidRequest: event 0: code");
-    let node = Fake::answering(vec![uncertain.clone(), invalid]);
+    let expired = Status::failed_precondition("TALLY:QuoteExpired: the quote expired");
+    for last in [invalid, expired] {
+        let code = last.code();
+        let node = Fake::answering(vec![uncertain.clone(), last]);
+        let c = client(vec![serve(node).await], Duration::from_secs(5));
+        let error = write_error(&c, &[8]).await;
+        assert!(matches!(&error, ClientError::Rejected { code: c, .. } if *c == code), "{error:?}");
+    }
+    // A stopping replica may have appended the entry before it answered `Stopped`.
+    let stopped = Status::unavailable("TALLY:Stopped: raft stopped");
+    let refused = Status::failed_precondition("TALLY:BatchRefused: leader clock out of range");
+    let node = Fake::answering(vec![stopped, refused]);
     let c = client(vec![serve(node).await], Duration::from_secs(5));
-    let error = write_error(&c, &[8]).await;
-    assert!(matches!(error, ClientError::Rejected { code: tonic::Code::InvalidArgument, .. }));
+    let error = write_error(&c, &[10]).await;
+    assert!(matches!(error, ClientError::OutcomeUnknown { earlier: Some(_), .. }), "{error:?}");
     // A redirect says nothing was done: the refusal after it is a rejection.
     let leader = Fake::answering(vec![Status::failed_precondition("TALLY:BatchRefused: clock")]);
     let leader_addr = serve(leader).await;

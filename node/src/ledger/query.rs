@@ -48,9 +48,10 @@ impl<S: LedgerStore> StateMachine<S> {
     /// [`Self::get_account_balances_step`]), each under its own hold of the ledger, so that
     /// a filter matching little of a hot account's history holds the ledger's writes up
     /// for one step at a time, not for the whole walk. The query reads the transfers up
-    /// to the newest one now: transfers never change once created, so the steps together
-    /// answer what one walk would have answered here and now, whatever is applied
-    /// between them.
+    /// to the newest one now, and transfers never change once created: what is applied
+    /// between steps is not read (bar an imported transfer, whose timestamp its importer
+    /// chose below that cut, and which a later step may then read: it exists by the
+    /// answer's time, so the answer is still linearizable).
     pub fn account_query_start(&self, filter: &AccountFilter) -> AccountQuery {
         let (timestamp_min, timestamp_max) = filter.timestamp_range();
         AccountQuery {

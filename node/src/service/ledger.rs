@@ -553,7 +553,12 @@ impl LedgerApi {
         let mut out = Vec::new();
         while !query.done() {
             if Instant::now() >= deadline {
-                return Err(status::timeout(self.timeout_ms()));
+                return Err(Status::deadline_exceeded(format!(
+                    "TALLY:Timeout: the account query walked the account's transfers for \
+                     request_timeout_ms ({} ms) without its answer; narrow its timestamp range \
+                     or raise its limit",
+                    self.timeout_ms()
+                )));
             }
             step(&here.replica.ledger.read().machine, filter, &mut query, &mut out);
             tokio::task::yield_now().await;
@@ -773,16 +778,12 @@ impl LedgerApi {
             if xshard::exists_differently(status) {
                 // The give id exists: an earlier attempt may have applied meanwhile.
                 taken.push((i, made));
-            } else if status == crate::ledger::CreateTransferStatus::DebitAccountNotFound.code()
-                || status == crate::ledger::CreateTransferStatus::IdAlreadyFailed.code()
-            {
-                answered.push((i, made, None));
             } else {
-                return Err(Status::internal(format!(
-                    "TALLY:Internal: swap {i}'s quote expired, but its give transfer's id \
-                     {:#x} could not be marked failed (status {status}); resend the request",
-                    made.transfers[0].id.0
-                )));
+                // Burnt (`debit_account_not_found`), burnt before (`id_already_failed`), or
+                // refused by a check the ledger makes before it looks the debit account up,
+                // on fields the burn shares with the give (a zero ledger or code, the credit
+                // account's id): the give would be refused by it too. It never applies.
+                answered.push((i, made, None));
             }
         }
         if !taken.is_empty() {

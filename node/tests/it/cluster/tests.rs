@@ -500,6 +500,17 @@ async fn a_swap_refused_for_its_quote_can_never_apply_afterwards() {
     assert!(client.lookup_transfers(&[100, 101]).await.unwrap().is_empty());
     assert_eq!(balances(&client, &[1, 4]).await, vec![(0, 100), (0, 0)]);
 
+    // A late swap the ledger would refuse for its fields alone (code 0) is refused for its
+    // quote, alone: the other swap of the batch is made.
+    let bad_late = Swap { code_a: 0, ..swap(300, now_ns() + 500_000_000) };
+    let good = swap(400, now_ns() + 60_000_000_000);
+    let batch = vec![loyalty::swap(&bad_late), loyalty::swap(&good)];
+    let results = client.swap_batch(batch).await.unwrap();
+    assert_eq!(results[0].refusal, v1::SwapRefusal::QuoteExpired as i32, "{results:?}");
+    assert_eq!(results[1].refusal, v1::SwapRefusal::None as i32, "{results:?}");
+    assert!(results[1].results.iter().all(|r| r.status == TS::Created as i32), "{results:?}");
+    assert_eq!(balances(&client, &[1, 4]).await, vec![(10, 100), (0, 10)]);
+
     // Made in time, resent once under 1 s of its quote is left: found, `exists`.
     let in_time = swap(200, now_ns() + 1_600_000_000);
     let made = client.swap(loyalty::swap(&in_time)).await.unwrap();
@@ -510,5 +521,5 @@ async fn a_swap_refused_for_its_quote_can_never_apply_afterwards() {
     .await;
     let resent = client.swap(loyalty::swap(&in_time)).await.unwrap();
     assert!(resent.results.iter().all(|r| r.status == TS::Exists as i32), "{resent:?}");
-    assert_eq!(balances(&client, &[1, 4]).await, vec![(10, 100), (0, 10)]);
+    assert_eq!(balances(&client, &[1, 4]).await, vec![(20, 100), (0, 20)]);
 }
