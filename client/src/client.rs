@@ -373,9 +373,9 @@ fn final_error(
     let known =
         matches!(status.code(), Code::InvalidArgument | Code::Unimplemented | Code::OutOfRange)
             || status.message().starts_with("TALLY:QuoteExpired");
-    let unknown = may_have_applied(status, false) || (earlier.is_some() && !known);
-    if kind == Kind::Write && unknown {
-        let earlier = if may_have_applied(status, false) { None } else { earlier };
+    let itself = may_have_applied(status, false);
+    let earlier = if itself { None } else { earlier.filter(|_| !known) };
+    if kind == Kind::Write && (itself || earlier.is_some()) {
         return ClientError::OutcomeUnknown {
             code: status.code(),
             message: status.message().to_owned(),

@@ -35,10 +35,19 @@ impl<S: LedgerStore> StateMachine<S> {
     /// filter yields nothing. In one go: see [`Self::account_query_start`] for the same
     /// in steps.
     pub fn get_account_transfers(&self, filter: &AccountFilter) -> Vec<Transfer> {
+        self.account_query_whole(filter, Self::get_account_transfers_step)
+    }
+
+    /// `filter`'s account query run to its end in one go, by `step`.
+    fn account_query_whole<T>(
+        &self,
+        filter: &AccountFilter,
+        step: fn(&Self, &AccountFilter, &mut AccountQuery, &mut Vec<T>),
+    ) -> Vec<T> {
         let mut out = Vec::new();
         let mut query = self.account_query_start(filter);
         while !query.done() {
-            self.get_account_transfers_step(filter, &mut query, &mut out);
+            step(self, filter, &mut query, &mut out);
         }
         out
     }
@@ -110,12 +119,7 @@ impl<S: LedgerStore> StateMachine<S> {
     /// The balances of `filter.account_id` right after each matching transfer. Empty unless
     /// the account exists and keeps `HISTORY`, or if the filter is invalid. In one go.
     pub fn get_account_balances(&self, filter: &AccountFilter) -> Vec<AccountBalance> {
-        let mut out = Vec::new();
-        let mut query = self.account_query_start(filter);
-        while !query.done() {
-            self.get_account_balances_step(filter, &mut query, &mut out);
-        }
-        out
+        self.account_query_whole(filter, Self::get_account_balances_step)
     }
 
     /// Visits at most [`QUERY_VISITS_PER_STEP`] of the account's transfers in `query`'s

@@ -660,12 +660,13 @@ impl LedgerApi {
         }
         let received = |made: &swap::Swap| Some(made.transfers[1].amount.into());
         let now = super::batcher::cluster_time_now_ns();
-        let (late, mut ready): (Vec<_>, Vec<_>) =
+        let (late, ready): (Vec<_>, Vec<_>) =
             valid.into_iter().partition(|(_, made)| made.check_quote(now).is_err());
-        let mut handed_back = std::collections::HashSet::new();
+        // (request index, swap, whether it is a late swap handed back to run).
+        let mut ready: Vec<(usize, swap::Swap, bool)> =
+            ready.into_iter().map(|(i, made)| (i, made, false)).collect();
         if !late.is_empty() {
             let (answered, to_run) = self.settle_late_swaps(late).await?;
-            handed_back.extend(to_run.iter().map(|(i, _)| *i));
             let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
             for (i, made, applied) in answered {
                 results[i] = Some(if let Some(both) = applied {
@@ -681,11 +682,11 @@ impl LedgerApi {
                     refused(v1::SwapRefusal::QuoteExpired, &expired, Some(made.transfers[1].amount))
                 });
             }
-            ready.extend(to_run);
+            ready.extend(to_run.into_iter().map(|(i, made)| (i, made, true)));
         }
         if !ready.is_empty() {
             let transfers: Vec<crate::ledger::Transfer> =
-                ready.iter().flat_map(|(_, made)| made.transfers).collect();
+                ready.iter().flat_map(|(_, made, _)| made.transfers).collect();
             let wire: Vec<v1::Transfer> =
                 transfers.iter().map(convert::transfer_to_proto).collect();
             // A late cross-shard swap handed back runs with the edge's margin taken off its
@@ -693,8 +694,8 @@ impl LedgerApi {
             // decision posted it first.
             let not_after: Vec<u64> = ready
                 .iter()
-                .flat_map(|(i, made)| {
-                    let at = if handed_back.contains(i) {
+                .flat_map(|(_, made, late)| {
+                    let at = if *late {
                         made.expires_at.saturating_sub(swap::QUOTE_TIME_LEFT_MIN_NS)
                     } else {
                         made.expires_at
@@ -706,7 +707,7 @@ impl LedgerApi {
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
             let mut outcomes = transfer_results(created.outcomes).into_iter();
-            for (k, (i, made)) in ready.iter().enumerate() {
+            for (k, (i, made, late)) in ready.iter().enumerate() {
                 let pair: Vec<v1::CreateTransferResult> = outcomes.by_ref().take(2).collect();
                 let (refusal, message) = match expired.get(&k) {
                     Some(&(_, now)) => (
@@ -717,8 +718,7 @@ impl LedgerApi {
                 };
                 // A late swap voided for its quote is answered as one refused before it
                 // started (it was, by this node): no transfer results.
-                let late_refusal =
-                    refusal == v1::SwapRefusal::QuoteExpired && handed_back.contains(i);
+                let late_refusal = *late && refusal == v1::SwapRefusal::QuoteExpired;
                 results[*i] = Some(v1::SwapResult {
                     refusal: refusal as i32,
                     message,
