@@ -669,11 +669,12 @@ impl Client {
     ) -> Result<Vec<v1::CreateAccountResult>, ClientError> {
         check_size(accounts.len())?;
         let first = self.leader_for(accounts[0].id.map_or(0, u128::from));
+        let sent = accounts.len();
         let request = v1::CreateAccountsRequest { accounts };
         let reply = self
             .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
-                async move { c.create_accounts(r).await }
+                async move { counted(c.create_accounts(r).await, sent, |r| r.results.len()) }
             })
             .await?;
         Ok(reply.results)
@@ -696,11 +697,12 @@ impl Client {
             .map(|id| id.map_or(0, u128::from))
             .find(|&id| id != 0 && !tally_proto::routing::is_spread(id));
         let first = home.and_then(|id| self.leader_for(id));
+        let sent = transfers.len();
         let request = v1::CreateTransfersRequest { transfers };
         let reply = self
             .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
-                async move { c.create_transfers(r).await }
+                async move { counted(c.create_transfers(r).await, sent, |r| r.results.len()) }
             })
             .await?;
         Ok(reply.results)
@@ -729,11 +731,9 @@ impl Client {
     pub async fn swap(&self, request: v1::SwapRequest) -> Result<v1::SwapReply, ClientError> {
         let member = request.member_a_account_id.map_or(0, u128::from);
         let first = if member == 0 { None } else { self.leader_for(member) };
-        self.call_via(
-            first,
-            Kind::Write,
-            |mut c, stamp| async move { c.swap(stamp.on(request)).await },
-        )
+        self.call_via(first, Kind::Write, |mut c, stamp| async move {
+            counted(c.swap(stamp.on(request)).await, 2, |r| r.results.len())
+        })
         .await
     }
 
@@ -759,11 +759,24 @@ impl Client {
         }
         let member = swaps[0].member_a_account_id.map_or(0, u128::from);
         let first = if member == 0 { None } else { self.leader_for(member) };
+        let sent = swaps.len();
         let request = v1::SwapBatchRequest { swaps };
         let reply = self
             .call_via(first, Kind::Write, |mut c, stamp| {
                 let r = stamp.on(request.clone());
-                async move { c.swap_batch(r).await }
+                async move {
+                    // One result per swap; two transfer results for each made (or
+                    // refused by the ledger), none or two for one refused whole.
+                    let whole = |r: &v1::SwapBatchReply| {
+                        let well_formed = r.results.iter().all(|s| match s.results.len() {
+                            2 => true,
+                            0 => s.refusal != v1::SwapRefusal::None as i32,
+                            _ => false,
+                        });
+                        if well_formed { r.results.len() } else { usize::MAX }
+                    };
+                    counted(c.swap_batch(r).await, sent, whole)
+                }
             })
             .await?;
         Ok(reply.results)
@@ -870,6 +883,29 @@ impl Client {
     pub async fn expire(&self, e: &Expire) -> Result<v1::CreateTransferResult, ClientError> {
         let mut results = self.create_transfers(vec![loyalty::expire(e)]).await?;
         results.pop().ok_or_else(|| ClientError::Config("empty reply".into()))
+    }
+}
+
+/// `reply`, unless it holds `results(reply)` results where the request sent `sent` events
+/// (`usize::MAX`: malformed otherwise): then `INTERNAL` (a node's fault or a version
+/// mismatch), which a write reports as [`ClientError::OutcomeUnknown`]: results out of
+/// step with the request cannot be matched to its events, and something may have applied.
+fn counted<T>(
+    reply: Result<tonic::Response<T>, tonic::Status>,
+    sent: usize,
+    results: impl FnOnce(&T) -> usize,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let reply = reply?;
+    match results(reply.get_ref()) {
+        got if got == sent => Ok(reply),
+        usize::MAX => Err(tonic::Status::internal(format!(
+            "TALLY:Internal: the reply to {sent} events holds a malformed result; which of \
+             them applied is unknown"
+        ))),
+        got => Err(tonic::Status::internal(format!(
+            "TALLY:Internal: the reply to {sent} events holds {got} results; which of them \
+             applied is unknown"
+        ))),
     }
 }
 

@@ -21,7 +21,8 @@ pub enum ClientError {
         message: String,
     },
     /// A create (or swap) ended with an error that does not say whether it applied, in
-    /// whole or in part: `INTERNAL` or `DATA_LOSS`; a status a node marked
+    /// whole or in part: `INTERNAL` or `DATA_LOSS` (also for a reply whose results do not
+    /// match the request one to one, which is never handed over); a status a node marked
     /// `tally-outcome: unknown` (its request was split over shards and another part may
     /// have applied); or a refusal that depends on the cluster's state (e.g.
     /// `FAILED_PRECONDITION` `TALLY:BatchRefused`) answering a resend after an earlier

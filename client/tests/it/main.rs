@@ -30,6 +30,8 @@ struct Fake {
     seen: Arc<Mutex<Vec<Vec<u128>>>>,
     map_version: Option<Arc<AtomicU64>>,
     versions: Arc<Mutex<Vec<Option<u64>>>>,
+    /// Answer one result fewer than the request's events (a faulty node).
+    short: bool,
 }
 
 impl Fake {
@@ -75,7 +77,7 @@ impl LedgerService for Fake {
         if let Some(status) = self.script.lock().pop_front() {
             return Err(status);
         }
-        let results = ids
+        let results = ids[usize::from(self.short)..]
             .iter()
             .map(|_| v1::CreateTransferResult {
                 timestamp: 1,
@@ -397,6 +399,21 @@ async fn an_error_that_may_follow_an_apply_is_an_unknown_outcome_not_a_rejection
     let c = client(vec![serve(node).await], Duration::from_secs(5));
     let error = write_error(&c, &[1]).await;
     assert!(matches!(error, ClientError::Rejected { code: tonic::Code::FailedPrecondition, .. }));
+}
+
+#[tokio::test]
+async fn a_reply_out_of_step_with_the_request_is_an_unknown_outcome() {
+    // Two events, one result: which one it answers is unknown, and either may have applied.
+    let node = Fake { short: true, ..Fake::default() };
+    let c = client(vec![serve(node.clone()).await], Duration::from_secs(5));
+    let error = write_error(&c, &[1, 2]).await;
+    let ClientError::OutcomeUnknown { code: tonic::Code::Internal, message, attempts: 1, .. } =
+        &error
+    else {
+        panic!("expected OutcomeUnknown, got {error:?}");
+    };
+    assert!(message.contains("2 events holds 1 results"), "{message}");
+    assert_eq!(node.requests().len(), 1, "not resent");
 }
 
 #[tokio::test]

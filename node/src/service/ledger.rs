@@ -220,6 +220,10 @@ struct Created {
     /// Cross-shard chains decided void because their quote expired: (index of the chain's
     /// first transfer, quote expiry, cluster time then).
     expired: Vec<(usize, u64, u64)>,
+    /// Single-shard chains left unsettled because their quote expired while their spread
+    /// account's slice was dry ([`LedgerApi::settle_dry`]): their outcomes hold
+    /// `slice_dry`, and a caller must settle them.
+    lapsed: Vec<spread::QuoteLapsed>,
 }
 
 /// Late swaps settled ([`LedgerApi::settle_late_swaps`]): (request index, swap, its two
@@ -659,6 +663,21 @@ impl LedgerApi {
             valid.push((i, made));
         }
         let received = |made: &swap::Swap| Some(made.transfers[1].amount.into());
+        // A swap settled by `settle_late_swaps` at cluster time `now`: applied (its two
+        // transfers as stored), or refused for its quote before anything was created.
+        let settled = |made: &swap::Swap, applied: Option<Vec<crate::ledger::Transfer>>, now| {
+            if let Some(both) = applied {
+                let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
+                v1::SwapResult {
+                    results: transfer_results(both.iter().map(|t| (t.timestamp, exists)).collect()),
+                    amount_received: received(made),
+                    ..v1::SwapResult::default()
+                }
+            } else {
+                let expired = swap::quote_expired(made.expires_at, now);
+                refused(v1::SwapRefusal::QuoteExpired, &expired, Some(made.transfers[1].amount))
+            }
+        };
         let now = super::batcher::cluster_time_now_ns();
         let (late, ready): (Vec<_>, Vec<_>) =
             valid.into_iter().partition(|(_, made)| made.check_quote(now).is_err());
@@ -667,20 +686,8 @@ impl LedgerApi {
             ready.into_iter().map(|(i, made)| (i, made, false)).collect();
         if !late.is_empty() {
             let (answered, to_run) = self.settle_late_swaps(late).await?;
-            let exists = wire_status(crate::ledger::CreateTransferStatus::Exists.code());
             for (i, made, applied) in answered {
-                results[i] = Some(if let Some(both) = applied {
-                    v1::SwapResult {
-                        results: transfer_results(
-                            both.iter().map(|t| (t.timestamp, exists)).collect(),
-                        ),
-                        amount_received: received(&made),
-                        ..v1::SwapResult::default()
-                    }
-                } else {
-                    let expired = made.check_quote(now).expect_err("late");
-                    refused(v1::SwapRefusal::QuoteExpired, &expired, Some(made.transfers[1].amount))
-                });
+                results[i] = Some(settled(&made, applied, now));
             }
             ready.extend(to_run.into_iter().map(|(i, made)| (i, made, true)));
         }
@@ -706,9 +713,33 @@ impl LedgerApi {
             let created = self.create(&transfers, &wire, None, &not_after, false).await?;
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
+            // Single-shard swaps whose quote expired while their pool's slice was dry: not
+            // proposed again, and now settled as late ones (their give id burnt, so an
+            // earlier attempt still in flight can never apply either).
+            let lapsed: HashMap<usize, u64> =
+                created.lapsed.iter().map(|l| (l.start / 2, l.now)).collect();
+            if !lapsed.is_empty() {
+                // Tagged by their index in `ready`.
+                let swaps = lapsed.keys().map(|&k| (k, ready[k].1)).collect();
+                let (answered, to_run) =
+                    self.settle_late_swaps(swaps).await.map_err(status::partial)?;
+                if let Some(&(k, _)) = to_run.first() {
+                    return Err(status::partial(Status::internal(format!(
+                        "TALLY:Internal: swap {} found a dry slice on one shard and was then \
+                         routed across shards; resend the request",
+                        ready[k].0
+                    ))));
+                }
+                for (k, made, applied) in answered {
+                    results[ready[k].0] = Some(settled(&made, applied, lapsed[&k]));
+                }
+            }
             let mut outcomes = transfer_results(created.outcomes).into_iter();
             for (k, (i, made, late)) in ready.iter().enumerate() {
                 let pair: Vec<v1::CreateTransferResult> = outcomes.by_ref().take(2).collect();
+                if lapsed.contains_key(&k) {
+                    continue;
+                }
                 let (refusal, message) = match expired.get(&k) {
                     Some(&(_, now)) => (
                         v1::SwapRefusal::QuoteExpired,
@@ -746,8 +777,13 @@ impl LedgerApi {
     ///   taken off its expiry: its transaction, the same for every attempt, is decided
     ///   once, void unless an earlier attempt's decision posted it first.
     ///
+    /// Also settles the single-shard swaps whose quote lapsed while their pool's slice
+    /// was dry ([`spread::QuoteLapsed`]). Each swap's `usize` is the caller's tag for it.
+    ///
     /// # Errors
-    /// What fails the whole request retryably; nothing of the other swaps has run yet.
+    /// What fails the whole request retryably; nothing of these swaps has applied by this
+    /// node's doing (the caller marks the error partial when other swaps of the request
+    /// may have).
     async fn settle_late_swaps(&self, late: Vec<(usize, swap::Swap)>) -> Result<LateSwaps, Status> {
         let count = self.inner.shards;
         let deadline = self.deadline();
@@ -899,10 +935,18 @@ impl LedgerApi {
                 .await
                 .map_err(status::partial)?;
         }
-        if !raw && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY) {
-            self.settle_dry(transfers, wire, &routes.shards, routed_to, &mut outcomes).await?;
-        }
-        Ok(Created { outcomes, expired })
+        // Dry slices are settled by the node that took the client's request (a part it
+        // forwarded comes back `slice_dry`): it alone knows the swaps' quotes.
+        let lapsed = if routed_to.is_none()
+            && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY)
+        {
+            self.settle_dry(transfers, wire, &routes.shards, not_after, &mut outcomes)
+                .await
+                .map_err(status::partial)?
+        } else {
+            Vec::new()
+        };
+        Ok(Created { outcomes, expired, lapsed })
     }
 
     /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as

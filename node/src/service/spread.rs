@@ -13,9 +13,10 @@
 //!   the slices' histories by timestamp.
 //! - **Dry slices.** A slice whose debit would exceed its credits answers `slice_dry`
 //!   (the ledger's rule for spread ids; it does not burn the transfer id). The node that
-//!   applied it then **refills** the slice from the others ([`LedgerApi::refill`]: half of
-//!   each richest slice's available units, at least what is missing, each move an atomic
-//!   cross-shard transaction) and retries the chain (at most [`REFILL_ROUNDS_MAX`] rounds).
+//!   took the client's request then **refills** the slice from the others
+//!   ([`LedgerApi::refill`]: half of each richest slice's available units, at least what is
+//!   missing, each move an atomic cross-shard transaction) and retries the chain (at most
+//!   [`REFILL_ROUNDS_MAX`] rounds), unless it is a swap whose quote has expired by then.
 //!   When the slices together hold too little, the transfer's id is burnt (a transfer with
 //!   that id from an account that never exists: `debit_account_not_found` records the id as
 //!   failed) and the client gets `exceeds_credits`, exactly as on one shard: a resend reads
@@ -174,6 +175,26 @@ impl Needs {
     }
 }
 
+/// A chain not proposed again after its slice ran dry because its quote (`not_after`, a
+/// swap's expiry) had expired by then; its outcomes are left as they were (`slice_dry`
+/// among them), for the caller to settle ([`LedgerApi::settle_late_swaps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct QuoteLapsed {
+    /// Index of the chain's first transfer.
+    pub start: usize,
+    /// The quote's expiry (ns, cluster time).
+    pub expires_at: u64,
+    /// The cluster time at which it was found expired.
+    pub now: u64,
+}
+
+/// The cluster time against which a dry swap's quote is checked before it is proposed
+/// again (failpoint `spread::retry_clock`: every quote has expired).
+fn retry_clock_ns() -> u64 {
+    fail::fail_point!("spread::retry_clock", |_| u64::MAX);
+    super::batcher::cluster_time_now_ns()
+}
+
 impl LedgerApi {
     /// Refills every slice of `needed` at once; adds to `sold_out` those whose account
     /// holds too little.
@@ -202,24 +223,56 @@ impl LedgerApi {
     /// [`REFILL_ROUNDS_MAX`] rounds within the request's deadline; past either, the request
     /// fails with `TALLY:Timeout` (retryable: nothing dry was burnt; a resend reads
     /// `exists` for what did apply).
+    ///
+    /// Only the node that took the client's request settles (a part it forwarded comes
+    /// back `slice_dry`): it alone knows `not_after`, empty or, per transfer, the quote
+    /// expiry of its chain (swaps). A chain whose quote has expired (by the cluster time,
+    /// before a refill and again before it is proposed once more) is left as it is and
+    /// returned, as cross-shard ones are decided void then.
     pub(super) async fn settle_dry(
         &self,
         transfers: &[Transfer],
         wire: &[v1::Transfer],
         shards: &[Option<ShardId>],
-        routed_to: Option<ShardId>,
+        not_after: &[u64],
         outcomes: &mut [(u64, i32)],
-    ) -> Result<(), Status> {
+    ) -> Result<Vec<QuoteLapsed>, Status> {
         let deadline = self.deadline();
         let chains = chains_of(transfers);
+        let chain_of =
+            |i: usize| chains.iter().find(|c| c.contains(&i)).expect("every event has one");
         let slice =
             |i: usize| (transfers[i].debit_account_id.0, shards[i].expect("dry on a shard"));
         let mut sold_out: HashSet<(u128, ShardId)> = HashSet::new();
+        // Chains whose quote lapsed while their slice was dry, by first index.
+        let mut lapsed: BTreeMap<usize, QuoteLapsed> = BTreeMap::new();
+        // Takes out of `dry` the events of chains whose quote has expired by now: they
+        // are neither refilled for nor proposed again.
+        let lapse = |dry: &mut Vec<usize>, lapsed: &mut BTreeMap<usize, QuoteLapsed>| {
+            let now = retry_clock_ns();
+            dry.retain(|&i| {
+                let chain = chain_of(i);
+                match not_after.get(chain.start) {
+                    Some(&at) if now > at => {
+                        lapsed.entry(chain.start).or_insert(QuoteLapsed {
+                            start: chain.start,
+                            expires_at: at,
+                            now,
+                        });
+                        false
+                    }
+                    _ => true,
+                }
+            });
+        };
         for round in 0.. {
-            let dry: Vec<usize> = dry_events(transfers, shards, outcomes)
+            let mut dry: Vec<usize> = dry_events(transfers, shards, outcomes)
                 .into_iter()
-                .filter(|&i| !sold_out.contains(&slice(i)))
+                .filter(|&i| {
+                    !sold_out.contains(&slice(i)) && !lapsed.contains_key(&chain_of(i).start)
+                })
                 .collect();
+            lapse(&mut dry, &mut lapsed);
             if dry.is_empty() {
                 break;
             }
@@ -235,7 +288,7 @@ impl LedgerApi {
             // chain may debit the slice more than once: all of them count).
             let mut needed = Needs::default();
             for &i in &dry {
-                let chain = chains.iter().find(|c| c.contains(&i)).expect("every event has one");
+                let chain = chain_of(i);
                 let (account, _) = slice(i);
                 let amount = transfers[chain.clone()]
                     .iter()
@@ -244,6 +297,9 @@ impl LedgerApi {
                 needed.add(slice(i), amount);
             }
             self.refill_all(&needed, &mut sold_out, deadline).await?;
+            // The refill took time: a swap is proposed again only if its quote still holds
+            // (as a cross-shard one is decided only then).
+            lapse(&mut dry, &mut lapsed);
             let indexes: Vec<usize> = chains
                 .iter()
                 .filter(|chain| {
@@ -257,13 +313,16 @@ impl LedgerApi {
             let sub: Vec<Transfer> = indexes.iter().map(|&i| transfers[i]).collect();
             let sub_wire: Vec<v1::Transfer> = indexes.iter().map(|&i| wire[i]).collect();
             let sub_shards: Vec<Option<ShardId>> = indexes.iter().map(|&i| shards[i]).collect();
-            let again = self.write_transfers(&sub, &sub_wire, &sub_shards, routed_to).await?;
+            let again = self.write_transfers(&sub, &sub_wire, &sub_shards, None).await?;
             for (&i, outcome) in indexes.iter().zip(again) {
                 outcomes[i] = outcome;
             }
         }
         // What is still dry is sold out: the slices together hold less than it needs.
-        let dry = dry_events(transfers, shards, outcomes);
+        let dry: Vec<usize> = dry_events(transfers, shards, outcomes)
+            .into_iter()
+            .filter(|&i| !lapsed.contains_key(&chain_of(i).start))
+            .collect();
         let mut burns: BTreeMap<ShardId, Vec<usize>> = BTreeMap::new();
         for &i in &dry {
             burns.entry(slice(i).1).or_default().push(i);
@@ -294,7 +353,7 @@ impl LedgerApi {
             };
             outcomes[i] = (timestamp, i32::try_from(answer.code()).expect("small"));
         }
-        Ok(())
+        Ok(lapsed.into_values().collect())
     }
 
     /// Refills the slice of spread `account` on `shard`, whose dry transfers need `least`

@@ -8,8 +8,11 @@
 //! less than [`QUOTE_TIME_LEFT_MIN_NS`] of the quote is left by its clock; for a
 //! cross-shard swap it checks again just before posting the decision and decides void if
 //! the quote has expired by then. So a swap is never *decided* after its quote expired by
-//! the deciding node's clock; its commit lands at most one Raft commit later. A resend of
-//! an applied swap reads `EXISTS`, before or after the expiry.
+//! the deciding node's clock; its commit lands at most one Raft commit later. A swap on
+//! one shard that meets a dry slice of a spread pool is checked again before the refill
+//! and before it is proposed once more, and if its quote has expired it is settled as a
+//! late swap (below), never proposed again. A resend of an applied swap reads `EXISTS`,
+//! before or after the expiry.
 //!
 //! A refusal for the quote is final, also while an earlier attempt of the same swap (one
 //! its client gave up on and resent) may still be in flight on some node: a swap on one

@@ -78,6 +78,11 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `size` nodes with the given extra TOML (e.g. [`FAST_RAFT`]).
     pub fn start(size: u64, config_toml: &str) -> Self {
+        Self::start_with(size, config_toml, &[])
+    }
+
+    /// As [`Self::start`], every node with extra environment variables (e.g. `FAILPOINTS`).
+    pub fn start_with(size: u64, config_toml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let a = 10 + std::process::id() % 200;
         let b = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed) % 250;
@@ -98,7 +103,7 @@ impl Cluster {
         ClusterKey::write_new_file(&key_path, &key).unwrap();
         let mut cluster = Self { nodes, config_path, bootstrap, key_path, key, _dir: dir };
         for id in 1..=size {
-            cluster.spawn(id);
+            cluster.spawn_with(id, env);
         }
         cluster
     }

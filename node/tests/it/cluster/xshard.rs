@@ -82,6 +82,11 @@ pub async fn people(client: &Client) -> BTreeMap<u32, (u128, u128)> {
     by_shard.into_iter().map(|(s, ids)| (s, (ids[0], ids[1]))).collect()
 }
 
+/// Account `id` on `ledger` with `flags`, code 1.
+fn account(id: u128, ledger: u32, flags: u32) -> v1::Account {
+    v1::Account { id: uint128(id), ledger, code: 1, flags, ..Default::default() }
+}
+
 /// (debits_pending, debits_posted, credits_pending, credits_posted) of each of `ids`.
 pub async fn sums(client: &Client, ids: &[u128]) -> Vec<(u128, u128, u128, u128)> {
     let found = client.lookup_accounts(ids).await.unwrap();
@@ -739,13 +744,6 @@ async fn institutions(client: &Client) -> Institutions {
     let on = |shard: u32, skip: u128| (skip..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
     let (member_a, pool_a, pool_b, member_b) = (on(1, 1), on(2, 1), on(3, 1), on(4, 1));
     let (bank_a, bank_b) = (on(1, member_a + 1), on(3, pool_b + 1));
-    let account = |id: u128, ledger: u32, flags: u32| v1::Account {
-        id: uint128(id),
-        ledger,
-        code: 1,
-        flags,
-        ..Default::default()
-    };
     let accounts = vec![
         account(member_a, ledger_a, DMNEC),
         account(pool_a, ledger_a, 0),
@@ -911,13 +909,7 @@ async fn spread_accounts_keep_redemptions_on_one_shard_and_never_oversell() {
     let units = LEDGER + 1;
     let (merchant, stock, delivered, supply) =
         (spread_account_id(1), spread_account_id(2), spread_account_id(3), spread_account_id(4));
-    let spread = |id: u128, ledger: u32, flags: u32| v1::Account {
-        id: uint128(id),
-        ledger,
-        code: 1,
-        flags,
-        ..Default::default()
-    };
+    let spread = account;
     let accounts = vec![
         spread(merchant, LEDGER, 0),
         spread(stock, units, DMNEC),
@@ -1421,6 +1413,105 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     let expected = vec![(0, 7, 0, 100), (0, 0, 0, 7), (0, 7, 0, 1000), (0, 0, 0, 7)];
     assert_eq!(sums(&client, &ids).await, expected);
     assert!(client.lookup_transfers(&[70, 71]).await.unwrap().is_empty());
+    converge_every_shard(&cluster).await;
+}
+
+/// A swap on one shard whose pool B slice there is dry, and whose quote has expired by the
+/// time the slice could be refilled (failpoint `spread::retry_clock`: the retry reads every
+/// quote expired), is not proposed again: it reads `QUOTE_EXPIRED`, whether the node that
+/// takes it leads the shard or forwards to its leader, nothing is moved for it, and its
+/// give id is burnt, so it never applies afterwards, not even once the slice holds units.
+/// A plain transfer from the same dry slice is still refilled and made.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
+    use tally_client::loyalty;
+    use tally_proto::routing::spread_account_id;
+    use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let cluster = Cluster::start_with(3, XSHARD, &[("FAILPOINTS", "spread::retry_clock=return")]);
+    let map = super::shards::wait_balanced(&cluster, 1).await;
+    let client = cluster.client();
+    let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
+    // Members and bank A on shard 2, the supply of B's pool on shard 3: B's pool holds
+    // 1000 points, all in its shard-3 slice, and its shard-2 slice is dry.
+    let on = |shard: u32, skip: u128| (skip..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
+    let (member_a, member_b) = (on(2, 1), on(2, on(2, 1) + 1));
+    let bank_a = on(2, member_b + 1);
+    let supply_b = on(3, 1);
+    let (pool_a, pool_b) = (spread_account_id(21), spread_account_id(22));
+    let accounts = vec![
+        account(member_a, ledger_a, DMNEC),
+        account(bank_a, ledger_a, 0),
+        account(pool_a, ledger_a, 0),
+        account(pool_b, ledger_b, DMNEC),
+        account(member_b, ledger_b, 0),
+        account(supply_b, ledger_b, 0),
+    ];
+    let created = client.create_accounts(accounts).await.unwrap();
+    assert!(created.iter().all(|r| tally_client::account_succeeded(r.status)), "{created:?}");
+    let fund = vec![
+        transfer(1, bank_a, member_a, 100, 0),
+        v1::Transfer { ledger: ledger_b, ..transfer(2, supply_b, pool_b, 1000, 0) },
+    ];
+    let funded = client.create_transfers(fund).await.unwrap();
+    assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
+
+    let leader = map.shard_infos.iter().find(|s| s.shard_id == 2).unwrap().leader_id;
+    let other = (1..=3).find(|&n| n != leader).unwrap();
+    let swap = |give: u128| loyalty::Swap {
+        give_id: give,
+        receive_id: give + 1,
+        member_a_account: member_a,
+        pool_a_account: pool_a,
+        ledger_a,
+        code_a: 7,
+        pool_b_account: pool_b,
+        member_b_account: member_b,
+        ledger_b,
+        code_b: 8,
+        points: 10,
+        rate: (1, 1),
+        rounding: v1::Rounding::Down,
+        quote_id: 0xABC,
+        quote_expires_at: now_ns() + 600_000_000_000,
+    };
+    let swaps = [(100, leader), (200, other)].map(|(give, via)| (swap(give), via));
+    for (made, via) in &swaps {
+        let addr = format!("http://{}", cluster.addr(*via));
+        let mut raw = LedgerServiceClient::connect(addr).await.unwrap();
+        let refused = raw.swap(loyalty::swap(made)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "via node {via}: {refused}");
+        assert!(refused.message().contains("TALLY:QuoteExpired"), "via node {via}: {refused}");
+    }
+    // Nothing moved: no refill for the lapsed swaps, nothing reserved or posted.
+    let ids = [member_a, pool_a, pool_b, member_b];
+    let untouched = vec![(0, 0, 0, 100), (0, 0, 0, 0), (0, 0, 0, 1000), (0, 0, 0, 0)];
+    assert_eq!(sums(&client, &ids).await, untouched);
+
+    // A plain transfer from the dry slice, through the node that does not lead its shard:
+    // that node refills the slice and makes it.
+    let mut raw =
+        LedgerServiceClient::connect(format!("http://{}", cluster.addr(other))).await.unwrap();
+    let plain = v1::Transfer { ledger: ledger_b, ..transfer(3, pool_b, member_b, 5, 0) };
+    let request = v1::CreateTransfersRequest { transfers: vec![plain] };
+    let made = raw.create_transfers(request).await.unwrap().into_inner().results;
+    assert_eq!(made[0].status, TS::Created as i32, "{made:?}");
+    // The slice holds units now, and the quotes still hold by the clock: the swaps are
+    // refused all the same, their give ids burnt.
+    for (made, via) in &swaps {
+        let addr = format!("http://{}", cluster.addr(*via));
+        let mut raw = LedgerServiceClient::connect(addr).await.unwrap();
+        let again = raw.swap(loyalty::swap(made)).await.unwrap().into_inner();
+        let statuses: Vec<i32> = again.results.iter().map(|r| r.status).collect();
+        let burnt = vec![TS::IdAlreadyFailed as i32, TS::LinkedEventFailed as i32];
+        assert_eq!(statuses, burnt, "via node {via}: {again:?}");
+    }
+    let (_, moved, _, into) = sums(&client, &[pool_b]).await[0];
+    assert_eq!(into - moved, 995, "B's pool: {moved} out, {into} in");
+    assert_eq!(sums(&client, &[member_a, member_b]).await, vec![(0, 0, 0, 100), (0, 0, 0, 5)]);
+    assert!(client.lookup_transfers(&[100, 101, 200, 201]).await.unwrap().is_empty());
     converge_every_shard(&cluster).await;
 }
 
