@@ -13,8 +13,8 @@
 //! forwarded, with `tally-shard` set, to the shard's leader (following at most
 //! [`FORWARD_ATTEMPTS_MAX`] leader hints); the parts run concurrently and the reply puts
 //! every result back in request order. `lookup_transfers` asks every shard (a transfer id
-//! does not say where it lives). A request *with* `tally-shard` (from another node, or a
-//! client that routes) is served only by that shard's leader: another node answers
+//! does not say where it lives). A request *with* `tally-shard` (from another node: node
+//! headers need the cluster key) is served only by that shard's leader: another node answers
 //! `NotLeader` with the leader's address, at once. If one part of a split request fails
 //! (e.g. its shard has no leader), the request fails although other parts may have
 //! applied — with `OutcomeUnknown` where the part's own error would say nothing was done
@@ -112,13 +112,22 @@ fn routed<M>(message: M, shard: ShardId, timeout: Duration) -> Request<M> {
 /// refills it, instead of being refilled, resent or burnt by the shard's leader.
 pub const RAW_METADATA_KEY: &str = "tally-raw";
 
+/// gRPC metadata key a node sets on a part of a swap request it forwards to another
+/// shard's leader: a transfer that finds its spread slice dry comes back `slice_dry`, for
+/// the forwarding node to settle ([`LedgerApi::settle_dry`]), since only it knows the
+/// swap's quote. Without it the shard's leader settles dry slices itself, so that refills
+/// of a slice stay on one node (its refill lock).
+pub const FORWARDER_SETTLES_METADATA_KEY: &str = "tally-forwarder-settles";
+
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
-/// [`RAW_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
+/// [`RAW_METADATA_KEY`], [`FORWARDER_SETTLES_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
 /// internal accounts and ids, so the server refuses such a request without the cluster key
 /// (`tally_proto::auth`).
 #[must_use]
 pub fn carries_node_headers(metadata: &tonic::metadata::MetadataMap) -> bool {
-    metadata.contains_key(SHARD_METADATA_KEY) || metadata.contains_key(RAW_METADATA_KEY)
+    [SHARD_METADATA_KEY, RAW_METADATA_KEY, FORWARDER_SETTLES_METADATA_KEY]
+        .iter()
+        .any(|key| metadata.contains_key(*key))
 }
 
 fn invalid_route(e: &RouteError) -> Status {
@@ -224,6 +233,18 @@ struct Created {
     /// account's slice was dry ([`LedgerApi::settle_dry`]): their outcomes hold
     /// `slice_dry`, and a caller must settle them.
     lapsed: Vec<spread::QuoteLapsed>,
+}
+
+/// Who settles the transfers of a `create` that find their spread slice dry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settle {
+    /// This node: refills and retries, or answers sold out ([`LedgerApi::settle_dry`]).
+    Here,
+    /// The node that forwarded this part ([`FORWARDER_SETTLES_METADATA_KEY`]): answered
+    /// `slice_dry`.
+    Forwarder,
+    /// Nobody: a node's own steps, applied as sent ([`RAW_METADATA_KEY`]).
+    Raw,
 }
 
 /// Late swaps settled ([`LedgerApi::settle_late_swaps`]): (request index, swap, its two
@@ -710,7 +731,7 @@ impl LedgerApi {
                     [at; 2]
                 })
                 .collect();
-            let created = self.create(&transfers, &wire, None, &not_after, false).await?;
+            let created = self.create(&transfers, &wire, None, &not_after, Settle::Here).await?;
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
             // Single-shard swaps whose quote expired while their pool's slice was dry: not
@@ -861,8 +882,9 @@ impl LedgerApi {
         wire: &[v1::Transfer],
         routed_to: Option<ShardId>,
         not_after: &[u64],
-        raw: bool,
+        settle: Settle,
     ) -> Result<Created, Status> {
+        let raw = settle == Settle::Raw;
         let count = self.inner.shards;
         if routed_to.is_none() {
             let internal = crate::ledger::internal::has_internal_account;
@@ -897,7 +919,9 @@ impl LedgerApi {
                 route::transfer_routes(transfers, count, |id| found.get(&id).copied())
             }
         };
-        let single = self.write_transfers(transfers, wire, &routes.shards, routed_to);
+        let forwarder_settles = !not_after.is_empty();
+        let single =
+            self.write_transfers(transfers, wire, &routes.shards, routed_to, forwarder_settles);
         let deadline = self.deadline();
         let chains: Vec<xshard::Placed<'_>> = routes
             .transactions
@@ -935,12 +959,12 @@ impl LedgerApi {
                 .await
                 .map_err(status::partial)?;
         }
-        // Dry slices are settled by the node that took the client's request (a part it
-        // forwarded comes back `slice_dry`): it alone knows the swaps' quotes.
-        let lapsed = if routed_to.is_none()
+        // A swap request's parts forwarded to other shards' leaders come back `slice_dry`:
+        // their swaps' quotes are known here only.
+        let lapsed = if settle == Settle::Here
             && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY)
         {
-            self.settle_dry(transfers, wire, &routes.shards, not_after, &mut outcomes)
+            self.settle_dry(transfers, wire, &routes.shards, routed_to, not_after, &mut outcomes)
                 .await
                 .map_err(status::partial)?
         } else {
@@ -950,13 +974,15 @@ impl LedgerApi {
     }
 
     /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as
-    /// [`Self::write_split`] does.
+    /// [`Self::write_split`] does; the parts it forwards ask for their dry slices back
+    /// (`slice_dry`) if `forwarder_settles` ([`FORWARDER_SETTLES_METADATA_KEY`]).
     pub(super) async fn write_transfers(
         &self,
         transfers: &[crate::ledger::Transfer],
         wire: &[v1::Transfer],
         shards: &[Option<ShardId>],
         routed_to: Option<ShardId>,
+        forwarder_settles: bool,
     ) -> Result<Vec<(u64, i32)>, Status> {
         self.write_split(
             Kind::Transfers,
@@ -967,8 +993,13 @@ impl LedgerApi {
             |mut peer, left, shard, indexes| {
                 let transfers = indexes.iter().map(|&i| wire[i]).collect();
                 let message = v1::CreateTransfersRequest { transfers };
+                let mut request = routed(message, shard, left);
+                if forwarder_settles {
+                    let yes = MetadataValue::from(1_u32);
+                    request.metadata_mut().insert(FORWARDER_SETTLES_METADATA_KEY, yes);
+                }
                 async move {
-                    let reply = peer.create_transfers(routed(message, shard, left)).await?;
+                    let reply = peer.create_transfers(request).await?;
                     Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
                 }
             },
@@ -1294,9 +1325,16 @@ impl LedgerService for LedgerApi {
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
         // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
-        let raw = routed_to.is_some() && request.metadata().get(RAW_METADATA_KEY).is_some();
+        let metadata = request.metadata();
+        let settle = match routed_to {
+            Some(_) if metadata.contains_key(RAW_METADATA_KEY) => Settle::Raw,
+            Some(_) if metadata.contains_key(FORWARDER_SETTLES_METADATA_KEY) => Settle::Forwarder,
+            _ => Settle::Here,
+        };
         let created =
-            self.create(&transfers, &request.get_ref().transfers, routed_to, &[], raw).await?;
+            self.create(&transfers, &request.get_ref().transfers, routed_to, &[], settle).await?;
+        // Only swaps carry quotes, so nothing here lapses.
+        debug_assert!(created.lapsed.is_empty());
         Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(created.outcomes) }))
     }
 

@@ -13,17 +13,18 @@
 //!   the slices' histories by timestamp.
 //! - **Dry slices.** A slice whose debit would exceed its credits answers `slice_dry`
 //!   (the ledger's rule for spread ids; it does not burn the transfer id). The node that
-//!   took the client's request then **refills** the slice from the others
-//!   ([`LedgerApi::refill`]: half of each richest slice's available units, at least what is
-//!   missing, each move an atomic cross-shard transaction) and retries the chain (at most
-//!   [`REFILL_ROUNDS_MAX`] rounds), unless it is a swap whose quote has expired by then.
+//!   applied it (for a swap: the node that took the request, which knows its quote) then
+//!   **refills** the slice from the others ([`LedgerApi::refill`]: half of each richest
+//!   slice's available units, at least what is missing, each move an atomic cross-shard
+//!   transaction) and retries the chain (at most [`REFILL_ROUNDS_MAX`] rounds), unless it
+//!   is a swap whose quote has expired by then.
 //!   When the slices together hold too little, the transfer's id is burnt (a transfer with
 //!   that id from an account that never exists: `debit_account_not_found` records the id as
 //!   failed) and the client gets `exceeds_credits`, exactly as on one shard: a resend reads
 //!   `id_already_failed`. A slice's balance flags hold on every slice, so the sum never
 //!   goes below zero: stock never oversells.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,8 +183,6 @@ impl Needs {
 pub(super) struct QuoteLapsed {
     /// Index of the chain's first transfer.
     pub start: usize,
-    /// The quote's expiry (ns, cluster time).
-    pub expires_at: u64,
     /// The cluster time at which it was found expired.
     pub now: u64,
 }
@@ -224,23 +223,26 @@ impl LedgerApi {
     /// fails with `TALLY:Timeout` (retryable: nothing dry was burnt; a resend reads
     /// `exists` for what did apply).
     ///
-    /// Only the node that took the client's request settles (a part it forwarded comes
-    /// back `slice_dry`): it alone knows `not_after`, empty or, per transfer, the quote
-    /// expiry of its chain (swaps). A chain whose quote has expired (by the cluster time,
+    /// `not_after` is empty or holds, per transfer, the quote expiry of its chain (swaps;
+    /// their parts forwarded to other shards come back `slice_dry`, to be settled here,
+    /// where the quotes are known). A chain whose quote has expired (by the cluster time,
     /// before a refill and again before it is proposed once more) is left as it is and
-    /// returned, as cross-shard ones are decided void then.
+    /// returned, as a cross-shard one is decided void then.
     pub(super) async fn settle_dry(
         &self,
         transfers: &[Transfer],
         wire: &[v1::Transfer],
         shards: &[Option<ShardId>],
+        routed_to: Option<ShardId>,
         not_after: &[u64],
         outcomes: &mut [(u64, i32)],
     ) -> Result<Vec<QuoteLapsed>, Status> {
         let deadline = self.deadline();
         let chains = chains_of(transfers);
-        let chain_of =
-            |i: usize| chains.iter().find(|c| c.contains(&i)).expect("every event has one");
+        // Each event's chain, by index (one pass; the chains are in order).
+        let chain_index: Vec<usize> =
+            chains.iter().enumerate().flat_map(|(k, c)| c.clone().map(move |_| k)).collect();
+        let chain_of = |i: usize| &chains[chain_index[i]];
         let slice =
             |i: usize| (transfers[i].debit_account_id.0, shards[i].expect("dry on a shard"));
         let mut sold_out: HashSet<(u128, ShardId)> = HashSet::new();
@@ -249,16 +251,17 @@ impl LedgerApi {
         // Takes out of `dry` the events of chains whose quote has expired by now: they
         // are neither refilled for nor proposed again.
         let lapse = |dry: &mut Vec<usize>, lapsed: &mut BTreeMap<usize, QuoteLapsed>| {
+            if not_after.is_empty() {
+                return;
+            }
             let now = retry_clock_ns();
             dry.retain(|&i| {
                 let chain = chain_of(i);
                 match not_after.get(chain.start) {
                     Some(&at) if now > at => {
-                        lapsed.entry(chain.start).or_insert(QuoteLapsed {
-                            start: chain.start,
-                            expires_at: at,
-                            now,
-                        });
+                        lapsed
+                            .entry(chain.start)
+                            .or_insert(QuoteLapsed { start: chain.start, now });
                         false
                     }
                     _ => true,
@@ -300,20 +303,22 @@ impl LedgerApi {
             // The refill took time: a swap is proposed again only if its quote still holds
             // (as a cross-shard one is decided only then).
             lapse(&mut dry, &mut lapsed);
-            let indexes: Vec<usize> = chains
+            let retried: BTreeSet<usize> = dry
                 .iter()
-                .filter(|chain| {
-                    dry.iter().any(|&i| chain.contains(&i) && !sold_out.contains(&slice(i)))
-                })
-                .flat_map(Clone::clone)
+                .filter(|&&i| !sold_out.contains(&slice(i)))
+                .map(|&i| chain_index[i])
                 .collect();
+            let indexes: Vec<usize> = retried.into_iter().flat_map(|k| chains[k].clone()).collect();
             if indexes.is_empty() {
                 break;
             }
             let sub: Vec<Transfer> = indexes.iter().map(|&i| transfers[i]).collect();
             let sub_wire: Vec<v1::Transfer> = indexes.iter().map(|&i| wire[i]).collect();
             let sub_shards: Vec<Option<ShardId>> = indexes.iter().map(|&i| shards[i]).collect();
-            let again = self.write_transfers(&sub, &sub_wire, &sub_shards, None).await?;
+            let forwarder_settles = !not_after.is_empty();
+            let again = self
+                .write_transfers(&sub, &sub_wire, &sub_shards, routed_to, forwarder_settles)
+                .await?;
             for (&i, outcome) in indexes.iter().zip(again) {
                 outcomes[i] = outcome;
             }

@@ -1416,12 +1416,14 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     converge_every_shard(&cluster).await;
 }
 
-/// A swap on one shard whose pool B slice there is dry, and whose quote has expired by the
-/// time the slice could be refilled (failpoint `spread::retry_clock`: the retry reads every
-/// quote expired), is not proposed again: it reads `QUOTE_EXPIRED`, whether the node that
-/// takes it leads the shard or forwards to its leader, nothing is moved for it, and its
-/// give id is burnt, so it never applies afterwards, not even once the slice holds units.
-/// A plain transfer from the same dry slice is still refilled and made.
+/// A swap on one shard whose pool B slice there is dry, and whose quote expires while the
+/// slice is refilled (failpoint `spread::retry_clock=1*off->return`: on each node, the
+/// check before the refill reads the clock, the one after reads every quote expired), is
+/// not proposed again: it reads `QUOTE_EXPIRED` with no transfer results, nothing of it
+/// applies, and its give id is burnt, so a resend never applies either, although the slice
+/// now holds units. Once in a `SwapBatch` taken by a node that forwards to the shard's
+/// leader, beside a malformed swap and a swap made on another shard (each answered on its
+/// own); once in a `Swap` taken by the shard's leader.
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
@@ -1430,45 +1432,58 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
     use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
-    let cluster = Cluster::start_with(3, XSHARD, &[("FAILPOINTS", "spread::retry_clock=return")]);
+    let lapse_after_refill = [("FAILPOINTS", "spread::retry_clock=1*off->return")];
+    let cluster = Cluster::start_with(3, XSHARD, &lapse_after_refill);
     let map = super::shards::wait_balanced(&cluster, 1).await;
     let client = cluster.client();
     let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
-    // Members and bank A on shard 2, the supply of B's pool on shard 3: B's pool holds
-    // 1000 points, all in its shard-3 slice, and its shard-2 slice is dry.
-    let on = |shard: u32, skip: u128| (skip..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
-    let (member_a, member_b) = (on(2, 1), on(2, on(2, 1) + 1));
-    let bank_a = on(2, member_b + 1);
-    let supply_b = on(3, 1);
-    let (pool_a, pool_b) = (spread_account_id(21), spread_account_id(22));
-    let accounts = vec![
-        account(member_a, ledger_a, DMNEC),
+    // Members (and bank A) on shards 2 and 3, B's pools' supply on shard 3: each pool holds
+    // 1000 points, all in its shard-3 slice; its shard-2 slice is dry.
+    let ids_on = |shard: u32| (1_u128..).filter(move |&id| shard_of(id, SHARDS) == shard);
+    let mut on_2 = ids_on(2);
+    let (member_a, member_b, bank_a) =
+        (on_2.next().unwrap(), on_2.next().unwrap(), on_2.next().unwrap());
+    let mut on_3 = ids_on(3);
+    let (member_a3, member_b3, supply_b) =
+        (on_3.next().unwrap(), on_3.next().unwrap(), on_3.next().unwrap());
+    let (pool_a, pool_b, pool_b2) =
+        (spread_account_id(21), spread_account_id(22), spread_account_id(23));
+    let mut accounts = vec![
         account(bank_a, ledger_a, 0),
         account(pool_a, ledger_a, 0),
         account(pool_b, ledger_b, DMNEC),
-        account(member_b, ledger_b, 0),
+        account(pool_b2, ledger_b, DMNEC),
         account(supply_b, ledger_b, 0),
     ];
+    for (a, b) in [(member_a, member_b), (member_a3, member_b3)] {
+        accounts.extend([account(a, ledger_a, DMNEC), account(b, ledger_b, 0)]);
+    }
     let created = client.create_accounts(accounts).await.unwrap();
     assert!(created.iter().all(|r| tally_client::account_succeeded(r.status)), "{created:?}");
     let fund = vec![
         transfer(1, bank_a, member_a, 100, 0),
-        v1::Transfer { ledger: ledger_b, ..transfer(2, supply_b, pool_b, 1000, 0) },
+        transfer(2, bank_a, member_a3, 100, 0),
+        v1::Transfer { ledger: ledger_b, ..transfer(3, supply_b, pool_b, 1000, 0) },
+        v1::Transfer { ledger: ledger_b, ..transfer(4, supply_b, pool_b2, 1000, 0) },
     ];
     let funded = client.create_transfers(fund).await.unwrap();
     assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
 
     let leader = map.shard_infos.iter().find(|s| s.shard_id == 2).unwrap().leader_id;
     let other = (1..=3).find(|&n| n != leader).unwrap();
-    let swap = |give: u128| loyalty::Swap {
+    let raw = |node: u64| {
+        let addr = format!("http://{}", cluster.addr(node));
+        async move { LedgerServiceClient::connect(addr).await.unwrap() }
+    };
+    let swap = |give: u128, members: (u128, u128), pool_b: u128| loyalty::Swap {
         give_id: give,
         receive_id: give + 1,
-        member_a_account: member_a,
+        member_a_account: members.0,
         pool_a_account: pool_a,
         ledger_a,
         code_a: 7,
         pool_b_account: pool_b,
-        member_b_account: member_b,
+        member_b_account: members.1,
         ledger_b,
         code_b: 8,
         points: 10,
@@ -1477,40 +1492,49 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
         quote_id: 0xABC,
         quote_expires_at: now_ns() + 600_000_000_000,
     };
-    let swaps = [(100, leader), (200, other)].map(|(give, via)| (swap(give), via));
-    for (made, via) in &swaps {
-        let addr = format!("http://{}", cluster.addr(*via));
-        let mut raw = LedgerServiceClient::connect(addr).await.unwrap();
-        let refused = raw.swap(loyalty::swap(made)).await.unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "via node {via}: {refused}");
-        assert!(refused.message().contains("TALLY:QuoteExpired"), "via node {via}: {refused}");
-    }
-    // Nothing moved: no refill for the lapsed swaps, nothing reserved or posted.
-    let ids = [member_a, pool_a, pool_b, member_b];
-    let untouched = vec![(0, 0, 0, 100), (0, 0, 0, 0), (0, 0, 0, 1000), (0, 0, 0, 0)];
-    assert_eq!(sums(&client, &ids).await, untouched);
+    let lapsing = swap(100, (member_a, member_b), pool_b);
+    let made_on_3 = swap(300, (member_a3, member_b3), pool_b);
+    let malformed = v1::SwapRequest {
+        rate_numerator: 0,
+        ..loyalty::swap(&swap(500, (member_a, member_b), pool_b))
+    };
+    let swaps = vec![malformed, loyalty::swap(&lapsing), loyalty::swap(&made_on_3)];
+    let reply = raw(other).await.swap_batch(v1::SwapBatchRequest { swaps }).await.unwrap();
+    let results = reply.into_inner().results;
+    let refusals: Vec<i32> = results.iter().map(|r| r.refusal).collect();
+    let expected = [v1::SwapRefusal::Invalid, v1::SwapRefusal::QuoteExpired, v1::SwapRefusal::None];
+    assert_eq!(refusals, expected.map(|r| r as i32), "{results:?}");
+    assert!(results[1].message.contains("TALLY:QuoteExpired"), "{results:?}");
+    assert!(results[1].results.is_empty(), "nothing created: {results:?}");
+    let made: Vec<i32> = results[2].results.iter().map(|r| r.status).collect();
+    assert_eq!(made, vec![TS::Created as i32; 2], "{results:?}");
 
-    // A plain transfer from the dry slice, through the node that does not lead its shard:
-    // that node refills the slice and makes it.
-    let mut raw =
-        LedgerServiceClient::connect(format!("http://{}", cluster.addr(other))).await.unwrap();
-    let plain = v1::Transfer { ledger: ledger_b, ..transfer(3, pool_b, member_b, 5, 0) };
-    let request = v1::CreateTransfersRequest { transfers: vec![plain] };
-    let made = raw.create_transfers(request).await.unwrap().into_inner().results;
-    assert_eq!(made[0].status, TS::Created as i32, "{made:?}");
-    // The slice holds units now, and the quotes still hold by the clock: the swaps are
-    // refused all the same, their give ids burnt.
-    for (made, via) in &swaps {
-        let addr = format!("http://{}", cluster.addr(*via));
-        let mut raw = LedgerServiceClient::connect(addr).await.unwrap();
-        let again = raw.swap(loyalty::swap(made)).await.unwrap().into_inner();
+    let lapsing_2 = swap(200, (member_a, member_b), pool_b2);
+    let refused = raw(leader).await.swap(loyalty::swap(&lapsing_2)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
+    assert!(refused.message().contains("TALLY:QuoteExpired"), "{refused}");
+
+    // Only the swap on shard 3 moved points; B's pools' balances are whole, each refilled
+    // shard-2 slice now holding units moved from shard 3.
+    let members = [member_a, member_b, member_a3, member_b3, pool_a];
+    let expected =
+        vec![(0, 0, 0, 100), (0, 0, 0, 0), (0, 10, 0, 100), (0, 0, 0, 10), (0, 0, 0, 10)];
+    assert_eq!(sums(&client, &members).await, expected);
+    let pools = sums(&client, &[pool_b, pool_b2]).await;
+    let balance = |(pending_out, out, pending_in, into): (u128, u128, u128, u128)| {
+        assert_eq!((pending_out, pending_in), (0, 0), "{pools:?}");
+        assert!(out > 0, "refilled: {pools:?}");
+        into - out
+    };
+    assert_eq!((balance(pools[0]), balance(pools[1])), (990, 1000), "{pools:?}");
+    // The same swaps again, through the other node each: their give ids are burnt.
+    for (made, via) in [(lapsing, leader), (lapsing_2, other)] {
+        let again = raw(via).await.swap(loyalty::swap(&made)).await.unwrap().into_inner();
         let statuses: Vec<i32> = again.results.iter().map(|r| r.status).collect();
         let burnt = vec![TS::IdAlreadyFailed as i32, TS::LinkedEventFailed as i32];
         assert_eq!(statuses, burnt, "via node {via}: {again:?}");
     }
-    let (_, moved, _, into) = sums(&client, &[pool_b]).await[0];
-    assert_eq!(into - moved, 995, "B's pool: {moved} out, {into} in");
-    assert_eq!(sums(&client, &[member_a, member_b]).await, vec![(0, 0, 0, 100), (0, 0, 0, 5)]);
+    assert_eq!(sums(&client, &members[..2]).await, vec![(0, 0, 0, 100), (0, 0, 0, 0)]);
     assert!(client.lookup_transfers(&[100, 101, 200, 201]).await.unwrap().is_empty());
     converge_every_shard(&cluster).await;
 }
