@@ -115,8 +115,10 @@ pub const RAW_METADATA_KEY: &str = "tally-raw";
 /// gRPC metadata key a node sets on a part of a swap request it forwards to another
 /// shard's leader: a transfer that finds its spread slice dry comes back `slice_dry`, for
 /// the forwarding node to settle ([`LedgerApi::settle_dry`]), since only it knows the
-/// swap's quote. Without it the shard's leader settles dry slices itself, so that refills
-/// of a slice stay on one node (its refill lock).
+/// swap's quote. Without it the shard's leader settles dry slices itself, so that the
+/// refills of a slice for plain transfers stay on one node (its refill lock); a swap pool's
+/// slice may be refilled by every node that forwards swaps at once (`docs/SHARDING.md`
+/// §2a, known limits).
 pub const FORWARDER_SETTLES_METADATA_KEY: &str = "tally-forwarder-settles";
 
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],

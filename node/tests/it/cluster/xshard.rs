@@ -1523,7 +1523,8 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
     let pools = sums(&client, &[pool_b, pool_b2]).await;
     let balance = |(pending_out, out, pending_in, into): (u128, u128, u128, u128)| {
         assert_eq!((pending_out, pending_in), (0, 0), "{pools:?}");
-        assert!(out > 0, "refilled: {pools:?}");
+        // More than the 10 points the swap on shard 3 took: units moved to shard 2.
+        assert!(out > 10, "refilled: {pools:?}");
         into - out
     };
     assert_eq!((balance(pools[0]), balance(pools[1])), (990, 1000), "{pools:?}");
