@@ -113,21 +113,21 @@ fn routed<M>(message: M, shard: ShardId, timeout: Duration) -> Request<M> {
 pub const RAW_METADATA_KEY: &str = "tally-raw";
 
 /// gRPC metadata key a node sets on a part of a swap request it forwards to another
-/// shard's leader: a transfer that finds its spread slice dry comes back `slice_dry`, for
-/// the forwarding node to settle ([`LedgerApi::settle_dry`]), since only it knows the
-/// swap's quote. Without it the shard's leader settles dry slices itself, so that the
-/// refills of a slice for plain transfers stay on one node (its refill lock); a swap pool's
-/// slice may be refilled by every node that forwards swaps at once (`docs/SHARDING.md`
-/// §2a, known limits).
-pub const FORWARDER_SETTLES_METADATA_KEY: &str = "tally-forwarder-settles";
+/// shard's leader: every chain of it is a swap, whose quote expires at its first (give)
+/// transfer's `user_data_64`. The leader settles dry slices as for any request (so the
+/// refills of a slice stay on one node, under its refill lock), with the swaps' quotes
+/// checked before each refill and resend ([`LedgerApi::settle_dry`]); a chain whose quote
+/// lapsed reads [`spread::QUOTE_LAPSED`] on each of its events, for the forwarding node to
+/// settle as a late swap.
+pub const SWAP_QUOTES_METADATA_KEY: &str = "tally-swap-quotes";
 
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
-/// [`RAW_METADATA_KEY`], [`FORWARDER_SETTLES_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
+/// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
 /// internal accounts and ids, so the server refuses such a request without the cluster key
 /// (`tally_proto::auth`).
 #[must_use]
 pub fn carries_node_headers(metadata: &tonic::metadata::MetadataMap) -> bool {
-    [SHARD_METADATA_KEY, RAW_METADATA_KEY, FORWARDER_SETTLES_METADATA_KEY]
+    [SHARD_METADATA_KEY, RAW_METADATA_KEY, SWAP_QUOTES_METADATA_KEY]
         .iter()
         .any(|key| metadata.contains_key(*key))
 }
@@ -242,9 +242,6 @@ struct Created {
 enum Settle {
     /// This node: refills and retries, or answers sold out ([`LedgerApi::settle_dry`]).
     Here,
-    /// The node that forwarded this part ([`FORWARDER_SETTLES_METADATA_KEY`]): answered
-    /// `slice_dry`.
-    Forwarder,
     /// Nobody: a node's own steps, applied as sent ([`RAW_METADATA_KEY`]).
     Raw,
 }
@@ -921,9 +918,8 @@ impl LedgerApi {
                 route::transfer_routes(transfers, count, |id| found.get(&id).copied())
             }
         };
-        let forwarder_settles = !not_after.is_empty();
-        let single =
-            self.write_transfers(transfers, wire, &routes.shards, routed_to, forwarder_settles);
+        let swap_quotes = !not_after.is_empty();
+        let single = self.write_transfers(transfers, wire, &routes.shards, routed_to, swap_quotes);
         let deadline = self.deadline();
         let chains: Vec<xshard::Placed<'_>> = routes
             .transactions
@@ -961,11 +957,10 @@ impl LedgerApi {
                 .await
                 .map_err(status::partial)?;
         }
-        // A swap request's parts forwarded to other shards' leaders come back `slice_dry`:
-        // their swaps' quotes are known here only.
-        let lapsed = if settle == Settle::Here
-            && outcomes.iter().any(|&(_, status)| status == spread::SLICE_DRY)
-        {
+        // A part of a swap request forwarded to another shard's leader may come back with
+        // chains whose quote lapsed there (`QUOTE_LAPSED`): settled here with the rest.
+        let unsettled = |status: i32| status == spread::SLICE_DRY || status == spread::QUOTE_LAPSED;
+        let lapsed = if settle == Settle::Here && outcomes.iter().any(|&(_, s)| unsettled(s)) {
             self.settle_dry(transfers, wire, &routes.shards, routed_to, not_after, &mut outcomes)
                 .await
                 .map_err(status::partial)?
@@ -976,15 +971,15 @@ impl LedgerApi {
     }
 
     /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as
-    /// [`Self::write_split`] does; the parts it forwards ask for their dry slices back
-    /// (`slice_dry`) if `forwarder_settles` ([`FORWARDER_SETTLES_METADATA_KEY`]).
+    /// [`Self::write_split`] does; the parts it forwards carry [`SWAP_QUOTES_METADATA_KEY`]
+    /// if `swap_quotes` (every chain a swap).
     pub(super) async fn write_transfers(
         &self,
         transfers: &[crate::ledger::Transfer],
         wire: &[v1::Transfer],
         shards: &[Option<ShardId>],
         routed_to: Option<ShardId>,
-        forwarder_settles: bool,
+        swap_quotes: bool,
     ) -> Result<Vec<(u64, i32)>, Status> {
         self.write_split(
             Kind::Transfers,
@@ -996,9 +991,9 @@ impl LedgerApi {
                 let transfers = indexes.iter().map(|&i| wire[i]).collect();
                 let message = v1::CreateTransfersRequest { transfers };
                 let mut request = routed(message, shard, left);
-                if forwarder_settles {
+                if swap_quotes {
                     let yes = MetadataValue::from(1_u32);
-                    request.metadata_mut().insert(FORWARDER_SETTLES_METADATA_KEY, yes);
+                    request.metadata_mut().insert(SWAP_QUOTES_METADATA_KEY, yes);
                 }
                 async move {
                     let reply = peer.create_transfers(request).await?;
@@ -1330,14 +1325,25 @@ impl LedgerService for LedgerApi {
         let metadata = request.metadata();
         let settle = match routed_to {
             Some(_) if metadata.contains_key(RAW_METADATA_KEY) => Settle::Raw,
-            Some(_) if metadata.contains_key(FORWARDER_SETTLES_METADATA_KEY) => Settle::Forwarder,
             _ => Settle::Here,
         };
-        let created =
-            self.create(&transfers, &request.get_ref().transfers, routed_to, &[], settle).await?;
-        // Only swaps carry quotes, so nothing here lapses.
-        debug_assert!(created.lapsed.is_empty());
-        Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(created.outcomes) }))
+        // A part of a swap request, from the node that took it: each chain's quote expiry.
+        let not_after = if routed_to.is_some() && metadata.contains_key(SWAP_QUOTES_METADATA_KEY) {
+            spread::swap_quotes(&transfers)
+        } else {
+            Vec::new()
+        };
+        let created = self
+            .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, settle)
+            .await?;
+        let mut outcomes = created.outcomes;
+        // Lapsed swaps go back to the node that took them, which burns their give ids.
+        for lapsed in &created.lapsed {
+            for outcome in &mut outcomes[lapsed.start..lapsed.end] {
+                outcome.1 = spread::QUOTE_LAPSED;
+            }
+        }
+        Ok(Response::new(v1::CreateTransfersReply { results: transfer_results(outcomes) }))
     }
 
     async fn swap(

@@ -13,7 +13,7 @@
 //!   the slices' histories by timestamp.
 //! - **Dry slices.** A slice whose debit would exceed its credits answers `slice_dry`
 //!   (the ledger's rule for spread ids; it does not burn the transfer id). The node that
-//!   applied it (for a swap: the node that took the request, which knows its quote) then
+//!   applied it (the shard's leader; a swap's quote forwarded to it with the request) then
 //!   **refills** the slice from the others ([`LedgerApi::refill`]: half of each richest
 //!   slice's available units, at least what is missing, each move an atomic cross-shard
 //!   transaction) and retries the chain (at most [`REFILL_ROUNDS_MAX`] rounds), unless it
@@ -47,6 +47,11 @@ use crate::storage::keys::ShardId;
 /// `slice_dry` on the wire (never sent to a client: see the module's documentation).
 #[allow(clippy::cast_possible_wrap)] // 1000 fits.
 pub const SLICE_DRY: i32 = TS::SliceDry.code() as i32;
+/// Node-only wire status, never sent to a client: the events of a swap (a chain of a part
+/// forwarded with [`SWAP_QUOTES_METADATA_KEY`](super::ledger::SWAP_QUOTES_METADATA_KEY))
+/// that the shard's leader did not propose again because its quote lapsed while its slice
+/// was dry. Not a ledger status.
+pub const QUOTE_LAPSED: i32 = 2000;
 /// Refill-and-retry rounds a request may spend on its dry slices (each round ends with
 /// units moved, or with a slice found sold out); past it the request fails, retryably.
 pub const REFILL_ROUNDS_MAX: usize = 16;
@@ -183,8 +188,23 @@ impl Needs {
 pub(super) struct QuoteLapsed {
     /// Index of the chain's first transfer.
     pub start: usize,
+    /// Index after the chain's last transfer.
+    pub end: usize,
     /// The cluster time at which it was found expired.
     pub now: u64,
+}
+
+/// Each event's quote expiry in a request whose every chain is a swap: its chain's first
+/// (give) transfer's `user_data_64` ([`super::swap::Swap`]).
+#[must_use]
+pub fn swap_quotes(transfers: &[Transfer]) -> Vec<u64> {
+    chains_of(transfers)
+        .into_iter()
+        .flat_map(|chain| {
+            let at = transfers[chain.start].user_data_64;
+            chain.map(move |_| at)
+        })
+        .collect()
 }
 
 /// The cluster time against which a dry swap's quote is checked before it is proposed
@@ -259,9 +279,8 @@ impl LedgerApi {
                 let chain = chain_of(i);
                 match not_after.get(chain.start) {
                     Some(&at) if now > at => {
-                        lapsed
-                            .entry(chain.start)
-                            .or_insert(QuoteLapsed { start: chain.start, now });
+                        let (start, end) = (chain.start, chain.end);
+                        lapsed.entry(start).or_insert(QuoteLapsed { start, end, now });
                         false
                     }
                     _ => true,
@@ -269,6 +288,13 @@ impl LedgerApi {
             });
         };
         for round in 0.. {
+            // Chains the shard's leader found lapsed (a part forwarded with quotes).
+            for (i, _) in outcomes.iter().enumerate().filter(|(_, o)| o.1 == QUOTE_LAPSED) {
+                let chain = chain_of(i);
+                let now = super::batcher::cluster_time_now_ns();
+                let (start, end) = (chain.start, chain.end);
+                lapsed.entry(start).or_insert(QuoteLapsed { start, end, now });
+            }
             let mut dry: Vec<usize> = dry_events(transfers, shards, outcomes)
                 .into_iter()
                 .filter(|&i| {
@@ -315,10 +341,9 @@ impl LedgerApi {
             let sub: Vec<Transfer> = indexes.iter().map(|&i| transfers[i]).collect();
             let sub_wire: Vec<v1::Transfer> = indexes.iter().map(|&i| wire[i]).collect();
             let sub_shards: Vec<Option<ShardId>> = indexes.iter().map(|&i| shards[i]).collect();
-            let forwarder_settles = !not_after.is_empty();
-            let again = self
-                .write_transfers(&sub, &sub_wire, &sub_shards, routed_to, forwarder_settles)
-                .await?;
+            let swap_quotes = !not_after.is_empty();
+            let again =
+                self.write_transfers(&sub, &sub_wire, &sub_shards, routed_to, swap_quotes).await?;
             for (&i, outcome) in indexes.iter().zip(again) {
                 outcomes[i] = outcome;
             }

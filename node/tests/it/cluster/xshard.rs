@@ -1416,14 +1416,16 @@ async fn a_quote_that_expires_before_the_decision_voids_only_its_swap() {
     converge_every_shard(&cluster).await;
 }
 
-/// A swap on one shard whose pool B slice there is dry, and whose quote expires while the
-/// slice is refilled (failpoint `spread::retry_clock=1*off->return`: on each node, the
-/// check before the refill reads the clock, the one after reads every quote expired), is
-/// not proposed again: it reads `QUOTE_EXPIRED` with no transfer results, nothing of it
-/// applies, and its give id is burnt, so a resend never applies either, although the slice
-/// now holds units. Once in a `SwapBatch` taken by a node that forwards to the shard's
-/// leader, beside a malformed swap and a swap made on another shard (each answered on its
-/// own); once in a `Swap` taken by the shard's leader.
+/// A swap on one shard whose pool B slice there is dry, and whose quote expires by the time
+/// the slice could be refilled or the swap resent, is not proposed again: it reads
+/// `QUOTE_EXPIRED` with no transfer results, nothing of it applies, and its give id is
+/// burnt, so a resend never applies either. The shard's leader settles dry slices, also
+/// for a swap taken by another node (which forwards the swaps' quotes with
+/// `tally-swap-quotes`). Failpoint `spread::retry_clock=1*off->return`: on each node the
+/// first quote check reads the clock, every later one finds every quote expired. So the
+/// first swap, in a `SwapBatch` taken by another node beside a malformed swap and a swap
+/// made on another shard, lapses on the leader after its refill (units moved, yet never
+/// used by it); the second, in a `Swap` taken by the leader, lapses before any refill.
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
@@ -1514,20 +1516,19 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
     assert!(refused.message().contains("TALLY:QuoteExpired"), "{refused}");
 
-    // Only the swap on shard 3 moved points; B's pools' balances are whole, each refilled
-    // shard-2 slice now holding units moved from shard 3.
+    // Only the swap on shard 3 moved points; B's pools' balances are whole. The shard's
+    // leader settled both lapsing swaps (the batch's part came to it from the other node):
+    // the first lapsed after its refill (units moved to shard 2), the second, on its next
+    // clock reading, before any refill (nothing moved).
     let members = [member_a, member_b, member_a3, member_b3, pool_a];
     let expected =
         vec![(0, 0, 0, 100), (0, 0, 0, 0), (0, 10, 0, 100), (0, 0, 0, 10), (0, 0, 0, 10)];
     assert_eq!(sums(&client, &members).await, expected);
     let pools = sums(&client, &[pool_b, pool_b2]).await;
-    let balance = |(pending_out, out, pending_in, into): (u128, u128, u128, u128)| {
-        assert_eq!((pending_out, pending_in), (0, 0), "{pools:?}");
-        // More than the 10 points the swap on shard 3 took: units moved to shard 2.
-        assert!(out > 10, "refilled: {pools:?}");
-        into - out
-    };
-    assert_eq!((balance(pools[0]), balance(pools[1])), (990, 1000), "{pools:?}");
+    let (pending_out, out, pending_in, into) = pools[0];
+    // More than the 10 points the swap on shard 3 took: units moved to shard 2.
+    assert!(pending_out == 0 && pending_in == 0 && out > 10 && into - out == 990, "{pools:?}");
+    assert_eq!(pools[1], (0, 0, 0, 1000), "{pools:?}");
     // The same swaps again, through the other node each: their give ids are burnt.
     for (made, via) in [(lapsing, leader), (lapsing_2, other)] {
         let again = raw(via).await.swap(loyalty::swap(&made)).await.unwrap().into_inner();
