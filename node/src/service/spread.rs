@@ -183,7 +183,8 @@ impl Needs {
 
 /// A chain not proposed again after its slice ran dry because its quote (`not_after`, a
 /// swap's expiry) had expired by then; its outcomes are left as they were (`slice_dry`
-/// among them), for the caller to settle ([`LedgerApi::settle_late_swaps`]).
+/// among them). The node that took the swap settles it ([`LedgerApi::settle_late_swaps`]);
+/// a shard leader that settled a forwarded part answers its events [`QUOTE_LAPSED`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct QuoteLapsed {
     /// Index of the chain's first transfer.
@@ -244,10 +245,12 @@ impl LedgerApi {
     /// `exists` for what did apply).
     ///
     /// `not_after` is empty or holds, per transfer, the quote expiry of its chain (swaps;
-    /// their parts forwarded to other shards come back `slice_dry`, to be settled here,
-    /// where the quotes are known). A chain whose quote has expired (by the cluster time,
-    /// before a refill and again before it is proposed once more) is left as it is and
-    /// returned, as a cross-shard one is decided void then.
+    /// their parts forwarded to other shards' leaders carry the quotes, and come back
+    /// [`QUOTE_LAPSED`] for a chain that lapsed there, registered here as lapsed too). A
+    /// chain whose quote has expired (by the cluster time, before a refill and again before
+    /// it is proposed once more) is left as it is and returned, as a cross-shard one is
+    /// decided void then. (The cluster time in a lapsed swap's answer is this node's, read
+    /// when it registers a chain a leader found lapsed.)
     pub(super) async fn settle_dry(
         &self,
         transfers: &[Transfer],
