@@ -122,7 +122,8 @@ pub const RAW_METADATA_KEY: &str = "tally-raw";
 pub const SWAP_QUOTES_METADATA_KEY: &str = "tally-swap-quotes";
 
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
-/// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`]): they skip the edge checks that keep clients away from Tally's
+/// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`]): they skip the edge checks that keep
+/// clients away from Tally's
 /// internal accounts and ids, so the server refuses such a request without the cluster key
 /// (`tally_proto::auth`).
 #[must_use]
@@ -235,15 +236,6 @@ struct Created {
     /// account's slice was dry ([`LedgerApi::settle_dry`]): their outcomes hold
     /// `slice_dry`, and a caller must settle them.
     lapsed: Vec<spread::QuoteLapsed>,
-}
-
-/// Who settles the transfers of a `create` that find their spread slice dry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Settle {
-    /// This node: refills and retries, or answers sold out ([`LedgerApi::settle_dry`]).
-    Here,
-    /// Nobody: a node's own steps, applied as sent ([`RAW_METADATA_KEY`]).
-    Raw,
 }
 
 /// Late swaps settled ([`LedgerApi::settle_late_swaps`]): (request index, swap, its two
@@ -730,7 +722,7 @@ impl LedgerApi {
                     [at; 2]
                 })
                 .collect();
-            let created = self.create(&transfers, &wire, None, &not_after, Settle::Here).await?;
+            let created = self.create(&transfers, &wire, None, &not_after, false).await?;
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
             // Single-shard swaps whose quote expired while their pool's slice was dry: not
@@ -881,9 +873,8 @@ impl LedgerApi {
         wire: &[v1::Transfer],
         routed_to: Option<ShardId>,
         not_after: &[u64],
-        settle: Settle,
+        raw: bool,
     ) -> Result<Created, Status> {
-        let raw = settle == Settle::Raw;
         let count = self.inner.shards;
         if routed_to.is_none() {
             let internal = crate::ledger::internal::has_internal_account;
@@ -960,7 +951,7 @@ impl LedgerApi {
         // A part of a swap request forwarded to another shard's leader may come back with
         // chains whose quote lapsed there (`QUOTE_LAPSED`): settled here with the rest.
         let unsettled = |status: i32| status == spread::SLICE_DRY || status == spread::QUOTE_LAPSED;
-        let lapsed = if settle == Settle::Here && outcomes.iter().any(|&(_, s)| unsettled(s)) {
+        let lapsed = if !raw && outcomes.iter().any(|&(_, s)| unsettled(s)) {
             self.settle_dry(transfers, wire, &routes.shards, routed_to, not_after, &mut outcomes)
                 .await
                 .map_err(status::partial)?
@@ -1323,10 +1314,8 @@ impl LedgerService for LedgerApi {
         let routed_to = self.routed_shard(&request)?;
         // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
         let metadata = request.metadata();
-        let settle = match routed_to {
-            Some(_) if metadata.contains_key(RAW_METADATA_KEY) => Settle::Raw,
-            _ => Settle::Here,
-        };
+        // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
+        let raw = routed_to.is_some() && metadata.contains_key(RAW_METADATA_KEY);
         // A part of a swap request, from the node that took it: each chain's quote expiry.
         let not_after = if routed_to.is_some() && metadata.contains_key(SWAP_QUOTES_METADATA_KEY) {
             spread::swap_quotes(&transfers)
@@ -1334,7 +1323,7 @@ impl LedgerService for LedgerApi {
             Vec::new()
         };
         let created = self
-            .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, settle)
+            .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, raw)
             .await?;
         let mut outcomes = created.outcomes;
         // Lapsed swaps go back to the node that took them, which burns their give ids.

@@ -195,6 +195,12 @@ pub(super) struct QuoteLapsed {
     pub now: u64,
 }
 
+impl QuoteLapsed {
+    fn of(chain: &Range<usize>, now: u64) -> Self {
+        Self { start: chain.start, end: chain.end, now }
+    }
+}
+
 /// Each event's quote expiry in a request whose every chain is a swap: its chain's first
 /// (give) transfer's `user_data_64` ([`super::swap::Swap`]).
 #[must_use]
@@ -282,8 +288,7 @@ impl LedgerApi {
                 let chain = chain_of(i);
                 match not_after.get(chain.start) {
                     Some(&at) if now > at => {
-                        let (start, end) = (chain.start, chain.end);
-                        lapsed.entry(start).or_insert(QuoteLapsed { start, end, now });
+                        lapsed.entry(chain.start).or_insert(QuoteLapsed::of(chain, now));
                         false
                     }
                     _ => true,
@@ -295,8 +300,7 @@ impl LedgerApi {
             for (i, _) in outcomes.iter().enumerate().filter(|(_, o)| o.1 == QUOTE_LAPSED) {
                 let chain = chain_of(i);
                 let now = super::batcher::cluster_time_now_ns();
-                let (start, end) = (chain.start, chain.end);
-                lapsed.entry(start).or_insert(QuoteLapsed { start, end, now });
+                lapsed.entry(chain.start).or_insert(QuoteLapsed::of(chain, now));
             }
             let mut dry: Vec<usize> = dry_events(transfers, shards, outcomes)
                 .into_iter()
