@@ -28,6 +28,21 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// The percentiles of `h` (microseconds); all 0 if it is empty.
+    #[must_use]
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
 /// One second of a run.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Point {
@@ -96,6 +111,12 @@ pub struct RunReport {
     pub transfers_per_s: f64,
     /// Request latency.
     pub latency_ms: Latency,
+    /// Open loop: how late the harness sent each request after it was due (part of the
+    /// latency above; measured so that a slow sender is seen, not blamed on the target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_ms: Option<Latency>,
+    /// When the load began (the timeline's second 0), Unix time in milliseconds.
+    pub started_unix_ms: u64,
     /// Per-second throughput and latency.
     pub timeline: Vec<Point>,
     /// The checks run after the workload.
@@ -153,14 +174,12 @@ impl RunReport {
             ops_per_s: completed as f64 / elapsed,
             ok_per_s: stats.ok as f64 / elapsed,
             transfers_per_s: stats.transfers_ok as f64 / elapsed,
-            latency_ms: Latency {
-                p50: ms(h.value_at_quantile(0.50)),
-                p90: ms(h.value_at_quantile(0.90)),
-                p99: ms(h.value_at_quantile(0.99)),
-                p999: ms(h.value_at_quantile(0.999)),
-                max: ms(h.max()),
-                mean: h.mean() / 1000.0,
-            },
+            latency_ms: Latency::of(h),
+            send_lag_ms: load.rate.map(|_| Latency::of(&stats.send_lag_us)),
+            started_unix_ms: stats
+                .started_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             timeline,
             verified: all_passed(&verification),
             verification,
@@ -203,6 +222,13 @@ impl RunReport {
             self.unknown,
             if self.not_sent > 0 { format!("  not sent {}", self.not_sent) } else { String::new() },
         );
+        if let Some(lag) = &self.send_lag_ms {
+            let _ = writeln!(
+                out,
+                "         sent late ms (in the latency): p50 {:.2}  p99 {:.2}  max {:.2}",
+                lag.p50, lag.p99, lag.max
+            );
+        }
         for (name, n) in &self.failed {
             let _ = writeln!(out, "           refused {n}: {name}");
         }
