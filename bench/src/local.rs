@@ -63,6 +63,12 @@ impl LocalCluster {
                 (temp.path().join("cluster"), Some(temp))
             }
         };
+        // Write back the machine's dirty pages first: the ~500 MB of binaries a build has
+        // just written otherwise reach the disk under the first run's WAL fsyncs (a stall
+        // of 150-220 ms in the first run of each series of 2026-12-07, bench/RESULTS.md).
+        tokio::task::spawn_blocking(nix::unistd::sync)
+            .await
+            .map_err(|e| BenchError::Setup(format!("sync before the cluster starts: {e}")))?;
         let mut child = Command::new(tallyd)
             .arg("dev")
             .arg("--data-dir")
