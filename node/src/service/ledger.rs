@@ -123,9 +123,8 @@ pub const SWAP_QUOTES_METADATA_KEY: &str = "tally-swap-quotes";
 
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
 /// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`]): they skip the edge checks that keep
-/// clients away from Tally's
-/// internal accounts and ids, so the server refuses such a request without the cluster key
-/// (`tally_proto::auth`).
+/// clients away from Tally's internal accounts and ids, so the server refuses such a
+/// request without the cluster key (`tally_proto::auth`).
 #[must_use]
 pub fn carries_node_headers(metadata: &tonic::metadata::MetadataMap) -> bool {
     [SHARD_METADATA_KEY, RAW_METADATA_KEY, SWAP_QUOTES_METADATA_KEY]
@@ -1312,7 +1311,6 @@ impl LedgerService for LedgerApi {
         let transfers =
             convert::transfers_from_request(request.get_ref()).map_err(|e| status::invalid(&e))?;
         let routed_to = self.routed_shard(&request)?;
-        // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
         let metadata = request.metadata();
         // A node's own steps, routed: as sent (see `RAW_METADATA_KEY`).
         let raw = routed_to.is_some() && metadata.contains_key(RAW_METADATA_KEY);
