@@ -46,7 +46,12 @@ pub const NODE_PROTOCOL_METADATA_KEY: &str = "tally-node-protocol";
 ///
 /// 1 (commit 6d99873, 2026-12-07): Tally's resolutions of cross-shard legs take ids in a reserved range,
 /// which a build before would refuse to apply.
-pub const NODE_PROTOCOL_VERSION: u32 = 1;
+///
+/// 2 (2026-12-07): a part of a request split over shards is judged imported or not by the
+/// whole request's first event: the log entries `CreateAccountsJudged` and
+/// `CreateTransfersJudged`, which a build before cannot decode, and the node header
+/// `tally-imported`.
+pub const NODE_PROTOCOL_VERSION: u32 = 2;
 /// A channel whose every call carries the cluster key (`Client::new(keyed)`, or
 /// `Client::with_interceptor(channel, key)`).
 pub type KeyedChannel = InterceptedService<Channel, ClusterKey>;

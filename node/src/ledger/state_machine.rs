@@ -174,10 +174,32 @@ impl<S: LedgerStore> StateMachine<S> {
         cluster_time_ns: u64,
         accounts: &[Account],
     ) -> Result<Vec<CreateAccountResult>, BatchError> {
+        self.create_accounts_judged(cluster_time_ns, accounts, None)
+    }
+
+    /// As [`create_accounts`](Self::create_accounts), the batch judged imported or not by
+    /// `imported` if given, else by its first event (TigerBeetle's rule): every event whose
+    /// flag differs reads `imported_event_expected` or `imported_event_not_expected`. A
+    /// part of a request split over shards is judged by the whole request's first event.
+    ///
+    /// # Errors
+    /// As [`create_accounts`](Self::create_accounts).
+    pub fn create_accounts_judged(
+        &mut self,
+        cluster_time_ns: u64,
+        accounts: &[Account],
+        imported: Option<bool>,
+    ) -> Result<Vec<CreateAccountResult>, BatchError> {
         let mut clock = self.begin(cluster_time_ns, accounts.len())?;
         self.expire_due(&mut clock);
-        let results =
-            self.execute(accounts, &mut clock, Self::create_account, |_, _| {}, |_, _, _| {});
+        let results = self.execute(
+            accounts,
+            imported,
+            &mut clock,
+            Self::create_account,
+            |_, _| {},
+            |_, _, _| {},
+        );
         self.end(&clock);
         Ok(results)
     }
@@ -191,10 +213,25 @@ impl<S: LedgerStore> StateMachine<S> {
         cluster_time_ns: u64,
         transfers: &[Transfer],
     ) -> Result<Vec<CreateTransferResult>, BatchError> {
+        self.create_transfers_judged(cluster_time_ns, transfers, None)
+    }
+
+    /// As [`create_transfers`](Self::create_transfers), the batch judged imported or not
+    /// as [`create_accounts_judged`](Self::create_accounts_judged) says.
+    ///
+    /// # Errors
+    /// As [`create_accounts`](Self::create_accounts).
+    pub fn create_transfers_judged(
+        &mut self,
+        cluster_time_ns: u64,
+        transfers: &[Transfer],
+        imported: Option<bool>,
+    ) -> Result<Vec<CreateTransferResult>, BatchError> {
         let mut clock = self.begin(cluster_time_ns, transfers.len())?;
         self.expire_due(&mut clock);
         let results = self.execute(
             transfers,
+            imported,
             &mut clock,
             Self::create_transfer,
             |machine, events| machine.store.warm_transfers(events),
@@ -252,10 +289,12 @@ impl<S: LedgerStore> StateMachine<S> {
 
     /// The batch loop shared by accounts and transfers (TigerBeetle's `execute_create`).
     /// Before each run of [`WARM_EVENTS`] events it calls `warm` on them (a read-only hint,
-    /// [`LedgerStore::warm_transfers`]).
+    /// [`LedgerStore::warm_transfers`]). The batch is imported if `imported` says so, else
+    /// if its first event is.
     fn execute<E: BatchEvent + Copy>(
         &mut self,
         events: &[E],
+        imported: Option<bool>,
         clock: &mut Clock,
         create: fn(&mut Self, u64, &E) -> (E::Status, u64),
         warm: fn(&Self, &[E]),
@@ -264,7 +303,8 @@ impl<S: LedgerStore> StateMachine<S> {
         let mut results: Vec<EventResult<E::Status>> = Vec::with_capacity(events.len());
         // Timestamp of the batch's last event: imported timestamps must be below it.
         let batch_timestamp = clock.peek() + events.len() as u64 - 1;
-        let batch_imported = events.first().is_some_and(BatchEvent::imported);
+        let batch_imported =
+            imported.unwrap_or_else(|| events.first().is_some_and(BatchEvent::imported));
         let mut chain: Option<usize> = None;
         let mut chain_broken = false;
         for (index, event) in events.iter().enumerate() {

@@ -66,15 +66,40 @@ pub enum Op {
     },
     /// Expires due pending transfers; proposed by the leader when nothing else flows.
     Pulse,
+    // Variants are encoded by position (postcard): new ones go last, so the entries of an
+    // older log decode unchanged (`ops_encode_as_the_logs_on_disk_hold_them`).
+    /// As `CreateAccounts`, each request judged imported or not by `imported` (one per
+    /// request; `None`: by its own first event, as `CreateAccounts` does). Proposed only
+    /// for a part of a request split over shards whose first event's `imported` flag
+    /// differs from the whole request's first (docs/SHARDING.md §1).
+    CreateAccountsJudged {
+        /// Event count of each request, in order.
+        requests: Vec<u32>,
+        /// How each request is judged, in order.
+        imported: Vec<Option<bool>>,
+        /// The events' records.
+        #[serde(with = "serde_bytes")]
+        events: Vec<u8>,
+    },
+    /// As `CreateAccountsJudged`, for transfers.
+    CreateTransfersJudged {
+        /// Event count of each request, in order.
+        requests: Vec<u32>,
+        /// How each request is judged, in order.
+        imported: Vec<Option<bool>>,
+        /// The events' records.
+        #[serde(with = "serde_bytes")]
+        events: Vec<u8>,
+    },
 }
 
 impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.op {
-            Op::CreateAccounts { requests, .. } => {
+            Op::CreateAccounts { requests, .. } | Op::CreateAccountsJudged { requests, .. } => {
                 write!(f, "create_accounts({} requests)", requests.len())
             }
-            Op::CreateTransfers { requests, .. } => {
+            Op::CreateTransfers { requests, .. } | Op::CreateTransfersJudged { requests, .. } => {
                 write!(f, "create_transfers({} requests)", requests.len())
             }
             Op::Pulse => write!(f, "pulse"),
@@ -113,4 +138,37 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, std::io::Error> {
 /// The bytes are not a valid encoding of `T`.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, std::io::Error> {
     postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of each operation as a log on disk holds them: a change of encoding would
+    /// leave a node unable to read the entries it wrote before.
+    #[test]
+    fn ops_encode_as_the_logs_on_disk_hold_them() {
+        let command = |op| encode(&Command { cluster_time_ns: 300, op }).unwrap();
+        let (requests, events) = (vec![1, 2], vec![7, 8, 9]);
+        let old: [(Op, &[u8]); 3] = [
+            (
+                Op::CreateAccounts { requests: requests.clone(), events: events.clone() },
+                &[0xac, 0x02, 0, 2, 1, 2, 3, 7, 8, 9],
+            ),
+            (
+                Op::CreateTransfers { requests: requests.clone(), events: events.clone() },
+                &[0xac, 0x02, 1, 2, 1, 2, 3, 7, 8, 9],
+            ),
+            (Op::Pulse, &[0xac, 0x02, 2]),
+        ];
+        for (op, bytes) in old {
+            assert_eq!(command(op.clone()), bytes, "{op:?}");
+            let decoded: Command = decode(bytes).unwrap();
+            assert_eq!(decoded.op, op);
+        }
+        let imported = vec![Some(true), None];
+        let judged = Op::CreateTransfersJudged { requests, imported, events };
+        assert_eq!(command(judged.clone()), [0xac, 0x02, 4, 2, 1, 2, 2, 1, 1, 0, 3, 7, 8, 9]);
+        assert_eq!(decode::<Command>(&command(judged.clone())).unwrap().op, judged);
+    }
 }

@@ -195,16 +195,29 @@ fn load(storage: &Storage, shard: ShardId, capacity: Capacity) -> io::Result<Led
 /// without a Raft group.
 pub fn apply_command(machine: &mut StateMachine<DurableStore>, command: &Command) -> CommandReply {
     let time = command.cluster_time_ns;
+    type Requests<'a> = (&'a [u32], &'a [Option<bool>], &'a [u8]);
+    let accounts = |machine: &mut StateMachine<DurableStore>,
+                    (requests, imported, events): Requests<'_>| {
+        let accounts = decode_records(events, ACCOUNT_BYTES, records::account_decode_event);
+        let apply =
+            |events: &[Account], imported| machine.create_accounts_judged(time, events, imported);
+        apply_requests(requests, imported, &accounts, apply, CreateAccountStatus::code)
+    };
+    let transfers = |machine: &mut StateMachine<DurableStore>,
+                     (requests, imported, events): Requests<'_>| {
+        let transfers = decode_records(events, TRANSFER_BYTES, records::transfer_decode_event);
+        let apply =
+            |events: &[Transfer], imported| machine.create_transfers_judged(time, events, imported);
+        apply_requests(requests, imported, &transfers, apply, CreateTransferStatus::code)
+    };
     let requests = match &command.op {
-        Op::CreateAccounts { requests, events } => {
-            let accounts = decode_records(events, ACCOUNT_BYTES, records::account_decode_event);
-            let apply = |events: &[Account]| machine.create_accounts(time, events);
-            apply_requests(requests, &accounts, apply, CreateAccountStatus::code)
+        Op::CreateAccounts { requests, events } => accounts(machine, (requests, &[], events)),
+        Op::CreateAccountsJudged { requests, imported, events } => {
+            accounts(machine, (requests, imported, events))
         }
-        Op::CreateTransfers { requests, events } => {
-            let transfers = decode_records(events, TRANSFER_BYTES, records::transfer_decode_event);
-            let apply = |events: &[Transfer]| machine.create_transfers(time, events);
-            apply_requests(requests, &transfers, apply, CreateTransferStatus::code)
+        Op::CreateTransfers { requests, events } => transfers(machine, (requests, &[], events)),
+        Op::CreateTransfersJudged { requests, imported, events } => {
+            transfers(machine, (requests, imported, events))
         }
         Op::Pulse => {
             if let Err(e) = machine.pulse(time) {
@@ -221,20 +234,24 @@ fn decode_records<T>(bytes: &[u8], size: usize, decode_one: fn(&[u8]) -> T) -> V
     bytes.chunks_exact(size).map(decode_one).collect()
 }
 
+/// Applies each request of a command as its own batch, judged imported or not by
+/// `imported` (one per request, or empty: each by its own first event).
 fn apply_requests<E, S: Copy>(
     requests: &[u32],
+    imported: &[Option<bool>],
     events: &[E],
-    mut apply: impl FnMut(&[E]) -> Result<Vec<EventResult<S>>, BatchError>,
+    mut apply: impl FnMut(&[E], Option<bool>) -> Result<Vec<EventResult<S>>, BatchError>,
     code: fn(S) -> u32,
 ) -> Vec<RequestOutcome> {
     let total: usize = requests.iter().map(|&n| n as usize).sum();
     assert_eq!(total, events.len(), "command request counts do not match its events");
+    assert!(imported.is_empty() || imported.len() == requests.len(), "one judgement per request");
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut start = 0;
-    for &count in requests {
+    for (index, &count) in requests.iter().enumerate() {
         let slice = &events[start..start + count as usize];
         start += count as usize;
-        outcomes.push(match apply(slice) {
+        outcomes.push(match apply(slice, imported.get(index).copied().flatten()) {
             Ok(results) => Ok(results.iter().map(|r| (r.timestamp, code(r.status))).collect()),
             Err(e) => Err(e.to_string()),
         });

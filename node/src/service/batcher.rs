@@ -75,6 +75,8 @@ pub enum SubmitError {
 struct Submission {
     kind: Kind,
     events: u32,
+    /// How the request is judged imported or not, if not by its own first event.
+    imported: Option<bool>,
     records: Vec<u8>,
     reply: oneshot::Sender<Result<RequestOutcome, SubmitError>>,
 }
@@ -113,8 +115,25 @@ impl Batcher {
         events: u32,
         records: Vec<u8>,
     ) -> Result<RequestOutcome, SubmitError> {
+        self.submit_judged(kind, events, None, records).await
+    }
+
+    /// As [`submit`](Self::submit), the request judged imported or not by `imported` if
+    /// given, else by its own first event (a part of a request split over shards, see
+    /// [`Op::CreateTransfersJudged`]). An entry holding such a request is proposed as
+    /// `CreateAccountsJudged` or `CreateTransfersJudged`, any other as before.
+    ///
+    /// # Errors
+    /// See [`SubmitError`].
+    pub async fn submit_judged(
+        &self,
+        kind: Kind,
+        events: u32,
+        imported: Option<bool>,
+        records: Vec<u8>,
+    ) -> Result<RequestOutcome, SubmitError> {
         let (reply, outcome) = oneshot::channel();
-        let submission = Submission { kind, events, records, reply };
+        let submission = Submission { kind, events, imported, records, reply };
         self.tx.try_send(submission).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 SubmitError::Overloaded { queue_requests_max: self.queue_requests_max }
@@ -204,9 +223,17 @@ async fn propose<P: Propose>(proposer: P, group: Vec<Submission>, permit: OwnedS
     for s in &group {
         events.extend_from_slice(&s.records);
     }
-    let op = match kind {
-        Kind::Accounts => Op::CreateAccounts { requests, events },
-        Kind::Transfers => Op::CreateTransfers { requests, events },
+    let judged = group.iter().any(|s| s.imported.is_some());
+    let imported = || group.iter().map(|s| s.imported).collect();
+    let op = match (kind, judged) {
+        (Kind::Accounts, false) => Op::CreateAccounts { requests, events },
+        (Kind::Transfers, false) => Op::CreateTransfers { requests, events },
+        (Kind::Accounts, true) => {
+            Op::CreateAccountsJudged { requests, imported: imported(), events }
+        }
+        (Kind::Transfers, true) => {
+            Op::CreateTransfersJudged { requests, imported: imported(), events }
+        }
     };
     let command = Command { cluster_time_ns: cluster_time_now_ns(), op };
     let result = proposer.write(command).await;
@@ -366,5 +393,73 @@ mod tests {
         drop(batcher);
         task.await.expect("the batching task ends when every Batcher is dropped");
         assert!(entries.recv().await.is_none(), "nothing else was proposed");
+    }
+
+    /// Proposes `requests` (each: event count, judgement) as one entry and returns the
+    /// operation proposed; every caller gets its outcome.
+    async fn proposed(kind: Kind, requests: &[(u32, Option<bool>)]) -> Op {
+        #[derive(Clone)]
+        struct Recorder(mpsc::Sender<Op>);
+        impl Propose for Recorder {
+            async fn write(&self, command: Command) -> Result<CommandReply, ReplicaError> {
+                let requests = match &command.op {
+                    Op::CreateAccounts { requests, .. }
+                    | Op::CreateTransfers { requests, .. }
+                    | Op::CreateAccountsJudged { requests, .. }
+                    | Op::CreateTransfersJudged { requests, .. } => requests.clone(),
+                    Op::Pulse => panic!("the batcher proposes no pulse"),
+                };
+                self.0.send(command.op).await.expect("the test listens");
+                let outcome = |&n: &u32| Ok(vec![(0, 0); n as usize]);
+                Ok(CommandReply { requests: requests.iter().map(outcome).collect() })
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut waiting = Vec::new();
+        let group = requests
+            .iter()
+            .map(|&(events, imported)| {
+                let (reply, outcome) = oneshot::channel();
+                waiting.push((events, outcome));
+                Submission { kind, events, imported, records: vec![0; events as usize], reply }
+            })
+            .collect();
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.expect("open");
+        propose(Recorder(tx), group, permit).await;
+        for (events, outcome) in waiting {
+            let outcome = outcome.await.expect("answered").expect("applied").expect("outcomes");
+            assert_eq!(outcome.len(), events as usize);
+        }
+        rx.recv().await.expect("one entry")
+    }
+
+    /// An entry holding a part judged by its whole request's `imported` flag carries every
+    /// request's judgement; an entry without one is proposed as before (the log format
+    /// older nodes read).
+    #[tokio::test]
+    async fn an_entry_carries_the_judgement_of_a_split_requests_part() {
+        let plain = [(2, None), (1, None)];
+        assert_eq!(
+            proposed(Kind::Transfers, &plain).await,
+            Op::CreateTransfers { requests: vec![2, 1], events: vec![0; 3] }
+        );
+        assert_eq!(
+            proposed(Kind::Accounts, &plain).await,
+            Op::CreateAccounts { requests: vec![2, 1], events: vec![0; 3] }
+        );
+        let judged = [(2, None), (1, Some(true)), (1, Some(false))];
+        let imported = vec![None, Some(true), Some(false)];
+        assert_eq!(
+            proposed(Kind::Transfers, &judged).await,
+            Op::CreateTransfersJudged {
+                requests: vec![2, 1, 1],
+                imported: imported.clone(),
+                events: vec![0; 4]
+            }
+        );
+        assert_eq!(
+            proposed(Kind::Accounts, &judged).await,
+            Op::CreateAccountsJudged { requests: vec![2, 1, 1], imported, events: vec![0; 4] }
+        );
     }
 }

@@ -55,6 +55,20 @@ use crate::raft::{EventOutcome, RequestOutcome};
 use crate::storage::keys::ShardId;
 use crate::storage::records;
 
+/// What [`LedgerApi::write_split`] creates: `events` of `kind` whose shards are `shards`
+/// (each `Some`; `routed`: the shard the request was routed to, if it was).
+struct Split<'a, E> {
+    kind: Kind,
+    events: &'a [E],
+    shards: &'a [Option<ShardId>],
+    routed: Option<ShardId>,
+    /// How every part is judged imported or not: the whole request's flag ([`judged_of`]);
+    /// `None`: each part by its own first event.
+    judge: Option<bool>,
+    /// An event's `imported` flag.
+    imported: fn(&E) -> bool,
+}
+
 /// Leader hints a forwarded part follows before its error is returned to the caller (a
 /// leadership change while forwarding: the first hint was stale).
 pub const FORWARD_ATTEMPTS_MAX: u32 = 3;
@@ -121,15 +135,87 @@ pub const RAW_METADATA_KEY: &str = "tally-raw";
 /// settle as a late swap.
 pub const SWAP_QUOTES_METADATA_KEY: &str = "tally-swap-quotes";
 
+/// gRPC metadata key a node sets on a part of a request it split over shards whose first
+/// event's `imported` flag differs from the request's first event's: `1` if the request
+/// is imported, `0` if not. The shard's leader judges the part by it, as the whole
+/// request is judged (TigerBeetle's rule; docs/SHARDING.md §1).
+pub const IMPORTED_METADATA_KEY: &str = "tally-imported";
+
 /// Whether a ledger request carries a node's headers ([`SHARD_METADATA_KEY`],
-/// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`]): they skip the edge checks that keep
-/// clients away from Tally's internal accounts and ids, so the server refuses such a
-/// request without the cluster key (`tally_proto::auth`).
+/// [`RAW_METADATA_KEY`], [`SWAP_QUOTES_METADATA_KEY`], [`IMPORTED_METADATA_KEY`]): they
+/// skip the edge checks that keep clients away from Tally's internal accounts and ids, so
+/// the server refuses such a request without the cluster key (`tally_proto::auth`).
 #[must_use]
 pub fn carries_node_headers(metadata: &tonic::metadata::MetadataMap) -> bool {
-    [SHARD_METADATA_KEY, RAW_METADATA_KEY, SWAP_QUOTES_METADATA_KEY]
+    [SHARD_METADATA_KEY, RAW_METADATA_KEY, SWAP_QUOTES_METADATA_KEY, IMPORTED_METADATA_KEY]
         .iter()
         .any(|key| metadata.contains_key(*key))
+}
+
+/// Marks a forwarded part judged imported or not by `judged` (see [`IMPORTED_METADATA_KEY`]).
+fn judged_as<M>(request: &mut Request<M>, judged: Option<bool>) {
+    if let Some(imported) = judged {
+        request
+            .metadata_mut()
+            .insert(IMPORTED_METADATA_KEY, MetadataValue::from(u32::from(imported)));
+    }
+}
+
+/// How a request is judged imported or not: by its first event if it is not routed (the
+/// node that takes a client's request), else by [`IMPORTED_METADATA_KEY`] if set.
+fn judged_of<T>(
+    request: &Request<T>,
+    routed: Option<ShardId>,
+    first_imported: Option<bool>,
+) -> Result<Option<bool>, Status> {
+    let Some(value) = request.metadata().get(IMPORTED_METADATA_KEY) else {
+        return Ok(if routed.is_none() { first_imported } else { None });
+    };
+    match (routed, value.to_str()) {
+        (Some(_), Ok("1")) => Ok(Some(true)),
+        (Some(_), Ok("0")) => Ok(Some(false)),
+        (Some(_), _) => Err(status::invalid_because(&format!(
+            "{IMPORTED_METADATA_KEY} must be 0 or 1, not {value:?}"
+        ))),
+        (None, _) => Err(status::invalid_because(&format!(
+            "{IMPORTED_METADATA_KEY} is set on a request routed to no shard ({SHARD_METADATA_KEY})"
+        ))),
+    }
+}
+
+/// The outcomes of a cross-shard `chain` whose first event's `imported` flag differs from
+/// its request's (`imported`), as the ledger's batch loop gives them, with nothing to read:
+/// the first event fails on its flag, every other on the chain, and the request's last
+/// event, if linked, leaves the chain open (`last`: whether the chain ends the request).
+/// `now` is the cluster time of the refusal.
+fn misjudged_chain(
+    chain: &[crate::ledger::Transfer],
+    imported: bool,
+    last: bool,
+    now: u64,
+) -> Vec<(u64, i32)> {
+    use crate::ledger::{CreateTransferStatus as TS, TransferFlags};
+    let end = chain.len() - 1;
+    chain
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let status = if last && k == end && t.flags.contains(TransferFlags::LINKED) {
+                TS::LinkedEventChainOpen
+            } else if k > 0 {
+                TS::LinkedEventFailed
+            } else if imported {
+                TS::ImportedEventExpected
+            } else {
+                TS::ImportedEventNotExpected
+            };
+            (now, wire_status(status.code()))
+        })
+        .collect()
+}
+
+fn transfer_imported(t: &crate::ledger::Transfer) -> bool {
+    t.flags.contains(crate::ledger::TransferFlags::IMPORTED)
 }
 
 fn invalid_route(e: &RouteError) -> Status {
@@ -517,17 +603,19 @@ impl LedgerApi {
         Err(self.not_leader(&here.replica))
     }
 
-    /// Group-commits `records` on `shard`, which this node must lead.
+    /// Group-commits `records` on `shard`, which this node must lead, judged imported or
+    /// not by `imported` if given, else by the first event ([`Batcher::submit_judged`]).
     async fn write_local(
         &self,
         here: &LocalShard,
         kind: Kind,
         events: usize,
+        imported: Option<bool>,
         records: Vec<u8>,
     ) -> Result<Vec<EventOutcome>, Status> {
         self.leader_check(&here.replica)?;
         let events = u32::try_from(events).expect("validated against BATCH_EVENTS_MAX");
-        let submit = here.batcher.submit(kind, events, records);
+        let submit = here.batcher.submit_judged(kind, events, imported, records);
         let outcome: RequestOutcome = tokio::time::timeout(self.inner.request_timeout, submit)
             .await
             .map_err(|_| status::timeout(self.timeout_ms()))?
@@ -581,29 +669,33 @@ impl LedgerApi {
         Ok(out)
     }
 
-    /// Creates `events` whose shards are `shards`: all here if the request was `routed`
-    /// (this node must lead that shard), else split by shard, each part group-committed
-    /// here if this node leads its shard or sent on with `forward(peer, time left, shard,
-    /// the part's indexes)`; the outcomes (timestamp, wire status) in request order.
+    /// Creates `split.events`: all here if the request was routed (this node must lead
+    /// that shard), else split by shard, each part group-committed here if this node leads
+    /// its shard or sent on with `forward(peer, time left, shard, the part's indexes, how
+    /// it is judged)`; the outcomes (timestamp, wire status) in request order.
     async fn write_split<E, F, FF>(
         &self,
-        kind: Kind,
-        events: &[E],
-        shards: &[Option<ShardId>],
-        routed: Option<ShardId>,
+        split: Split<'_, E>,
         encode: impl Fn(&E, &mut Vec<u8>) + Copy,
         forward: F,
     ) -> Result<Vec<(u64, i32)>, Status>
     where
-        F: Fn(LedgerServiceClient<NodeChannel>, Duration, ShardId, &[usize]) -> FF + Copy,
+        F: Fn(LedgerServiceClient<NodeChannel>, Duration, ShardId, &[usize], Option<bool>) -> FF
+            + Copy,
         FF: Future<Output = Result<Vec<(u64, i32)>, Status>>,
     {
+        let Split { kind, events, shards, routed, judge, imported } = split;
+        // A part is marked with `judge` only where its own first event would say otherwise.
+        let judged = move |indexes: &[usize]| {
+            judge.filter(|&j| indexes.first().is_some_and(|&i| imported(&events[i]) != j))
+        };
         let local = |here: LocalShard, indexes: Vec<usize>| async move {
             let mut records = Vec::with_capacity(indexes.len() * records::TRANSFER_BYTES);
             for &i in &indexes {
                 encode(&events[i], &mut records);
             }
-            let outcomes = self.write_local(&here, kind, indexes.len(), records).await?;
+            let judged = judged(&indexes);
+            let outcomes = self.write_local(&here, kind, indexes.len(), judged, records).await?;
             Ok(outcomes
                 .into_iter()
                 .map(|(timestamp, code)| (timestamp, wire_status(code)))
@@ -622,7 +714,7 @@ impl LedgerApi {
                     deadline,
                     true,
                     |here| local(here, indexes.clone()),
-                    |peer, left| forward(peer, left, shard, indexes),
+                    |peer, left| forward(peer, left, shard, indexes, judged(indexes)),
                 )
                 .await?;
             Ok::<_, Status>((indexes, outcomes))
@@ -721,7 +813,8 @@ impl LedgerApi {
                     [at; 2]
                 })
                 .collect();
-            let created = self.create(&transfers, &wire, None, &not_after, false).await?;
+            // Swaps are never imported: judged as the first event says (not imported).
+            let created = self.create(&transfers, &wire, None, &not_after, false, None).await?;
             let expired: HashMap<usize, (u64, u64)> =
                 created.expired.iter().map(|&(start, at, now)| (start / 2, (at, now))).collect();
             // Single-shard swaps whose quote expired while their pool's slice was dry: not
@@ -866,6 +959,8 @@ impl LedgerApi {
     /// outcomes in request order. `not_after` is empty or holds, per transfer, the quote
     /// expiry of its chain (swaps): a cross-shard chain is not posted after it (see
     /// [`LedgerApi::run_transactions`]), and is then listed in [`Created::expired`].
+    /// `judge`: how the request is judged imported or not ([`judged_of`]); a cross-shard
+    /// chain whose first event's flag differs fails on it here, and is never run.
     async fn create(
         &self,
         transfers: &[crate::ledger::Transfer],
@@ -873,6 +968,7 @@ impl LedgerApi {
         routed_to: Option<ShardId>,
         not_after: &[u64],
         raw: bool,
+        judge: Option<bool>,
     ) -> Result<Created, Status> {
         let count = self.inner.shards;
         if routed_to.is_none() {
@@ -909,10 +1005,16 @@ impl LedgerApi {
             }
         };
         let swap_quotes = !not_after.is_empty();
-        let single = self.write_transfers(transfers, wire, &routes.shards, routed_to, swap_quotes);
+        let single =
+            self.write_transfers(transfers, wire, (&routes.shards, routed_to, judge), swap_quotes);
         let deadline = self.deadline();
-        let chains: Vec<xshard::Placed<'_>> = routes
-            .transactions
+        // Cross-shard chains whose first event's `imported` flag differs from the
+        // request's: answered at once (`misjudged_chain`), the others run.
+        let (misjudged, run): (Vec<_>, Vec<_>) =
+            routes.transactions.iter().cloned().partition(|range| {
+                judge.is_some_and(|j| transfer_imported(&transfers[range.start]) != j)
+            });
+        let chains: Vec<xshard::Placed<'_>> = run
             .iter()
             .map(|range| {
                 let chain = &transfers[range.clone()];
@@ -922,7 +1024,7 @@ impl LedgerApi {
         let expiries: Vec<Option<u64>> = if not_after.is_empty() {
             Vec::new()
         } else {
-            routes.transactions.iter().map(|range| not_after.get(range.start).copied()).collect()
+            run.iter().map(|range| not_after.get(range.start).copied()).collect()
         };
         let transactions = async {
             if chains.is_empty() {
@@ -934,10 +1036,18 @@ impl LedgerApi {
         let (mut outcomes, transactions) = tokio::try_join!(single, transactions)
             .map_err(|e| if chains.is_empty() { e } else { status::partial(e) })?;
         let mut expired = Vec::new();
-        for (range, settled) in routes.transactions.iter().zip(transactions) {
+        for (range, settled) in run.iter().zip(transactions) {
             outcomes[range.clone()].copy_from_slice(&settled.results);
             if let Some((at, now)) = settled.expired {
                 expired.push((range.start, at, now));
+            }
+        }
+        if let (Some(imported), false) = (judge, misjudged.is_empty()) {
+            let now = super::batcher::cluster_time_now_ns();
+            for range in misjudged {
+                let last = range.end == transfers.len();
+                let answered = misjudged_chain(&transfers[range.clone()], imported, last, now);
+                outcomes[range].copy_from_slice(&answered);
             }
         }
         // A post or void of a cross-shard pending transfer read `pending_transfer_not_pending`
@@ -960,27 +1070,34 @@ impl LedgerApi {
         Ok(Created { outcomes, expired, lapsed })
     }
 
-    /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (none `None`), as
-    /// [`Self::write_split`] does; the parts it forwards carry [`SWAP_QUOTES_METADATA_KEY`]
-    /// if `swap_quotes` (every chain a swap).
+    /// Creates `transfers` (`wire`: as sent) whose shards are `shards` (those of the
+    /// transfers created on one shard; `None` for the others), routed to `routed_to` if
+    /// the request was, judged by `judge` ([`Split`]), as [`Self::write_split`] does; the
+    /// parts it forwards carry [`SWAP_QUOTES_METADATA_KEY`] if `swap_quotes` (every chain
+    /// a swap).
     pub(super) async fn write_transfers(
         &self,
         transfers: &[crate::ledger::Transfer],
         wire: &[v1::Transfer],
-        shards: &[Option<ShardId>],
-        routed_to: Option<ShardId>,
+        (shards, routed_to, judge): (&[Option<ShardId>], Option<ShardId>, Option<bool>),
         swap_quotes: bool,
     ) -> Result<Vec<(u64, i32)>, Status> {
-        self.write_split(
-            Kind::Transfers,
-            transfers,
+        let split = Split {
+            kind: Kind::Transfers,
+            events: transfers,
             shards,
-            routed_to,
+            routed: routed_to,
+            judge,
+            imported: transfer_imported,
+        };
+        self.write_split(
+            split,
             |t, out| out.extend_from_slice(&records::transfer_encode(t)),
-            |mut peer, left, shard, indexes| {
+            |mut peer, left, shard, indexes, judged| {
                 let transfers = indexes.iter().map(|&i| wire[i]).collect();
                 let message = v1::CreateTransfersRequest { transfers };
                 let mut request = routed(message, shard, left);
+                judged_as(&mut request, judged);
                 if swap_quotes {
                     let yes = MetadataValue::from(1_u32);
                     request.metadata_mut().insert(SWAP_QUOTES_METADATA_KEY, yes);
@@ -1030,7 +1147,7 @@ impl LedgerApi {
             true,
             |here| async move {
                 let records = transfers.iter().flat_map(records::transfer_encode).collect();
-                self.write_local(&here, Kind::Transfers, transfers.len(), records).await
+                self.write_local(&here, Kind::Transfers, transfers.len(), None, records).await
             },
             |mut peer, left| {
                 let wire = transfers.iter().map(convert::transfer_to_proto).collect();
@@ -1065,7 +1182,7 @@ impl LedgerApi {
             true,
             |here| async move {
                 let records = accounts.iter().flat_map(records::account_encode).collect();
-                self.write_local(&here, Kind::Accounts, accounts.len(), records).await
+                self.write_local(&here, Kind::Accounts, accounts.len(), None, records).await
             },
             |mut peer, left| {
                 let wire = accounts.iter().map(convert::account_to_proto).collect();
@@ -1267,6 +1384,15 @@ impl LedgerService for LedgerApi {
                 _ => Some(shard),
             })
             .collect();
+        let account_imported =
+            |a: &crate::ledger::Account| a.flags.contains(AccountFlags::IMPORTED);
+        let judge = judged_of(&request, routed_to, accounts.first().map(account_imported))?;
+        // A spread account whose `imported` flag differs from the request's fails on it,
+        // before anything is read (it is neither linked nor behind a linked account): it
+        // is answered here and created on no shard.
+        let (misjudged, spread_ids): (Vec<usize>, Vec<usize>) = spread_ids
+            .into_iter()
+            .partition(|&i| judge.is_some_and(|j| account_imported(&accounts[i]) != j));
         let deadline = self.deadline();
         let spread: Vec<crate::ledger::Account> = spread_ids.iter().map(|&i| accounts[i]).collect();
         let spread_outcomes = async {
@@ -1277,17 +1403,23 @@ impl LedgerService for LedgerApi {
             }
         };
         let wire = &request.get_ref().accounts;
+        let split = Split {
+            kind: Kind::Accounts,
+            events: &accounts,
+            shards: &shards,
+            routed: routed_to,
+            judge,
+            imported: account_imported,
+        };
         let single = self.write_split(
-            Kind::Accounts,
-            &accounts,
-            &shards,
-            routed_to,
+            split,
             |a, out| out.extend_from_slice(&records::account_encode(a)),
-            |mut peer, left, shard, indexes| {
+            |mut peer, left, shard, indexes, judged| {
                 let accounts = indexes.iter().map(|&i| wire[i]).collect();
-                let message = v1::CreateAccountsRequest { accounts };
+                let mut request = routed(v1::CreateAccountsRequest { accounts }, shard, left);
+                judged_as(&mut request, judged);
                 async move {
-                    let reply = peer.create_accounts(routed(message, shard, left)).await?;
+                    let reply = peer.create_accounts(request).await?;
                     Ok(reply.into_inner().results.iter().map(|r| (r.timestamp, r.status)).collect())
                 }
             },
@@ -1296,6 +1428,16 @@ impl LedgerService for LedgerApi {
             .map_err(|e| if spread.is_empty() { e } else { status::partial(e) })?;
         for (&i, outcome) in spread_ids.iter().zip(spread_outcomes) {
             outcomes[i] = outcome;
+        }
+        if !misjudged.is_empty() {
+            use crate::ledger::CreateAccountStatus as AS;
+            let now = super::batcher::cluster_time_now_ns();
+            for &i in &misjudged {
+                let imported = account_imported(&accounts[i]);
+                let status =
+                    if imported { AS::ImportedEventNotExpected } else { AS::ImportedEventExpected };
+                outcomes[i] = (now, wire_status(status.code()));
+            }
         }
         let results = outcomes
             .into_iter()
@@ -1320,8 +1462,9 @@ impl LedgerService for LedgerApi {
         } else {
             Vec::new()
         };
+        let judge = judged_of(&request, routed_to, transfers.first().map(transfer_imported))?;
         let created = self
-            .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, raw)
+            .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, raw, judge)
             .await?;
         let mut outcomes = created.outcomes;
         // Lapsed swaps go back to the node that took them, which burns their give ids.
@@ -1579,5 +1722,90 @@ impl LedgerService for LedgerApi {
             )
             .await?;
         Ok(Response::new(reply))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{CreateTransferStatus as TS, Transfer, TransferFlags};
+
+    /// The node that takes a request judges it by its first event; a routed part by the
+    /// header its sender set, else by its own first event; a malformed header, or one on
+    /// a request routed nowhere, is refused.
+    #[test]
+    fn a_request_is_judged_by_its_first_event_or_its_senders_header() {
+        let with = |value: Option<&'static str>| {
+            let mut request = Request::new(());
+            if let Some(v) = value {
+                request.metadata_mut().insert(IMPORTED_METADATA_KEY, MetadataValue::from_static(v));
+            }
+            request
+        };
+        let shard = Some(ShardId(2));
+        assert_eq!(judged_of(&with(None), None, Some(true)).unwrap(), Some(true));
+        assert_eq!(judged_of(&with(None), None, None).unwrap(), None);
+        assert_eq!(judged_of(&with(None), shard, Some(true)).unwrap(), None);
+        assert_eq!(judged_of(&with(Some("1")), shard, Some(false)).unwrap(), Some(true));
+        assert_eq!(judged_of(&with(Some("0")), shard, Some(true)).unwrap(), Some(false));
+        for (value, routed) in [(Some("2"), shard), (Some("yes"), shard), (Some("1"), None)] {
+            let refused = judged_of(&with(value), routed, Some(true)).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{value:?}");
+            assert!(refused.message().contains(IMPORTED_METADATA_KEY), "{refused:?}");
+        }
+    }
+
+    /// A chain whose first event's flag differs from its request's: the first fails on
+    /// the flag, the rest on the chain, and the request's last event, linked, leaves the
+    /// chain open, as the ledger's batch loop answers.
+    #[test]
+    fn a_misjudged_chain_is_answered_as_the_batch_loop_would() {
+        let linked = Transfer { flags: TransferFlags::LINKED, ..Transfer::default() };
+        let plain = Transfer::default();
+        let statuses = |chain: &[Transfer], imported, last| -> Vec<i32> {
+            let answered = misjudged_chain(chain, imported, last, 7);
+            assert!(answered.iter().all(|&(timestamp, _)| timestamp == 7));
+            answered.into_iter().map(|(_, status)| status).collect()
+        };
+        let code = |s: TS| wire_status(s.code());
+        // The ledger answers each shape the same: the chain alone (it ends the batch), and
+        // followed by one event of the request's kind.
+        let imported = Transfer { flags: TransferFlags::IMPORTED, timestamp: 1, ..plain };
+        let shapes: [&[Transfer]; 4] = [&[plain], &[linked, plain], &[linked, linked], &[linked]];
+        for chain in shapes {
+            for (judge, next) in [(true, imported), (false, plain)] {
+                let chain: Vec<Transfer> = if judge {
+                    chain.to_vec()
+                } else {
+                    chain
+                        .iter()
+                        .map(|t| Transfer { flags: t.flags | imported.flags, timestamp: 1, ..*t })
+                        .collect()
+                };
+                for last in [true, false] {
+                    let mut batch = chain.clone();
+                    if !last {
+                        batch.push(next);
+                    }
+                    let mut ledger = StateMachine::new(crate::ledger::MemoryStore::new());
+                    let results =
+                        ledger.create_transfers_judged(1 << 40, &batch, Some(judge)).unwrap();
+                    let ledger: Vec<i32> =
+                        results[..chain.len()].iter().map(|r| code(r.status)).collect();
+                    assert_eq!(statuses(&chain, judge, last), ledger, "{chain:?} last {last}");
+                }
+            }
+        }
+        assert_eq!(statuses(&[plain], true, false), [code(TS::ImportedEventExpected)]);
+        assert_eq!(statuses(&[plain], false, true), [code(TS::ImportedEventNotExpected)]);
+        assert_eq!(
+            statuses(&[linked, linked, plain], true, true),
+            [TS::ImportedEventExpected, TS::LinkedEventFailed, TS::LinkedEventFailed].map(code)
+        );
+        assert_eq!(
+            statuses(&[linked, linked], true, true),
+            [TS::ImportedEventExpected, TS::LinkedEventChainOpen].map(code)
+        );
+        assert_eq!(statuses(&[linked], false, true), [code(TS::LinkedEventChainOpen)]);
     }
 }

@@ -349,8 +349,11 @@ impl LedgerApi {
             let sub_wire: Vec<v1::Transfer> = indexes.iter().map(|&i| wire[i]).collect();
             let sub_shards: Vec<Option<ShardId>> = indexes.iter().map(|&i| shards[i]).collect();
             let swap_quotes = !not_after.is_empty();
-            let again =
-                self.write_transfers(&sub, &sub_wire, &sub_shards, routed_to, swap_quotes).await?;
+            // Judged by its own first event: each resent chain's first event passed the
+            // check on `imported` (it, or an event after it, came back dry), so the
+            // request's flag is its own.
+            let routing = (&sub_shards[..], routed_to, None);
+            let again = self.write_transfers(&sub, &sub_wire, routing, swap_quotes).await?;
             for (&i, outcome) in indexes.iter().zip(again) {
                 outcomes[i] = outcome;
             }

@@ -381,3 +381,38 @@ fn an_imported_post_may_follow_its_pending_transfer_in_one_batch() {
     assert_eq!(ledger.sums(1), (0, 0, 10, 105));
     ledger.audit();
 }
+
+/// A batch judged by a flag it does not start with (a part of a request split over shards,
+/// judged by the whole request's first event): every event whose `imported` flag differs
+/// from the judgement fails on it, and the others are applied as in a batch of their own
+/// kind; without a judgement the first event decides, as before.
+#[test]
+fn a_batch_judged_imported_refuses_its_events_that_are_not() {
+    let mut ledger = Ledger::new(super::new_store());
+    base(&mut ledger);
+    let now = ledger.now;
+    let batch = [transfer(200, 2, 1, 1), imported(transfer(201, 2, 1, 2), now - 1), transfer(202, 2, 1, 4)];
+    let results = ledger.machine.create_transfers_judged(now, &batch, Some(true)).expect("batch accepted");
+    let statuses: Vec<S> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![S::ImportedEventExpected, S::Created, S::ImportedEventExpected]);
+    assert_eq!(results[1].timestamp, now - 1, "the imported transfer keeps its own timestamp");
+    ledger.now += SECOND_NS;
+    // Account 1 had 100 posted credits (base): only the imported 2 moved.
+    assert_eq!(ledger.sums(1), (0, 0, 10, 102));
+
+    // Judged not imported: the imported event fails, the first applies.
+    let now = ledger.now;
+    let batch = [imported(transfer(300, 2, 1, 8), now - 1), transfer(301, 2, 1, 16)];
+    let results = ledger.machine.create_transfers_judged(now, &batch, Some(false)).expect("batch accepted");
+    let statuses: Vec<S> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![S::ImportedEventNotExpected, S::Created]);
+    ledger.now += SECOND_NS;
+    // No judgement: the first event (imported) decides, so the second fails.
+    let now = ledger.now;
+    let batch = [imported(transfer(400, 2, 1, 32), now - 1), transfer(401, 2, 1, 64)];
+    let results = ledger.machine.create_transfers_judged(now, &batch, None).expect("batch accepted");
+    let statuses: Vec<S> = results.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![S::Created, S::ImportedEventExpected]);
+    assert_eq!(ledger.sums(1), (0, 0, 10, 150));
+    ledger.audit();
+}

@@ -1608,3 +1608,95 @@ async fn a_crash_between_a_pending_transfers_post_and_its_completion_is_recovere
     })
     .await;
 }
+
+/// A request split over shards is judged imported or not by its first event, on every
+/// shard (TigerBeetle's rule): an event whose flag differs fails on it wherever it lands,
+/// a cross-shard chain starting with one fails whole and moves nothing, and the others
+/// apply. (Each shard judged its own part by that part's first event before 2026-12-07.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_request_is_judged_imported_by_its_first_event_on_every_shard() {
+    use tally_proto::routing::spread_account_id;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let (_cluster, client, p) = four_shards_funded().await;
+    let ((b1, m1), (b2, m2), (b3, m3), (b4, m4)) = (p[&1], p[&2], p[&3], p[&4]);
+    const IMPORTED: u32 = v1::TransferFlag::Imported as u32;
+    const LINKED: u32 = v1::TransferFlag::Linked as u32;
+    let at = |t: v1::Transfer, timestamp: u64| v1::Transfer { timestamp, ..t };
+    let statuses = |results: &[v1::CreateTransferResult]| -> Vec<TS> {
+        results.iter().map(|r| TS::try_from(r.status).unwrap()).collect()
+    };
+    let before = sums(&client, &[m1, m2, m3, m4]).await;
+
+    // First event imported: the plain transfer on shard 2 fails (its part started with it),
+    // the imported one after it applies; a plain transfer across shards and a plain chain
+    // across shards fail without a leg.
+    let t = now_ns();
+    let imported_first = vec![
+        at(transfer(500, b1, m1, 1, IMPORTED), t),
+        transfer(501, b2, m2, 10, 0),
+        at(transfer(502, b2, m2, 2, IMPORTED), t + 1),
+        transfer(503, b3, m4, 20, 0),
+        transfer(504, b3, m4, 40, LINKED),
+        transfer(505, b4, m3, 80, 0),
+    ];
+    let expected = vec![
+        TS::Created,
+        TS::ImportedEventExpected,
+        TS::Created,
+        TS::ImportedEventExpected,
+        TS::ImportedEventExpected,
+        TS::LinkedEventFailed,
+    ];
+    let results = client.create_transfers(imported_first.clone()).await.unwrap();
+    assert_eq!(statuses(&results), expected, "{results:?}");
+    let stored = client.lookup_transfers(&[500, 502]).await.unwrap();
+    assert_eq!(stored.iter().map(|t| t.timestamp).collect::<Vec<_>>(), vec![t, t + 1]);
+    // Resent: the applied events exist, the others fail as before.
+    let again = client.create_transfers(imported_first).await.unwrap();
+    let resent = [TS::Exists, expected[1], TS::Exists, expected[3], expected[4], expected[5]];
+    assert_eq!(statuses(&again), resent, "{again:?}");
+
+    // First event not imported: the imported transfer on shard 2 fails, the plain one
+    // after it applies; an imported transfer across shards fails alone (the request is
+    // not refused whole).
+    let t = now_ns();
+    let plain_first = vec![
+        transfer(510, b1, m1, 4, 0),
+        at(transfer(511, b2, m2, 100, IMPORTED), t),
+        transfer(512, b2, m2, 8, 0),
+        at(transfer(513, b3, m4, 200, IMPORTED), t + 1),
+    ];
+    let results = client.create_transfers(plain_first).await.unwrap();
+    let expected =
+        [TS::Created, TS::ImportedEventNotExpected, TS::Created, TS::ImportedEventNotExpected];
+    assert_eq!(statuses(&results), expected, "{results:?}");
+    assert!(client.lookup_transfers(&[501, 503, 504, 505, 511, 513]).await.unwrap().is_empty());
+    let after = sums(&client, &[m1, m2, m3, m4]).await;
+    let credited: Vec<u128> = after.iter().zip(&before).map(|(a, b)| a.3 - b.3).collect();
+    assert_eq!(credited, vec![1 + 4, 2 + 8, 0, 0], "only the events that applied moved");
+
+    // Accounts: the same rule, a spread account (created on every shard) included.
+    let on = |shard: u32, from: u128| (from..).find(|&id| shard_of(id, SHARDS) == shard).unwrap();
+    let (a1, a2) = (on(1, 700), on(2, 700));
+    let a2b = on(2, a2 + 1);
+    let imported_account = |id: u128, timestamp: u64| v1::Account {
+        flags: v1::AccountFlag::Imported as u32,
+        timestamp,
+        ..account(id, LEDGER, 0)
+    };
+    let t = now_ns();
+    let accounts = vec![
+        imported_account(a1, t),
+        account(a2, LEDGER, 0),
+        imported_account(a2b, t + 1),
+        account(spread_account_id(70), LEDGER, 0),
+    ];
+    let results = client.create_accounts(accounts).await.unwrap();
+    let statuses: Vec<AS> = results.iter().map(|r| AS::try_from(r.status).unwrap()).collect();
+    let expected = [AS::Created, AS::ImportedEventExpected, AS::Created, AS::ImportedEventExpected];
+    assert_eq!(statuses, expected, "{results:?}");
+    let found = client.lookup_accounts(&[a1, a2, a2b, spread_account_id(70)]).await.unwrap();
+    let ids: Vec<u128> = found.iter().map(|a| u128_of(a.id)).collect();
+    assert_eq!(ids, vec![a1, a2b], "only the imported accounts were created");
+}
