@@ -55,8 +55,9 @@ use crate::raft::{EventOutcome, RequestOutcome};
 use crate::storage::keys::ShardId;
 use crate::storage::records;
 
-/// What [`LedgerApi::write_split`] creates: `events` of `kind` whose shards are `shards`
-/// (each `Some`; `routed`: the shard the request was routed to, if it was).
+/// What [`LedgerApi::write_split`] creates: `events` of `kind` on their `shards` (`None`:
+/// created elsewhere, e.g. a spread account or a cross-shard chain; `routed`: the shard the
+/// request was routed to, if it was).
 struct Split<'a, E> {
     kind: Kind,
     events: &'a [E],

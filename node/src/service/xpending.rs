@@ -421,7 +421,16 @@ impl LedgerApi {
                 let y = &transfers[i];
                 let alone = !y.flags.contains(TransferFlags::LINKED)
                     && (i == 0 || !transfers[i - 1].flags.contains(TransferFlags::LINKED));
-                alone && y.flags.resolves_pending() && maybe(outcomes[i].1) && shards[i].is_some()
+                // An imported post or void is not carried across either (imported transfers
+                // do not cross shards): the ledger's `pending_transfer_not_pending` stands.
+                // Carried, it would meet Tally's own alias before it in one batch and read
+                // `imported_event_not_expected`, which its request never earned.
+                let imported = y.flags.contains(TransferFlags::IMPORTED);
+                alone
+                    && !imported
+                    && y.flags.resolves_pending()
+                    && maybe(outcomes[i].1)
+                    && shards[i].is_some()
             })
             .collect();
         if candidates.is_empty() {

@@ -409,6 +409,17 @@ async fn cross_shard_pending_transfers_are_posted_voided_and_expire_as_on_one_sh
     let results = client.create_transfers(vec![direct]).await.unwrap();
     assert_eq!(status(results), TS::PendingTransferReserved as i32);
 
+    // An imported post is not carried across shards (imported transfers do not cross
+    // them): `pending_transfer_not_pending` where it landed, nothing moves.
+    let imported_post = v1::Transfer {
+        flags: post as u32 | v1::TransferFlag::Imported as u32,
+        timestamp: now_ns(),
+        ..resolve(198, 200, 30, post)
+    };
+    let results = client.create_transfers(vec![imported_post]).await.unwrap();
+    assert_eq!(status(results), TS::PendingTransferNotPending as i32);
+    assert_eq!(sums(&client, &[m1, m2]).await, vec![(30, 0, 0, 100), (0, 0, 30, 0)]);
+
     // Refusals are the ledger's own and change nothing: more than reserved, an account
     // that is not X's (the credit side is checked where it lives), a different ledger.
     let too_much = resolve(201, 200, 31, post);
@@ -1618,7 +1629,7 @@ async fn a_split_request_is_judged_imported_by_its_first_event_on_every_shard() 
     use tally_proto::routing::spread_account_id;
 
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
-    let (_cluster, client, p) = four_shards_funded().await;
+    let (mut cluster, client, p) = four_shards_funded().await;
     let ((b1, m1), (b2, m2), (b3, m3), (b4, m4)) = (p[&1], p[&2], p[&3], p[&4]);
     const IMPORTED: u32 = v1::TransferFlag::Imported as u32;
     const LINKED: u32 = v1::TransferFlag::Linked as u32;
@@ -1699,4 +1710,14 @@ async fn a_split_request_is_judged_imported_by_its_first_event_on_every_shard() 
     let found = client.lookup_accounts(&[a1, a2, a2b, spread_account_id(70)]).await.unwrap();
     let ids: Vec<u128> = found.iter().map(|a| u128_of(a.id)).collect();
     assert_eq!(ids, vec![a1, a2b], "only the imported accounts were created");
+    // Every replica applied the judged entries alike (their digests agree), and one killed
+    // and restarted replays them from its log to the same state.
+    converge_every_shard(&cluster).await;
+    cluster.kill(2);
+    cluster.spawn(2);
+    super::shards::wait_balanced(&cluster, 1).await;
+    converge_every_shard(&cluster).await;
+    let found = client.lookup_transfers(&[500, 501, 502, 510, 511, 512]).await.unwrap();
+    let ids: Vec<u128> = found.iter().map(|t| u128_of(t.id)).collect();
+    assert_eq!(ids, vec![500, 502, 510, 512]);
 }
