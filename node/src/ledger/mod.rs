@@ -49,6 +49,7 @@ pub use ids::{AccountId, TransferId};
 pub use memory_store::MemoryStore;
 pub use query::{AccountQuery, QUERY_VISITS_PER_STEP};
 pub use state_machine::{BatchError, StateMachine};
+pub(crate) use state_machine::{BatchEvent, imported_mismatch};
 pub use status::{
     CreateAccountResult, CreateAccountStatus, CreateTransferResult, CreateTransferStatus,
     EventResult,

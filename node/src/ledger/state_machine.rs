@@ -96,8 +96,9 @@ pub struct StateMachine<S> {
     expiry_scratch: Vec<Expiry>,
 }
 
-/// A create event, as the batch loop sees it.
-pub(super) trait BatchEvent {
+/// A create event, as the batch loop sees it (and the service's edge, which answers some
+/// events of a split request as the loop would).
+pub(crate) trait BatchEvent {
     type Status: BatchStatus;
     fn linked(&self) -> bool;
     fn imported(&self) -> bool;
@@ -374,6 +375,15 @@ impl<S: LedgerStore> StateMachine<S> {
     }
 }
 
+/// How `event` fails when its `imported` flag differs from its batch's.
+pub(crate) fn imported_mismatch<E: BatchEvent>(event: &E) -> E::Status {
+    if event.imported() {
+        E::Status::IMPORTED_EVENT_NOT_EXPECTED
+    } else {
+        E::Status::IMPORTED_EVENT_EXPECTED
+    }
+}
+
 /// The checks on `imported` and `timestamp` that come before the event's own checks.
 fn imported_check<E: BatchEvent>(
     event: &E,
@@ -381,11 +391,7 @@ fn imported_check<E: BatchEvent>(
     batch_timestamp: u64,
 ) -> Option<E::Status> {
     if batch_imported != event.imported() {
-        return Some(if event.imported() {
-            E::Status::IMPORTED_EVENT_NOT_EXPECTED
-        } else {
-            E::Status::IMPORTED_EVENT_EXPECTED
-        });
+        return Some(imported_mismatch(event));
     }
     if event.imported() {
         if !timestamp_valid(event.timestamp()) {

@@ -48,7 +48,7 @@ use super::status;
 use super::swap;
 use super::xshard;
 use crate::convert;
-use crate::ledger::{AccountFlags, StateMachine, TransferId};
+use crate::ledger::{AccountFlags, BatchEvent, StateMachine, TransferId, imported_mismatch};
 use crate::raft::network::{Channels, NodeChannel};
 use crate::raft::node::{LeaderHint, Replica, ReplicaError};
 use crate::raft::{EventOutcome, RequestOutcome};
@@ -66,8 +66,6 @@ struct Split<'a, E> {
     /// How every part is judged imported or not: the whole request's flag ([`judged_of`]);
     /// `None`: each part by its own first event.
     judge: Option<bool>,
-    /// An event's `imported` flag.
-    imported: fn(&E) -> bool,
 }
 
 /// Leader hints a forwarded part follows before its error is returned to the caller (a
@@ -185,38 +183,27 @@ fn judged_of<T>(
 }
 
 /// The outcomes of a cross-shard `chain` whose first event's `imported` flag differs from
-/// its request's (`imported`), as the ledger's batch loop gives them, with nothing to read:
-/// the first event fails on its flag, every other on the chain, and the request's last
-/// event, if linked, leaves the chain open (`last`: whether the chain ends the request).
-/// `now` is the cluster time of the refusal.
-fn misjudged_chain(
-    chain: &[crate::ledger::Transfer],
-    imported: bool,
-    last: bool,
-    now: u64,
-) -> Vec<(u64, i32)> {
-    use crate::ledger::{CreateTransferStatus as TS, TransferFlags};
+/// its request's, as the ledger's batch loop gives them, with nothing to read: the first
+/// event fails on its flag, every other on the chain, and the request's last event, if
+/// linked, leaves the chain open (`last`: whether the chain ends the request). `now` is
+/// the cluster time of the refusal.
+fn misjudged_chain(chain: &[crate::ledger::Transfer], last: bool, now: u64) -> Vec<(u64, i32)> {
+    use crate::ledger::CreateTransferStatus as TS;
     let end = chain.len() - 1;
     chain
         .iter()
         .enumerate()
         .map(|(k, t)| {
-            let status = if last && k == end && t.flags.contains(TransferFlags::LINKED) {
+            let status = if last && k == end && t.linked() {
                 TS::LinkedEventChainOpen
             } else if k > 0 {
                 TS::LinkedEventFailed
-            } else if imported {
-                TS::ImportedEventExpected
             } else {
-                TS::ImportedEventNotExpected
+                imported_mismatch(t)
             };
             (now, wire_status(status.code()))
         })
         .collect()
-}
-
-fn transfer_imported(t: &crate::ledger::Transfer) -> bool {
-    t.flags.contains(crate::ledger::TransferFlags::IMPORTED)
 }
 
 fn invalid_route(e: &RouteError) -> Status {
@@ -674,7 +661,7 @@ impl LedgerApi {
     /// that shard), else split by shard, each part group-committed here if this node leads
     /// its shard or sent on with `forward(peer, time left, shard, the part's indexes, how
     /// it is judged)`; the outcomes (timestamp, wire status) in request order.
-    async fn write_split<E, F, FF>(
+    async fn write_split<E: BatchEvent, F, FF>(
         &self,
         split: Split<'_, E>,
         encode: impl Fn(&E, &mut Vec<u8>) + Copy,
@@ -685,10 +672,10 @@ impl LedgerApi {
             + Copy,
         FF: Future<Output = Result<Vec<(u64, i32)>, Status>>,
     {
-        let Split { kind, events, shards, routed, judge, imported } = split;
+        let Split { kind, events, shards, routed, judge } = split;
         // A part is marked with `judge` only where its own first event would say otherwise.
         let judged = move |indexes: &[usize]| {
-            judge.filter(|&j| indexes.first().is_some_and(|&i| imported(&events[i]) != j))
+            judge.filter(|&j| indexes.first().is_some_and(|&i| events[i].imported() != j))
         };
         let local = |here: LocalShard, indexes: Vec<usize>| async move {
             let mut records = Vec::with_capacity(indexes.len() * records::TRANSFER_BYTES);
@@ -1011,10 +998,11 @@ impl LedgerApi {
         let deadline = self.deadline();
         // Cross-shard chains whose first event's `imported` flag differs from the
         // request's: answered at once (`misjudged_chain`), the others run.
-        let (misjudged, run): (Vec<_>, Vec<_>) =
-            routes.transactions.iter().cloned().partition(|range| {
-                judge.is_some_and(|j| transfer_imported(&transfers[range.start]) != j)
-            });
+        let (misjudged, run): (Vec<_>, Vec<_>) = routes
+            .transactions
+            .iter()
+            .cloned()
+            .partition(|range| judge.is_some_and(|j| transfers[range.start].imported() != j));
         let chains: Vec<xshard::Placed<'_>> = run
             .iter()
             .map(|range| {
@@ -1043,11 +1031,11 @@ impl LedgerApi {
                 expired.push((range.start, at, now));
             }
         }
-        if let (Some(imported), false) = (judge, misjudged.is_empty()) {
+        if !misjudged.is_empty() {
             let now = super::batcher::cluster_time_now_ns();
             for range in misjudged {
                 let last = range.end == transfers.len();
-                let answered = misjudged_chain(&transfers[range.clone()], imported, last, now);
+                let answered = misjudged_chain(&transfers[range.clone()], last, now);
                 outcomes[range].copy_from_slice(&answered);
             }
         }
@@ -1083,14 +1071,8 @@ impl LedgerApi {
         (shards, routed_to, judge): (&[Option<ShardId>], Option<ShardId>, Option<bool>),
         swap_quotes: bool,
     ) -> Result<Vec<(u64, i32)>, Status> {
-        let split = Split {
-            kind: Kind::Transfers,
-            events: transfers,
-            shards,
-            routed: routed_to,
-            judge,
-            imported: transfer_imported,
-        };
+        let split =
+            Split { kind: Kind::Transfers, events: transfers, shards, routed: routed_to, judge };
         self.write_split(
             split,
             |t, out| out.extend_from_slice(&records::transfer_encode(t)),
@@ -1385,15 +1367,13 @@ impl LedgerService for LedgerApi {
                 _ => Some(shard),
             })
             .collect();
-        let account_imported =
-            |a: &crate::ledger::Account| a.flags.contains(AccountFlags::IMPORTED);
-        let judge = judged_of(&request, routed_to, accounts.first().map(account_imported))?;
+        let judge = judged_of(&request, routed_to, accounts.first().map(BatchEvent::imported))?;
         // A spread account whose `imported` flag differs from the request's fails on it,
         // before anything is read (it is neither linked nor behind a linked account): it
         // is answered here and created on no shard.
         let (misjudged, spread_ids): (Vec<usize>, Vec<usize>) = spread_ids
             .into_iter()
-            .partition(|&i| judge.is_some_and(|j| account_imported(&accounts[i]) != j));
+            .partition(|&i| judge.is_some_and(|j| accounts[i].imported() != j));
         let deadline = self.deadline();
         let spread: Vec<crate::ledger::Account> = spread_ids.iter().map(|&i| accounts[i]).collect();
         let spread_outcomes = async {
@@ -1410,7 +1390,6 @@ impl LedgerService for LedgerApi {
             shards: &shards,
             routed: routed_to,
             judge,
-            imported: account_imported,
         };
         let single = self.write_split(
             split,
@@ -1431,13 +1410,9 @@ impl LedgerService for LedgerApi {
             outcomes[i] = outcome;
         }
         if !misjudged.is_empty() {
-            use crate::ledger::CreateAccountStatus as AS;
             let now = super::batcher::cluster_time_now_ns();
             for &i in &misjudged {
-                let imported = account_imported(&accounts[i]);
-                let status =
-                    if imported { AS::ImportedEventNotExpected } else { AS::ImportedEventExpected };
-                outcomes[i] = (now, wire_status(status.code()));
+                outcomes[i] = (now, wire_status(imported_mismatch(&accounts[i]).code()));
             }
         }
         let results = outcomes
@@ -1463,7 +1438,7 @@ impl LedgerService for LedgerApi {
         } else {
             Vec::new()
         };
-        let judge = judged_of(&request, routed_to, transfers.first().map(transfer_imported))?;
+        let judge = judged_of(&request, routed_to, transfers.first().map(BatchEvent::imported))?;
         let created = self
             .create(&transfers, &request.get_ref().transfers, routed_to, &not_after, raw, judge)
             .await?;
@@ -1763,8 +1738,8 @@ mod tests {
     fn a_misjudged_chain_is_answered_as_the_batch_loop_would() {
         let linked = Transfer { flags: TransferFlags::LINKED, ..Transfer::default() };
         let plain = Transfer::default();
-        let statuses = |chain: &[Transfer], imported, last| -> Vec<i32> {
-            let answered = misjudged_chain(chain, imported, last, 7);
+        let statuses = |chain: &[Transfer], last| -> Vec<i32> {
+            let answered = misjudged_chain(chain, last, 7);
             assert!(answered.iter().all(|&(timestamp, _)| timestamp == 7));
             answered.into_iter().map(|(_, status)| status).collect()
         };
@@ -1793,20 +1768,21 @@ mod tests {
                         ledger.create_transfers_judged(1 << 40, &batch, Some(judge)).unwrap();
                     let ledger: Vec<i32> =
                         results[..chain.len()].iter().map(|r| code(r.status)).collect();
-                    assert_eq!(statuses(&chain, judge, last), ledger, "{chain:?} last {last}");
+                    assert_eq!(statuses(&chain, last), ledger, "{chain:?} last {last}");
                 }
             }
         }
-        assert_eq!(statuses(&[plain], true, false), [code(TS::ImportedEventExpected)]);
-        assert_eq!(statuses(&[plain], false, true), [code(TS::ImportedEventNotExpected)]);
+        // A plain first event (its request imported), an imported one (its request not).
+        assert_eq!(statuses(&[plain], false), [code(TS::ImportedEventExpected)]);
+        assert_eq!(statuses(&[imported], true), [code(TS::ImportedEventNotExpected)]);
         assert_eq!(
-            statuses(&[linked, linked, plain], true, true),
+            statuses(&[linked, linked, plain], true),
             [TS::ImportedEventExpected, TS::LinkedEventFailed, TS::LinkedEventFailed].map(code)
         );
         assert_eq!(
-            statuses(&[linked, linked], true, true),
+            statuses(&[linked, linked], true),
             [TS::ImportedEventExpected, TS::LinkedEventChainOpen].map(code)
         );
-        assert_eq!(statuses(&[linked], false, true), [code(TS::LinkedEventChainOpen)]);
+        assert_eq!(statuses(&[linked], true), [code(TS::LinkedEventChainOpen)]);
     }
 }
