@@ -896,6 +896,17 @@ impl LedgerApi {
                 _ => to_run.push((i, made)),
             }
         }
+        // Crash-test builds can hold the burns here (failpoint `swap::before_burn`,
+        // `return(MS)`: wait MS milliseconds), so that a test can apply an earlier attempt
+        // of a swap between the lookup above and its burn.
+        #[cfg(feature = "failpoints")]
+        if let Some(Some(ms)) =
+            fail::eval("swap::before_burn", |ms| ms).filter(|_| !burns.is_empty())
+        {
+            let ms: u64 = ms.parse().expect("swap::before_burn takes return(MS)");
+            tracing::warn!(ms, "failpoint swap::before_burn: late swaps looked up, burns held");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let burnt = burns.into_iter().map(|(shard, swaps)| async move {
             let events = swaps.iter().map(|(_, made)| spread::burn_of(&made.transfers[0]));
             let results = self.transfers_on(shard, events.collect(), deadline).await?;

@@ -1552,6 +1552,118 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
     converge_every_shard(&cluster).await;
 }
 
+/// A swap on one shard refused for its quote has its give id burnt after a lookup that
+/// found nothing; an earlier attempt of it (here played by its two transfers, sent as a
+/// chain) may apply between that lookup and the burn. Failpoint `swap::before_burn`
+/// holds the burns of the node that took the swaps until the test has applied, in that
+/// gap, the first swap's chain exactly as the swap makes it and, for the second swap, an
+/// unrelated transfer with its give id. The burns then find both ids taken: the first
+/// swap is answered as applied (`exists`, with the timestamps stored), the second is
+/// refused for its quote, and nothing is applied twice.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_swap_finds_an_attempt_applied_between_its_lookup_and_its_burn() {
+    use tally_client::loyalty;
+    use tally_proto::v1::ledger_service_client::LedgerServiceClient;
+
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let hold_burns = [("FAILPOINTS", "swap::before_burn=return(5000)")];
+    let cluster = Cluster::start_with(3, XSHARD, &hold_burns);
+    let map = super::shards::wait_balanced(&cluster, 1).await;
+    let client = cluster.client();
+    let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
+    // Every account on shard 2, so each swap is burnt there rather than run across shards.
+    let mut on_2 = (1_u128..).filter(|&id| shard_of(id, SHARDS) == 2);
+    let mut next = || on_2.next().unwrap();
+    let (member_a, pool_a, bank_a) = (next(), next(), next());
+    let (member_b, pool_b, bank_b) = (next(), next(), next());
+    let accounts = vec![
+        account(member_a, ledger_a, DMNEC),
+        account(pool_a, ledger_a, 0),
+        account(bank_a, ledger_a, 0),
+        account(member_b, ledger_b, 0),
+        account(pool_b, ledger_b, DMNEC),
+        account(bank_b, ledger_b, 0),
+    ];
+    let created = client.create_accounts(accounts).await.unwrap();
+    assert!(created.iter().all(|r| r.status == AS::Created as i32), "{created:?}");
+    let fund = vec![
+        transfer(1, bank_a, member_a, 100, 0),
+        v1::Transfer { ledger: ledger_b, ..transfer(2, bank_b, pool_b, 1000, 0) },
+    ];
+    let funded = client.create_transfers(fund).await.unwrap();
+    assert!(funded.iter().all(|r| r.status == TS::Created as i32), "{funded:?}");
+
+    // Half a second of quote left: under the 1 s a swap needs, so both are late.
+    let expires_at = now_ns() + 500_000_000;
+    let swap = |give: u128| loyalty::Swap {
+        give_id: give,
+        receive_id: give + 1,
+        member_a_account: member_a,
+        pool_a_account: pool_a,
+        ledger_a,
+        code_a: 7,
+        pool_b_account: pool_b,
+        member_b_account: member_b,
+        ledger_b,
+        code_b: 8,
+        points: 10,
+        rate: (3, 2),
+        rounding: v1::Rounding::Down,
+        quote_id: 0xABC,
+        quote_expires_at: expires_at,
+    };
+    let (applied, taken) = (loyalty::swap(&swap(100)), loyalty::swap(&swap(200)));
+    // Taken by a node that does not lead shard 2: lookups and burns are forwarded.
+    let leader = map.shard_infos.iter().find(|s| s.shard_id == 2).unwrap().leader_id;
+    let via = (1..=3).find(|&n| n != leader).unwrap();
+    let mut raw =
+        LedgerServiceClient::connect(format!("http://{}", cluster.addr(via))).await.unwrap();
+    let batch = v1::SwapBatchRequest { swaps: vec![applied, taken] };
+    let swapping = tokio::spawn(async move { raw.swap_batch(batch).await });
+
+    let log = cluster.start_args(via).0.join("tallyd.log");
+    eventually("the burns are held", std::time::Duration::from_secs(20), || {
+        let log = log.clone();
+        async move {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            log.contains("failpoint swap::before_burn").then_some(())
+        }
+    })
+    .await;
+    // In the gap: the first swap's chain exactly as a swap makes it (an earlier attempt
+    // applied late), and another transfer under the second swap's give id.
+    let made = tally_node::service::swap::Swap::from_request(&applied).unwrap();
+    let chain: Vec<v1::Transfer> =
+        made.transfers.iter().map(tally_node::convert::transfer_to_proto).collect();
+    let other = transfer(200, bank_a, member_a, 5, 0);
+    let in_gap = client.create_transfers([chain, vec![other]].concat()).await.unwrap();
+    let statuses: Vec<i32> = in_gap.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![TS::Created as i32; 3], "{in_gap:?}");
+    assert!(!swapping.is_finished(), "the burns were held for 5 s; the test took longer");
+
+    let results = swapping.await.unwrap().unwrap().into_inner().results;
+    // The first: found as asked after its burn met the id, answered `exists` with the
+    // stored transfers' timestamps and the amount received (10 × 3/2).
+    assert_eq!(results[0].refusal, v1::SwapRefusal::None as i32, "{results:?}");
+    let stored: Vec<v1::Transfer> = client.lookup_transfers(&[100, 101]).await.unwrap();
+    let answered: Vec<(i32, u64)> =
+        results[0].results.iter().map(|r| (r.status, r.timestamp)).collect();
+    let expected: Vec<(i32, u64)> =
+        stored.iter().map(|t| (TS::Exists as i32, t.timestamp)).collect();
+    assert_eq!(answered, expected, "{results:?}");
+    assert_eq!(u128_of(results[0].amount_received), 15, "{results:?}");
+    // The second: its give id belongs to another transfer, so it can never apply.
+    assert_eq!(results[1].refusal, v1::SwapRefusal::QuoteExpired as i32, "{results:?}");
+    assert!(results[1].message.contains("TALLY:QuoteExpired"), "{results:?}");
+    assert!(client.lookup_transfers(&[201]).await.unwrap().is_empty());
+    // Points moved once for the first swap, and once for the other transfer.
+    let ids = [member_a, pool_a, pool_b, member_b];
+    let expected = vec![(0, 10, 0, 105), (0, 0, 0, 10), (0, 15, 0, 1000), (0, 0, 0, 15)];
+    assert_eq!(sums(&client, &ids).await, expected);
+    converge_every_shard(&cluster).await;
+}
+
 /// A node that crashes after a client's post of a cross-shard pending transfer reached the
 /// debit leg and before it completed the credit leg (failpoint
 /// `pending::before_completion`): after the restart, recovery on the debit shard completes
