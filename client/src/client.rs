@@ -63,6 +63,8 @@ pub const ENDPOINTS_MAX: usize = 64;
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
 /// How long fetching the shard map may take.
 pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest setting of any of the client's timeouts, its deadline and its backoff.
+pub const CLIENT_DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Resends a call makes at once, in a row (after a redirect to the leader or a newer
 /// shard map), before it waits its backoff like after any other failure: two nodes that
 /// each name the other as leader during an election cannot make a call spin.
@@ -163,7 +165,13 @@ impl ClientBuilder {
         self.connect_timeout = value;
         self
     }
-    /// Time one attempt may take (default 5 s).
+    /// Time one attempt may take (default 5 s). Shorter than a node's default
+    /// `request_timeout_ms` (10 s) on purpose: a node that stops answering without closing
+    /// its connection costs a call at most this before the next node is tried. An attempt
+    /// given up on may still be waiting in a node and apply later; the resend carries the
+    /// same ids, so it then reads `exists`, but both wait in the cluster meanwhile. Raise it
+    /// (and [`Self::deadline`]) for account queries that walk long histories, which a node
+    /// may take up to its `request_timeout_ms` to answer.
     #[must_use]
     pub fn attempt_timeout(mut self, value: Duration) -> Self {
         self.attempt_timeout = value;
@@ -195,8 +203,8 @@ impl ClientBuilder {
     /// Checks the settings. Connects lazily: no server needs to be up.
     ///
     /// # Errors
-    /// No endpoint, an endpoint that is not a valid URI, a zero timeout, or a deadline
-    /// shorter than one attempt.
+    /// No endpoint, an endpoint that is not a valid URI, a zero timeout, a deadline
+    /// shorter than one attempt, or a duration above [`CLIENT_DURATION_MAX`].
     pub fn build(self) -> Result<Client, ClientError> {
         let bad = |m: String| Err(ClientError::Config(m));
         if self.endpoints.is_empty() || self.endpoints.len() > ENDPOINTS_MAX {
@@ -210,6 +218,16 @@ impl ClientBuilder {
         }
         if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
             return bad("backoff: 0 < initial <= max".into());
+        }
+        let durations = [
+            ("connect_timeout", self.connect_timeout),
+            ("attempt_timeout", self.attempt_timeout),
+            ("deadline", self.deadline),
+            ("backoff max", self.backoff_max),
+            ("shard_map_max_age", self.shard_map_max_age),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, d)| *d > CLIENT_DURATION_MAX) {
+            return bad(format!("{name} must be at most {CLIENT_DURATION_MAX:?}"));
         }
         let mut nodes = Vec::new();
         for endpoint in &self.endpoints {
@@ -255,7 +273,8 @@ struct Node {
 /// The client's copy of the shard map.
 #[derive(Debug)]
 struct ShardMap {
-    /// The map's version (`ListShards.map_version`; the highest seen).
+    /// The map's version (`ListShards.map_version`; the highest seen: an older map is
+    /// never taken).
     version: u64,
     /// The cluster's data-shard count.
     shards: u32,
@@ -284,6 +303,16 @@ struct Inner {
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
+}
+
+/// A background fetch of the shard map: clears the client's `fetching` flag when dropped
+/// (the fetch ended, or its task was dropped).
+struct FetchDone(Client);
+
+impl Drop for FetchDone {
+    fn drop(&mut self) {
+        self.0.inner.fetching.store(false, Ordering::Release);
+    }
 }
 
 /// The shard map version a request is sent with (`tally-map-version`), once the map is
@@ -360,9 +389,11 @@ fn outcome_marked_unknown(status: &tonic::Status) -> bool {
 /// the status itself may follow an apply, or when an `earlier` attempt may have applied and
 /// the refusal depends on the cluster's state (a resend refused for a clock says nothing
 /// of the first attempt). Known either way: a refusal of the request's content
-/// (`INVALID_ARGUMENT`, `UNIMPLEMENTED`, `OUT_OF_RANGE`), which would have refused every
-/// attempt alike, and `TALLY:QuoteExpired`, which the node answers only once no attempt of
-/// the swap can apply any more.
+/// (`INVALID_ARGUMENT`), which would have refused every attempt alike, and
+/// `TALLY:QuoteExpired`, which the node answers only once no attempt of the swap can apply
+/// any more. Not `UNIMPLEMENTED` or `OUT_OF_RANGE` after an earlier attempt: a node of
+/// another build may lack a method another node ran, and tonic answers `OUT_OF_RANGE`
+/// also for a reply too large to decode, after the write applied.
 fn final_error(
     kind: Kind,
     status: &tonic::Status,
@@ -370,9 +401,8 @@ fn final_error(
     earlier: Option<String>,
 ) -> ClientError {
     use tonic::Code;
-    let known =
-        matches!(status.code(), Code::InvalidArgument | Code::Unimplemented | Code::OutOfRange)
-            || status.message().starts_with("TALLY:QuoteExpired");
+    let known = status.code() == Code::InvalidArgument
+        || status.message().starts_with("TALLY:QuoteExpired");
     let itself = may_have_applied(status, false);
     let earlier = if itself { None } else { earlier.filter(|_| !known) };
     if kind == Kind::Write && (itself || earlier.is_some()) {
@@ -474,10 +504,13 @@ impl Client {
             .is_none_or(|m| m.fetched.elapsed() > self.inner.settings.shard_map_max_age);
         if old && !self.inner.fetching.swap(true, Ordering::AcqRel) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let client = self.clone();
+                // The flag is cleared also if the task is dropped, polled or not (its
+                // runtime shut down), so that calls on another runtime still refresh the map.
+                let fetching = FetchDone(self.clone());
                 runtime.spawn(async move {
-                    client.fetch_shard_map(client.inner.current.load(Ordering::Relaxed)).await;
-                    client.inner.fetching.store(false, Ordering::Release);
+                    let client = &fetching.0;
+                    let index = client.inner.current.load(Ordering::Relaxed);
+                    client.fetch_shard_map(index, SHARD_MAP_FETCH_TIMEOUT).await;
                 });
             } else {
                 self.inner.fetching.store(false, Ordering::Release);
@@ -513,41 +546,24 @@ impl Client {
             if let Some(shards) = held() {
                 return Some(shards);
             }
-            self.fetch_shard_map(first + k).await;
+            self.fetch_shard_map(first + k, SHARD_MAP_FETCH_TIMEOUT).await;
         }
         held()
     }
 
-    /// Fetches the shard map from endpoint `index` (failures are only logged: requests
-    /// still work without it, through any node). The version kept is the highest seen (a
-    /// node that lags may answer with an older one).
-    async fn fetch_shard_map(&self, index: usize) {
+    /// Fetches the shard map from endpoint `index`, waiting at most `limit` (at most
+    /// [`SHARD_MAP_FETCH_TIMEOUT`]; failures are only logged: requests still work without
+    /// it, through any node). A map older than the one held (from a node that lags) is
+    /// ignored, so the version a request carries always goes with the routes it took.
+    async fn fetch_shard_map(&self, index: usize, limit: Duration) {
         let (_, node) = self.node_at(index);
         let mut admin = AdminServiceClient::new(node.channel);
         let fetch = admin.list_shards(v1::ListShardsRequest {});
-        match tokio::time::timeout(SHARD_MAP_FETCH_TIMEOUT, fetch).await {
+        match tokio::time::timeout(limit.min(SHARD_MAP_FETCH_TIMEOUT), fetch).await {
             Ok(Ok(reply)) => {
-                let reply = reply.into_inner();
-                if reply.shards == 0 || reply.shards > tally_proto::routing::SHARDS_MAX {
-                    tracing::debug!(shards = reply.shards, "ignoring a shard map out of range");
-                    return;
+                if let Err(why) = take_map(&mut self.inner.map.write(), &reply.into_inner()) {
+                    tracing::debug!(node = %node.addr, why, "shard map not taken");
                 }
-                let mut leaders = vec![String::new(); reply.shards as usize];
-                for info in &reply.shard_infos {
-                    if let Some(slot) =
-                        (info.shard_id as usize).checked_sub(1).and_then(|i| leaders.get_mut(i))
-                    {
-                        slot.clone_from(&info.leader_addr);
-                    }
-                }
-                let mut map = self.inner.map.write();
-                let version = map.as_ref().map_or(0, |m| m.version).max(reply.map_version);
-                *map = Some(ShardMap {
-                    version,
-                    shards: reply.shards,
-                    leaders,
-                    fetched: Instant::now(),
-                });
             }
             Ok(Err(status)) => tracing::debug!(node = %node.addr, %status, "shard map not fetched"),
             Err(_) => tracing::debug!(node = %node.addr, "shard map fetch timed out"),
@@ -609,7 +625,8 @@ impl Client {
             let wait = match classify(&status) {
                 Next::RefreshMap(wanted) => {
                     tracing::debug!(node = %node.addr, ?wanted, "shard map stale: fetching it");
-                    self.fetch_shard_map(at).await;
+                    self.fetch_shard_map(at, deadline.saturating_duration_since(Instant::now()))
+                        .await;
                     index = at;
                     // Resend at once only with a newer map than the one refused (and as new
                     // as the node asked for); otherwise back off like any retry.
@@ -918,10 +935,123 @@ fn check_size(events: usize) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Takes the shard map of `reply` into `held`, unless it is out of range or older than
+/// the map held (a node that lags): then `held` is kept, marked as just confirmed (the node
+/// has nothing newer, so it is asked again only once the map is old), and the reason is
+/// returned.
+fn take_map(held: &mut Option<ShardMap>, reply: &v1::ListShardsReply) -> Result<(), String> {
+    if reply.shards == 0 || reply.shards > tally_proto::routing::SHARDS_MAX {
+        return Err(format!("{} shards: out of range", reply.shards));
+    }
+    if let Some(map) = held.as_mut().filter(|m| m.version > reply.map_version) {
+        map.fetched = Instant::now();
+        return Err(format!("version {} is older than {}", reply.map_version, map.version));
+    }
+    let mut leaders = vec![String::new(); reply.shards as usize];
+    for info in &reply.shard_infos {
+        if let Some(slot) = (info.shard_id as usize).checked_sub(1).and_then(|i| leaders.get_mut(i))
+        {
+            slot.clone_from(&info.leader_addr);
+        }
+    }
+    *held = Some(ShardMap {
+        version: reply.map_version,
+        shards: reply.shards,
+        leaders,
+        fetched: Instant::now(),
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::RetryCause;
+    use super::*;
     use tonic::{Code, Status};
+
+    #[test]
+    fn only_a_refusal_of_the_content_is_final_after_an_earlier_attempt_may_have_applied() {
+        let earlier = || Some("n1: DeadlineExceeded attempt timed out".to_owned());
+        let unknown = |status: &Status| {
+            matches!(
+                final_error(Kind::Write, status, 2, earlier()),
+                ClientError::OutcomeUnknown { .. }
+            )
+        };
+        // A node of another build lacking the method, or a reply too large to decode: the
+        // earlier attempt may still have applied.
+        assert!(unknown(&Status::unimplemented("unknown method Swap")));
+        assert!(unknown(&Status::out_of_range("decoded message length too large")));
+        assert!(unknown(&Status::failed_precondition("TALLY:BatchRefused: ...")));
+        // The same content refused by every attempt, and a final quote refusal.
+        assert!(!unknown(&Status::invalid_argument("TALLY:InvalidRequest: event 0: ...")));
+        assert!(!unknown(&Status::failed_precondition("TALLY:QuoteExpired: ...")));
+        // Without an earlier attempt, a refusal that follows no apply is a rejection.
+        for status in [Status::unimplemented("x"), Status::out_of_range("x")] {
+            let error = final_error(Kind::Write, &status, 1, None);
+            assert!(matches!(error, ClientError::Rejected { .. }), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn an_older_shard_map_is_never_taken() {
+        let reply = |version: u64, leader: &str| v1::ListShardsReply {
+            shards: 2,
+            map_version: version,
+            shard_infos: vec![v1::ShardInfo {
+                shard_id: 2,
+                leader_addr: leader.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut held = None;
+        take_map(&mut held, &reply(3, "a:1")).unwrap();
+        let fetched = held.as_ref().unwrap().fetched;
+        // A lagging node's map: not taken, but the held one counts as confirmed now.
+        let why = take_map(&mut held, &reply(2, "b:1")).unwrap_err();
+        assert!(why.contains("older"), "{why}");
+        let map = held.as_ref().unwrap();
+        assert_eq!((map.version, map.leaders.clone()), (3, vec![String::new(), "a:1".into()]));
+        assert!(map.fetched >= fetched);
+        // The same version (leaders move without a new version) and a newer one are taken.
+        take_map(&mut held, &reply(3, "c:1")).unwrap();
+        assert_eq!(held.as_ref().unwrap().leaders[1], "c:1");
+        take_map(&mut held, &reply(4, "d:1")).unwrap();
+        assert_eq!(held.as_ref().map(|m| m.version), Some(4));
+        let out_of_range = v1::ListShardsReply { shards: 0, ..reply(5, "e:1") };
+        assert!(take_map(&mut held, &out_of_range).is_err());
+        assert_eq!(held.as_ref().map(|m| m.version), Some(4));
+    }
+
+    #[tokio::test]
+    async fn durations_beyond_a_day_are_refused_when_built() {
+        let error = Client::builder(["127.0.0.1:1"]).deadline(Duration::MAX).build().unwrap_err();
+        assert!(error.to_string().contains("deadline must be at most"), "{error}");
+        let error = Client::builder(["127.0.0.1:1"])
+            .shard_map_max_age(CLIENT_DURATION_MAX + Duration::from_secs(1))
+            .build()
+            .unwrap_err();
+        assert!(error.to_string().contains("shard_map_max_age"), "{error}");
+        assert!(Client::builder(["127.0.0.1:1"]).deadline(CLIENT_DURATION_MAX).build().is_ok());
+    }
+
+    #[test]
+    fn a_background_map_fetch_dropped_with_its_runtime_lets_the_next_one_start() {
+        // A listener that accepts and never answers: the fetch waits on it.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = runtime.block_on(async {
+            let client = Client::builder([addr.as_str()]).build().unwrap();
+            client.refresh_map_if_old();
+            assert!(client.inner.fetching.load(Ordering::Acquire), "a fetch is under way");
+            tokio::task::yield_now().await;
+            client
+        });
+        // The fetch task is dropped with its runtime, before its 1 s timeout.
+        drop(runtime);
+        assert!(!client.inner.fetching.load(Ordering::Acquire), "the flag was left set");
+    }
 
     #[test]
     fn a_retry_cause_names_known_codes_only() {

@@ -28,8 +28,11 @@ pub enum ClientError {
     /// `FAILED_PRECONDITION` `TALLY:BatchRefused`) answering a resend after an earlier
     /// attempt that may have applied (it timed out, lost its connection or read
     /// `OutcomeUnknown` or `Stopped`). (`TALLY:QuoteExpired` is final: `Rejected`.) Not retried. Learn the outcome by resending
-    /// the same request (same ids: an applied event reads `exists`) or by looking the ids
-    /// up; never resend it under new ids, which could apply it twice.
+    /// the same request (same ids: an applied event reads `exists`, one not applied is
+    /// applied now, exactly once). A lookup that finds the ids shows they applied; one that
+    /// does not find them settles nothing, since an earlier attempt may still be queued in
+    /// a node or awaiting a cross-shard recovery. Never resend it under new ids, which
+    /// could apply it twice.
     #[error(
         "outcome unknown after {attempts} attempts ({code:?}): {message}{}",
         earlier.as_ref().map(|e| format!("; an earlier attempt may have applied: {e}")).unwrap_or_default()
