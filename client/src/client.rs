@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -57,7 +57,11 @@ use crate::loyalty::{self, Earn, Expire, Redemption};
 pub const LEADER_ADDR_KEY: &str = "tally-leader-addr";
 /// Metadata key of the server's suggested wait after `Overloaded`, milliseconds.
 pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
-/// Most endpoints a client keeps (configured plus learned from redirects).
+/// Most endpoints a client keeps (configured plus learned from redirects and the shard
+/// map). When full, an address newly learned replaces the learned endpoint that was used
+/// least recently (answered a call, or was learned, whichever came last), not the one in
+/// use: addresses of nodes gone (a pod's
+/// old IP) leave as new ones come. The configured endpoints are always kept.
 pub const ENDPOINTS_MAX: usize = 64;
 /// Age after which the client fetches the shard map again (in the background), by default.
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
@@ -236,6 +240,7 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 settings: self,
+                ticks: AtomicU64::new(0),
                 nodes: RwLock::new(nodes),
                 current: AtomicUsize::new(0),
                 map: RwLock::new(None),
@@ -255,7 +260,8 @@ impl ClientBuilder {
         let client = LedgerServiceClient::new(channel.clone())
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize);
-        Ok(Node { addr: bare(addr).to_owned(), client, channel })
+        let used = Arc::new(AtomicU64::new(0));
+        Ok(Node { addr: bare(addr).to_owned(), client, channel, used })
     }
 }
 
@@ -268,6 +274,9 @@ struct Node {
     addr: String,
     client: LedgerServiceClient<Channel>,
     channel: Channel,
+    /// When this endpoint last answered a call successfully or was learned, whichever came
+    /// last, as a tick of the client's use clock ([`Client::tick`]); 0 for neither.
+    used: Arc<AtomicU64>,
 }
 
 /// The client's copy of the shard map.
@@ -287,6 +296,8 @@ struct ShardMap {
 #[derive(Debug)]
 struct Inner {
     settings: ClientBuilder,
+    /// Ticks of the use clock so far ([`Client::tick`]).
+    ticks: AtomicU64,
     nodes: RwLock<Vec<Node>>,
     /// Index of the endpoint tried first (the last that answered).
     current: AtomicUsize,
@@ -456,6 +467,12 @@ impl Client {
         }
     }
 
+    /// The next tick of the client's use clock (from 1, one per use of an endpoint): it
+    /// orders uses strictly, as a wall clock of finite resolution would not.
+    fn tick(&self) -> u64 {
+        self.inner.ticks.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn node_at(&self, index: usize) -> (usize, Node) {
         let nodes = self.inner.nodes.read();
         let index = index % nodes.len();
@@ -471,12 +488,24 @@ impl Client {
         if let Some(i) = nodes.iter().position(|n| n.addr == addr) {
             return i;
         }
-        match self.inner.settings.node(addr) {
-            Ok(node) if nodes.len() < ENDPOINTS_MAX => {
-                nodes.push(node);
-                nodes.len() - 1
+        let current = self.inner.current.load(Ordering::Relaxed);
+        let Ok(node) = self.inner.settings.node(addr) else { return current + 1 };
+        node.used.store(self.tick(), Ordering::Relaxed);
+        if nodes.len() < ENDPOINTS_MAX {
+            nodes.push(node);
+            return nodes.len() - 1;
+        }
+        let learned = self.inner.settings.endpoints.len()..nodes.len();
+        let stalest = learned
+            .filter(|&i| i != current % nodes.len())
+            .min_by_key(|&i| nodes[i].used.load(Ordering::Relaxed));
+        match stalest {
+            Some(i) => {
+                tracing::debug!(dropped = %nodes[i].addr, added = %node.addr, "endpoint replaced");
+                nodes[i] = node;
+                i
             }
-            _ => self.inner.current.load(Ordering::Relaxed) + 1,
+            None => current + 1,
         }
     }
 
@@ -611,6 +640,7 @@ impl Client {
                 match tokio::time::timeout(timeout, rpc(node.client, stamp)).await {
                     Ok(Ok(reply)) => {
                         self.inner.current.store(at, Ordering::Relaxed);
+                        node.used.store(self.tick(), Ordering::Relaxed);
                         return Ok(reply.into_inner());
                     }
                     Ok(Err(status)) => (status, false),
@@ -990,6 +1020,40 @@ mod tests {
             let error = final_error(Kind::Write, &status, 1, None);
             assert!(matches!(error, ClientError::Rejected { .. }), "{error:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_endpoint_list_replaces_the_learned_endpoint_used_least_recently() {
+        let client = Client::builder(["10.0.0.1:7001", "10.0.0.2:7001"]).build().unwrap();
+        let learned = |k: usize| format!("10.1.{}.{}:7001", k / 256, k % 256);
+        for k in 0..ENDPOINTS_MAX - 2 {
+            assert_eq!(client.index_of(&learned(k)), k + 2);
+        }
+        // Every learned endpoint answers a call, in order, but the second and the fifth;
+        // the client is using the first.
+        for k in (0..ENDPOINTS_MAX - 2).filter(|&k| k != 1 && k != 4) {
+            client.node_at(k + 2).1.used.store(client.tick(), Ordering::Relaxed);
+        }
+        client.inner.current.store(2, Ordering::Relaxed);
+        let addrs = || client.inner.nodes.read().iter().map(|n| n.addr.clone()).collect::<Vec<_>>();
+        // New addresses take the slots of those two (learned first, used least recently),
+        // then of the third learned one (the first is in use); none evicts another new one,
+        // and the configured two are kept.
+        assert_eq!(client.index_of("10.2.0.1:7001"), 3);
+        assert_eq!(client.index_of("10.2.0.2:7001"), 6);
+        assert_eq!(client.index_of("10.2.0.3:7001"), 4);
+        assert_eq!(client.index_of("10.2.0.1:7001"), 3, "known: found, not added again");
+        let now = addrs();
+        assert_eq!(now.len(), ENDPOINTS_MAX);
+        assert_eq!(&now[..4], ["10.0.0.1:7001", "10.0.0.2:7001", &learned(0), "10.2.0.1:7001"]);
+        for gone in [1, 2, 4] {
+            assert!(!now.contains(&learned(gone)), "{now:?}");
+        }
+        // With only configured endpoints, a new address is not kept: the next one is tried.
+        let configured: Vec<String> = (0..ENDPOINTS_MAX).map(learned).collect();
+        let full = Client::builder(configured).build().unwrap();
+        assert_eq!(full.index_of("10.2.0.1:7001"), 1);
+        assert_eq!(full.inner.nodes.read().len(), ENDPOINTS_MAX);
     }
 
     #[test]
