@@ -9,7 +9,9 @@
 //!   `concurrency` sessions (waiting if all are busy) and its latency is measured from the
 //!   time it was DUE, so a system that falls behind shows its queueing in the latency
 //!   instead of hiding it (coordinated omission). Requests more than
-//!   [`OPEN_LOOP_LATE_MAX`] behind schedule are not sent and are counted as `not_sent`.
+//!   [`OPEN_LOOP_LATE_MAX`] behind schedule are not sent and are counted as `not_sent`;
+//!   each still counts in the latency histogram, at how late it was when dropped (a lower
+//!   bound), so dropping them cannot make the percentiles look better.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub struct RunStats {
     /// Operations whose request failed (outcome unknown).
     pub unknown: u64,
     /// Open loop: operations never sent because they fell too far behind (after the warm-up).
+    /// Their requests are in `latency_us` at how late they were when dropped.
     pub not_sent: u64,
     /// Latency (µs) of every request.
     pub latency_us: Histogram<u64>,
@@ -139,6 +142,19 @@ impl Collector {
                 records: Vec::new(),
             }),
         }
+    }
+
+    /// Records an open-loop request of `ops` operations, due at `due`, dropped now for being
+    /// more than [`OPEN_LOOP_LATE_MAX`] late: counted `not_sent`, and in the latency
+    /// histogram at its lateness (a lower bound of the latency it would have had).
+    fn not_sent(&self, due: Instant, ops: u64) {
+        if due < self.measured_from {
+            return;
+        }
+        let late = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut stats = self.stats.lock();
+        stats.not_sent += ops;
+        stats.latency_us.record(late.clamp(1, LATENCY_MAX_US)).expect("clamped into range");
     }
 
     /// Records one request, due at `since` and sent at `sent` (the same in a closed loop),
@@ -216,10 +232,10 @@ pub async fn run(
         )
         .with_swappers(load.swappers.clone())
     };
-    let not_sent = match load.rate {
+    match load.rate {
         None => closed_loop(sessions, load, start, &collector, generator).await,
         Some(rate) => open_loop(sessions, load, rate, start, &collector, generator(0)).await,
-    };
+    }
     if let Some((bar, ticker)) = progress {
         // Wait for the cancelled ticker to drop its handle on the collector.
         ticker.abort();
@@ -229,7 +245,6 @@ pub async fn run(
     let collector = Arc::into_inner(collector).expect("every task has ended");
     let mut stats = collector.stats.into_inner();
     stats.elapsed = measured_from.elapsed();
-    stats.not_sent = not_sent;
     Ok(stats)
 }
 
@@ -239,7 +254,7 @@ async fn closed_loop(
     start: Instant,
     collector: &Arc<Collector>,
     generator: impl Fn(u64) -> OpGenerator,
-) -> u64 {
+) {
     let deadline = start + load.warmup + load.duration;
     let mut tasks = JoinSet::new();
     for (task, session) in (0_u64..).zip(sessions) {
@@ -258,7 +273,6 @@ async fn closed_loop(
     while let Some(joined) = tasks.join_next().await {
         joined.expect("a load task panicked");
     }
-    0
 }
 
 /// Sends the open loop's requests on schedule. Pacing runs on a thread of its own that
@@ -273,7 +287,7 @@ async fn open_loop(
     start: Instant,
     collector: &Arc<Collector>,
     generator: OpGenerator,
-) -> u64 {
+) {
     let (free_tx, free_rx) = tokio::sync::mpsc::channel(sessions.len());
     for session in sessions {
         free_tx.try_send(session).expect("room for every session");
@@ -286,14 +300,12 @@ async fn open_loop(
         collector: collector.clone(),
         runtime: tokio::runtime::Handle::current(),
     };
-    let (mut tasks, not_sent) =
-        tokio::task::spawn_blocking(move || pacer.run(generator, &free_tx, free_rx))
-            .await
-            .expect("the open-loop pacer panicked");
+    let mut tasks = tokio::task::spawn_blocking(move || pacer.run(generator, &free_tx, free_rx))
+        .await
+        .expect("the open-loop pacer panicked");
     while let Some(joined) = tasks.join_next().await {
         joined.expect("a request task panicked");
     }
-    not_sent
 }
 
 /// The open loop's schedule, kept by a blocking thread.
@@ -314,9 +326,8 @@ impl Pacer {
         mut generator: OpGenerator,
         free_tx: &tokio::sync::mpsc::Sender<Session>,
         mut free_rx: tokio::sync::mpsc::Receiver<Session>,
-    ) -> (JoinSet<()>, u64) {
+    ) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        let mut not_sent = 0_u64;
         for i in 0_u32.. {
             let due = self.start + self.interval * i;
             if due >= self.deadline {
@@ -328,9 +339,7 @@ impl Pacer {
             }
             let Some(session) = free_rx.blocking_recv() else { break };
             if due.elapsed() > OPEN_LOOP_LATE_MAX {
-                if due >= self.collector.measured_from {
-                    not_sent += u64::from(self.batch);
-                }
+                self.collector.not_sent(due, u64::from(self.batch));
                 free_tx.try_send(session).expect("room for the session just taken");
                 continue;
             }
@@ -349,7 +358,7 @@ impl Pacer {
                 joined.expect("a request task panicked");
             }
         }
-        (tasks, not_sent)
+        tasks
     }
 }
 
@@ -417,6 +426,24 @@ mod tests {
         assert_eq!(measured.failed.get(&7), Some(&1));
         assert_eq!(measured.latency_us.len(), 1);
         assert_eq!(measured.send_lag_us.len(), 0, "sent when due: no lag to record");
+    }
+
+    #[test]
+    fn a_request_dropped_for_lateness_counts_in_the_latency_at_its_lateness() {
+        let now = Instant::now();
+        let due = now.checked_sub(Duration::from_secs(31)).expect("a clock past 31 s");
+        let collector = Collector::new(due, due);
+        collector.record(now, now, vec![redeem(1)], vec![Outcome::Ok]);
+        collector.not_sent(due, 32);
+        // Dropped in the warm-up: neither counted nor in the latency.
+        let warm = Collector::new(due, now + Duration::from_secs(1));
+        warm.not_sent(due, 32);
+        let stats = collector.stats.into_inner();
+        assert_eq!(stats.not_sent, 32);
+        assert_eq!(stats.latency_us.len(), 2, "the reply and the request never sent");
+        assert!(stats.latency_us.max() >= 31_000_000, "{} µs", stats.latency_us.max());
+        let warm = warm.stats.into_inner();
+        assert_eq!((warm.not_sent, warm.latency_us.len()), (0, 0));
     }
 
     #[test]

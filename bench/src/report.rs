@@ -105,7 +105,10 @@ pub struct RunReport {
     pub not_sent: u64,
     /// Operations completed per second (any outcome).
     pub ops_per_s: f64,
-    /// Operations acknowledged per second — the headline number.
+    /// Operations acknowledged per second — the headline number. Every kind of operation
+    /// the workload sends counts, lookups too (`mixed`: a lookup is acknowledged when
+    /// every account asked for came back; their balances move under the load, so they are
+    /// not compared); `transfers_per_s` counts writes only.
     pub ok_per_s: f64,
     /// Transfers acknowledged per second (a redemption is two).
     pub transfers_per_s: f64,
@@ -261,6 +264,25 @@ pub struct Comparison {
     pub tally_p99_ms: f64,
     /// PostgreSQL's.
     pub postgres_p99_ms: f64,
+    /// Whether both runs passed their verification. A ratio of runs that did not is
+    /// printed marked UNVERIFIED: a figure of record needs both verified.
+    pub verified: bool,
+}
+
+impl Comparison {
+    /// Its line in the comparison table.
+    fn line(&self) -> String {
+        format!(
+            "{:<15} {:>11.0} {:>15.0} {:>15.1}x   {:>8.2} / {:.2}{}",
+            self.workload,
+            self.tally_ok_per_s,
+            self.postgres_ok_per_s,
+            self.ratio,
+            self.tally_p99_ms,
+            self.postgres_p99_ms,
+            if self.verified { "" } else { "   UNVERIFIED: a run failed its verification" }
+        )
+    }
 }
 
 /// The machine the run was on.
@@ -344,6 +366,7 @@ impl Report {
                     ratio: t.ok_per_s / p.ok_per_s.max(f64::MIN_POSITIVE),
                     tally_p99_ms: t.latency_ms.p99,
                     postgres_p99_ms: p.latency_ms.p99,
+                    verified: t.verified && p.verified,
                 })
             })
             .collect();
@@ -365,17 +388,30 @@ impl Report {
             "workload         tally ok/s   postgres ok/s   tally/postgres   p99 ms tally / postgres\n",
         );
         for c in &self.comparisons {
-            let _ = writeln!(
-                out,
-                "{:<15} {:>11.0} {:>15.0} {:>15.1}x   {:>8.2} / {:.2}",
-                c.workload,
-                c.tally_ok_per_s,
-                c.postgres_ok_per_s,
-                c.ratio,
-                c.tally_p99_ms,
-                c.postgres_p99_ms
-            );
+            out.push_str(&c.line());
+            out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Comparison;
+
+    #[test]
+    fn a_ratio_of_runs_not_both_verified_is_marked() {
+        let c = Comparison {
+            workload: "flash-sale".into(),
+            tally_ok_per_s: 120_000.0,
+            postgres_ok_per_s: 3_000.0,
+            ratio: 40.0,
+            tally_p99_ms: 60.0,
+            postgres_p99_ms: 90.0,
+            verified: true,
+        };
+        assert!(c.line().contains("40.0x") && !c.line().contains("UNVERIFIED"), "{}", c.line());
+        let failed = Comparison { verified: false, ..c };
+        assert!(failed.line().ends_with("UNVERIFIED: a run failed its verification"));
     }
 }

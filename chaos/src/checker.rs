@@ -37,7 +37,9 @@ pub enum Violation {
         /// The transfer id.
         transfer: u128,
     },
-    /// I4: a transfer id is stored more than once.
+    /// I4: a transfer id is read back more than once. The public lookup merges the shards'
+    /// answers into one record per id, so through it this cannot show; an id applied twice
+    /// shows in the model check instead (balances the history does not explain).
     Duplicated {
         /// The transfer id.
         transfer: u128,

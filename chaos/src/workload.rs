@@ -541,7 +541,11 @@ pub async fn run(
         })
         .collect();
     for task in tasks {
-        let _ = task.await;
+        // A worker that panicked lost its request in flight from the history, which the
+        // checks would then never read back: the run must not pass on a partial history.
+        if let Err(e) = task.await {
+            panic!("a workload worker failed, its request lost from the history: {e}");
+        }
     }
     std::mem::take(&mut *history.lock())
 }
