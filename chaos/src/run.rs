@@ -356,6 +356,7 @@ pub async fn run(spec: &RunSpec) -> Result<RunReport, RunError> {
             let mut found = checker::check_accounts(&accounts);
             found.extend(checker::check_history(&attempts, &stored, spec.shards));
             found.extend(checker::check_resolved(&accounts));
+            found.extend(checker::check_resolutions(&stored, spec.shards));
             found.extend(checker::check_model(&accounts, &stored));
             verdicts.extend(group(found));
             report.counts = counts(&history, &stored, ids.len());
