@@ -100,6 +100,18 @@ pub enum Violation {
         /// Its timestamp.
         later_timestamp: u64,
     },
+    /// I7: two stored transfers whose accounts all live on one shard share a timestamp
+    /// (each event of a shard gets its own, strictly increasing).
+    SharedTimestamp {
+        /// The shard.
+        shard: u32,
+        /// One transfer.
+        first: u128,
+        /// The other.
+        second: u128,
+        /// Their timestamp.
+        timestamp: u64,
+    },
     /// Model: an account's posted sums differ from the sums of the transfers stored.
     Diverged {
         /// The account id.
@@ -124,7 +136,7 @@ impl Violation {
             Self::Duplicated { .. } | Self::Altered { .. } | Self::Phantom { .. } => "I4",
             Self::Torn { .. } => "I5",
             Self::Unresolved { .. } | Self::Misresolved { .. } => "I6",
-            Self::OutOfOrder { .. } => "I7",
+            Self::OutOfOrder { .. } | Self::SharedTimestamp { .. } => "I7",
             Self::Diverged { .. } => "model",
         }
     }
@@ -162,6 +174,10 @@ impl fmt::Display for Violation {
             Self::Misresolved { resolution, pending, why } => {
                 write!(f, "I6 resolution {resolution:#x} of pending {pending:#x}: {why}")
             }
+            Self::SharedTimestamp { shard, first, second, timestamp } => write!(
+                f,
+                "I7 shard {shard}: transfers {first:#x} and {second:#x} share timestamp {timestamp}"
+            ),
             Self::OutOfOrder { shard, earlier, earlier_timestamp, later, later_timestamp } => {
                 write!(
                     f,
@@ -388,6 +404,36 @@ pub fn check_history(
         }
     }
     violations.extend(check_order(attempts, &by_id, shards));
+    violations.extend(check_unique_timestamps(stored, shards));
+    violations
+}
+
+/// I7: on each shard, no two stored transfers share a timestamp. Only transfers whose two
+/// accounts live on one shard are compared: a cross-shard transfer reads back with its
+/// alias's timestamp, which is unique on the alias's shard only.
+fn check_unique_timestamps(stored: &[v1::Transfer], shards: u32) -> Vec<Violation> {
+    let shard = |id: Option<v1::Uint128>| tally_proto::routing::shard_of(u128_of(id), shards);
+    let mut seen: BTreeMap<(u32, u64), u128> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for t in stored {
+        let (debit, credit) = (shard(t.debit_account_id), shard(t.credit_account_id));
+        if debit != credit {
+            continue;
+        }
+        let id = u128_of(t.id);
+        if let Some(&first) = seen.get(&(debit, t.timestamp))
+            && first != id
+        {
+            violations.push(Violation::SharedTimestamp {
+                shard: debit,
+                first,
+                second: id,
+                timestamp: t.timestamp,
+            });
+        } else {
+            seen.insert((debit, t.timestamp), id);
+        }
+    }
     violations
 }
 
@@ -598,6 +644,35 @@ mod tests {
             code: 1,
             ..Default::default()
         }
+    }
+
+    /// Two transfers of one shard with one timestamp are reported; transfers of two shards,
+    /// or crossing shards, may share one.
+    #[test]
+    fn transfers_of_one_shard_never_share_a_timestamp() {
+        let at = |id, debit: u128, credit: u128, timestamp| v1::Transfer {
+            debit_account_id: uint128(debit),
+            credit_account_id: uint128(credit),
+            timestamp,
+            ..transfer(id, 1)
+        };
+        let shard = |id: u128| tally_proto::routing::shard_of(id, 4);
+        let a1 = 1_u128;
+        let a2 = (2..).find(|&id| shard(id) == shard(a1)).unwrap();
+        let c = (2..).find(|&id| shard(id) != shard(a1)).unwrap();
+        let stored = [
+            at(1, a1, a2, 7),
+            at(2, c, c, 7),
+            at(3, a1, a2, 8),
+            at(4, a2, a1, 7),
+            at(5, a1, c, 7),
+            at(1, a1, a2, 7),
+        ];
+        let found = check_unique_timestamps(&stored, 4);
+        let expected =
+            [Violation::SharedTimestamp { shard: shard(a1), first: 1, second: 4, timestamp: 7 }];
+        assert_eq!(found, expected);
+        assert_eq!(found[0].invariant(), "I7");
     }
 
     /// Posts and voids are checked against the pending transfers they resolve.
@@ -894,7 +969,7 @@ mod tests {
                 completed_ns: 40,
             },
         ];
-        let stored = [at(first[0], 200), at(cross[0], 150), at(cross[1], 151), at(single[0], 150)];
+        let stored = [at(first[0], 200), at(cross[0], 150), at(cross[1], 151), at(single[0], 149)];
         assert_eq!(
             check_history(&attempts, &stored, 4),
             [Violation::OutOfOrder {
@@ -902,7 +977,7 @@ mod tests {
                 earlier: 1,
                 earlier_timestamp: 200,
                 later: 4,
-                later_timestamp: 150
+                later_timestamp: 149
             }]
         );
     }
