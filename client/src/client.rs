@@ -19,7 +19,10 @@
 //! [`ClientBuilder::shard_map_max_age`]), and sends each request first to the leader of the
 //! shard of its first event (the account's, or the first transfer's debit account's): a
 //! single-shard request then reaches its leader directly. Any node takes any request (it
-//! forwards the parts of other shards), so a stale leader costs one hop, never an error.
+//! forwards the parts of other shards), so a stale leader costs one hop, never an error;
+//! and a leader this client could not reach a moment ago (it did not connect, or let an
+//! attempt time out) is not tried first for [`ENDPOINT_DOWN_FOR`]: the request goes to the
+//! node that last answered, which forwards it.
 //! Every request carries the map's version (`tally-map-version`); a node whose map is newer
 //! (a shard's replicas were moved) answers `FAILED_PRECONDITION` `TALLY:StaleShardMap` with
 //! its version, and the client fetches the map again and resends the same request.
@@ -67,6 +70,11 @@ pub const ENDPOINTS_MAX: usize = 64;
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);
 /// How long fetching the shard map may take.
 pub const SHARD_MAP_FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an endpoint that failed to connect (or timed out an attempt) is not tried
+/// first for a shard map's leader or a leader hint: another node takes the request and
+/// forwards it, instead of every call paying a connect timeout to an address this client
+/// cannot reach (a node advertising an address behind NAT, a node down).
+pub const ENDPOINT_DOWN_FOR: Duration = Duration::from_secs(5);
 /// Longest setting of any of the client's timeouts, its deadline and its backoff.
 pub const CLIENT_DURATION_MAX: Duration = Duration::from_secs(24 * 60 * 60);
 /// Resends a call makes at once, in a row (after a redirect to the leader or a newer
@@ -241,6 +249,7 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 settings: self,
                 ticks: AtomicU64::new(0),
+                built: Instant::now(),
                 nodes: RwLock::new(nodes),
                 current: AtomicUsize::new(0),
                 map: RwLock::new(None),
@@ -260,8 +269,8 @@ impl ClientBuilder {
         let client = LedgerServiceClient::new(channel.clone())
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize);
-        let used = Arc::new(AtomicU64::new(0));
-        Ok(Node { addr: bare(addr).to_owned(), client, channel, used })
+        let (used, failed_ms) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        Ok(Node { addr: bare(addr).to_owned(), client, channel, used, failed_ms })
     }
 }
 
@@ -277,6 +286,10 @@ struct Node {
     /// When this endpoint last answered a call successfully or was learned, whichever came
     /// last, as a tick of the client's use clock ([`Client::tick`]); 0 for neither.
     used: Arc<AtomicU64>,
+    /// When an attempt on it last failed without an answer from it (a transport error or
+    /// the attempt's timeout), in milliseconds since the client was built plus one; 0
+    /// once it answers again, or if it never failed.
+    failed_ms: Arc<AtomicU64>,
 }
 
 /// The client's copy of the shard map.
@@ -298,6 +311,8 @@ struct Inner {
     settings: ClientBuilder,
     /// Ticks of the use clock so far ([`Client::tick`]).
     ticks: AtomicU64,
+    /// When the client was built.
+    built: Instant,
     nodes: RwLock<Vec<Node>>,
     /// Index of the endpoint tried first (the last that answered).
     current: AtomicUsize,
@@ -473,6 +488,18 @@ impl Client {
         self.inner.ticks.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Milliseconds since this client was built, plus one (so never 0).
+    fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.inner.built.elapsed().as_millis()).map_or(u64::MAX, |ms| ms + 1)
+    }
+
+    /// Whether endpoint `index` failed without an answer within [`ENDPOINT_DOWN_FOR`].
+    fn is_down(&self, index: usize) -> bool {
+        let failed = self.node_at(index).1.failed_ms.load(Ordering::Relaxed);
+        let down_for = u64::try_from(ENDPOINT_DOWN_FOR.as_millis()).unwrap_or(u64::MAX);
+        failed != 0 && self.uptime_ms().saturating_sub(failed) < down_for
+    }
+
     fn node_at(&self, index: usize) -> (usize, Node) {
         let nodes = self.inner.nodes.read();
         let index = index % nodes.len();
@@ -510,7 +537,8 @@ impl Client {
     }
 
     /// The endpoint to try first for a request whose first event belongs to the shard of
-    /// `account_id`: that shard's leader if the map knows it.
+    /// `account_id`: that shard's leader if the map knows it and it has not just failed
+    /// without answering ([`ENDPOINT_DOWN_FOR`]).
     fn leader_for(&self, account_id: u128) -> Option<usize> {
         let addr = {
             let map = self.inner.map.read();
@@ -518,7 +546,7 @@ impl Client {
             let shard = shard_of(account_id, m.shards) as usize;
             m.leaders.get(shard - 1).filter(|a| !a.is_empty()).cloned()
         };
-        addr.map(|a| self.index_of(&a))
+        addr.map(|a| self.index_of(&a)).filter(|&i| !self.is_down(i))
     }
 
     /// Starts a background fetch of the shard map when it is missing or older than
@@ -641,6 +669,7 @@ impl Client {
                     Ok(Ok(reply)) => {
                         self.inner.current.store(at, Ordering::Relaxed);
                         node.used.store(self.tick(), Ordering::Relaxed);
+                        node.failed_ms.store(0, Ordering::Relaxed);
                         return Ok(reply.into_inner());
                     }
                     Ok(Err(status)) => (status, false),
@@ -652,6 +681,13 @@ impl Client {
                     ),
                 };
             last_error = format!("{}: {:?} {}", node.addr, status.code(), status.message());
+            // No answer from the node itself (it did not connect, or said nothing in time).
+            let unanswered = timed_out
+                || status.code() == tonic::Code::Unavailable
+                    && !status.message().starts_with("TALLY:");
+            if unanswered {
+                node.failed_ms.store(self.uptime_ms(), Ordering::Relaxed);
+            }
             let wait = match classify(&status) {
                 Next::RefreshMap(wanted) => {
                     tracing::debug!(node = %node.addr, ?wanted, "shard map stale: fetching it");
@@ -666,9 +702,17 @@ impl Client {
                 }
                 Next::Fail => return Err(final_error(kind, &status, attempts, earlier)),
                 Next::Redirect(addr) => {
-                    tracing::debug!(from = %node.addr, to = %addr, "redirected to the leader");
-                    index = self.index_of(&addr);
-                    Duration::ZERO
+                    let hinted = self.index_of(&addr);
+                    if self.is_down(hinted) {
+                        // Any node forwards to the leader: the next one, after a backoff.
+                        tracing::debug!(from = %node.addr, to = %addr, "leader hint down");
+                        index = at + 1;
+                        backoff
+                    } else {
+                        tracing::debug!(from = %node.addr, to = %addr, "redirected to the leader");
+                        index = hinted;
+                        Duration::ZERO
+                    }
                 }
                 Next::OtherNode => {
                     tracing::debug!(node = %node.addr, error = %last_error, "trying the next node");
@@ -1054,6 +1098,41 @@ mod tests {
         let full = Client::builder(configured).build().unwrap();
         assert_eq!(full.index_of("10.2.0.1:7001"), 1);
         assert_eq!(full.inner.nodes.read().len(), ENDPOINTS_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_does_not_connect_is_not_tried_first_for_a_while() {
+        // Two ports with nothing listening (bound, then closed): every connect is refused.
+        let closed = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let (a, b) = (closed(), closed());
+        let client = Client::builder([a.as_str(), b.as_str()])
+            .attempt_timeout(Duration::from_millis(200))
+            .deadline(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        // The map names A as the leader of the only shard.
+        let map = v1::ListShardsReply {
+            shards: 1,
+            map_version: 1,
+            shard_infos: vec![v1::ShardInfo {
+                shard_id: 1,
+                leader_addr: a.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        take_map(&mut client.inner.map.write(), &map).unwrap();
+        assert_eq!(client.leader_for(7), Some(0), "A is tried first while it has not failed");
+        let error = client.lookup_accounts(&[7]).await.unwrap_err();
+        assert!(matches!(error, ClientError::DeadlineExceeded { .. }), "{error:?}");
+        assert!(client.is_down(0) && client.is_down(1), "both refused their connections");
+        assert_eq!(client.leader_for(7), None, "A is not tried first for a while");
+        // Once it answers again (here: marked as if it had), it is tried first again.
+        client.node_at(0).1.failed_ms.store(0, Ordering::Relaxed);
+        assert_eq!(client.leader_for(7), Some(0));
     }
 
     #[test]
