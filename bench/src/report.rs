@@ -92,7 +92,8 @@ pub struct RunReport {
     /// Operations with an unknown outcome.
     pub unknown: u64,
     /// The request errors behind them: error text → operations left unknown (at most
-    /// `target::ERROR_TEXTS_MAX` texts; refused swaps count with their refusal message).
+    /// `target::ERROR_TEXTS_MAX` texts). A swap refused whole is not unknown: it counts in
+    /// `failed` under its refusal (`SWAP_REFUSAL_…`) and must read back absent.
     pub unknown_errors: BTreeMap<String, u64>,
     /// Attempts the client library resent during the run (warm-up included, read-back
     /// not), by cause (gRPC code and `TALLY:<Code>`); an operation the first attempt

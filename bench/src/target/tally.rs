@@ -35,6 +35,9 @@ const BULK_EVENTS: usize = BATCH_EVENTS_MAX as usize;
 const CREATED: i32 = v1::CreateTransferStatus::Created as i32;
 const LINKED_EVENT_FAILED: i32 = v1::CreateTransferStatus::LinkedEventFailed as i32;
 const EXISTS: i32 = v1::CreateTransferStatus::Exists as i32;
+/// The code a swap refused whole counts under (`failed`): this plus its `SwapRefusal`,
+/// above every transfer status.
+const SWAP_REFUSED: u32 = 1 << 20;
 
 /// Sends `events` in requests of [`BULK_EVENTS`], [`BULK_CONCURRENCY`] at once; fails on
 /// a request error or on the first result `refused` names.
@@ -299,20 +302,10 @@ impl TallyTarget {
             self.client.swap_batch(swaps).await
         };
         let (writes, reads, swapped) = tokio::join!(writes, reads, swapped);
-        // A swap refused alone (an expired quote: the bench's quotes outlive a run) counts
-        // as unknown: the verification then checks it applied all or nothing.
         let swapped: Vec<Outcome> = match swapped {
-            Ok(results) if results.len() == swap_count => results
-                .iter()
-                .map(|r| {
-                    if r.refusal == v1::SwapRefusal::None as i32 {
-                        outcome_of(&r.results)
-                    } else {
-                        self.errors.record(&r.message, 1);
-                        Outcome::Unknown
-                    }
-                })
-                .collect(),
+            Ok(results) if results.len() == swap_count => {
+                results.iter().map(swap_outcome).collect()
+            }
             Ok(results) => {
                 let short = format!("SwapBatch answered {} of {swap_count} swaps", results.len());
                 self.errors.record(&short, swap_count as u64);
@@ -526,6 +519,17 @@ fn same(sent: &v1::Transfer, stored: &v1::Transfer) -> bool {
     v1::Transfer { timestamp: 0, ..*stored } == v1::Transfer { timestamp: 0, ..*sent }
 }
 
+/// A swap's outcome: refused whole (the node says nothing of it applied, which the
+/// verification then checks: it must read back absent) under [`SWAP_REFUSED`] plus the
+/// refusal, else its two transfers' outcome ([`outcome_of`]).
+fn swap_outcome(r: &v1::SwapResult) -> Outcome {
+    match u32::try_from(r.refusal) {
+        Ok(0) => outcome_of(&r.results),
+        Ok(refusal) => Outcome::Failed(SWAP_REFUSED + refusal),
+        Err(_) => Outcome::Unknown,
+    }
+}
+
 /// One operation's outcome from the results of its legs: created only if every leg was;
 /// unknown if a leg already existed (the client resent a request whose first attempt
 /// applied; read-back settles it); otherwise the code of the leg that failed (not the
@@ -549,6 +553,10 @@ fn outcome_of(results: &[v1::CreateTransferResult]) -> Outcome {
 #[must_use]
 pub fn transfer_status_name(code: impl TryInto<i32>) -> String {
     let code: i32 = code.try_into().unwrap_or(-1);
+    if let Some(refusal) = code.checked_sub(SWAP_REFUSED as i32).filter(|&r| r >= 0) {
+        return v1::SwapRefusal::try_from(refusal)
+            .map_or_else(|_| format!("swap refused ({refusal})"), |r| r.as_str_name().to_owned());
+    }
     v1::CreateTransferStatus::try_from(code)
         .map_or_else(|_| format!("code {code}"), |s| s.as_str_name().to_owned())
 }
@@ -556,4 +564,27 @@ pub fn transfer_status_name(code: impl TryInto<i32>) -> String {
 fn account_status_name(code: i32) -> String {
     v1::CreateAccountStatus::try_from(code)
         .map_or_else(|_| format!("code {code}"), |s| s.as_str_name().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swap_refused_whole_counts_as_refused_and_is_named() {
+        let refused = v1::SwapResult {
+            refusal: v1::SwapRefusal::QuoteExpired as i32,
+            message: "TALLY:QuoteExpired: ...".into(),
+            ..Default::default()
+        };
+        let outcome = swap_outcome(&refused);
+        let Outcome::Failed(code) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(transfer_status_name(code), "SWAP_REFUSAL_QUOTE_EXPIRED");
+        let made = v1::SwapResult {
+            results: vec![v1::CreateTransferResult { status: CREATED, timestamp: 1 }; 2],
+            ..Default::default()
+        };
+        assert_eq!(swap_outcome(&made), Outcome::Ok);
+        assert_eq!(transfer_status_name(54), "CREATE_TRANSFER_STATUS_EXCEEDS_CREDITS");
+    }
 }
