@@ -63,8 +63,8 @@ pub const RETRY_AFTER_MS_KEY: &str = "tally-retry-after-ms";
 /// Most endpoints a client keeps (configured plus learned from redirects and the shard
 /// map). When full, an address newly learned replaces the learned endpoint that was used
 /// least recently (answered a call, or was learned, whichever came last), not the one in
-/// use: addresses of nodes gone (a pod's
-/// old IP) leave as new ones come. The configured endpoints are always kept.
+/// use: addresses of nodes gone (a pod's old IP) leave as new ones come. The configured
+/// endpoints are always kept.
 pub const ENDPOINTS_MAX: usize = 64;
 /// Age after which the client fetches the shard map again (in the background), by default.
 pub const SHARD_MAP_MAX_AGE: Duration = Duration::from_secs(2);

@@ -369,6 +369,20 @@ fn merge<T: Default + Clone>(
     Ok(out)
 }
 
+/// Crash-test builds: holds a late swap's burns (failpoint `swap::before_burn`,
+/// `return(PATH)`) until the file PATH exists or `deadline` passes, so that a test can
+/// apply an earlier attempt of the swap between the lookup and the burn, then release them.
+#[cfg(feature = "failpoints")]
+async fn hold_burns(deadline: Instant) {
+    const POLL: Duration = Duration::from_millis(10);
+    let Some(Some(release)) = fail::eval("swap::before_burn", |path| path) else { return };
+    tracing::warn!(%release, "failpoint swap::before_burn: late swaps looked up, burns held");
+    let release = std::path::Path::new(&release);
+    while !release.exists() && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Lookup results of several shards, in the order of `ids`: each shard's results are
 /// the ids it found, in the order asked; an id found nowhere is skipped.
 ///
@@ -896,16 +910,9 @@ impl LedgerApi {
                 _ => to_run.push((i, made)),
             }
         }
-        // Crash-test builds can hold the burns here (failpoint `swap::before_burn`,
-        // `return(MS)`: wait MS milliseconds), so that a test can apply an earlier attempt
-        // of a swap between the lookup above and its burn.
         #[cfg(feature = "failpoints")]
-        if let Some(Some(ms)) =
-            fail::eval("swap::before_burn", |ms| ms).filter(|_| !burns.is_empty())
-        {
-            let ms: u64 = ms.parse().expect("swap::before_burn takes return(MS)");
-            tracing::warn!(ms, "failpoint swap::before_burn: late swaps looked up, burns held");
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+        if !burns.is_empty() {
+            hold_burns(deadline).await;
         }
         let burnt = burns.into_iter().map(|(shard, swaps)| async move {
             let events = swaps.iter().map(|(_, made)| spread::burn_of(&made.transfers[0]));

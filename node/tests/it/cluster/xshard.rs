@@ -1555,9 +1555,9 @@ async fn a_dry_swap_whose_quote_lapses_is_never_proposed_again() {
 /// A swap on one shard refused for its quote has its give id burnt after a lookup that
 /// found nothing; an earlier attempt of it (here played by its two transfers, sent as a
 /// chain) may apply between that lookup and the burn. Failpoint `swap::before_burn`
-/// holds the burns of the node that took the swaps until the test has applied, in that
-/// gap, the first swap's chain exactly as the swap makes it and, for the second swap, an
-/// unrelated transfer with its give id. The burns then find both ids taken: the first
+/// holds the burns of the node that took the swaps until the test, having applied in that
+/// gap the first swap's chain exactly as the swap makes it and, for the second swap, an
+/// unrelated transfer with its give id, releases them. The burns then find both ids taken: the first
 /// swap is answered as applied (`exists`, with the timestamps stored), the second is
 /// refused for its quote, and nothing is applied twice.
 #[cfg(feature = "failpoints")]
@@ -1567,8 +1567,11 @@ async fn a_late_swap_finds_an_attempt_applied_between_its_lookup_and_its_burn() 
     use tally_proto::v1::ledger_service_client::LedgerServiceClient;
 
     let _one_at_a_time = CLUSTER_LOCK.lock().await;
-    let hold_burns = [("FAILPOINTS", "swap::before_burn=return(5000)")];
-    let cluster = Cluster::start_with(3, XSHARD, &hold_burns);
+    // The burns are held until this file exists (at most the request's deadline).
+    let release_dir = tempfile::tempdir().unwrap();
+    let release = release_dir.path().join("release-burns");
+    let hold_burns = format!("swap::before_burn=return({})", release.display());
+    let cluster = Cluster::start_with(3, XSHARD, &[("FAILPOINTS", hold_burns.as_str())]);
     let map = super::shards::wait_balanced(&cluster, 1).await;
     let client = cluster.client();
     let (ledger_a, ledger_b) = (LEDGER, LEDGER + 1);
@@ -1640,7 +1643,8 @@ async fn a_late_swap_finds_an_attempt_applied_between_its_lookup_and_its_burn() 
     let in_gap = client.create_transfers([chain, vec![other]].concat()).await.unwrap();
     let statuses: Vec<i32> = in_gap.iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![TS::Created as i32; 3], "{in_gap:?}");
-    assert!(!swapping.is_finished(), "the burns were held for 5 s; the test took longer");
+    assert!(!swapping.is_finished(), "the burns were released before the attempts applied");
+    std::fs::write(&release, b"").unwrap();
 
     let results = swapping.await.unwrap().unwrap().into_inner().results;
     // The first: found as asked after its burn met the id, answered `exists` with the
