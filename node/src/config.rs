@@ -18,6 +18,9 @@ use tally_proto::routing::SHARDS_MAX;
 
 use crate::ledger::memory_store::Capacity;
 
+/// Largest node id: the shard map names a shard's nodes as a 128-bit set (bit `n - 1` for
+/// node `n`), so a node with a larger id could never be given or moved off a shard.
+pub const NODE_ID_MAX: u64 = 128;
 /// Largest group-commit linger, microseconds.
 pub const LINGER_US_MAX: u64 = 100_000;
 /// Smallest `raft.checkpoint_writes` (tests use it to checkpoint often).
@@ -29,6 +32,12 @@ pub const CHECKPOINT_WRITES_MAX: u64 = 1 << 24;
 pub const TXN_RECOVERY_AFTER_MS_MAX: u64 = 86_400_000;
 /// Largest `pending_watch_max`: about 64 MiB of watch per shard this node leads.
 pub const PENDING_WATCH_MAX_MAX: usize = 1 << 20;
+/// Largest `raft.snapshot_logs_since_last` and `raft.logs_to_keep_after_snapshot`: they
+/// bound the log entries a node keeps on disk between two snapshots.
+pub const RAFT_LOG_ENTRIES_MAX: u64 = 1 << 24;
+/// Largest `raft.heartbeat_interval_ms`, `raft.election_timeout_min_ms` and
+/// `raft.election_timeout_max_ms` (one minute): a failed leader is replaced within it.
+pub const RAFT_TIMING_MS_MAX: u64 = 60_000;
 /// Largest `raft.leader_balance_interval_ms` (one hour).
 pub const LEADER_BALANCE_INTERVAL_MS_MAX: u64 = 3_600_000;
 
@@ -36,7 +45,7 @@ pub const LEADER_BALANCE_INTERVAL_MS_MAX: u64 = 3_600_000;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Raft node id, >= 1, unique in the cluster.
+    /// Raft node id, `1..=`[`NODE_ID_MAX`], unique in the cluster.
     pub node_id: u64,
     /// The one gRPC port: public ledger, admin, internal raft, health, reflection.
     pub listen_addr: SocketAddr,
@@ -100,11 +109,13 @@ pub struct RaftConfig {
     pub heartbeat_interval_ms: u64,
     /// Smallest election timeout, milliseconds (> heartbeat).
     pub election_timeout_min_ms: u64,
-    /// Largest election timeout, milliseconds (> min).
+    /// Largest election timeout, milliseconds (> min, <= `RAFT_TIMING_MS_MAX`).
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and purge the log) after this many applied entries.
+    /// Build a snapshot (and purge the log) after this many applied entries
+    /// (`1..=RAFT_LOG_ENTRIES_MAX`).
     pub snapshot_logs_since_last: u64,
-    /// Entries kept in the log after a snapshot, for followers slightly behind.
+    /// Entries kept in the log after a snapshot, for followers slightly behind
+    /// (`0..=RAFT_LOG_ENTRIES_MAX`).
     pub logs_to_keep_after_snapshot: u64,
     /// Entries per AppendEntries message (<= `RAFT_ENTRIES_PER_MESSAGE_MAX`).
     pub append_entries_max: u64,
@@ -428,8 +439,8 @@ impl NodeConfig {
     /// # Errors
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.node_id == 0 {
-            return Err(invalid("node_id", "must be at least 1"));
+        if !(1..=NODE_ID_MAX).contains(&self.node_id) {
+            return Err(invalid("node_id", format!("must be 1..={NODE_ID_MAX} (NODE_ID_MAX)")));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
@@ -485,8 +496,11 @@ impl NodeConfig {
         let mut addrs: Vec<&str> = self.bootstrap.iter().map(|m| m.addr.as_str()).collect();
         ids.sort_unstable();
         addrs.sort_unstable();
-        if ids.contains(&0) {
-            return Err(invalid("bootstrap", "node ids must be at least 1"));
+        if ids.iter().any(|id| !(1..=NODE_ID_MAX).contains(id)) {
+            return Err(invalid(
+                "bootstrap",
+                format!("node ids must be 1..={NODE_ID_MAX} (NODE_ID_MAX)"),
+            ));
         }
         if ids.windows(2).any(|w| w[0] == w[1]) || addrs.windows(2).any(|w| w[0] == w[1]) {
             return Err(invalid("bootstrap", "node ids and addresses must be unique"));
@@ -553,8 +567,23 @@ impl RaftConfig {
                 ),
             ));
         }
-        if self.snapshot_logs_since_last == 0 {
-            return Err(invalid("raft.snapshot_logs_since_last", "must be at least 1"));
+        if self.election_timeout_max_ms > RAFT_TIMING_MS_MAX {
+            return Err(invalid(
+                "raft.election_timeout_max_ms",
+                format!("must be at most {RAFT_TIMING_MS_MAX} (RAFT_TIMING_MS_MAX)"),
+            ));
+        }
+        if !(1..=RAFT_LOG_ENTRIES_MAX).contains(&self.snapshot_logs_since_last) {
+            return Err(invalid(
+                "raft.snapshot_logs_since_last",
+                format!("must be 1..={RAFT_LOG_ENTRIES_MAX} (RAFT_LOG_ENTRIES_MAX)"),
+            ));
+        }
+        if self.logs_to_keep_after_snapshot > RAFT_LOG_ENTRIES_MAX {
+            return Err(invalid(
+                "raft.logs_to_keep_after_snapshot",
+                format!("must be 0..={RAFT_LOG_ENTRIES_MAX} (RAFT_LOG_ENTRIES_MAX)"),
+            ));
         }
         if !(CHECKPOINT_WRITES_MIN..=CHECKPOINT_WRITES_MAX).contains(&self.checkpoint_writes) {
             return Err(invalid(
@@ -841,6 +870,7 @@ mod tests {
         // Every validation rule reports the dotted path of the field that broke it.
         for (text, field) in [
             ("node_id = 0", "node_id"),
+            ("node_id = 129", "node_id"),
             ("data_dir = \"\"", "data_dir"),
             ("advertise_addr = \"http://10.0.0.5:7001\"", "advertise_addr"),
             ("advertise_addr = \"10.0.0.5\"", "advertise_addr"),
@@ -850,6 +880,9 @@ mod tests {
             ("[raft]\nelection_timeout_min_ms = 50", "raft.election_timeout_min_ms"),
             ("[raft]\nelection_timeout_max_ms = 300", "raft.election_timeout_max_ms"),
             ("[raft]\nsnapshot_logs_since_last = 0", "raft.snapshot_logs_since_last"),
+            ("[raft]\nsnapshot_logs_since_last = 16777217", "raft.snapshot_logs_since_last"),
+            ("[raft]\nlogs_to_keep_after_snapshot = 16777217", "raft.logs_to_keep_after_snapshot"),
+            ("[raft]\nelection_timeout_max_ms = 60001", "raft.election_timeout_max_ms"),
             ("[raft]\nappend_entries_max = 0", "raft.append_entries_max"),
             ("[raft]\nappend_entries_max = 65", "raft.append_entries_max"),
             ("[raft]\ncheckpoint_writes = 0", "raft.checkpoint_writes"),
@@ -873,6 +906,10 @@ mod tests {
         }
         with("[batch]\nlinger_us = 0").unwrap();
         with("shards = 1024").unwrap();
+        with("node_id = 128").unwrap();
+        with("[raft]\nsnapshot_logs_since_last = 16777216\nlogs_to_keep_after_snapshot = 0")
+            .unwrap();
+        with("[raft]\nelection_timeout_max_ms = 60000").unwrap();
         with("pending_watch_max = 1048576").unwrap();
         with("[batch]\nlinger_us = 100000").unwrap();
     }
@@ -890,13 +927,14 @@ mod tests {
     #[test]
     fn bootstrap_rules_name_the_field() {
         // The bootstrap list must hold this node at its advertised address, unique ids and
-        // addresses, ids >= 1, and dialable addresses.
+        // addresses, ids 1..=NODE_ID_MAX, and dialable addresses.
         let me = "{ id = 1, addr = \"127.0.0.1:7001\" }";
         for list in [
             "[{ id = 2, addr = \"127.0.0.1:7002\" }]".to_owned(),
             format!("[{me}, {{ id = 1, addr = \"127.0.0.1:7002\" }}]"),
             format!("[{me}, {{ id = 2, addr = \"127.0.0.1:7001\" }}]"),
             format!("[{me}, {{ id = 0, addr = \"127.0.0.1:7002\" }}]"),
+            format!("[{me}, {{ id = 129, addr = \"127.0.0.1:7002\" }}]"),
             format!("[{me}, {{ id = 2, addr = \"127.0.0.1\" }}]"),
             "[{ id = 1, addr = \"127.0.0.1:9999\" }]".to_owned(),
         ] {

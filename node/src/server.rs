@@ -212,6 +212,19 @@ pub async fn run(
         Duration::from_millis(config.request_timeout_ms),
         counters.clone(),
     );
+    let in_progress_ms =
+        config.request_timeout_ms + u64::from(crate::service::xshard::TXN_TIMEOUT_S) * 1000;
+    if config.txn_recovery_after_ms < in_progress_ms {
+        // Safe (recovery decides "void unless already posted" once, and a coordinator's
+        // later decision is refused), but transactions still in progress may be voided.
+        tracing::warn!(
+            txn_recovery_after_ms = config.txn_recovery_after_ms,
+            in_progress_ms,
+            "txn_recovery_after_ms is below request_timeout_ms plus the 10-s decision \
+             timeout: recovery may void cross-shard transactions whose coordinator is \
+             still working on them"
+        );
+    }
     tasks.push(tokio::spawn(crate::service::xshard::recover(
         ledger.clone(),
         crate::service::xshard::RECOVERY_INTERVAL,
@@ -281,7 +294,11 @@ pub async fn run(
                 .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX as usize),
             raft_check,
         ))
-        .add_service(AdminServiceServer::new(admin))
+        .add_service(
+            AdminServiceServer::new(admin)
+                .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize)
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX as usize),
+        )
         .add_service(health_service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(incoming, async {

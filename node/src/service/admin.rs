@@ -190,7 +190,10 @@ impl AdminService for AdminApi {
                 *request.get_ref(),
                 TRANSFER_LEADER_WAIT + Duration::from_secs(1),
             );
-            return peer(&self.channels, &addr)?.transfer_leader(forwarded).await;
+            return peer(&self.channels, &addr)?
+                .transfer_leader(forwarded)
+                .await
+                .map_err(|e| status::forward_failed(&addr, e));
         }
         match replica.transfer_leader(to_node_id, TRANSFER_LEADER_WAIT).await {
             Ok(()) => Ok(Response::new(v1::TransferLeaderReply { leader_id: to_node_id })),
@@ -219,7 +222,10 @@ impl AdminService for AdminApi {
                 return Err(status::replica(&ReplicaError::NotLeader(hint)));
             }
             let forwarded = status::forwarded(request.get_ref().clone(), MAP_WRITE_WAIT * 2);
-            return peer(&self.channels, &addr)?.set_shard_replicas(forwarded).await;
+            return peer(&self.channels, &addr)?
+                .set_shard_replicas(forwarded)
+                .await
+                .map_err(|e| status::forward_failed(&addr, e));
         }
         let map_version = self.meta.set_replicas(*shard_id, &nodes, *expected_map_version).await?;
         tracing::info!(shard = shard_id, ?nodes, map_version, "shard map changed");

@@ -599,7 +599,7 @@ impl LedgerApi {
                     tracing::debug!(%shard, from = %target, "forward redirected");
                     redirect = status::leader_addr(&e).filter(|a| *a != target);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(status::forward_failed(&target, e)),
             }
         }
         Err(self.not_leader(&here.replica))

@@ -54,8 +54,9 @@ const MAP_ID_HIGH: u128 = 0xFFFF_FFFF_FFFF_FFFC << 64;
 const MAP_ACCOUNT: u128 = MAP_ID_HIGH | u64::MAX as u128;
 /// The map account's counterpart.
 const MAP_SINK: u128 = MAP_ID_HIGH | (u64::MAX - 1) as u128;
-/// Highest node id a map change can name (its nodes are a 128-bit set).
-pub const MAP_NODE_ID_MAX: u64 = 128;
+/// Highest node id a map change can name (its nodes are a 128-bit set); a node's
+/// configuration refuses a larger id ([`crate::config::NODE_ID_MAX`], the same).
+pub const MAP_NODE_ID_MAX: u64 = crate::config::NODE_ID_MAX;
 /// Most changes a cluster's map takes in its lifetime (the map is read whole, version by
 /// version; beyond this `SetShardReplicas` is refused with `RESOURCE_EXHAUSTED`).
 pub const MAP_VERSION_MAX: u64 = 100_000;
@@ -291,7 +292,8 @@ impl Metadata {
             let request = status::forwarded(v1::GetShardMapRequest {}, MAP_WRITE_WAIT * 2);
             let reply = super::admin::peer(&self.channels, &addr)?
                 .get_shard_map(request)
-                .await?
+                .await
+                .map_err(|e| status::forward_failed(&addr, e))?
                 .into_inner();
             let assigned = reply
                 .assignments
@@ -302,7 +304,7 @@ impl Metadata {
         }
         tokio::time::timeout(MAP_WRITE_WAIT, self.replica.read_barrier())
             .await
-            .map_err(|_| status::timeout(millis(MAP_WRITE_WAIT)))?
+            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
             .map_err(|e| status::replica(&e))?;
         Ok(self.refresh())
     }
@@ -384,7 +386,7 @@ impl Metadata {
         let replica = &self.replica;
         tokio::time::timeout(MAP_WRITE_WAIT, replica.read_barrier())
             .await
-            .map_err(|_| status::timeout(millis(MAP_WRITE_WAIT)))?
+            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
             .map_err(|e| status::replica(&e))?;
         let version = self.refresh().version;
         let stale = |version: u64| {
@@ -425,7 +427,9 @@ impl Metadata {
             if let Some(&(_, code)) =
                 created.iter().find(|(_, c)| *c != AS::Created as u32 && *c != AS::Exists as u32)
             {
-                return Err(Status::internal(format!("map accounts not created: status {code}")));
+                return Err(Status::internal(format!(
+                    "TALLY:Internal: map accounts not created: status {code}"
+                )));
             }
         }
         let change = Transfer {
@@ -460,12 +464,12 @@ impl Metadata {
         let command = Command { cluster_time_ns: cluster_time_now_ns(), op };
         let reply = tokio::time::timeout(MAP_WRITE_WAIT, self.replica.write(command))
             .await
-            .map_err(|_| status::timeout(millis(MAP_WRITE_WAIT)))?
+            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
             .map_err(|e: ReplicaError| status::replica(&e))?;
         match reply.requests.into_iter().next() {
             Some(Ok(outcomes)) => Ok(outcomes),
             Some(Err(reason)) => Err(status::refused(&reason)),
-            None => Err(Status::internal("no outcome for a map write")),
+            None => Err(Status::internal("TALLY:Internal: no outcome for a map write")),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | no quorum / stopping | `UNAVAILABLE` | `NoQuorum` / `Stopped` | | another node, later |
 //! | queue full | `RESOURCE_EXHAUSTED` | `Overloaded` | `tally-retry-after-ms` | back off, resend |
 //! | request timeout in the node | `DEADLINE_EXCEEDED` | `Timeout` | | resend, same ids |
+//! | the node could not reach the node it forwards to | `UNAVAILABLE` | `Unreachable` | | resend, same ids |
 //! | whole batch refused by the ledger | `FAILED_PRECONDITION` | `BatchRefused` | | see message |
 //! | routed request with an event of another shard | `INVALID_ARGUMENT` | `WrongShard` | | fix the routing |
 //! | routed request for a shard this node does not host | `NOT_FOUND` | `UnknownShard` | | fix the routing |
@@ -150,6 +151,27 @@ pub fn partial(part: Status) -> Status {
     status
 }
 
+/// `UNAVAILABLE` `TALLY:Unreachable`: this node could not reach `peer`, the node it forwards
+/// to (no connection, or one that broke mid-call), and the forwarded call may have
+/// applied. Statuses the peer itself answered (`TALLY:`-prefixed) pass through unchanged;
+/// a bare transport status (`UNAVAILABLE`, `UNKNOWN` or `CANCELLED` without the prefix)
+/// becomes `Unreachable`, so the caller does not take it for a failure of the node it
+/// called (a client sets such a node aside for a while) and knows the outcome is unknown.
+#[must_use]
+pub fn forward_failed(peer: &str, status: Status) -> Status {
+    use tonic::Code;
+    let transport = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled);
+    if !transport || status.message().starts_with("TALLY:") {
+        return status;
+    }
+    Status::unavailable(format!(
+        "TALLY:Unreachable: forwarding to {peer} failed ({:?}: {}); the request may have \
+         applied there; resend it with the same ids to learn its outcome",
+        status.code(),
+        status.message()
+    ))
+}
+
 /// A group-commit failure.
 #[must_use]
 pub fn submit(e: &SubmitError) -> Status {
@@ -166,12 +188,18 @@ pub fn submit(e: &SubmitError) -> Status {
     }
 }
 
-/// The node gave up waiting for the outcome.
+/// The node gave up waiting for the outcome after `request_timeout_ms`.
 #[must_use]
 pub fn timeout(after_ms: u64) -> Status {
+    timeout_of("request_timeout_ms", after_ms)
+}
+
+/// The node gave up waiting for the outcome after the limit named `limit`.
+#[must_use]
+pub fn timeout_of(limit: &str, after_ms: u64) -> Status {
     Status::deadline_exceeded(format!(
-        "TALLY:Timeout: no outcome within request_timeout_ms ({after_ms} ms); the request may \
-         still apply; resend it with the same ids to learn its outcome"
+        "TALLY:Timeout: no outcome within {limit} ({after_ms} ms); the request may still \
+         apply; resend it with the same ids to learn its outcome"
     ))
 }
 
@@ -188,6 +216,37 @@ mod tests {
 
     fn outcome(status: &Status) -> Option<&str> {
         status.metadata().get(OUTCOME_METADATA_KEY).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn a_forward_that_failed_in_transport_reads_unreachable_and_a_peer_s_answer_passes() {
+        for bare in [
+            Status::unavailable("tcp connect error: Connection refused (os error 111)"),
+            Status::unknown("h2 protocol error: connection reset"),
+            Status::cancelled("operation was canceled"),
+        ] {
+            let code = bare.code();
+            let s = forward_failed("127.0.0.1:7003", bare);
+            assert_eq!(s.code(), tonic::Code::Unavailable, "{code:?}");
+            assert!(s.message().starts_with("TALLY:Unreachable: "), "{}", s.message());
+            assert!(s.message().contains("127.0.0.1:7003"), "{}", s.message());
+            assert!(s.message().contains(&format!("{code:?}")), "{}", s.message());
+        }
+        let hint = LeaderHint { id: Some(3), addr: Some("127.0.0.1:7003".to_owned()) };
+        let answered = [
+            replica(&ReplicaError::NotLeader(hint)),
+            timeout(10_000),
+            Status::invalid_argument("TALLY:InvalidRequest: amount 0"),
+            Status::deadline_exceeded("Timeout expired"),
+            Status::out_of_range("message too large"),
+        ];
+        for peer_answer in answered {
+            let (code, message) = (peer_answer.code(), peer_answer.message().to_owned());
+            let meta = peer_answer.metadata().len();
+            let s = forward_failed("127.0.0.1:7003", peer_answer);
+            assert_eq!((s.code(), s.message()), (code, message.as_str()));
+            assert_eq!(s.metadata().len(), meta, "metadata kept");
+        }
     }
 
     #[test]

@@ -361,6 +361,48 @@ async fn malformed_requests_get_precise_errors_and_spare_their_batch() {
     assert_eq!(hint, leader_addr);
 }
 
+/// Elections only after 4-5 s of silence: a follower keeps naming a killed leader for that
+/// long.
+const SLOW_ELECTIONS: &str = "
+[raft]
+heartbeat_interval_ms = 100
+election_timeout_min_ms = 4000
+election_timeout_max_ms = 5000
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_cannot_reach_the_leader_answers_unreachable() {
+    // A follower forwards a request to the leader it knows of; with that leader killed (and
+    // no election yet) the forward fails in transport. The follower answers `UNAVAILABLE`
+    // `TALLY:Unreachable` naming the leader, never the bare transport status, which a client
+    // would take for a failure of the follower itself and set it aside.
+    let _one_at_a_time = CLUSTER_LOCK.lock().await;
+    let mut cluster = Cluster::start(3, SLOW_ELECTIONS);
+    let leader = cluster.wait_leader().await;
+    let client = cluster.client();
+    two_accounts(&client).await;
+    let applied = cluster.status(leader, false).await.unwrap().applied_index;
+    cluster.wait_converged(&[1, 2, 3], applied).await;
+    let leader_addr = cluster.addr(leader);
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut raw =
+        LedgerServiceClient::connect(format!("http://{}", cluster.addr(follower))).await.unwrap();
+    cluster.kill(leader);
+    let write = v1::CreateTransfersRequest { transfers: vec![transfer(50_000, 1, 2, 1)] };
+    let read = v1::LookupTransfersRequest { ids: uint128(50_000).into_iter().collect() };
+    let statuses = [
+        raw.create_transfers(write).await.unwrap_err(),
+        raw.lookup_transfers(read).await.unwrap_err(),
+    ];
+    let role = cluster.status(follower, false).await.unwrap().role;
+    assert_eq!(role, v1::ReplicaRole::Follower as i32, "no election yet: the test's premise");
+    for status in statuses {
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().starts_with("TALLY:Unreachable: "), "{status:?}");
+        assert!(status.message().contains(&leader_addr), "{status:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_transfers_expire_without_other_traffic() {
     // The leader's pulse expires a pending transfer after its timeout even when no other
