@@ -158,7 +158,7 @@ fn network(e: &(impl std::error::Error + 'static)) -> RpcError {
 }
 
 /// Whether tonic's own request deadline (`TimeoutExpired`) is in `status`'s error chain.
-fn caused_by_timeout(status: &tonic::Status) -> bool {
+pub(crate) fn caused_by_timeout(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
         if error.is::<tonic::TimeoutExpired>() {

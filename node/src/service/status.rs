@@ -151,18 +151,28 @@ pub fn partial(part: Status) -> Status {
     status
 }
 
-/// `UNAVAILABLE` `TALLY:Unreachable`: this node could not reach `peer`, the node it forwards
-/// to (no connection, or one that broke mid-call), and the forwarded call may have
-/// applied. Statuses the peer itself answered (`TALLY:`-prefixed) pass through unchanged;
-/// a bare transport status (`UNAVAILABLE`, `UNKNOWN` or `CANCELLED` without the prefix)
-/// becomes `Unreachable`, so the caller does not take it for a failure of the node it
-/// called (a client sets such a node aside for a while) and knows the outcome is unknown.
+/// The status a node answers for a call it forwarded to `peer` that failed with `status`.
+/// A status the peer itself answered (`TALLY:`-prefixed) passes unchanged. Any other came
+/// from the transport or the gRPC layers between the two nodes, and the forwarded call may
+/// have applied: a deadline that ran out (tonic's `CANCELLED` "Timeout expired", on this
+/// node's channel or the peer's server) becomes `DEADLINE_EXCEEDED` `TALLY:Timeout`; any
+/// other (no connection, a connection that broke mid-call, an HTTP/2 error, a reply that
+/// did not decode) `UNAVAILABLE` `TALLY:Unreachable`, the transport's status in the
+/// message. So a caller never takes a bare transport status for a failure of the node it
+/// called (a client sets such a node aside for a while), nor one that says "nothing done"
+/// (`RESOURCE_EXHAUSTED`, `INVALID_ARGUMENT`) for a final answer.
 #[must_use]
 pub fn forward_failed(peer: &str, status: Status) -> Status {
-    use tonic::Code;
-    let transport = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled);
-    if !transport || status.message().starts_with("TALLY:") {
+    if status.message().starts_with("TALLY:") {
         return status;
+    }
+    let expired = crate::raft::network::caused_by_timeout(&status)
+        || status.code() == tonic::Code::Cancelled && status.message() == "Timeout expired";
+    if expired {
+        return Status::deadline_exceeded(format!(
+            "TALLY:Timeout: no answer from {peer}, forwarded to, within the time left for \
+             the request; it may still apply; resend it with the same ids to learn its outcome"
+        ));
     }
     Status::unavailable(format!(
         "TALLY:Unreachable: forwarding to {peer} failed ({:?}: {}); the request may have \
@@ -219,11 +229,15 @@ mod tests {
     }
 
     #[test]
-    fn a_forward_that_failed_in_transport_reads_unreachable_and_a_peer_s_answer_passes() {
+    fn a_forward_that_failed_between_the_nodes_reads_unreachable_or_timeout() {
+        // Statuses no node answered (no TALLY: prefix): the transport's, tonic's, h2's.
         for bare in [
             Status::unavailable("tcp connect error: Connection refused (os error 111)"),
             Status::unknown("h2 protocol error: connection reset"),
             Status::cancelled("operation was canceled"),
+            Status::internal("h2 protocol error: error reading a body from connection"),
+            Status::resource_exhausted("h2 protocol error: ENHANCE_YOUR_CALM"),
+            Status::out_of_range("Error, decoded message length too large"),
         ] {
             let code = bare.code();
             let s = forward_failed("127.0.0.1:7003", bare);
@@ -232,13 +246,22 @@ mod tests {
             assert!(s.message().contains("127.0.0.1:7003"), "{}", s.message());
             assert!(s.message().contains(&format!("{code:?}")), "{}", s.message());
         }
+        // tonic's deadline, as the peer's server sends it and as tonic builds it from its
+        // `TimeoutExpired` error on this node's channel.
+        let from_channel = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        for expired in [Status::cancelled("Timeout expired"), from_channel] {
+            let s = forward_failed("127.0.0.1:7003", expired);
+            assert_eq!(s.code(), tonic::Code::DeadlineExceeded, "{s:?}");
+            assert!(s.message().starts_with("TALLY:Timeout: "), "{}", s.message());
+            assert!(s.message().contains("127.0.0.1:7003"), "{}", s.message());
+        }
+        // The peer's own answers pass unchanged, metadata and all.
         let hint = LeaderHint { id: Some(3), addr: Some("127.0.0.1:7003".to_owned()) };
         let answered = [
             replica(&ReplicaError::NotLeader(hint)),
             timeout(10_000),
             Status::invalid_argument("TALLY:InvalidRequest: amount 0"),
-            Status::deadline_exceeded("Timeout expired"),
-            Status::out_of_range("message too large"),
+            submit(&SubmitError::Overloaded { queue_requests_max: 16_384 }),
         ];
         for peer_answer in answered {
             let (code, message) = (peer_answer.code(), peer_answer.message().to_owned());
