@@ -21,6 +21,12 @@ use crate::ledger::memory_store::Capacity;
 /// Largest node id: the shard map names a shard's nodes as a 128-bit set (bit `n - 1` for
 /// node `n`), so a node with a larger id could never be given or moved off a shard.
 pub const NODE_ID_MAX: u64 = 128;
+/// Largest `batch.queue_requests_max`. Each queued request holds its events (a 4-MiB
+/// message at most), so the queue must be sized to the memory a node may give it; this
+/// only refuses values no machine could hold.
+pub const QUEUE_REQUESTS_MAX_MAX: u32 = 1 << 20;
+/// Largest `batch.in_flight_entries_max`.
+pub const IN_FLIGHT_ENTRIES_MAX_MAX: u32 = 1024;
 /// Largest group-commit linger, microseconds.
 pub const LINGER_US_MAX: u64 = 100_000;
 /// Smallest `raft.checkpoint_writes` (tests use it to checkpoint often).
@@ -135,9 +141,10 @@ pub struct BatchConfig {
     pub linger_us: u64,
     /// Events per Raft entry, 1..=`BATCH_EVENTS_MAX`.
     pub events_max: u32,
-    /// Requests queued for group commit; beyond it callers get `Overloaded`.
+    /// Requests queued for group commit, 1..=`QUEUE_REQUESTS_MAX_MAX`; beyond it callers
+    /// get `Overloaded`.
     pub queue_requests_max: u32,
-    /// Raft entries proposed and not yet applied.
+    /// Raft entries proposed and not yet applied, 1..=`IN_FLIGHT_ENTRIES_MAX_MAX`.
     pub in_flight_entries_max: u32,
 }
 
@@ -620,11 +627,17 @@ impl BatchConfig {
                 format!("must be 1..={BATCH_EVENTS_MAX} (BATCH_EVENTS_MAX)"),
             ));
         }
-        if self.queue_requests_max == 0 {
-            return Err(invalid("batch.queue_requests_max", "must be at least 1"));
+        if !(1..=QUEUE_REQUESTS_MAX_MAX).contains(&self.queue_requests_max) {
+            return Err(invalid(
+                "batch.queue_requests_max",
+                format!("must be 1..={QUEUE_REQUESTS_MAX_MAX} (QUEUE_REQUESTS_MAX_MAX)"),
+            ));
         }
-        if self.in_flight_entries_max == 0 {
-            return Err(invalid("batch.in_flight_entries_max", "must be at least 1"));
+        if !(1..=IN_FLIGHT_ENTRIES_MAX_MAX).contains(&self.in_flight_entries_max) {
+            return Err(invalid(
+                "batch.in_flight_entries_max",
+                format!("must be 1..={IN_FLIGHT_ENTRIES_MAX_MAX} (IN_FLIGHT_ENTRIES_MAX_MAX)"),
+            ));
         }
         Ok(())
     }
@@ -893,6 +906,8 @@ mod tests {
             ("[batch]\nevents_max = 8191", "batch.events_max"),
             ("[batch]\nqueue_requests_max = 0", "batch.queue_requests_max"),
             ("[batch]\nin_flight_entries_max = 0", "batch.in_flight_entries_max"),
+            ("[batch]\nin_flight_entries_max = 1025", "batch.in_flight_entries_max"),
+            ("[batch]\nqueue_requests_max = 1048577", "batch.queue_requests_max"),
             ("request_timeout_ms = 0", "request_timeout_ms"),
             ("pulse_interval_ms = 0", "pulse_interval_ms"),
             ("txn_recovery_after_ms = 0", "txn_recovery_after_ms"),
@@ -910,6 +925,7 @@ mod tests {
         with("[raft]\nsnapshot_logs_since_last = 16777216\nlogs_to_keep_after_snapshot = 0")
             .unwrap();
         with("[raft]\nelection_timeout_max_ms = 60000").unwrap();
+        with("[batch]\nqueue_requests_max = 1048576\nin_flight_entries_max = 1024").unwrap();
         with("pending_watch_max = 1048576").unwrap();
         with("[batch]\nlinger_us = 100000").unwrap();
     }
