@@ -19,7 +19,7 @@ use tally_proto::routing::SHARDS_MAX;
 use crate::ledger::memory_store::Capacity;
 
 /// Largest node id: the shard map names a shard's nodes as a 128-bit set (bit `n - 1` for
-/// node `n`), so a node with a larger id could never be given or moved off a shard.
+/// node `n`), so `SetShardReplicas` could never name a node with a larger id.
 pub const NODE_ID_MAX: u64 = 128;
 /// Largest `batch.queue_requests_max`. Each queued request holds its events (a 4-MiB
 /// message at most), so the queue must be sized to the memory a node may give it; this
@@ -354,6 +354,19 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field, reason: reason.into() }
 }
 
+/// Refuses `value` of `field` outside `lo..=hi`, saying so ("must be lo..=hi", and the
+/// limit's constant `name` if not empty).
+fn within<T>(field: &'static str, value: T, lo: T, hi: T, name: &str) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if (lo..=hi).contains(&value) {
+        return Ok(());
+    }
+    let named = if name.is_empty() { String::new() } else { format!(" ({name})") };
+    Err(invalid(field, format!("must be {lo}..={hi}{named}")))
+}
+
 /// Values given on the command line or in `TALLY_*` variables (clap merges those two).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CliOverrides {
@@ -446,37 +459,25 @@ impl NodeConfig {
     /// # Errors
     /// [`ConfigError::Invalid`].
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=NODE_ID_MAX).contains(&self.node_id) {
-            return Err(invalid("node_id", format!("must be 1..={NODE_ID_MAX} (NODE_ID_MAX)")));
-        }
+        within("node_id", self.node_id, 1, NODE_ID_MAX, "NODE_ID_MAX")?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
         check_host_port(&self.advertised_addr()).map_err(|r| invalid("advertise_addr", r))?;
         self.validate_bootstrap()?;
-        if !(1..=SHARDS_MAX).contains(&self.shards) {
-            return Err(invalid("shards", format!("must be 1..={SHARDS_MAX} (SHARDS_MAX)")));
-        }
+        within("shards", self.shards, 1, SHARDS_MAX, "SHARDS_MAX")?;
         self.raft.validate()?;
         self.batch.validate()?;
-        if !(1..=3_600_000).contains(&self.request_timeout_ms) {
-            return Err(invalid("request_timeout_ms", "must be 1..=3600000"));
-        }
-        if !(1..=60_000).contains(&self.pulse_interval_ms) {
-            return Err(invalid("pulse_interval_ms", "must be 1..=60000"));
-        }
-        if !(1..=TXN_RECOVERY_AFTER_MS_MAX).contains(&self.txn_recovery_after_ms) {
-            return Err(invalid(
-                "txn_recovery_after_ms",
-                format!("must be 1..={TXN_RECOVERY_AFTER_MS_MAX}"),
-            ));
-        }
-        if !(1..=PENDING_WATCH_MAX_MAX).contains(&self.pending_watch_max) {
-            return Err(invalid(
-                "pending_watch_max",
-                format!("must be 1..={PENDING_WATCH_MAX_MAX}"),
-            ));
-        }
+        within("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000, "")?;
+        within("pulse_interval_ms", self.pulse_interval_ms, 1, 60_000, "")?;
+        within(
+            "txn_recovery_after_ms",
+            self.txn_recovery_after_ms,
+            1,
+            TXN_RECOVERY_AFTER_MS_MAX,
+            "",
+        )?;
+        within("pending_watch_max", self.pending_watch_max, 1, PENDING_WATCH_MAX_MAX, "")?;
         self.memory.check(self.shards, None)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", format!("not a log filter: {:?}", self.log.level)));
@@ -580,39 +581,40 @@ impl RaftConfig {
                 format!("must be at most {RAFT_TIMING_MS_MAX} (RAFT_TIMING_MS_MAX)"),
             ));
         }
-        if !(1..=RAFT_LOG_ENTRIES_MAX).contains(&self.snapshot_logs_since_last) {
-            return Err(invalid(
-                "raft.snapshot_logs_since_last",
-                format!("must be 1..={RAFT_LOG_ENTRIES_MAX} (RAFT_LOG_ENTRIES_MAX)"),
-            ));
-        }
-        if self.logs_to_keep_after_snapshot > RAFT_LOG_ENTRIES_MAX {
-            return Err(invalid(
-                "raft.logs_to_keep_after_snapshot",
-                format!("must be 0..={RAFT_LOG_ENTRIES_MAX} (RAFT_LOG_ENTRIES_MAX)"),
-            ));
-        }
-        if !(CHECKPOINT_WRITES_MIN..=CHECKPOINT_WRITES_MAX).contains(&self.checkpoint_writes) {
-            return Err(invalid(
-                "raft.checkpoint_writes",
-                format!("must be {CHECKPOINT_WRITES_MIN}..={CHECKPOINT_WRITES_MAX}"),
-            ));
-        }
+        within(
+            "raft.snapshot_logs_since_last",
+            self.snapshot_logs_since_last,
+            1,
+            RAFT_LOG_ENTRIES_MAX,
+            "RAFT_LOG_ENTRIES_MAX",
+        )?;
+        within(
+            "raft.logs_to_keep_after_snapshot",
+            self.logs_to_keep_after_snapshot,
+            0,
+            RAFT_LOG_ENTRIES_MAX,
+            "RAFT_LOG_ENTRIES_MAX",
+        )?;
+        within(
+            "raft.checkpoint_writes",
+            self.checkpoint_writes,
+            CHECKPOINT_WRITES_MIN,
+            CHECKPOINT_WRITES_MAX,
+            "",
+        )?;
         if self.leader_balance_interval_ms > LEADER_BALANCE_INTERVAL_MS_MAX {
             return Err(invalid(
                 "raft.leader_balance_interval_ms",
                 format!("must be at most {LEADER_BALANCE_INTERVAL_MS_MAX}"),
             ));
         }
-        if !(1..=u64::from(RAFT_ENTRIES_PER_MESSAGE_MAX)).contains(&self.append_entries_max) {
-            return Err(invalid(
-                "raft.append_entries_max",
-                format!(
-                    "must be 1..={RAFT_ENTRIES_PER_MESSAGE_MAX} (RAFT_ENTRIES_PER_MESSAGE_MAX)"
-                ),
-            ));
-        }
-        Ok(())
+        within(
+            "raft.append_entries_max",
+            self.append_entries_max,
+            1,
+            u64::from(RAFT_ENTRIES_PER_MESSAGE_MAX),
+            "RAFT_ENTRIES_PER_MESSAGE_MAX",
+        )
     }
 }
 
@@ -621,25 +623,21 @@ impl BatchConfig {
         if self.linger_us > LINGER_US_MAX {
             return Err(invalid("batch.linger_us", format!("must be at most {LINGER_US_MAX}")));
         }
-        if !(1..=BATCH_EVENTS_MAX).contains(&self.events_max) {
-            return Err(invalid(
-                "batch.events_max",
-                format!("must be 1..={BATCH_EVENTS_MAX} (BATCH_EVENTS_MAX)"),
-            ));
-        }
-        if !(1..=QUEUE_REQUESTS_MAX_MAX).contains(&self.queue_requests_max) {
-            return Err(invalid(
-                "batch.queue_requests_max",
-                format!("must be 1..={QUEUE_REQUESTS_MAX_MAX} (QUEUE_REQUESTS_MAX_MAX)"),
-            ));
-        }
-        if !(1..=IN_FLIGHT_ENTRIES_MAX_MAX).contains(&self.in_flight_entries_max) {
-            return Err(invalid(
-                "batch.in_flight_entries_max",
-                format!("must be 1..={IN_FLIGHT_ENTRIES_MAX_MAX} (IN_FLIGHT_ENTRIES_MAX_MAX)"),
-            ));
-        }
-        Ok(())
+        within("batch.events_max", self.events_max, 1, BATCH_EVENTS_MAX, "BATCH_EVENTS_MAX")?;
+        within(
+            "batch.queue_requests_max",
+            self.queue_requests_max,
+            1,
+            QUEUE_REQUESTS_MAX_MAX,
+            "QUEUE_REQUESTS_MAX_MAX",
+        )?;
+        within(
+            "batch.in_flight_entries_max",
+            self.in_flight_entries_max,
+            1,
+            IN_FLIGHT_ENTRIES_MAX_MAX,
+            "IN_FLIGHT_ENTRIES_MAX_MAX",
+        )
     }
 }
 
@@ -928,6 +926,17 @@ mod tests {
         with("[batch]\nqueue_requests_max = 1048576\nin_flight_entries_max = 1024").unwrap();
         with("pending_watch_max = 1048576").unwrap();
         with("[batch]\nlinger_us = 100000").unwrap();
+    }
+
+    #[test]
+    fn range_errors_say_the_range_and_name_its_limit() {
+        let message = |text: &str| with(text).unwrap_err().to_string();
+        assert_eq!(message("node_id = 129"), "node_id: must be 1..=128 (NODE_ID_MAX)");
+        assert_eq!(message("request_timeout_ms = 0"), "request_timeout_ms: must be 1..=3600000");
+        assert_eq!(
+            message("[raft]\nlogs_to_keep_after_snapshot = 16777217"),
+            "raft.logs_to_keep_after_snapshot: must be 0..=16777216 (RAFT_LOG_ENTRIES_MAX)"
+        );
     }
 
     #[test]

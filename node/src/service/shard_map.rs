@@ -302,10 +302,7 @@ impl Metadata {
                 .collect();
             return Ok(Arc::new(MapView { version: reply.map_version, assigned }));
         }
-        tokio::time::timeout(MAP_WRITE_WAIT, self.replica.read_barrier())
-            .await
-            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
-            .map_err(|e| status::replica(&e))?;
+        within_map_wait(self.replica.read_barrier()).await?;
         Ok(self.refresh())
     }
 
@@ -384,10 +381,7 @@ impl Metadata {
     ) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
         let replica = &self.replica;
-        tokio::time::timeout(MAP_WRITE_WAIT, replica.read_barrier())
-            .await
-            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
-            .map_err(|e| status::replica(&e))?;
+        within_map_wait(replica.read_barrier()).await?;
         let version = self.refresh().version;
         let stale = |version: u64| {
             let mut s = Status::aborted(format!(
@@ -462,10 +456,7 @@ impl Metadata {
 
     async fn write(&self, op: Op) -> Result<Vec<(u64, u32)>, Status> {
         let command = Command { cluster_time_ns: cluster_time_now_ns(), op };
-        let reply = tokio::time::timeout(MAP_WRITE_WAIT, self.replica.write(command))
-            .await
-            .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", millis(MAP_WRITE_WAIT)))?
-            .map_err(|e: ReplicaError| status::replica(&e))?;
+        let reply = within_map_wait(self.replica.write(command)).await?;
         match reply.requests.into_iter().next() {
             Some(Ok(outcomes)) => Ok(outcomes),
             Some(Err(reason)) => Err(status::refused(&reason)),
@@ -474,8 +465,15 @@ impl Metadata {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// `step`'s outcome, or `TALLY:Timeout` after [`MAP_WRITE_WAIT`].
+async fn within_map_wait<T>(
+    step: impl Future<Output = Result<T, ReplicaError>>,
+) -> Result<T, Status> {
+    let waited = u64::try_from(MAP_WRITE_WAIT.as_millis()).unwrap_or(u64::MAX);
+    tokio::time::timeout(MAP_WRITE_WAIT, step)
+        .await
+        .map_err(|_| status::timeout_of("MAP_WRITE_WAIT", waited))?
+        .map_err(|e| status::replica(&e))
 }
 
 /// Every `interval` until `stop`: for each data shard this node leads whose members
