@@ -8,7 +8,8 @@
 //! | malformed request | `INVALID_ARGUMENT` | `InvalidRequest` | | fix the request |
 //! | not the leader | `UNAVAILABLE` | `NotLeader` | `tally-leader-id`, `tally-leader-addr` | resend there |
 //! | leader changed mid-write; or a split request's part failed after others may have applied ([`partial`]) | `UNAVAILABLE` | `OutcomeUnknown` | as above | resend, same ids |
-//! | no quorum / stopping | `UNAVAILABLE` | `NoQuorum` / `Stopped` | | another node, later |
+//! | a read's leader not confirmed by a majority | `UNAVAILABLE` | `NoQuorum` | | another node, later |
+//! | this replica's Raft stopped (I/O error, shutdown); a held write may still commit | `UNAVAILABLE` | `Stopped` | | another node, same ids |
 //! | queue full | `RESOURCE_EXHAUSTED` | `Overloaded` | `tally-retry-after-ms` | back off, resend |
 //! | request timeout in the node | `DEADLINE_EXCEEDED` | `Timeout` | | resend, same ids |
 //! | the node could not reach the node it forwards to | `UNAVAILABLE` | `Unreachable` | | resend, same ids |
@@ -126,11 +127,12 @@ pub fn replica(e: &ReplicaError) -> Status {
 
 /// The status of a request split over several parts (shards, or a cross-shard
 /// transaction's steps) that failed with `part`'s error while other parts may have
-/// applied: an answer that says "nothing done" (`NotLeader`, `Overloaded`, `NoQuorum`,
-/// `Stopped`) becomes `OutcomeUnknown` (its metadata kept, so a leader hint still
-/// redirects), since for the request as a whole it is not true; any other status keeps
-/// its code and message. Either way it carries `tally-outcome: unknown`
-/// ([`OUTCOME_METADATA_KEY`]), so a client never reads it as "refused, nothing applied".
+/// applied: an answer that would read as a refusal (`NotLeader`, `Overloaded`, `NoQuorum`;
+/// and `Stopped`, which clients read as an open outcome anyway, since a stopping replica
+/// answers it also for an entry already appended) becomes `OutcomeUnknown` (its metadata
+/// kept, so a leader hint still redirects); any other status keeps its code and message.
+/// Either way it carries `tally-outcome: unknown` ([`OUTCOME_METADATA_KEY`]), so a client
+/// never reads it as "refused, nothing applied".
 #[must_use]
 pub fn partial(part: Status) -> Status {
     let unknown = MetadataValue::from_static(OUTCOME_UNKNOWN);
