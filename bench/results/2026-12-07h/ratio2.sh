@@ -2,16 +2,18 @@
 # Issue 5's ratio with a 2-shard cluster beside the 4-shard one: cross-shard swaps on 2 and
 # on 4 shards, single-shard swaps on 4 shards and on a 1-shard cluster; alternated, every
 # run verified (SERIES=1); SERIES=2 adds single-shard swaps on the 2-shard cluster;
-# SERIES=3 cross-shard swaps on 3 shards; SERIES=4 earns with --no-spread (WORKLOAD=earn).
-# B: a folder holding the release tallyd and tally-bench; R: where reports go.
+# SERIES=3 cross-shard swaps on 3 shards; SERIES=4 earns with --no-spread; SERIES=5
+# each kind of swap at larger requests. B: a folder holding the release tallyd and
+# tally-bench; R: where reports go. A run's workload is WORKLOAD (swap) and its request
+# BATCH (128) unless the series sets them.
 set -u
 B=${B:-target/release}; R=${R:-/tmp/ratio2}; A=bench/results/2026-12-07a; H=bench/results/2026-12-07h
 mkdir -p $R
 run() { # name config conc extra...
   local name=$1 cfg=$2 conc=$3; shift 3
   $B/tally-bench --local --local-config $cfg --tallyd $B/tallyd --workloads ${WORKLOAD:-swap} "$@" \
-    --members 10000 --concurrency $conc --batch 128 --duration-s 10 --warmup-s 3 --out $R/$name \
-    > $R/$name.log 2>&1
+    --members 10000 --concurrency $conc --batch ${BATCH:-128} --duration-s 10 --warmup-s 3 \
+    --out $R/$name --no-progress --no-charts > $R/$name.log 2>&1
   echo "$name rc $? $(python3 -c "import json;d=json.load(open('$R/$name/report.json'));r=d['runs'][0];print(round(r['ok_per_s']), r['latency_ms']['p99'], d['runs'][0]['verified'], r['unknown'])" 2>&1)"
 }
 case ${SERIES:-1} in
@@ -37,8 +39,15 @@ case ${SERIES:-1} in
 4) # earns (one transfer each) with the issuance account ordinary (--no-spread): on 2 or 4
    # shards most earns are cross-shard transactions; a 1-shard cluster beside them
   for i in 1 2; do
-    run earn4-$i $A/swaps-4-shards.toml 64 --no-spread
-    run earn2-$i $H/swaps-2-shards.toml 64 --no-spread
-    run earn1-$i $A/swaps-1-shard.toml 64
+    WORKLOAD=earn run earn4-$i $A/swaps-4-shards.toml 64 --no-spread
+    WORKLOAD=earn run earn2-$i $H/swaps-2-shards.toml 64 --no-spread
+    WORKLOAD=earn run earn1-$i $A/swaps-1-shard.toml 64
+  done ;;
+5) # larger requests, each kind at its own peak shape (concurrency x batch in the names)
+  for i in 1 2 3; do
+    BATCH=512 run cross4-64x512-$i $A/swaps-4-shards.toml 64 --swap-shards cross
+    BATCH=512 run cross2-64x512-$i $H/swaps-2-shards.toml 64 --swap-shards cross
+    BATCH=512 run 1shard-16x512-$i $A/swaps-1-shard.toml 16
+    BATCH=256 run 1shard-32x256-$i $A/swaps-1-shard.toml 32
   done ;;
 esac
